@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/xdp"
+)
+
+// statusReport is what 'xlb status' prints; its JSON form is for scripts.
+type statusReport struct {
+	Interface string            `json:"interface"`
+	Attached  bool              `json:"attached"`
+	Ours      bool              `json:"xlb"`
+	ProgID    uint32            `json:"prog_id,omitempty"`
+	Mode      string            `json:"mode,omitempty"`
+	Note      string            `json:"note,omitempty"`
+	Counters  map[string]uint64 `json:"counters,omitempty"`
+	order     []string
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", "IFACE",
+		"Show whether xlb's XDP program is attached to IFACE, in which mode, and the\n"+
+			"data plane's counters (verdicts and packet classes, summed over CPUs).",
+		"xlb status lo\nxlb status --json eth0")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.parse(args, stdout); err != nil {
+		return err
+	}
+	if err := fs.wantArgs(1, 1); err != nil {
+		return err
+	}
+	r, err := status(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printStatus(stdout, r)
+	return nil
+}
+
+func status(iface string) (*statusReport, error) {
+	st, err := xdp.Query(iface)
+	if err != nil {
+		return nil, err
+	}
+	r := &statusReport{Interface: iface, Attached: st.Attached}
+	if !st.Attached {
+		return r, nil
+	}
+	r.ProgID, r.Mode = st.ProgID, st.Mode.String()
+	prog, stats, err := kern.Attached(st.ProgID)
+	if errors.Is(err, kern.ErrNotOurs) {
+		r.Note = err.Error()
+		return r, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer prog.Close()
+	defer stats.Close()
+	c, err := kern.ReadCounters(stats)
+	if err != nil {
+		return nil, err
+	}
+	r.Ours = true
+	r.Counters = map[string]uint64{}
+	for i, v := range c {
+		name := kern.Counter(i).String()
+		r.Counters[name] = v
+		r.order = append(r.order, name)
+	}
+	return r, nil
+}
+
+func printStatus(w io.Writer, r *statusReport) {
+	switch {
+	case !r.Attached:
+		fmt.Fprintf(w, "%s: no XDP program attached\n", r.Interface)
+		return
+	case !r.Ours:
+		fmt.Fprintf(w, "%s: XDP program id %d (%s mode) is attached: %s\n", r.Interface, r.ProgID, r.Mode, r.Note)
+		return
+	}
+	fmt.Fprintf(w, "%s: xlb attached (program id %d, %s mode)\n", r.Interface, r.ProgID, r.Mode)
+	fmt.Fprintf(w, "counters:\n")
+	for _, name := range r.order {
+		fmt.Fprintf(w, "  %-12s %d\n", name, r.Counters[name])
+	}
+}

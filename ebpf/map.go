@@ -1,0 +1,412 @@
+package ebpf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// MapType is enum bpf_map_type.
+type MapType uint32
+
+// Map types (the values of enum bpf_map_type).
+const (
+	Hash           MapType = 1
+	Array          MapType = 2
+	ProgArray      MapType = 3
+	PerfEventArray MapType = 4
+	PerCPUHash     MapType = 5
+	PerCPUArray    MapType = 6
+	LRUHash        MapType = 9
+	LRUPerCPUHash  MapType = 10
+	LPMTrie        MapType = 11
+	DevMap         MapType = 14
+	CPUMap         MapType = 16
+	XSKMap         MapType = 17
+	Queue          MapType = 22
+	Stack          MapType = 23
+	DevMapHash     MapType = 25
+	RingBuf        MapType = 27
+)
+
+var mapTypeNames = map[MapType]string{
+	Hash: "Hash", Array: "Array", ProgArray: "ProgArray", PerfEventArray: "PerfEventArray",
+	PerCPUHash: "PerCPUHash", PerCPUArray: "PerCPUArray", LRUHash: "LRUHash",
+	LRUPerCPUHash: "LRUPerCPUHash", LPMTrie: "LPMTrie", DevMap: "DevMap", CPUMap: "CPUMap",
+	XSKMap: "XSKMap", Queue: "Queue", Stack: "Stack", DevMapHash: "DevMapHash", RingBuf: "RingBuf",
+}
+
+func (t MapType) String() string {
+	if s, ok := mapTypeNames[t]; ok {
+		return s
+	}
+	return "MapType(" + strconv.FormatUint(uint64(t), 10) + ")"
+}
+
+// perCPU reports whether lookups return one value per possible CPU.
+func (t MapType) perCPU() bool {
+	return t == PerCPUHash || t == PerCPUArray || t == LRUPerCPUHash
+}
+
+// UpdateFlags are the flags of BPF_MAP_UPDATE_ELEM.
+type UpdateFlags uint64
+
+const (
+	UpdateAny     UpdateFlags = 0 // BPF_ANY: create or replace
+	UpdateNoExist UpdateFlags = 1 // BPF_NOEXIST: create only
+	UpdateExist   UpdateFlags = 2 // BPF_EXIST: replace only
+)
+
+// perCPUValueAlign is the alignment of each CPU's slot in the buffer of a
+// per-CPU map lookup (the kernel rounds value_size up to 8 bytes).
+const perCPUValueAlign = 8
+
+// MapSpec describes a map to create.
+type MapSpec struct {
+	Name       string
+	Type       MapType
+	KeySize    uint32
+	ValueSize  uint32
+	MaxEntries uint32
+	Flags      uint32
+}
+
+// Map is an open BPF map.
+type Map struct {
+	fd   int
+	spec MapSpec
+}
+
+// NewMap creates a map (BPF_MAP_CREATE). The kernel name is the spec name cut
+// to 15 characters; Name returns the full spec name.
+func NewMap(spec *MapSpec) (*Map, error) {
+	attr := mapCreateAttr{
+		MapType:    uint32(spec.Type),
+		KeySize:    spec.KeySize,
+		ValueSize:  spec.ValueSize,
+		MaxEntries: spec.MaxEntries,
+		MapFlags:   spec.Flags,
+		MapName:    objName(spec.Name),
+	}
+	fd, err := sysMapCreate(&attr)
+	if err != nil {
+		return nil, fmt.Errorf("map %s: create %s (key %d, value %d, max_entries %d, flags %#x): %w",
+			spec.Name, spec.Type, spec.KeySize, spec.ValueSize, spec.MaxEntries, spec.Flags, sysErrno(err))
+	}
+	return &Map{fd: fd, spec: *spec}, nil
+}
+
+// FD is the map's file descriptor, or -1 after Close.
+func (m *Map) FD() int { return m.fd }
+
+func (m *Map) Name() string       { return m.spec.Name }
+func (m *Map) Type() MapType      { return m.spec.Type }
+func (m *Map) KeySize() uint32    { return m.spec.KeySize }
+func (m *Map) ValueSize() uint32  { return m.spec.ValueSize }
+func (m *Map) MaxEntries() uint32 { return m.spec.MaxEntries }
+func (m *Map) Flags() uint32      { return m.spec.Flags }
+
+// Spec is a copy of the map's description.
+func (m *Map) Spec() MapSpec { return m.spec }
+
+// Close closes the file descriptor; the map lives on while pinned or used by a
+// loaded program. Closing twice is harmless.
+func (m *Map) Close() error {
+	if m == nil || m.fd < 0 {
+		return nil
+	}
+	err := unix.Close(m.fd)
+	m.fd = -1
+	if err != nil {
+		return fmt.Errorf("map %s: close: %w", m.spec.Name, err)
+	}
+	return nil
+}
+
+// valueBufSize is the size of the value buffer a lookup or update takes: for
+// per-CPU maps, one 8-byte-aligned slot per possible CPU.
+func (m *Map) valueBufSize() (int, error) {
+	if !m.spec.Type.perCPU() {
+		return int(m.spec.ValueSize), nil
+	}
+	n, err := PossibleCPUs()
+	if err != nil {
+		return 0, err
+	}
+	return perCPUSlot(m.spec.ValueSize) * n, nil
+}
+
+func perCPUSlot(valueSize uint32) int {
+	return (int(valueSize) + perCPUValueAlign - 1) &^ (perCPUValueAlign - 1)
+}
+
+func (m *Map) checkKey(op string, key []byte) error {
+	if len(key) != int(m.spec.KeySize) {
+		return fmt.Errorf("map %s: %s: key is %d bytes, want %d", m.spec.Name, op, len(key), m.spec.KeySize)
+	}
+	return nil
+}
+
+func (m *Map) checkValue(op string, value []byte) error {
+	want, err := m.valueBufSize()
+	if err != nil {
+		return fmt.Errorf("map %s: %s: %w", m.spec.Name, op, err)
+	}
+	if len(value) != want {
+		return fmt.Errorf("map %s: %s: value is %d bytes, want %d", m.spec.Name, op, len(value), want)
+	}
+	return nil
+}
+
+func (m *Map) elem(cmd uintptr, op string, key, value []byte, flags uint64) error {
+	attr := mapElemAttr{MapFD: uint32(m.fd), Key: bytePtr(key), Value: bytePtr(value), Flags: flags}
+	if err := sysMapElem(cmd, &attr); err != nil {
+		return fmt.Errorf("map %s: %s: %w", m.spec.Name, op, mapErrno(err))
+	}
+	return nil
+}
+
+// Lookup copies the value of key into value, which must be ValueSize bytes
+// (the whole per-CPU buffer for per-CPU maps; see LookupPerCPU).
+func (m *Map) Lookup(key, value []byte) error {
+	if err := m.checkKey("lookup", key); err != nil {
+		return err
+	}
+	if err := m.checkValue("lookup", value); err != nil {
+		return err
+	}
+	return m.elem(cmdMapLookupElem, "lookup", key, value, 0)
+}
+
+// Update sets key to value (sized as for Lookup).
+func (m *Map) Update(key, value []byte, flags UpdateFlags) error {
+	if err := m.checkKey("update", key); err != nil {
+		return err
+	}
+	if err := m.checkValue("update", value); err != nil {
+		return err
+	}
+	return m.elem(cmdMapUpdateElem, "update", key, value, uint64(flags))
+}
+
+// Delete removes key.
+func (m *Map) Delete(key []byte) error {
+	if err := m.checkKey("delete", key); err != nil {
+		return err
+	}
+	return m.elem(cmdMapDeleteElem, "delete", key, nil, 0)
+}
+
+// NextKey stores in next the key that follows key; key == nil asks for the
+// first key. At the end it returns ErrKeyNotExist.
+func (m *Map) NextKey(key, next []byte) error {
+	if key != nil {
+		if err := m.checkKey("next key", key); err != nil {
+			return err
+		}
+	}
+	if len(next) != int(m.spec.KeySize) {
+		return fmt.Errorf("map %s: next key: next is %d bytes, want %d", m.spec.Name, len(next), m.spec.KeySize)
+	}
+	return m.elem(cmdMapGetNextKey, "next key", key, next, 0)
+}
+
+// LookupAndDelete copies the value of key into value and removes it. For a
+// queue or stack key is nil.
+func (m *Map) LookupAndDelete(key, value []byte) error {
+	if err := m.checkKey("lookup and delete", key); err != nil {
+		return err
+	}
+	if err := m.checkValue("lookup and delete", value); err != nil {
+		return err
+	}
+	return m.elem(cmdMapLookupAndDelete, "lookup and delete", key, value, 0)
+}
+
+// Push appends value to a queue or stack map.
+func (m *Map) Push(value []byte) error { return m.Update(nil, value, UpdateAny) }
+
+// Pop removes the head of a queue (top of a stack) into value; on an empty map
+// it returns ErrKeyNotExist.
+func (m *Map) Pop(value []byte) error { return m.LookupAndDelete(nil, value) }
+
+// LookupPerCPU returns the value of key on each possible CPU of a per-CPU map.
+func (m *Map) LookupPerCPU(key []byte) ([][]byte, error) {
+	if !m.spec.Type.perCPU() {
+		return nil, fmt.Errorf("map %s: lookup per CPU: %s is not a per-CPU map", m.spec.Name, m.spec.Type)
+	}
+	size, err := m.valueBufSize()
+	if err != nil {
+		return nil, fmt.Errorf("map %s: lookup per CPU: %w", m.spec.Name, err)
+	}
+	buf := make([]byte, size)
+	if err := m.Lookup(key, buf); err != nil {
+		return nil, err
+	}
+	slot := perCPUSlot(m.spec.ValueSize)
+	out := make([][]byte, size/slot)
+	for i := range out {
+		out[i] = buf[i*slot : i*slot+int(m.spec.ValueSize) : i*slot+int(m.spec.ValueSize)]
+	}
+	return out, nil
+}
+
+// UpdatePerCPU sets key of a per-CPU map to values[cpu] on each possible CPU.
+func (m *Map) UpdatePerCPU(key []byte, values [][]byte, flags UpdateFlags) error {
+	if !m.spec.Type.perCPU() {
+		return fmt.Errorf("map %s: update per CPU: %s is not a per-CPU map", m.spec.Name, m.spec.Type)
+	}
+	size, err := m.valueBufSize()
+	if err != nil {
+		return fmt.Errorf("map %s: update per CPU: %w", m.spec.Name, err)
+	}
+	slot := perCPUSlot(m.spec.ValueSize)
+	if len(values) != size/slot {
+		return fmt.Errorf("map %s: update per CPU: %d values, want one per possible CPU (%d)", m.spec.Name, len(values), size/slot)
+	}
+	buf := make([]byte, size)
+	for i, v := range values {
+		if len(v) != int(m.spec.ValueSize) {
+			return fmt.Errorf("map %s: update per CPU: value %d is %d bytes, want %d", m.spec.Name, i, len(v), m.spec.ValueSize)
+		}
+		copy(buf[i*slot:], v)
+	}
+	return m.Update(key, buf, flags)
+}
+
+// SumPerCPUUint64 is the sum over CPUs of the 8-byte value of key in a
+// per-CPU map (counters).
+func (m *Map) SumPerCPUUint64(key []byte) (uint64, error) {
+	if m.spec.ValueSize != 8 {
+		return 0, fmt.Errorf("map %s: sum per CPU: value is %d bytes, want 8", m.spec.Name, m.spec.ValueSize)
+	}
+	vals, err := m.LookupPerCPU(key)
+	if err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range vals {
+		sum += binary.NativeEndian.Uint64(v)
+	}
+	return sum, nil
+}
+
+// Uint32Key is k encoded as a map key in host byte order (array indexes).
+func Uint32Key(k uint32) []byte {
+	return binary.NativeEndian.AppendUint32(nil, k)
+}
+
+// Pin pins the map at path, which must be on a bpf filesystem.
+func (m *Map) Pin(path string) error {
+	if err := pinFD(m.fd, path); err != nil {
+		return fmt.Errorf("map %s: %w", m.spec.Name, err)
+	}
+	return nil
+}
+
+// LoadPinnedMap opens the map pinned at path.
+func LoadPinnedMap(path string) (*Map, error) {
+	fd, err := getPinned(path)
+	if err != nil {
+		return nil, fmt.Errorf("load pinned map: %w", err)
+	}
+	m, err := newMapFromFD(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("load pinned map %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// NewMapFromID opens the map with the given kernel ID.
+func NewMapFromID(id uint32) (*Map, error) {
+	attr := getFDByIDAttr{ID: id}
+	fd, err := sysGetFDByID(cmdMapGetFDByID, &attr)
+	if err != nil {
+		return nil, fmt.Errorf("map id %d: get fd: %w", id, sysErrno(err))
+	}
+	m, err := newMapFromFD(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("map id %d: %w", id, err)
+	}
+	return m, nil
+}
+
+func newMapFromFD(fd int) (*Map, error) {
+	info, err := getMapInfo(fd)
+	if err != nil {
+		return nil, err
+	}
+	return &Map{fd: fd, spec: MapSpec{
+		Name:       cName(info.Name[:]),
+		Type:       MapType(info.Type),
+		KeySize:    info.KeySize,
+		ValueSize:  info.ValueSize,
+		MaxEntries: info.MaxEntries,
+		Flags:      info.MapFlags,
+	}}, nil
+}
+
+func getMapInfo(fd int) (*mapInfo, error) {
+	var info mapInfo
+	attr := objInfoAttr{BPFFD: uint32(fd), InfoLen: uint32(unsafe.Sizeof(info)), Info: unsafe.Pointer(&info)}
+	if err := sysObjGetInfoByFD(&attr); err != nil {
+		return nil, fmt.Errorf("get map info: %w", sysErrno(err))
+	}
+	return &info, nil
+}
+
+// ID is the map's kernel ID.
+func (m *Map) ID() (uint32, error) {
+	info, err := getMapInfo(m.fd)
+	if err != nil {
+		return 0, fmt.Errorf("map %s: %w", m.spec.Name, err)
+	}
+	return info.ID, nil
+}
+
+// possibleCPUsFile lists the CPUs the kernel sizes per-CPU values for.
+const possibleCPUsFile = "/sys/devices/system/cpu/possible"
+
+var possibleCPUs = sync.OnceValues(func() (int, error) {
+	b, err := os.ReadFile(possibleCPUsFile)
+	if err != nil {
+		return 0, fmt.Errorf("possible CPUs: %w", err)
+	}
+	return parseCPUList(string(b))
+})
+
+// PossibleCPUs is the number of possible CPUs (num_possible_cpus() in the
+// kernel): the number of values a per-CPU map holds per key.
+func PossibleCPUs() (int, error) { return possibleCPUs() }
+
+// parseCPUList counts the CPUs of a kernel CPU list such as "0-3,5,7-8".
+func parseCPUList(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, fmt.Errorf("possible CPUs: empty list")
+	}
+	n := 0
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		first, err := strconv.ParseUint(lo, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("possible CPUs: bad list %q", s)
+		}
+		last := first
+		if isRange {
+			if last, err = strconv.ParseUint(hi, 10, 32); err != nil || last < first {
+				return 0, fmt.Errorf("possible CPUs: bad list %q", s)
+			}
+		}
+		n += int(last-first) + 1
+	}
+	return n, nil
+}
