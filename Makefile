@@ -9,7 +9,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # The BPF object is the same for every target architecture (XDP programs see
 # only packet data); the UAPI headers come from the build host.
-BPF_CFLAGS := -O2 -target bpf -Wall -Wextra -Werror -Wno-unused-parameter \
+BPF_CFLAGS := -O2 -mcpu=v3 -target bpf -Wall -Wextra -Werror -Wno-unused-parameter \
 	-I/usr/include/$(MULTIARCH)
 
 KERN_SRC := $(wildcard kern/bpf/*.c kern/bpf/*.h)

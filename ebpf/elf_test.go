@@ -28,13 +28,18 @@ func TestLoadXLBObject(t *testing.T) {
 	if len(p.MapReferences) == 0 {
 		t.Fatal("xlb_xdp has no map references")
 	}
+	refsStats := false
 	for idx, name := range p.MapReferences {
-		if name != "xlb_stats" {
-			t.Errorf("instruction %d references %q", idx, name)
+		if spec.Maps[name] == nil {
+			t.Errorf("instruction %d references %q, which is not a map of the object", idx, name)
 		}
+		refsStats = refsStats || name == "xlb_stats"
 		if p.Instructions[idx].OpCode != OpLoadImm64 {
 			t.Errorf("instruction %d: opcode %#x, want ld_imm64", idx, p.Instructions[idx].OpCode)
 		}
+	}
+	if !refsStats {
+		t.Error("xlb_xdp never references xlb_stats")
 	}
 	m := spec.Maps["xlb_stats"]
 	if m == nil {

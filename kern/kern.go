@@ -11,8 +11,15 @@ var Object []byte
 
 // Names of the program and maps in Object.
 const (
-	ProgramName  = "xlb_xdp"
-	StatsMapName = "xlb_stats"
+	ProgramName    = "xlb_xdp"
+	StatsMapName   = "xlb_stats"
+	ConfigMapName  = "xlb_config"
+	LegsMapName    = "xlb_legs"
+	BindsMapName   = "xlb_binds"
+	HandshakesName = "xlb_hs"
+	IdleMapName    = "xlb_idle"
+	WorkersMapName = "xlb_workers"
+	EventsMapName  = "xlb_events"
 )
 
 // Counter indexes the per-CPU array xlb_stats (enum xlb_counter in structs.h).
@@ -28,19 +35,59 @@ const (
 	CounterNotTCP
 	CounterMalformed
 	CounterTCP
+	CounterForeign
+	CounterSyn
+	CounterClientLeg
+	CounterWorkerSynack
+	CounterBind
+	CounterFwdToWorker
+	CounterFwdToClient
+	CounterNoIdleLeg
+	CounterStaleAcked
+	CounterImplausible
+	CounterRSTIgnored
+	CounterUnboundACK
+	CounterBadOptions
+	CounterFINAnswered
+	CounterLegClosed
+	CounterEventLost
+	CounterUnsolicited
+	CounterHSData
+	CounterFIBFail
+	CounterDeadLeg
 	CounterMax
 )
 
 var counterNames = [CounterMax]string{
-	CounterPass:      "pass",
-	CounterDrop:      "drop",
-	CounterTX:        "tx",
-	CounterRedirect:  "redirect",
-	CounterAborted:   "aborted",
-	CounterNotIPv4:   "not_ipv4",
-	CounterNotTCP:    "not_tcp",
-	CounterMalformed: "malformed",
-	CounterTCP:       "tcp",
+	CounterPass:         "pass",
+	CounterDrop:         "drop",
+	CounterTX:           "tx",
+	CounterRedirect:     "redirect",
+	CounterAborted:      "aborted",
+	CounterNotIPv4:      "not_ipv4",
+	CounterNotTCP:       "not_tcp",
+	CounterMalformed:    "malformed",
+	CounterTCP:          "tcp",
+	CounterForeign:      "foreign",
+	CounterSyn:          "syn",
+	CounterClientLeg:    "client_leg",
+	CounterWorkerSynack: "worker_synack",
+	CounterBind:         "bind",
+	CounterFwdToWorker:  "fwd_to_worker",
+	CounterFwdToClient:  "fwd_to_client",
+	CounterNoIdleLeg:    "no_idle_leg",
+	CounterStaleAcked:   "stale_acked",
+	CounterImplausible:  "implausible",
+	CounterRSTIgnored:   "rst_ignored",
+	CounterUnboundACK:   "unbound_ack",
+	CounterBadOptions:   "bad_options",
+	CounterFINAnswered:  "fin_answered",
+	CounterLegClosed:    "leg_closed",
+	CounterEventLost:    "event_lost",
+	CounterUnsolicited:  "unsolicited",
+	CounterHSData:       "hs_data",
+	CounterFIBFail:      "fib_fail",
+	CounterDeadLeg:      "dead_leg",
 }
 
 func (c Counter) String() string {

@@ -1,8 +1,14 @@
 package kern
 
 import (
+	"debug/elf"
+	"encoding/binary"
+	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -58,5 +64,107 @@ func TestSpecParsesEmbeddedObject(t *testing.T) {
 	}
 	if spec.License != "GPL" {
 		t.Errorf("license %q, want GPL", spec.License)
+	}
+}
+
+// TestLayoutsMatchC compiles bpf/layout.c, which lists sizes, offsets and
+// enum values of structs.h, and compares them with the Go mirror.
+func TestLayoutsMatchC(t *testing.T) {
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		t.Fatalf("clang not found (a build dependency; run make deps): %v", err)
+	}
+	obj := filepath.Join(t.TempDir(), "layout.o")
+	multiarch := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
+	if out, err := exec.Command(clang, "-O2", "-target", "bpf", "-I/usr/include/"+multiarch,
+		"-c", "bpf/layout.c", "-o", obj).CombinedOutput(); err != nil {
+		t.Fatalf("clang: %v\n%s", err, out)
+	}
+	f, err := elf.Open(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint32
+	for _, s := range syms {
+		if s.Name != "xlb_layout" {
+			continue
+		}
+		sec := f.Sections[s.Section]
+		data, err := sec.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := data[s.Value : s.Value+s.Size]
+		for i := 0; i+4 <= len(raw); i += 4 {
+			got = append(got, binary.LittleEndian.Uint32(raw[i:]))
+		}
+	}
+	want := []struct {
+		name string
+		v    uint32
+	}{
+		{"sizeof leg_key", LegKeySize}, {"leg_key.local_addr", 16}, {"leg_key.peer_port", 32}, {"leg_key.local_port", 34}, {"leg_key.family", 36},
+		{"sizeof leg", LegSize}, {"leg.worker", 8}, {"leg.win_bound", 12}, {"leg.peer_hi", 16}, {"leg.requests", 40},
+		{"leg.snd_nxt", 44}, {"leg.snd_win", 52}, {"leg.state", 56}, {"leg.last_ns", 64},
+		{"sizeof binding", BindingSize}, {"binding.seq_off", 40}, {"binding.tsecr_off", 52}, {"binding.in_wscale", 56},
+		{"binding.flags", 58}, {"binding.gen", 60}, {"binding.ifindex", 64},
+		{"sizeof handshake", HandshakeSize}, {"handshake.peer_mss", 8}, {"handshake.peer_wscale", 10}, {"handshake.our_isn", 12}, {"handshake.ns", 16},
+		{"sizeof endpoint", EndpointSize}, {"endpoint.port", 16}, {"endpoint.family", 18},
+		{"sizeof worker_info", WorkerInfoSize},
+		{"sizeof xlb_config", ConfigSize}, {"xlb_config.listen_port", 16}, {"xlb_config.our_wscale", 18}, {"xlb_config.our_mss", 20},
+		{"sizeof xlb_event", EventSize}, {"xlb_event.key", 8}, {"xlb_event.other", 48}, {"xlb_event.peer_hi", 88},
+		{"xlb_event.peer_wscale", 104}, {"xlb_event.peer_mss", 108},
+		{"LEG_CLIENT", uint32(LegClient)}, {"LEG_WORKER", uint32(LegWorker)}, {"LEG_IDLE", uint32(LegIdle)},
+		{"LEG_BOUND", uint32(LegBound)}, {"LEG_CLOSING", uint32(LegClosing)}, {"LEG_DEAD", uint32(LegDead)},
+		{"LEG_OPT_TS", OptTS}, {"LEG_OPT_SACK", OptSACK}, {"LEG_OPT_WSCALE", OptWScale}, {"LEG_OPT_PEER_TS", OptPeerTS},
+		{"LEG_RX_FIN", RxFIN}, {"LEG_RX_RST", RxRST},
+		{"BIND_TSECR_ZERO", BindTSecrZero}, {"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted},
+		{"EV_CLIENT_LEG", uint32(EventClientLeg)}, {"EV_LEG_CLOSED", uint32(EventLegClosed)}, {"EV_POOL_EMPTY", uint32(EventPoolEmpty)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("layout.c has %d entries, the test %d: keep them in the same order", len(got), len(want))
+	}
+	for i, w := range want {
+		if got[i] != w.v {
+			t.Errorf("%s: C says %d, Go says %d", w.name, got[i], w.v)
+		}
+	}
+}
+
+// TestMarshalRoundTrip checks the Go encodings against each other.
+func TestMarshalRoundTrip(t *testing.T) {
+	k := LegKey{Peer: netip.MustParseAddrPort("10.1.2.3:40000"), Local: netip.MustParseAddrPort("10.9.8.7:8080")}
+	b, err := k.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 10 || b[3] != 3 || b[32] != 0x9c || b[33] != 0x40 || b[36] != 2 {
+		t.Errorf("key bytes % x", b)
+	}
+	var k2 LegKey
+	if err := k2.UnmarshalBinary(b); err != nil || k2 != k {
+		t.Errorf("key round trip: %v %v", k2, err)
+	}
+	l := Leg{Kind: LegWorker, PeerWScale: 7, OurWScale: 9, Opts: OptTS | OptSACK, PeerMSS: 1460, OurMSS: 1400,
+		Worker: 3, WinBound: 1 << 20, PeerHi: 1, PeerAcked: 2, PeerTSval: 3, PeerWin: 4, ReqMark: 5, RxFlags: RxFIN,
+		Requests: 6, SndNxt: 7, OurTSval: 8, SndWin: 9, State: LegBound, LastNs: 1 << 40}
+	lb, _ := l.MarshalBinary()
+	var l2 Leg
+	if err := l2.UnmarshalBinary(lb); err != nil || l2 != l {
+		t.Errorf("leg round trip: %+v %v", l2, err)
+	}
+	bd := Binding{To: k, SeqOff: 1, AckOff: 2, TSvalOff: 3, TSecrOff: 4, InWScale: 5, OutWScale: 6, Flags: BindToClient, Gen: 7, Ifindex: 8}
+	bb, _ := bd.MarshalBinary()
+	var bd2 Binding
+	if err := bd2.UnmarshalBinary(bb); err != nil || bd2 != bd {
+		t.Errorf("binding round trip: %+v %v", bd2, err)
+	}
+	if _, err := (LegKey{Peer: netip.MustParseAddrPort("[::1]:1"), Local: k.Local}).MarshalBinary(); err == nil {
+		t.Error("an IPv6 key was accepted")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/xlb-lb/xlb/ebpf"
 )
@@ -19,31 +20,99 @@ func Spec() (*ebpf.CollectionSpec, error) {
 
 // Objects are the loaded program and maps of the data plane.
 type Objects struct {
-	Program *ebpf.Program
-	Stats   *ebpf.Map
-	coll    *ebpf.Collection
+	Program    *ebpf.Program
+	Stats      *ebpf.Map // per-CPU counters (Counter)
+	Config     *ebpf.Map // element 0: Config
+	Legs       *ebpf.Map // LegKey -> Leg
+	Binds      *ebpf.Map // LegKey -> Binding
+	Handshakes *ebpf.Map // LegKey -> Handshake (LRU)
+	Idle       *ebpf.Map // queue of LegKey: idle worker legs
+	Workers    *ebpf.Map // Endpoint -> WorkerInfo
+	Events     *ebpf.Map // ring buffer of Event
+	coll       *ebpf.Collection
+}
+
+// MapNames lists the maps of the data plane, for pinning and reuse.
+var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
+	HandshakesName, IdleMapName, WorkersMapName, EventsMapName}
+
+// LoadOptions adjust the data plane before it is loaded.
+type LoadOptions struct {
+	// MaxLegs sizes the leg and binding tables (0: the object's default).
+	MaxLegs uint32
+	// ReuseMaps are maps to use instead of creating new ones (pinned
+	// state of a previous run), by name.
+	ReuseMaps map[string]*ebpf.Map
 }
 
 // Load creates the maps and loads the program into the kernel.
-func Load() (*Objects, error) {
+func Load() (*Objects, error) { return LoadWith(LoadOptions{}) }
+
+// LoadWith is Load with options.
+func LoadWith(opts LoadOptions) (*Objects, error) {
 	spec, err := Spec()
 	if err != nil {
 		return nil, err
 	}
+	if opts.MaxLegs > 0 {
+		for _, name := range []string{LegsMapName, BindsMapName, IdleMapName} {
+			if m := spec.Maps[name]; m != nil {
+				m.MaxEntries = opts.MaxLegs
+			}
+		}
+	}
 	if err := ebpf.RemoveMemlockLimit(); err != nil {
 		return nil, err
 	}
-	coll, err := ebpf.NewCollection(spec, nil)
+	coll, err := ebpf.NewCollection(spec, &ebpf.CollectionOptions{ReplaceMaps: opts.ReuseMaps})
 	if err != nil {
-		return nil, fmt.Errorf("loading the XDP program: %w", err)
+		return nil, fmt.Errorf("loading the XDP program: %w%s", err, saveVerifierLog(err))
 	}
-	o := &Objects{Program: coll.Programs[ProgramName], Stats: coll.Maps[StatsMapName], coll: coll}
-	if o.Program == nil || o.Stats == nil {
+	o := &Objects{
+		Program:    coll.Programs[ProgramName],
+		Stats:      coll.Maps[StatsMapName],
+		Config:     coll.Maps[ConfigMapName],
+		Legs:       coll.Maps[LegsMapName],
+		Binds:      coll.Maps[BindsMapName],
+		Handshakes: coll.Maps[HandshakesName],
+		Idle:       coll.Maps[IdleMapName],
+		Workers:    coll.Maps[WorkersMapName],
+		Events:     coll.Maps[EventsMapName],
+		coll:       coll,
+	}
+	if o.Program == nil {
 		coll.Close()
-		return nil, fmt.Errorf("embedded XDP object lacks program %s or map %s", ProgramName, StatsMapName)
+		return nil, fmt.Errorf("embedded XDP object lacks program %s", ProgramName)
+	}
+	for _, name := range MapNames {
+		if o.Map(name) == nil {
+			coll.Close()
+			return nil, fmt.Errorf("embedded XDP object lacks map %s", name)
+		}
 	}
 	return o, nil
 }
+
+// saveVerifierLog writes the whole verifier log of a rejected program to a
+// file and returns where, for the error message (the summary is short).
+func saveVerifierLog(err error) string {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) || ve.Log == "" {
+		return ""
+	}
+	f, ferr := os.CreateTemp("", "xlb-verifier-*.log")
+	if ferr != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, ferr := f.WriteString(ve.Log); ferr != nil {
+		return ""
+	}
+	return "; the whole verifier log is in " + f.Name()
+}
+
+// Map returns the map called name, or nil.
+func (o *Objects) Map(name string) *ebpf.Map { return o.coll.Maps[name] }
 
 // Close releases the file descriptors; an attached program stays attached.
 func (o *Objects) Close() { o.coll.Close() }

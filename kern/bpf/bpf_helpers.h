@@ -11,9 +11,10 @@
 
 #define SEC(name) __attribute__((section(name), used))
 
-#ifndef __always_inline
+/* linux/stddef.h defines __always_inline as plain inline; we need the real
+ * thing: our loader does not support BPF-to-BPF calls, so everything inlines. */
+#undef __always_inline
 #define __always_inline inline __attribute__((always_inline))
-#endif
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -22,6 +23,11 @@
 #define bpf_ntohs(x) ((__u16)__builtin_bswap16(x))
 #define bpf_htonl(x) ((__be32)__builtin_bswap32(x))
 #define bpf_ntohl(x) ((__u32)__builtin_bswap32(x))
+
+/* A plain load the compiler may not merge with an earlier one: used to read a
+ * field another CPU may write. */
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)BPF_FUNC_map_update_elem;
@@ -33,6 +39,5 @@ static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 f
 static long (*bpf_xdp_adjust_tail)(struct xdp_md *xdp_md, int delta) = (void *)BPF_FUNC_xdp_adjust_tail;
 static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen, __u32 flags) = (void *)BPF_FUNC_fib_lookup;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
-static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
 
 #endif

@@ -3,7 +3,9 @@
 #define XLB_MAPS_H
 
 #include "bpf_helpers.h"
+#include "consts.h"
 #include "structs.h"
+#include "tcp_opts.h"
 
 /* Per-CPU counters indexed by enum xlb_counter; user space sums the CPUs. */
 struct xlb_map_def SEC("maps") xlb_stats = {
@@ -13,6 +15,79 @@ struct xlb_map_def SEC("maps") xlb_stats = {
 	.max_entries = XLB_CNT_MAX,
 };
 
+/* Element 0: struct xlb_config, written by user space before attaching. */
+struct xlb_map_def SEC("maps") xlb_config = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct xlb_config),
+	.max_entries = 1,
+};
+
+/* Every leg, keyed by the 4-tuple of packets from its peer. Positions are
+ * updated in place (see struct leg for who writes which field). */
+struct xlb_map_def SEC("maps") xlb_legs = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct leg_key),
+	.value_size = sizeof(struct leg),
+	.max_entries = XLB_MAX_LEGS,
+};
+
+/* Bindings, keyed like legs. Never preallocated: an update replaces the
+ * element under RCU, so a reader on another CPU sees the old binding or the
+ * new one, never a mix. */
+struct xlb_map_def SEC("maps") xlb_binds = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct leg_key),
+	.value_size = sizeof(struct binding),
+	.max_entries = XLB_MAX_LEGS,
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+/* Handshakes in progress (client SYNs, worker SYN-ACKs). */
+struct xlb_map_def SEC("maps") xlb_hs = {
+	.type = BPF_MAP_TYPE_LRU_HASH,
+	.key_size = sizeof(struct leg_key),
+	.value_size = sizeof(struct handshake),
+	.max_entries = XLB_MAX_HANDSHAKES,
+};
+
+/* Idle worker legs, oldest first: popping the head gives a request to the
+ * connection idle the longest. Entries may be stale (leg closed since): the
+ * pop checks the leg's state. User space keeps it filled. */
+struct xlb_map_def SEC("maps") xlb_idle = {
+	.type = BPF_MAP_TYPE_QUEUE,
+	.key_size = 0,
+	.value_size = sizeof(struct leg_key),
+	.max_entries = XLB_MAX_LEGS,
+};
+
+/* Workers by address, so that their SYN-ACKs are learned. */
+struct xlb_map_def SEC("maps") xlb_workers = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct endpoint),
+	.value_size = sizeof(struct worker_info),
+	.max_entries = XLB_MAX_WORKERS,
+};
+
+/* Events to user space (struct xlb_event). */
+struct xlb_map_def SEC("maps") xlb_events = {
+	.type = BPF_MAP_TYPE_RINGBUF,
+	.key_size = 0,
+	.value_size = 0,
+	.max_entries = XLB_EVENT_RING,
+};
+
+/* Per-CPU scratch space for the parsed TCP options of the packet at hand.
+ * Not on the stack on purpose: the verifier does not track values in map
+ * memory, so the many option layouts a parse can end with do not become as
+ * many verifier states for the rest of the program. */
+struct xlb_map_def SEC("maps") xlb_scratch = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct tcp_opts),
+	.max_entries = 1,
+};
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&xlb_stats, &idx);
@@ -20,6 +95,13 @@ static __always_inline void count(__u32 idx)
 	/* Always non-NULL for idx < XLB_CNT_MAX; the check is for the verifier. */
 	if (v)
 		*v += 1; /* per-CPU slot: no other CPU writes it */
+}
+
+static __always_inline struct xlb_config *config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&xlb_config, &zero);
 }
 
 #endif

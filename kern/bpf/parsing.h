@@ -45,6 +45,8 @@ static __always_inline int parse_ipv4(struct cursor *c, struct iphdr **ip)
 	hlen = h->ihl * 4;
 	if (c->pos + hlen > c->end)
 		return PARSE_MALFORMED;
+	if (bpf_ntohs(h->tot_len) < hlen || c->pos + bpf_ntohs(h->tot_len) > c->end)
+		return PARSE_MALFORMED;
 	c->pos += hlen;
 	*ip = h;
 	if (h->protocol != IPPROTO_TCP)

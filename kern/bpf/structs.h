@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Layouts shared with user space. kern/kern.go mirrors every definition here;
+/* Layouts shared with user space. kern/structs.go and kern/kern.go mirror every definition here;
  * kern_test.go checks that the two agree (names, numbers, sizes), so change both
- * together. */
+ * together. All multi-byte fields are host order unless named __be. */
 #ifndef XLB_STRUCTS_H
 #define XLB_STRUCTS_H
 
@@ -19,7 +19,8 @@ struct xlb_map_def {
 };
 
 /* Indexes of the per-CPU counter array xlb_stats. Verdicts first, then what the
- * program saw. Append only: the numbers are part of the pinned-map ABI. */
+ * program saw and every reason it dropped or answered a packet itself. Append
+ * only: the numbers are part of the pinned-map ABI. */
 enum xlb_counter {
 	XLB_CNT_PASS = 0,          /* verdict XDP_PASS */
 	XLB_CNT_DROP = 1,          /* verdict XDP_DROP */
@@ -30,7 +31,192 @@ enum xlb_counter {
 	XLB_CNT_NOT_TCP = 6,       /* IPv4 but not TCP, or a fragment (passed) */
 	XLB_CNT_MALFORMED = 7,     /* truncated or inconsistent headers (passed) */
 	XLB_CNT_TCP = 8,           /* well-formed IPv4 TCP seen */
+	XLB_CNT_FOREIGN = 9,       /* TCP of no leg of ours (passed) */
+	XLB_CNT_SYN = 10,          /* client SYN to the service learned */
+	XLB_CNT_CLIENT_LEG = 11,   /* client leg created from a handshake */
+	XLB_CNT_WORKER_SYNACK = 12,/* worker SYN-ACK learned */
+	XLB_CNT_BIND = 13,         /* client leg bound to a worker leg */
+	XLB_CNT_FWD_TO_WORKER = 14,/* client segment translated to its worker */
+	XLB_CNT_FWD_TO_CLIENT = 15,/* worker segment translated to its client */
+	XLB_CNT_NO_IDLE_LEG = 16,  /* drop: data but no idle worker leg */
+	XLB_CNT_STALE_ACKED = 17,  /* stale segment on an unbound leg answered with an ACK */
+	XLB_CNT_IMPLAUSIBLE = 18,  /* seq/ack out of window: forwarded, positions kept */
+	XLB_CNT_RST_IGNORED = 19,  /* RST with an unexpected seq: no state change */
+	XLB_CNT_UNBOUND_ACK = 20,  /* drop: pure ACK or window update on an unbound leg */
+	XLB_CNT_BAD_OPTIONS = 21,  /* drop: malformed options, or several TS options */
+	XLB_CNT_FIN_ANSWERED = 22, /* FIN on an unbound leg completed by the program */
+	XLB_CNT_LEG_CLOSED = 23,   /* leg finished (FIN both ways, or RST): reported */
+	XLB_CNT_EVENT_LOST = 24,   /* event ring full: user space will find it by polling */
+	XLB_CNT_UNSOLICITED = 25,  /* drop: new data from a worker on an idle leg (leg retired) */
+	XLB_CNT_HS_DATA = 26,      /* handshake ACK carried data: payload cut, client retransmits */
+	XLB_CNT_FIB_FAIL = 27,     /* drop: routed mode, no route/neighbour for the next hop */
+	XLB_CNT_DEAD_LEG = 28,     /* drop: segment on a leg already finished */
 	XLB_CNT_MAX
+};
+
+/* Key of a leg: the 4-tuple of packets arriving from the leg's peer, network
+ * order. Addresses have room for IPv6; an IPv4 address sits in addr[0] with the
+ * rest zero. */
+struct leg_key {
+	__be32 peer_addr[4];
+	__be32 local_addr[4];
+	__be16 peer_port;
+	__be16 local_port;
+	__u8 family;   /* AF_INET */
+	__u8 pad[3];
+};
+
+enum leg_kind {
+	LEG_CLIENT = 1,
+	LEG_WORKER = 2,
+};
+
+/* Leg life cycle. Changed with compare-and-swap so that exactly one path
+ * performs each transition. */
+enum leg_state {
+	LEG_IDLE = 1,    /* not bound: a client before its first request, a worker leg in the pool */
+	LEG_BOUND = 2,   /* bound to a partner (see xlb_binds) */
+	LEG_CLOSING = 3, /* FIN answered by the program; waiting for the last ACK */
+	LEG_DEAD = 4,    /* finished and reported; user space reaps it */
+};
+
+enum leg_opt {
+	LEG_OPT_TS = 1,      /* timestamps negotiated */
+	LEG_OPT_SACK = 2,    /* SACK permitted */
+	LEG_OPT_WSCALE = 4,  /* window scaling negotiated */
+	LEG_OPT_PEER_TS = 8, /* peer_tsval is known */
+};
+
+enum leg_rx_flag {
+	LEG_RX_FIN = 1, /* the peer sent FIN (peer_hi counts it) */
+	LEG_RX_RST = 2, /* the peer reset the connection */
+};
+
+/* A leg and its positions (DESIGN.md "Positions"). Sequence numbers are wire
+ * values of this leg; compare them only with the seq_* helpers.
+ *
+ * Who writes what:
+ * - identity fields: whoever creates the leg (user space for worker legs, the
+ *   handshake path for client legs), never changed afterwards;
+ * - rx fields: only the path that processes packets arriving on this leg;
+ * - tx fields: describe what was sent to the peer. While the leg is bound they
+ *   are not maintained (they follow from the partner's rx fields and the
+ *   binding); bind_legs()/unbind materialise them, under the state CAS.
+ * - state: compare-and-swap only. */
+struct leg {
+	/* identity */
+	__u8 kind;           /* enum leg_kind */
+	__u8 peer_wscale;    /* scale of windows the peer sends */
+	__u8 our_wscale;     /* scale the peer applies to windows we send */
+	__u8 opts;           /* enum leg_opt */
+	__u16 peer_mss;
+	__u16 our_mss;
+	__u32 worker;        /* worker id (worker legs) */
+	__u32 win_bound;     /* largest window either side can advertise, bytes */
+	/* rx */
+	__u32 peer_hi;       /* end of the highest byte (FIN included) received from the peer */
+	__u32 peer_acked;    /* highest ack received from the peer */
+	__u32 peer_tsval;    /* highest TSval received from the peer */
+	__u32 peer_win;      /* last window field from the peer, unscaled */
+	__u32 req_mark;      /* client legs: partner's peer_hi when the current request started */
+	__u32 rx_flags;      /* enum leg_rx_flag */
+	__u32 requests;      /* client legs: requests seen (new data after a response) */
+	/* tx (valid while not bound) */
+	__u32 snd_nxt;       /* end of the highest byte sent to the peer */
+	__u32 our_tsval;     /* last TSval sent to the peer */
+	__u32 snd_win;       /* window field to send, unscaled */
+	/* life cycle */
+	__u32 state;         /* enum leg_state */
+	__u64 last_ns;       /* bpf_ktime_get_ns() of the last packet from the peer */
+};
+
+/* How packets arriving on one leg are turned into packets of its partner.
+ * Written whole by bind_legs() (map update), never field by field, so the other
+ * direction never reads a half-made binding. */
+struct binding {
+	struct leg_key to;   /* the partner: packets leave as to.local -> to.peer */
+	__u32 seq_off;       /* added to seq */
+	__u32 ack_off;       /* added to ack and to every SACK edge */
+	__u32 tsval_off;     /* added to TSval */
+	__u32 tsecr_off;     /* added to TSecr */
+	__u8 in_wscale;      /* our leg's peer_wscale */
+	__u8 out_wscale;     /* partner's our_wscale */
+	__u8 flags;          /* enum binding_flag */
+	__u8 pad;
+	__u32 gen;           /* bind generation (one counter per binding pair) */
+	__u32 ifindex;       /* routed mode: egress device (0 = look it up) */
+};
+
+enum binding_flag {
+	BIND_TSECR_ZERO = 1, /* partner's peer TSval unknown: send TSecr 0 (no RTT sample) */
+	BIND_TO_CLIENT = 2,  /* the partner is a client leg */
+};
+
+/* A handshake seen by the program: a client's SYN to the service, or a worker's
+ * SYN-ACK on a pool connection. Keyed like the leg it becomes. */
+struct handshake {
+	__u32 peer_isn;
+	__u32 peer_tsval;
+	__u16 peer_mss;
+	__u8 peer_wscale;    /* 0xff: no window scale option */
+	__u8 opts;           /* LEG_OPT_TS | LEG_OPT_SACK | LEG_OPT_WSCALE offered by the peer */
+	__u32 our_isn;       /* SYN-ACK only: our ISN (ack - 1) */
+	__u64 ns;
+};
+
+/* A worker as the data plane knows it, keyed by struct endpoint. */
+struct endpoint {
+	__be32 addr[4];
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+struct worker_info {
+	__u32 id;
+	__u32 flags;         /* enum worker_flag */
+};
+
+enum worker_flag {
+	WORKER_DRAIN = 1,    /* take no new requests */
+};
+
+/* Global settings, element 0 of the xlb_config array. */
+struct xlb_config {
+	__be32 listen_addr[4]; /* service address; all zero: any local address */
+	__be16 listen_port;    /* service port; 0: no service (pass everything) */
+	__u8 our_wscale;       /* window scale the listener announces */
+	__u8 flags;            /* enum config_flag */
+	__u16 our_mss;         /* MSS the listener announces */
+	__u16 pad;
+};
+
+enum config_flag {
+	CFG_ROUTED = 1, /* forward rewritten packets out (XDP_TX/redirect) instead of to the local stack */
+};
+
+enum event_type {
+	EV_CLIENT_LEG = 1, /* a client leg was created from its handshake */
+	EV_LEG_CLOSED = 2, /* a leg finished: destroy its socket silently, delete its entries */
+	EV_POOL_EMPTY = 3, /* a client had data but no worker leg was idle: grow the pool */
+};
+
+/* What the program tells user space through the xlb_events ring buffer. */
+struct xlb_event {
+	__u32 type;          /* enum event_type */
+	__u32 state;         /* leg state at the time */
+	struct leg_key key;  /* the leg concerned */
+	struct leg_key other;/* EV_BIND: the worker leg */
+	__u32 peer_hi;
+	__u32 snd_nxt;
+	__u32 peer_tsval;
+	__u32 our_tsval;
+	__u8 peer_wscale;
+	__u8 our_wscale;
+	__u8 opts;
+	__u8 rx_flags;
+	__u16 peer_mss;
+	__u16 pad;
 };
 
 #endif

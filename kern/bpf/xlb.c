@@ -1,11 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* xlb data plane: the XDP entry point. At this stage it classifies every packet
- * and passes it on, counting verdicts and packet classes per CPU; the splice
- * logic grows from here. */
+/* xlb data plane: the XDP entry point. It learns client legs from their
+ * handshakes, binds a client leg to an idle worker leg on its first data,
+ * translates every segment of a binding into a segment of the partner leg,
+ * answers stale segments and FINs on unbound legs itself, and reports finished
+ * legs to user space. Everything else passes untouched. See DESIGN.md. */
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/in.h>
 #include "bpf_helpers.h"
+#include "consts.h"
 #include "structs.h"
 #include "maps.h"
 #include "parsing.h"
+#include "csum.h"
+#include "seq.h"
+#include "tcp_opts.h"
+#include "leg.h"
 
 static __always_inline int verdict(int action)
 {
@@ -29,6 +40,561 @@ static __always_inline int verdict(int action)
 	return action;
 }
 
+static __always_inline int drop(__u32 reason)
+{
+	count(reason);
+	return verdict(XDP_DROP);
+}
+
+/* reparse finds the headers again after bpf_xdp_adjust_tail, which
+ * invalidates every packet pointer. Replies are built only from packets
+ * without IP options, so the offsets are fixed. */
+static __always_inline int reparse(struct pkt *p, __u32 tcp_len)
+{
+	void *data = (void *)(long)p->ctx->data;
+
+	p->end = (void *)(long)p->ctx->data_end;
+	p->eth = data;
+	p->ip = data + sizeof(struct ethhdr);
+	p->tcp = data + sizeof(struct ethhdr) + sizeof(struct iphdr);
+	/* The constant check gives the verifier the fixed headers; the
+	 * variable one is the real test. */
+	if ((void *)(p->tcp + 1) > p->end || (void *)p->tcp + tcp_len > p->end)
+		return -1;
+	return 0;
+}
+
+/* cut_payload turns the packet into the same segment without payload (full
+ * checksums recomputed). */
+static __always_inline int cut_payload(struct pkt *p)
+{
+	__u32 tcp_len = p->tcp->doff * 4;
+
+	if (p->ip->ihl != 5 || tcp_len > 60)
+		return -1;
+	if (bpf_xdp_adjust_tail(p->ctx, -(int)p->payload))
+		return -1;
+	if (reparse(p, tcp_len))
+		return -1;
+	p->ip->tot_len = bpf_htons(sizeof(struct iphdr) + tcp_len);
+	p->ip->check = csum_ipv4_header(p->ip);
+	p->tcp->check = 0;
+	p->tcp->check = csum_tcp_full(p->ip, p->tcp, tcp_len, p->end);
+	p->payload = 0;
+	return 0;
+}
+
+/* reply turns the packet into our answer on `leg`: addresses swapped, seq =
+ * `seq`, ack = the leg's peer_hi, flags `flags` (TCP_FLAG_* of the 13th/14th
+ * byte), our window, and timestamps (our last TSval, echoing the peer's) if
+ * the packet carried them; no payload, no other option. Full checksums. */
+#define REPLY_ACK 0x10
+#define REPLY_FIN 0x01
+static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8 flags)
+{
+	int with_ts = p->o->has_ts;
+	__u32 tcp_len = with_ts ? 32 : 20;
+	__u32 old_len = bpf_ntohs(p->ip->tot_len);
+	__u32 new_len = sizeof(struct iphdr) + tcp_len;
+	__u8 mac[ETH_ALEN];
+	__be32 addr;
+	__be16 port;
+	__u8 *o;
+
+	if (p->ip->ihl != 5 || old_len < new_len)
+		return -1;
+	/* Trim to the reply's length: drops payload and any other option. The
+	 * frame may carry Ethernet padding beyond tot_len; cut that too. */
+	{
+		void *data = (void *)(long)p->ctx->data;
+		int delta = (int)(sizeof(struct ethhdr) + new_len) - (int)(p->end - data);
+
+		if (delta < 0 && bpf_xdp_adjust_tail(p->ctx, delta))
+			return -1;
+	}
+	if (reparse(p, tcp_len))
+		return -1;
+
+	__builtin_memcpy(mac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, p->eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, mac, ETH_ALEN);
+
+	addr = p->ip->saddr;
+	p->ip->saddr = p->ip->daddr;
+	p->ip->daddr = addr;
+	p->ip->tot_len = bpf_htons(new_len);
+	p->ip->ttl = 64;
+	p->ip->check = csum_ipv4_header(p->ip);
+
+	port = p->tcp->source;
+	p->tcp->source = p->tcp->dest;
+	p->tcp->dest = port;
+	p->tcp->seq = bpf_htonl(seq);
+	p->tcp->ack_seq = bpf_htonl(READ_ONCE(leg->peer_hi));
+	/* doff and flags: byte 12 is doff<<4, byte 13 the flags. */
+	((__u8 *)p->tcp)[12] = (tcp_len / 4) << 4;
+	((__u8 *)p->tcp)[13] = flags;
+	p->tcp->window = bpf_htons((__u16)leg->snd_win);
+	p->tcp->urg_ptr = 0;
+	if (with_ts) {
+		o = (__u8 *)(p->tcp + 1);
+		if ((void *)(o + 12) > p->end)
+			return -1;
+		o[0] = TCPOPT_NOP;
+		o[1] = TCPOPT_NOP;
+		o[2] = TCPOPT_TIMESTAMP;
+		o[3] = 10;
+		store_be32(o + 4, READ_ONCE(leg->our_tsval));
+		store_be32(o + 8, READ_ONCE(leg->peer_tsval));
+	}
+	p->tcp->check = 0;
+	p->tcp->check = csum_tcp_full(p->ip, p->tcp, tcp_len, p->end);
+	return 0;
+}
+
+/* forward sends a translated packet on: to the local stack, or, in routed
+ * mode, out of the interface toward the next hop. */
+static __always_inline int forward(struct pkt *p, struct xlb_config *cfg)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (!(cfg->flags & CFG_ROUTED))
+		return verdict(XDP_PASS);
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_TCP;
+	fib.tot_len = bpf_ntohs(p->ip->tot_len);
+	fib.ipv4_src = p->ip->saddr;
+	fib.ipv4_dst = p->ip->daddr;
+	fib.ifindex = p->ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(p->ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* Let the kernel resolve the neighbour and forward this one. */
+		count(XLB_CNT_FIB_FAIL);
+		return verdict(XDP_PASS);
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return drop(XLB_CNT_FIB_FAIL);
+	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
+	if (fib.ifindex == p->ctx->ingress_ifindex)
+		return verdict(XDP_TX);
+	return verdict(bpf_redirect(fib.ifindex, 0));
+}
+
+/* translate rewrites the packet into a segment of the binding's partner leg:
+ * addresses, ports, seq, ack, window, timestamps, SACK edges, checksums. */
+static __always_inline int translate(struct pkt *p, const struct binding *b)
+{
+	struct csum_acc ipc = {}, tc = {};
+	__be32 saddr = b->to.local_addr[0], daddr = b->to.peer_addr[0];
+	__u32 seq = p->seq + b->seq_off;
+	__u32 ack = p->ack + b->ack_off;
+	__u64 win;
+	__u16 nwin;
+
+	csum_acc32(&ipc, p->ip->saddr, saddr);
+	csum_acc32(&ipc, p->ip->daddr, daddr);
+	/* The TCP checksum covers the addresses through the pseudo header. */
+	csum_acc32(&tc, p->ip->saddr, saddr);
+	csum_acc32(&tc, p->ip->daddr, daddr);
+	p->ip->saddr = saddr;
+	p->ip->daddr = daddr;
+
+	csum_acc16(&tc, p->tcp->source, b->to.local_port);
+	csum_acc16(&tc, p->tcp->dest, b->to.peer_port);
+	p->tcp->source = b->to.local_port;
+	p->tcp->dest = b->to.peer_port;
+
+	csum_acc32(&tc, p->tcp->seq, bpf_htonl(seq));
+	p->tcp->seq = bpf_htonl(seq);
+	if (p->has_ack) {
+		csum_acc32(&tc, p->tcp->ack_seq, bpf_htonl(ack));
+		p->tcp->ack_seq = bpf_htonl(ack);
+	}
+
+	/* Window: the sender's scale in, the receiver's scale out. A window
+	 * that was open stays open (never rounds down to zero). */
+	win = ((__u64)p->win << b->in_wscale) >> b->out_wscale;
+	nwin = win > 0xffff ? 0xffff : (__u16)win;
+	if (nwin == 0 && p->win != 0)
+		nwin = 1;
+	csum_acc16(&tc, p->tcp->window, bpf_htons(nwin));
+	p->tcp->window = bpf_htons(nwin);
+
+	if (rewrite_tcp_opts(p->opts, p->opt_len, p->end, b->tsval_off, b->tsecr_off,
+			     b->flags & BIND_TSECR_ZERO, b->ack_off, &tc))
+		return -1;
+
+	csum_apply(&p->ip->check, &ipc);
+	csum_apply(&p->tcp->check, &tc);
+	return 0;
+}
+
+static __always_inline int is_service(const struct pkt *p, const struct xlb_config *cfg)
+{
+	if (!cfg->listen_port || p->tcp->dest != cfg->listen_port)
+		return 0;
+	return cfg->listen_addr[0] == 0 || cfg->listen_addr[0] == p->ip->daddr;
+}
+
+static __always_inline void learn_handshake(struct pkt *p, __u32 our_isn)
+{
+	struct handshake hs = {};
+
+	hs.peer_isn = p->seq;
+	hs.peer_tsval = p->o->tsval;
+	hs.peer_mss = p->o->mss;
+	hs.peer_wscale = p->o->wscale;
+	hs.our_isn = our_isn;
+	if (p->o->has_ts)
+		hs.opts |= LEG_OPT_TS;
+	if (p->o->sack_perm)
+		hs.opts |= LEG_OPT_SACK;
+	if (p->o->wscale != XLB_NO_WSCALE)
+		hs.opts |= LEG_OPT_WSCALE;
+	hs.ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&xlb_hs, &p->key, &hs, BPF_ANY);
+}
+
+static __always_inline __u32 win_bound(__u8 a, __u8 b)
+{
+	__u8 s = a > b ? a : b;
+
+	return s >= 14 ? XLB_MAX_WIN_BOUND : (0xffffu << s) + 0xffff;
+}
+
+/* The ACK that completes a client's handshake: the client leg is born. */
+static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config *cfg)
+{
+	struct handshake *hs = bpf_map_lookup_elem(&xlb_hs, &p->key);
+	struct leg leg = {};
+
+	if (!hs || p->seq != hs->peer_isn + 1)
+		return verdict(XDP_PASS);
+
+	leg.kind = LEG_CLIENT;
+	leg.opts = hs->opts & LEG_OPT_SACK;
+	if (hs->opts & LEG_OPT_WSCALE) {
+		/* Both ends scale only if the client offered it. */
+		leg.opts |= LEG_OPT_WSCALE;
+		leg.peer_wscale = hs->peer_wscale;
+		leg.our_wscale = cfg->our_wscale;
+	}
+	/* Timestamps are on iff the handshake's ACK carries them. */
+	if (p->o->has_ts) {
+		leg.opts |= LEG_OPT_TS | LEG_OPT_PEER_TS;
+		leg.peer_tsval = p->o->tsval;
+		leg.our_tsval = p->o->tsecr;
+	}
+	leg.peer_mss = hs->peer_mss;
+	leg.our_mss = cfg->our_mss;
+	leg.win_bound = win_bound(leg.peer_wscale, leg.our_wscale);
+	leg.peer_hi = p->seq;
+	leg.peer_acked = p->ack;
+	leg.peer_win = p->win;
+	leg.snd_nxt = p->ack;
+	leg.snd_win = 0xffff >> leg.our_wscale;
+	leg.state = LEG_IDLE;
+	leg.last_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST))
+		return verdict(XDP_PASS); /* table full or a duplicate: the stack keeps it */
+	bpf_map_delete_elem(&xlb_hs, &p->key);
+	count(XLB_CNT_CLIENT_LEG);
+	emit(EV_CLIENT_LEG, &p->key, &leg);
+	if (p->payload) {
+		/* The stack must see the handshake complete, never data: pass the
+		 * ACK without its payload; the client retransmits the data, which
+		 * then goes to a worker. */
+		count(XLB_CNT_HS_DATA);
+		if (cut_payload(p))
+			return verdict(XDP_DROP);
+	}
+	return verdict(XDP_PASS);
+}
+
+/* A packet of no leg: maybe a handshake we must learn, else foreign. */
+static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
+{
+	struct tcphdr *t = p->tcp;
+
+	if (t->syn && t->ack) {
+		struct endpoint ep = {};
+
+		ep.addr[0] = p->ip->saddr;
+		ep.port = t->source;
+		ep.family = AF_INET;
+		if (bpf_map_lookup_elem(&xlb_workers, &ep)) {
+			if (!p->bad_opts) {
+				learn_handshake(p, p->ack - 1);
+				count(XLB_CNT_WORKER_SYNACK);
+			}
+			return verdict(XDP_PASS);
+		}
+	}
+	if (!is_service(p, cfg)) {
+		count(XLB_CNT_FOREIGN);
+		return verdict(XDP_PASS);
+	}
+	if (t->rst)
+		return verdict(XDP_PASS);
+	if (p->bad_opts)
+		return verdict(XDP_PASS); /* the stack judges; we do not learn it */
+	if (t->syn && !t->ack) {
+		learn_handshake(p, 0);
+		count(XLB_CNT_SYN);
+		return verdict(XDP_PASS);
+	}
+	if (t->ack && !t->syn)
+		return client_leg_from_ack(p, cfg);
+	return verdict(XDP_PASS);
+}
+
+/* Request accounting on a client leg bound to worker leg w: a client data
+ * segment that starts new data after the worker has answered, acknowledging
+ * the whole answer, starts a new request (DESIGN.md "Remix at a request
+ * boundary"; the remix itself is decided here too once policies exist). */
+static __always_inline void client_new_data(struct pkt *p, struct leg *c, const struct binding *b)
+{
+	struct leg *w;
+	__u32 w_hi;
+
+	if (p->seq != READ_ONCE(c->peer_hi))
+		return;
+	w = bpf_map_lookup_elem(&xlb_legs, &b->to);
+	if (!w)
+		return;
+	w_hi = READ_ONCE(w->peer_hi);
+	if (w_hi == c->req_mark)
+		return; /* no answer since the request started: a continuation */
+	if (p->ack != bound_snd_nxt(b, w))
+		return; /* the answer is not fully received */
+	c->req_mark = w_hi;
+	c->requests++;
+}
+
+/* After a bound leg moved: both directions closed with FIN and both FINs
+ * acknowledged means the pair is finished. */
+static __always_inline void check_closed(const struct pkt *p, struct leg *a, const struct binding *b)
+{
+	struct leg *z;
+
+	z = bpf_map_lookup_elem(&xlb_legs, &b->to);
+	if (!z)
+		return;
+	if (!(READ_ONCE(a->rx_flags) & READ_ONCE(z->rx_flags) & LEG_RX_FIN))
+		return;
+	if (READ_ONCE(a->peer_acked) != bound_snd_nxt(b, z))
+		return;
+	/* z's snd_nxt in its own space: a's peer_hi through the forward offset. */
+	if (READ_ONCE(z->peer_acked) != READ_ONCE(a->peer_hi) + b->seq_off)
+		return;
+	finish(&p->key, a);
+	finish(&b->to, z);
+}
+
+/* What to do with a packet of a leg. The actions that rewrite the packet
+ * (translate, reply) are carried out in one place, xlb_xdp(), so that each is
+ * inlined once: the verifier then walks each of them once, not once per path
+ * that leads to it. */
+enum act {
+	ACT_PASS = 1,
+	ACT_DROP,      /* count `reason` and drop */
+	ACT_TRANSLATE, /* translate through `b` and send on */
+	ACT_REPLY,     /* answer ourselves on `leg`: seq, flags */
+};
+
+struct decision {
+	__u32 act;
+	__u32 reason;
+	struct binding *b;
+	struct leg *leg;
+	__u32 seq;
+	__u8 flags;
+};
+
+static __always_inline int act_drop(struct decision *d, __u32 reason)
+{
+	d->act = ACT_DROP;
+	d->reason = reason;
+	return 0;
+}
+
+static __always_inline int act_reply(struct decision *d, struct leg *leg, __u32 seq, __u8 flags)
+{
+	d->act = ACT_REPLY;
+	d->leg = leg;
+	d->seq = seq;
+	d->flags = flags;
+	return 0;
+}
+
+/* A segment on a bound leg: positions and life cycle, then translate. */
+static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct binding *b, int ok,
+				     struct decision *d)
+{
+	if (ok) {
+		if (leg->kind == LEG_CLIENT && p->payload)
+			client_new_data(p, leg, b);
+		advance(leg, p);
+		if (p->rst && p->seq + p->payload == READ_ONCE(leg->peer_hi)) {
+			struct leg *z = bpf_map_lookup_elem(&xlb_legs, &b->to);
+
+			finish(&p->key, leg);
+			if (z)
+				finish(&b->to, z);
+		} else if (p->has_ack) {
+			check_closed(p, leg, b);
+		}
+	}
+	d->act = ACT_TRANSLATE;
+	d->b = b;
+}
+
+/* A segment on a leg that is not bound. */
+static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, struct decision *d)
+{
+	__u32 state = READ_ONCE(leg->state);
+	__u32 end = p->seq + p->payload;
+	__u32 hi = READ_ONCE(leg->peer_hi);
+
+	if (!ok) {
+		act_drop(d, XLB_CNT_IMPLAUSIBLE);
+		return;
+	}
+
+	/* Old data (a late retransmission of bytes already taken across a
+	 * splice): acknowledge it so that the sender stops. */
+	if (p->payload && seq_le(end, hi)) {
+		count(XLB_CNT_STALE_ACKED);
+		act_reply(d, leg, READ_ONCE(leg->snd_nxt), REPLY_ACK);
+		return;
+	}
+
+	if (p->payload && leg->kind == LEG_CLIENT && state == LEG_IDLE) {
+		/* First data: bind to the worker leg idle the longest. */
+		struct leg_key wk;
+		struct leg *w = pop_idle(&wk);
+
+		if (!w) {
+			emit(EV_POOL_EMPTY, &p->key, leg);
+			act_drop(d, XLB_CNT_NO_IDLE_LEG);
+			return;
+		}
+		if (!set_state(leg, LEG_IDLE, LEG_BOUND)) {
+			/* Another CPU is binding this client: give the leg back. */
+			w->state = LEG_IDLE;
+			bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
+			act_drop(d, XLB_CNT_DEAD_LEG);
+			return;
+		}
+		if (bind_legs(&p->key, leg, &wk, w, 0)) {
+			leg->state = LEG_IDLE;
+			w->state = LEG_IDLE;
+			bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
+			act_drop(d, XLB_CNT_NO_IDLE_LEG);
+			return;
+		}
+		count(XLB_CNT_BIND);
+		leg->req_mark = READ_ONCE(w->peer_hi);
+		leg->requests++;
+		d->b = bpf_map_lookup_elem(&xlb_binds, &p->key);
+		if (!d->b) {
+			act_drop(d, XLB_CNT_DEAD_LEG);
+			return;
+		}
+		advance(leg, p);
+		d->act = ACT_TRANSLATE;
+		return;
+	}
+
+	if (p->payload) {
+		/* New data where none is expected: a worker talking on an idle
+		 * leg, or a client on a closing leg. The stream no longer lines
+		 * up with anything: retire the leg. */
+		finish(&p->key, leg);
+		act_drop(d, XLB_CNT_UNSOLICITED);
+		return;
+	}
+
+	if (p->rst) {
+		if (p->seq == hi)
+			finish(&p->key, leg);
+		else
+			count(XLB_CNT_RST_IGNORED);
+		act_drop(d, XLB_CNT_DEAD_LEG);
+		return;
+	}
+
+	if (p->fin) {
+		/* The peer closes a quiescent leg: complete the close ourselves. A
+		 * retransmitted FIN gets the same answer again. */
+		__u32 seq = READ_ONCE(leg->snd_nxt);
+
+		if (state == LEG_IDLE) {
+			if (!set_state(leg, LEG_IDLE, LEG_CLOSING)) {
+				act_drop(d, XLB_CNT_DEAD_LEG);
+				return;
+			}
+			advance(leg, p);
+			leg->snd_nxt = seq + 1; /* our FIN */
+		} else if (state == LEG_CLOSING) {
+			seq -= 1;
+		} else {
+			act_drop(d, XLB_CNT_DEAD_LEG);
+			return;
+		}
+		count(XLB_CNT_FIN_ANSWERED);
+		act_reply(d, leg, seq, REPLY_ACK | REPLY_FIN);
+		return;
+	}
+
+	/* A pure ACK or window update. */
+	advance(leg, p);
+	if (state == LEG_CLOSING && p->has_ack && p->ack == READ_ONCE(leg->snd_nxt))
+		finish(&p->key, leg);
+	act_drop(d, XLB_CNT_UNBOUND_ACK);
+}
+
+static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decision *d)
+{
+	struct binding *b;
+	int ok;
+
+	if (p->syn) {
+		/* A worker's retransmitted SYN-ACK (our handshake ACK was lost)
+		 * is the stack's business; a SYN on a live client leg is not. */
+		if (leg->kind == LEG_WORKER && p->has_ack) {
+			d->act = ACT_PASS;
+			return;
+		}
+		act_drop(d, XLB_CNT_DEAD_LEG);
+		return;
+	}
+	if (p->bad_opts) {
+		act_drop(d, XLB_CNT_BAD_OPTIONS);
+		return;
+	}
+
+	WRITE_ONCE(leg->last_ns, bpf_ktime_get_ns());
+	ok = plausible(leg, p);
+	if (!ok)
+		count(XLB_CNT_IMPLAUSIBLE);
+	else if (p->rst && p->seq + p->payload != READ_ONCE(leg->peer_hi))
+		count(XLB_CNT_RST_IGNORED);
+
+	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
+	if (b) {
+		on_bound(p, leg, b, ok && READ_ONCE(leg->state) != LEG_DEAD, d);
+		return;
+	}
+	if (READ_ONCE(leg->state) == LEG_DEAD) {
+		act_drop(d, XLB_CNT_DEAD_LEG);
+		return;
+	}
+	on_unbound(p, leg, ok, d);
+}
+
 SEC("xdp")
 int xlb_xdp(struct xdp_md *ctx)
 {
@@ -36,9 +602,14 @@ int xlb_xdp(struct xdp_md *ctx)
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
+	struct xlb_config *cfg;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	struct tcphdr *tcp;
+	struct leg *leg;
+	struct decision d;
+	struct pkt p;
+	__u32 ip_len, tcp_len, zero = 0;
 	int r;
 
 	r = parse_eth(&c, &eth);
@@ -56,8 +627,70 @@ int xlb_xdp(struct xdp_md *ctx)
 		count(XLB_CNT_MALFORMED);
 		return verdict(XDP_PASS);
 	}
+	ip_len = ip->ihl * 4;
+	tcp_len = tcp->doff * 4;
+	if (bpf_ntohs(ip->tot_len) < ip_len + tcp_len) {
+		count(XLB_CNT_MALFORMED);
+		return verdict(XDP_PASS);
+	}
 	count(XLB_CNT_TCP);
-	return verdict(XDP_PASS);
+
+	cfg = config();
+	if (!cfg)
+		return verdict(XDP_PASS);
+
+	__builtin_memset(&p, 0, sizeof(p));
+	p.ctx = ctx;
+	p.end = c.end;
+	p.eth = eth;
+	p.ip = ip;
+	p.tcp = tcp;
+	p.opts = (__u8 *)(tcp + 1);
+	p.opt_len = tcp_len - sizeof(struct tcphdr);
+	p.payload = bpf_ntohs(ip->tot_len) - ip_len - tcp_len;
+	p.seq = bpf_ntohl(tcp->seq);
+	p.ack = bpf_ntohl(tcp->ack_seq);
+	p.win = bpf_ntohs(tcp->window);
+	p.fin = tcp->fin;
+	p.syn = tcp->syn;
+	p.rst = tcp->rst;
+	p.has_ack = tcp->ack;
+	p.key.peer_addr[0] = ip->saddr;
+	p.key.local_addr[0] = ip->daddr;
+	p.key.peer_port = tcp->source;
+	p.key.local_port = tcp->dest;
+	p.key.family = AF_INET;
+	p.o = bpf_map_lookup_elem(&xlb_scratch, &zero);
+	if (!p.o)
+		return verdict(XDP_PASS);
+	p.bad_opts = parse_tcp_opts(p.opts, p.opt_len, p.end, p.o) != 0;
+
+	leg = bpf_map_lookup_elem(&xlb_legs, &p.key);
+	if (leg && p.syn && !p.has_ack && READ_ONCE(leg->state) == LEG_DEAD) {
+		/* A client reuses the port of a finished leg: forget the leg. */
+		bpf_map_delete_elem(&xlb_binds, &p.key);
+		bpf_map_delete_elem(&xlb_legs, &p.key);
+		leg = NULL;
+	}
+	if (!leg)
+		return no_leg(&p, cfg);
+
+	__builtin_memset(&d, 0, sizeof(d));
+	on_leg(&p, leg, &d);
+	switch (d.act) {
+	case ACT_TRANSLATE:
+		if (!d.b || translate(&p, d.b))
+			return drop(XLB_CNT_BAD_OPTIONS);
+		count(d.b->flags & BIND_TO_CLIENT ? XLB_CNT_FWD_TO_CLIENT : XLB_CNT_FWD_TO_WORKER);
+		return forward(&p, cfg);
+	case ACT_REPLY:
+		if (!d.leg || reply(&p, d.leg, d.seq, d.flags))
+			return verdict(XDP_DROP);
+		return verdict(XDP_TX);
+	case ACT_PASS:
+		return verdict(XDP_PASS);
+	}
+	return drop(d.reason);
 }
 
 char _license[] SEC("license") = "GPL";

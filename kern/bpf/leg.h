@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Legs, positions and bindings: the state the data plane keeps per connection,
+ * and the operations on it (DESIGN.md "Positions", "Binding", "Closing"). */
+#ifndef XLB_LEG_H
+#define XLB_LEG_H
+
+#include "bpf_helpers.h"
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "seq.h"
+#include "tcp_opts.h"
+
+/* A parsed TCP/IPv4 packet. Numbers are host order. */
+struct pkt {
+	struct xdp_md *ctx;
+	void *end;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	__u8 *opts;
+	__u32 opt_len;
+	__u32 payload;  /* payload bytes */
+	__u32 seq;
+	__u32 ack;
+	__u16 win;      /* window field, unscaled */
+	__u8 fin, syn, rst, has_ack;
+	__u8 bad_opts;  /* parse_tcp_opts refused the options */
+	struct tcp_opts *o; /* in xlb_scratch: see there */
+	struct leg_key key;
+};
+
+static __always_inline void emit(__u32 type, const struct leg_key *key, const struct leg *leg)
+{
+	struct xlb_event ev = {};
+
+	ev.type = type;
+	ev.key = *key;
+	if (leg) {
+		ev.state = leg->state;
+		ev.peer_hi = leg->peer_hi;
+		ev.snd_nxt = leg->snd_nxt;
+		ev.peer_tsval = leg->peer_tsval;
+		ev.our_tsval = leg->our_tsval;
+		ev.peer_wscale = leg->peer_wscale;
+		ev.our_wscale = leg->our_wscale;
+		ev.opts = leg->opts;
+		ev.rx_flags = leg->rx_flags;
+		ev.peer_mss = leg->peer_mss;
+	}
+	if (bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0))
+		count(XLB_CNT_EVENT_LOST);
+}
+
+/* set_state moves a leg from `from` to `to`; it returns 1 for the one caller
+ * that made the transition. */
+static __always_inline int set_state(struct leg *leg, __u32 from, __u32 to)
+{
+	return __sync_val_compare_and_swap(&leg->state, from, to) == from;
+}
+
+/* finish marks a leg dead (from any live state) and reports it once. */
+static __always_inline void finish(const struct leg_key *key, struct leg *leg)
+{
+	for (int i = 0; i < XLB_CAS_TRIES; i++) {
+		__u32 s = READ_ONCE(leg->state);
+
+		if (s == LEG_DEAD)
+			return;
+		if (set_state(leg, s, LEG_DEAD)) {
+			count(XLB_CNT_LEG_CLOSED);
+			emit(EV_LEG_CLOSED, key, leg);
+			return;
+		}
+	}
+}
+
+/* A segment is plausible when its seq and ack lie within a window of the
+ * leg's positions. Only plausible segments move positions or state. */
+static __always_inline int plausible(const struct leg *leg, const struct pkt *p)
+{
+	if (!seq_near(p->seq, READ_ONCE(leg->peer_hi), leg->win_bound))
+		return 0;
+	if (p->has_ack && !seq_near(p->ack, READ_ONCE(leg->peer_acked), leg->win_bound))
+		return 0;
+	return 1;
+}
+
+/* advance moves the rx positions of the leg the packet arrived on. Called
+ * after any binding decision, never before: offsets are computed from the
+ * positions as they were before this packet. */
+static __always_inline void advance(struct leg *leg, const struct pkt *p)
+{
+	__u32 end = p->seq + p->payload + p->fin;
+
+	seq_advance(&leg->peer_hi, end);
+	if (p->has_ack)
+		seq_advance(&leg->peer_acked, p->ack);
+	if (p->o->has_ts)
+		seq_advance(&leg->peer_tsval, p->o->tsval);
+	WRITE_ONCE(leg->peer_win, p->win);
+	if (p->fin && !(READ_ONCE(leg->rx_flags) & LEG_RX_FIN))
+		__sync_fetch_and_or(&leg->rx_flags, LEG_RX_FIN);
+}
+
+/* bind_legs makes the binding pair between client leg c and worker leg w from
+ * their current positions: bytes the client sends next (from c->peer_hi) land
+ * right after what w's worker has received (w->snd_nxt), acks map c->snd_nxt
+ * onto w->peer_hi, and timestamps continue where each peer last saw them, so
+ * that PAWS never sees one go backwards. Both legs must be unbound, with tx
+ * positions valid. Returns 0 or -1 if a map update failed. */
+static __always_inline int bind_legs(const struct leg_key *ck, const struct leg *c,
+				     const struct leg_key *wk, const struct leg *w, __u32 ifindex)
+{
+	struct binding bc = {}, bw = {};
+
+	bc.to = *wk;
+	bc.seq_off = w->snd_nxt - c->peer_hi;
+	bc.ack_off = w->peer_hi - c->snd_nxt;
+	bc.tsval_off = w->our_tsval - c->peer_tsval;
+	bc.tsecr_off = w->peer_tsval - c->our_tsval;
+	bc.in_wscale = c->peer_wscale;
+	bc.out_wscale = w->our_wscale;
+	bc.ifindex = ifindex;
+
+	/* The reverse direction is the inverse map. */
+	bw.to = *ck;
+	bw.seq_off = -bc.ack_off;
+	bw.ack_off = -bc.seq_off;
+	bw.tsval_off = -bc.tsecr_off;
+	bw.tsecr_off = -bc.tsval_off;
+	bw.in_wscale = w->peer_wscale;
+	bw.out_wscale = c->our_wscale;
+	bw.flags = BIND_TO_CLIENT;
+	bw.ifindex = ifindex;
+
+	/* Worker side first: the reply can only come after the request, which is
+	 * forwarded once both exist. */
+	if (bpf_map_update_elem(&xlb_binds, wk, &bw, BPF_ANY))
+		return -1;
+	if (bpf_map_update_elem(&xlb_binds, ck, &bc, BPF_ANY)) {
+		bpf_map_delete_elem(&xlb_binds, wk);
+		return -1;
+	}
+	return 0;
+}
+
+/* tx_positions gives what has been sent to the peer of leg `a`, bound with
+ * binding `b` to partner `z`: while bound, a's tx positions follow from z's
+ * rx positions through the inverse offsets. */
+static __always_inline __u32 bound_snd_nxt(const struct binding *b, const struct leg *z)
+{
+	return READ_ONCE(z->peer_hi) - b->ack_off;
+}
+
+static __always_inline __u32 bound_our_tsval(const struct binding *b, const struct leg *z)
+{
+	return READ_ONCE(z->peer_tsval) - b->tsecr_off;
+}
+
+/* materialize stores the tx positions of leg `a` (bound with b to z) so that
+ * they stay valid once the binding is gone. */
+static __always_inline void materialize(struct leg *a, const struct binding *b, const struct leg *z)
+{
+	__u64 w = (__u64)READ_ONCE(z->peer_win) << z->peer_wscale;
+
+	a->snd_nxt = bound_snd_nxt(b, z);
+	a->our_tsval = bound_our_tsval(b, z);
+	w >>= a->our_wscale;
+	a->snd_win = w > 0xffff ? 0xffff : (__u32)w;
+}
+
+/* pop_idle takes the worker leg idle the longest. Queue entries can be stale
+ * (the leg closed or was reaped while queued); those are skipped. The state
+ * CAS makes sure that a leg is handed to one client only. */
+static __always_inline struct leg *pop_idle(struct leg_key *wk)
+{
+	for (int i = 0; i < XLB_IDLE_POP_TRIES; i++) {
+		struct leg *w;
+
+		if (bpf_map_pop_elem(&xlb_idle, wk))
+			return NULL;
+		w = bpf_map_lookup_elem(&xlb_legs, wk);
+		if (!w || w->kind != LEG_WORKER)
+			continue;
+		if (set_state(w, LEG_IDLE, LEG_BOUND))
+			return w;
+	}
+	return NULL;
+}
+
+#endif

@@ -1,0 +1,380 @@
+package kern
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+)
+
+// The Go mirror of structs.h. Every layout has a size constant and explicit
+// marshalling in native byte order (the BPF object is little-endian, as are
+// the targets we build for); TestLayoutsMatchC compiles structs.h with clang
+// and compares sizes and offsets.
+
+var ne = binary.NativeEndian
+
+// LegKind is enum leg_kind.
+type LegKind uint8
+
+const (
+	LegClient LegKind = 1
+	LegWorker LegKind = 2
+)
+
+func (k LegKind) String() string {
+	switch k {
+	case LegClient:
+		return "client"
+	case LegWorker:
+		return "worker"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// LegState is enum leg_state.
+type LegState uint32
+
+const (
+	LegIdle    LegState = 1
+	LegBound   LegState = 2
+	LegClosing LegState = 3
+	LegDead    LegState = 4
+)
+
+func (s LegState) String() string {
+	switch s {
+	case LegIdle:
+		return "idle"
+	case LegBound:
+		return "bound"
+	case LegClosing:
+		return "closing"
+	case LegDead:
+		return "dead"
+	}
+	return fmt.Sprintf("state(%d)", uint32(s))
+}
+
+// Leg options (enum leg_opt) and rx flags (enum leg_rx_flag).
+const (
+	OptTS     = 1
+	OptSACK   = 2
+	OptWScale = 4
+	OptPeerTS = 8
+
+	RxFIN = 1
+	RxRST = 2
+)
+
+const afInet = 2
+
+// LegKey is struct leg_key: the 4-tuple of packets arriving from the peer.
+type LegKey struct {
+	Peer  netip.AddrPort
+	Local netip.AddrPort
+}
+
+// LegKeySize is sizeof(struct leg_key).
+const LegKeySize = 40
+
+func (k LegKey) String() string { return k.Peer.String() + "->" + k.Local.String() }
+
+// MarshalBinary encodes the key (IPv4 only for now).
+func (k LegKey) MarshalBinary() ([]byte, error) {
+	b := make([]byte, LegKeySize)
+	if err := k.put(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (k LegKey) put(b []byte) error {
+	if !k.Peer.Addr().Is4() || !k.Local.Addr().Is4() {
+		return fmt.Errorf("leg %s: only IPv4 legs are supported", k)
+	}
+	clear(b[:LegKeySize])
+	p, l := k.Peer.Addr().As4(), k.Local.Addr().As4()
+	copy(b[0:4], p[:])
+	copy(b[16:20], l[:])
+	binary.BigEndian.PutUint16(b[32:], k.Peer.Port())
+	binary.BigEndian.PutUint16(b[34:], k.Local.Port())
+	b[36] = afInet
+	return nil
+}
+
+// UnmarshalBinary decodes a key.
+func (k *LegKey) UnmarshalBinary(b []byte) error {
+	if len(b) < LegKeySize {
+		return fmt.Errorf("leg key: %d bytes, want %d", len(b), LegKeySize)
+	}
+	if b[36] != afInet {
+		return fmt.Errorf("leg key: family %d not supported", b[36])
+	}
+	k.Peer = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[0:4])), binary.BigEndian.Uint16(b[32:]))
+	k.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[16:20])), binary.BigEndian.Uint16(b[34:]))
+	return nil
+}
+
+// Leg is struct leg.
+type Leg struct {
+	Kind       LegKind
+	PeerWScale uint8
+	OurWScale  uint8
+	Opts       uint8
+	PeerMSS    uint16
+	OurMSS     uint16
+	Worker     uint32
+	WinBound   uint32
+	PeerHi     uint32
+	PeerAcked  uint32
+	PeerTSval  uint32
+	PeerWin    uint32
+	ReqMark    uint32
+	RxFlags    uint32
+	Requests   uint32
+	SndNxt     uint32
+	OurTSval   uint32
+	SndWin     uint32
+	State      LegState
+	LastNs     uint64
+}
+
+// LegSize is sizeof(struct leg).
+const LegSize = 72
+
+func (l *Leg) MarshalBinary() ([]byte, error) {
+	b := make([]byte, LegSize)
+	b[0], b[1], b[2], b[3] = uint8(l.Kind), l.PeerWScale, l.OurWScale, l.Opts
+	ne.PutUint16(b[4:], l.PeerMSS)
+	ne.PutUint16(b[6:], l.OurMSS)
+	for i, v := range []uint32{l.Worker, l.WinBound, l.PeerHi, l.PeerAcked, l.PeerTSval, l.PeerWin,
+		l.ReqMark, l.RxFlags, l.Requests, l.SndNxt, l.OurTSval, l.SndWin, uint32(l.State)} {
+		ne.PutUint32(b[8+4*i:], v)
+	}
+	ne.PutUint64(b[64:], l.LastNs)
+	return b, nil
+}
+
+func (l *Leg) UnmarshalBinary(b []byte) error {
+	if len(b) < LegSize {
+		return fmt.Errorf("leg: %d bytes, want %d", len(b), LegSize)
+	}
+	l.Kind, l.PeerWScale, l.OurWScale, l.Opts = LegKind(b[0]), b[1], b[2], b[3]
+	l.PeerMSS = ne.Uint16(b[4:])
+	l.OurMSS = ne.Uint16(b[6:])
+	u := func(i int) uint32 { return ne.Uint32(b[8+4*i:]) }
+	l.Worker, l.WinBound, l.PeerHi, l.PeerAcked, l.PeerTSval, l.PeerWin = u(0), u(1), u(2), u(3), u(4), u(5)
+	l.ReqMark, l.RxFlags, l.Requests, l.SndNxt, l.OurTSval, l.SndWin = u(6), u(7), u(8), u(9), u(10), u(11)
+	l.State = LegState(u(12))
+	l.LastNs = ne.Uint64(b[64:])
+	return nil
+}
+
+// Binding is struct binding.
+type Binding struct {
+	To        LegKey
+	SeqOff    uint32
+	AckOff    uint32
+	TSvalOff  uint32
+	TSecrOff  uint32
+	InWScale  uint8
+	OutWScale uint8
+	Flags     uint8
+	Gen       uint32
+	Ifindex   uint32
+}
+
+// BindingSize is sizeof(struct binding).
+const BindingSize = 68
+
+// Binding flags (enum binding_flag).
+const (
+	BindTSecrZero = 1
+	BindToClient  = 2
+)
+
+func (bd *Binding) UnmarshalBinary(b []byte) error {
+	if len(b) < BindingSize {
+		return fmt.Errorf("binding: %d bytes, want %d", len(b), BindingSize)
+	}
+	if err := bd.To.UnmarshalBinary(b); err != nil {
+		return err
+	}
+	bd.SeqOff, bd.AckOff = ne.Uint32(b[40:]), ne.Uint32(b[44:])
+	bd.TSvalOff, bd.TSecrOff = ne.Uint32(b[48:]), ne.Uint32(b[52:])
+	bd.InWScale, bd.OutWScale, bd.Flags = b[56], b[57], b[58]
+	bd.Gen, bd.Ifindex = ne.Uint32(b[60:]), ne.Uint32(b[64:])
+	return nil
+}
+
+func (bd *Binding) MarshalBinary() ([]byte, error) {
+	b := make([]byte, BindingSize)
+	if err := bd.To.put(b); err != nil {
+		return nil, err
+	}
+	ne.PutUint32(b[40:], bd.SeqOff)
+	ne.PutUint32(b[44:], bd.AckOff)
+	ne.PutUint32(b[48:], bd.TSvalOff)
+	ne.PutUint32(b[52:], bd.TSecrOff)
+	b[56], b[57], b[58] = bd.InWScale, bd.OutWScale, bd.Flags
+	ne.PutUint32(b[60:], bd.Gen)
+	ne.PutUint32(b[64:], bd.Ifindex)
+	return b, nil
+}
+
+// Handshake is struct handshake.
+type Handshake struct {
+	PeerISN    uint32
+	PeerTSval  uint32
+	PeerMSS    uint16
+	PeerWScale uint8 // NoWScale if the peer offered none
+	Opts       uint8
+	OurISN     uint32
+	Ns         uint64
+}
+
+// HandshakeSize is sizeof(struct handshake).
+const HandshakeSize = 24
+
+// NoWScale marks a handshake without a window-scale option.
+const NoWScale = 0xff
+
+func (h *Handshake) UnmarshalBinary(b []byte) error {
+	if len(b) < HandshakeSize {
+		return fmt.Errorf("handshake: %d bytes, want %d", len(b), HandshakeSize)
+	}
+	h.PeerISN, h.PeerTSval = ne.Uint32(b[0:]), ne.Uint32(b[4:])
+	h.PeerMSS, h.PeerWScale, h.Opts = ne.Uint16(b[8:]), b[10], b[11]
+	h.OurISN = ne.Uint32(b[12:])
+	h.Ns = ne.Uint64(b[16:])
+	return nil
+}
+
+// Endpoint is struct endpoint: a worker's address.
+type Endpoint netip.AddrPort
+
+// EndpointSize is sizeof(struct endpoint).
+const EndpointSize = 20
+
+func (e Endpoint) MarshalBinary() ([]byte, error) {
+	ap := netip.AddrPort(e)
+	if !ap.Addr().Is4() {
+		return nil, fmt.Errorf("worker %s: only IPv4 workers are supported", ap)
+	}
+	b := make([]byte, EndpointSize)
+	a := ap.Addr().As4()
+	copy(b, a[:])
+	binary.BigEndian.PutUint16(b[16:], ap.Port())
+	b[18] = afInet
+	return b, nil
+}
+
+// WorkerInfo is struct worker_info.
+type WorkerInfo struct {
+	ID    uint32
+	Flags uint32
+}
+
+// WorkerInfoSize is sizeof(struct worker_info).
+const WorkerInfoSize = 8
+
+// WorkerDrain is enum worker_flag WORKER_DRAIN.
+const WorkerDrain = 1
+
+func (w *WorkerInfo) MarshalBinary() ([]byte, error) {
+	b := make([]byte, WorkerInfoSize)
+	ne.PutUint32(b, w.ID)
+	ne.PutUint32(b[4:], w.Flags)
+	return b, nil
+}
+
+// Config is struct xlb_config.
+type Config struct {
+	ListenAddr netip.Addr // unspecified: any local address
+	ListenPort uint16
+	OurWScale  uint8
+	Flags      uint8
+	OurMSS     uint16
+}
+
+// ConfigSize is sizeof(struct xlb_config).
+const ConfigSize = 24
+
+// ConfigRouted is enum config_flag CFG_ROUTED.
+const ConfigRouted = 1
+
+func (c *Config) MarshalBinary() ([]byte, error) {
+	b := make([]byte, ConfigSize)
+	if c.ListenAddr.IsValid() && !c.ListenAddr.IsUnspecified() {
+		if !c.ListenAddr.Is4() {
+			return nil, fmt.Errorf("listen address %s: only IPv4 is supported", c.ListenAddr)
+		}
+		a := c.ListenAddr.As4()
+		copy(b, a[:])
+	}
+	binary.BigEndian.PutUint16(b[16:], c.ListenPort)
+	b[18], b[19] = c.OurWScale, c.Flags
+	ne.PutUint16(b[20:], c.OurMSS)
+	return b, nil
+}
+
+// EventType is enum event_type.
+type EventType uint32
+
+const (
+	EventClientLeg EventType = 1
+	EventLegClosed EventType = 2
+	EventPoolEmpty EventType = 3
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventClientLeg:
+		return "client-leg"
+	case EventLegClosed:
+		return "leg-closed"
+	case EventPoolEmpty:
+		return "pool-empty"
+	}
+	return fmt.Sprintf("event(%d)", uint32(t))
+}
+
+// Event is struct xlb_event.
+type Event struct {
+	Type       EventType
+	State      LegState
+	Key        LegKey
+	Other      LegKey
+	PeerHi     uint32
+	SndNxt     uint32
+	PeerTSval  uint32
+	OurTSval   uint32
+	PeerWScale uint8
+	OurWScale  uint8
+	Opts       uint8
+	RxFlags    uint8
+	PeerMSS    uint16
+}
+
+// EventSize is sizeof(struct xlb_event).
+const EventSize = 112
+
+func (e *Event) UnmarshalBinary(b []byte) error {
+	if len(b) < EventSize {
+		return fmt.Errorf("event: %d bytes, want %d", len(b), EventSize)
+	}
+	e.Type, e.State = EventType(ne.Uint32(b[0:])), LegState(ne.Uint32(b[4:]))
+	if err := e.Key.UnmarshalBinary(b[8:]); err != nil {
+		return err
+	}
+	if b[48+36] == afInet {
+		if err := e.Other.UnmarshalBinary(b[48:]); err != nil {
+			return err
+		}
+	}
+	e.PeerHi, e.SndNxt = ne.Uint32(b[88:]), ne.Uint32(b[92:])
+	e.PeerTSval, e.OurTSval = ne.Uint32(b[96:]), ne.Uint32(b[100:])
+	e.PeerWScale, e.OurWScale, e.Opts, e.RxFlags = b[104], b[105], b[106], b[107]
+	e.PeerMSS = ne.Uint16(b[108:])
+	return nil
+}
