@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // version is set at build time (-ldflags -X main.version=...).
@@ -39,6 +40,8 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"serve", "balance clients of IFACE:PORT over workers (the default command)", runServe},
+		{"demo-worker", "run a small HTTP/1.1 keep-alive worker for demos and tests", runDemoWorker},
 		{"status", "show whether xlb's XDP program is attached to an interface, and its counters", runStatus},
 		{"attach", "attach xlb's XDP program to an interface (pass-through, counting)", runAttach},
 		{"detach", "detach xlb's XDP program from an interface", runDetach},
@@ -50,6 +53,7 @@ const mainUsage = `xlb: a load balancer that splices TCP connections in the kern
 and balances per request without copying payload to user space.
 
 Usage:
+  xlb [serve] [FLAGS] IFACE PORT WORKER...   e.g. xlb lo 8080 127.0.0.1:4171 127.0.0.1:4172
   xlb COMMAND [ARGS...]
 
 Commands:
@@ -62,7 +66,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage.
 func printUsage(w io.Writer) {
 	var list string
 	for _, c := range commands() {
-		list += fmt.Sprintf("  %-9s %s\n", c.name, c.summary)
+		list += fmt.Sprintf("  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, mainUsage, list)
 }
@@ -86,6 +90,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		err := c.run(args[1:], stdout, stderr)
 		return exitCode(err, stderr)
+	}
+	if strings.HasPrefix(args[0], "-") || len(args) >= 3 {
+		// No command word: `xlb [FLAGS] IFACE PORT WORKER...`.
+		return exitCode(runServe(args, stdout, stderr), stderr)
 	}
 	fmt.Fprintf(stderr, "xlb: unknown command %q (run 'xlb --help' for the list)\n", args[0])
 	return exitUsage

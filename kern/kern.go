@@ -19,6 +19,7 @@ const (
 	HandshakesName = "xlb_hs"
 	IdleMapName    = "xlb_idle"
 	WorkersMapName = "xlb_workers"
+	WStatsMapName  = "xlb_wstats"
 	EventsMapName  = "xlb_events"
 )
 

@@ -112,7 +112,8 @@ func TestLayoutsMatchC(t *testing.T) {
 		{"sizeof leg", LegSize}, {"leg.worker", 8}, {"leg.win_bound", 12}, {"leg.peer_hi", 16}, {"leg.requests", 40},
 		{"leg.snd_nxt", 44}, {"leg.snd_win", 52}, {"leg.state", 56}, {"leg.last_ns", 64},
 		{"sizeof binding", BindingSize}, {"binding.seq_off", 40}, {"binding.tsecr_off", 52}, {"binding.in_wscale", 56},
-		{"binding.flags", 58}, {"binding.gen", 60}, {"binding.ifindex", 64},
+		{"binding.flags", 58}, {"binding.worker", 60}, {"binding.ifindex", 64},
+		{"sizeof worker_stats", WorkerStatsSize}, {"worker_stats.requests", 16}, {"worker_stats.bytes_out", 32},
 		{"sizeof handshake", HandshakeSize}, {"handshake.peer_mss", 8}, {"handshake.peer_wscale", 10}, {"handshake.our_isn", 12}, {"handshake.ns", 16},
 		{"sizeof endpoint", EndpointSize}, {"endpoint.port", 16}, {"endpoint.family", 18},
 		{"sizeof worker_info", WorkerInfoSize},
@@ -158,7 +159,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	if err := l2.UnmarshalBinary(lb); err != nil || l2 != l {
 		t.Errorf("leg round trip: %+v %v", l2, err)
 	}
-	bd := Binding{To: k, SeqOff: 1, AckOff: 2, TSvalOff: 3, TSecrOff: 4, InWScale: 5, OutWScale: 6, Flags: BindToClient, Gen: 7, Ifindex: 8}
+	bd := Binding{To: k, SeqOff: 1, AckOff: 2, TSvalOff: 3, TSecrOff: 4, InWScale: 5, OutWScale: 6, Flags: BindToClient, Worker: 7, Ifindex: 8}
 	bb, _ := bd.MarshalBinary()
 	var bd2 Binding
 	if err := bd2.UnmarshalBinary(bb); err != nil || bd2 != bd {

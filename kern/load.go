@@ -28,13 +28,14 @@ type Objects struct {
 	Handshakes *ebpf.Map // LegKey -> Handshake (LRU)
 	Idle       *ebpf.Map // queue of LegKey: idle worker legs
 	Workers    *ebpf.Map // Endpoint -> WorkerInfo
+	WStats     *ebpf.Map // per-CPU WorkerStats by worker id
 	Events     *ebpf.Map // ring buffer of Event
 	coll       *ebpf.Collection
 }
 
 // MapNames lists the maps of the data plane, for pinning and reuse.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
-	HandshakesName, IdleMapName, WorkersMapName, EventsMapName}
+	HandshakesName, IdleMapName, WorkersMapName, WStatsMapName, EventsMapName}
 
 // LoadOptions adjust the data plane before it is loaded.
 type LoadOptions struct {
@@ -77,6 +78,7 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		Handshakes: coll.Maps[HandshakesName],
 		Idle:       coll.Maps[IdleMapName],
 		Workers:    coll.Maps[WorkersMapName],
+		WStats:     coll.Maps[WStatsMapName],
 		Events:     coll.Maps[EventsMapName],
 		coll:       coll,
 	}

@@ -180,7 +180,7 @@ type Binding struct {
 	InWScale  uint8
 	OutWScale uint8
 	Flags     uint8
-	Gen       uint32
+	Worker    uint32
 	Ifindex   uint32
 }
 
@@ -203,7 +203,7 @@ func (bd *Binding) UnmarshalBinary(b []byte) error {
 	bd.SeqOff, bd.AckOff = ne.Uint32(b[40:]), ne.Uint32(b[44:])
 	bd.TSvalOff, bd.TSecrOff = ne.Uint32(b[48:]), ne.Uint32(b[52:])
 	bd.InWScale, bd.OutWScale, bd.Flags = b[56], b[57], b[58]
-	bd.Gen, bd.Ifindex = ne.Uint32(b[60:]), ne.Uint32(b[64:])
+	bd.Worker, bd.Ifindex = ne.Uint32(b[60:]), ne.Uint32(b[64:])
 	return nil
 }
 
@@ -217,7 +217,7 @@ func (bd *Binding) MarshalBinary() ([]byte, error) {
 	ne.PutUint32(b[48:], bd.TSvalOff)
 	ne.PutUint32(b[52:], bd.TSecrOff)
 	b[56], b[57], b[58] = bd.InWScale, bd.OutWScale, bd.Flags
-	ne.PutUint32(b[60:], bd.Gen)
+	ne.PutUint32(b[60:], bd.Worker)
 	ne.PutUint32(b[64:], bd.Ifindex)
 	return b, nil
 }
@@ -286,6 +286,23 @@ func (w *WorkerInfo) MarshalBinary() ([]byte, error) {
 	ne.PutUint32(b, w.ID)
 	ne.PutUint32(b[4:], w.Flags)
 	return b, nil
+}
+
+// WorkerStats is struct worker_stats, summed over CPUs.
+type WorkerStats struct {
+	Binds, Releases, Requests, BytesIn, BytesOut uint64
+}
+
+// WorkerStatsSize is sizeof(struct worker_stats).
+const WorkerStatsSize = 40
+
+// AddPerCPU adds one CPU's value (WorkerStatsSize bytes).
+func (w *WorkerStats) AddPerCPU(b []byte) {
+	w.Binds += ne.Uint64(b[0:])
+	w.Releases += ne.Uint64(b[8:])
+	w.Requests += ne.Uint64(b[16:])
+	w.BytesIn += ne.Uint64(b[24:])
+	w.BytesOut += ne.Uint64(b[32:])
 }
 
 // Config is struct xlb_config.

@@ -30,14 +30,17 @@ struct pkt {
 	struct leg_key key;
 };
 
-static __always_inline void emit(__u32 type, const struct leg_key *key, const struct leg *leg)
+/* emit reports an event about a leg. `state` is the state to report: for
+ * EV_LEG_CLOSED the state the leg had before it died (a worker leg that dies
+ * unbound was idle: user space counts its idle legs with that). */
+static __always_inline void emit(__u32 type, const struct leg_key *key, const struct leg *leg, __u32 state)
 {
 	struct xlb_event ev = {};
 
 	ev.type = type;
 	ev.key = *key;
+	ev.state = state;
 	if (leg) {
-		ev.state = leg->state;
 		ev.peer_hi = leg->peer_hi;
 		ev.snd_nxt = leg->snd_nxt;
 		ev.peer_tsval = leg->peer_tsval;
@@ -69,7 +72,7 @@ static __always_inline void finish(const struct leg_key *key, struct leg *leg)
 			return;
 		if (set_state(leg, s, LEG_DEAD)) {
 			count(XLB_CNT_LEG_CLOSED);
-			emit(EV_LEG_CLOSED, key, leg);
+			emit(EV_LEG_CLOSED, key, leg, s);
 			return;
 		}
 	}
@@ -122,6 +125,7 @@ static __always_inline int bind_legs(const struct leg_key *ck, const struct leg 
 	bc.in_wscale = c->peer_wscale;
 	bc.out_wscale = w->our_wscale;
 	bc.ifindex = ifindex;
+	bc.worker = w->worker;
 
 	/* The reverse direction is the inverse map. */
 	bw.to = *ck;
@@ -133,6 +137,7 @@ static __always_inline int bind_legs(const struct leg_key *ck, const struct leg 
 	bw.out_wscale = c->our_wscale;
 	bw.flags = BIND_TO_CLIENT;
 	bw.ifindex = ifindex;
+	bw.worker = w->worker;
 
 	/* Worker side first: the reply can only come after the request, which is
 	 * forwarded once both exist. */

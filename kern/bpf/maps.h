@@ -69,6 +69,14 @@ struct xlb_map_def SEC("maps") xlb_workers = {
 	.max_entries = XLB_MAX_WORKERS,
 };
 
+/* Per-worker counters (struct worker_stats), indexed by worker id. */
+struct xlb_map_def SEC("maps") xlb_wstats = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct worker_stats),
+	.max_entries = XLB_MAX_WORKERS,
+};
+
 /* Events to user space (struct xlb_event). */
 struct xlb_map_def SEC("maps") xlb_events = {
 	.type = BPF_MAP_TYPE_RINGBUF,
@@ -95,6 +103,11 @@ static __always_inline void count(__u32 idx)
 	/* Always non-NULL for idx < XLB_CNT_MAX; the check is for the verifier. */
 	if (v)
 		*v += 1; /* per-CPU slot: no other CPU writes it */
+}
+
+static __always_inline struct worker_stats *wstats(__u32 worker)
+{
+	return bpf_map_lookup_elem(&xlb_wstats, &worker);
 }
 
 static __always_inline struct xlb_config *config(void)

@@ -143,7 +143,7 @@ struct binding {
 	__u8 out_wscale;     /* partner's our_wscale */
 	__u8 flags;          /* enum binding_flag */
 	__u8 pad;
-	__u32 gen;           /* bind generation (one counter per binding pair) */
+	__u32 worker;        /* worker id of the pair's worker leg (per-worker stats) */
 	__u32 ifindex;       /* routed mode: egress device (0 = look it up) */
 };
 
@@ -181,6 +181,17 @@ enum worker_flag {
 	WORKER_DRAIN = 1,    /* take no new requests */
 };
 
+/* Per-worker counters, the per-CPU array xlb_wstats indexed by worker id. With
+ * the legs user space registered, binds and releases give how many of a
+ * worker's legs are idle. */
+struct worker_stats {
+	__u64 binds;     /* idle legs taken for a client */
+	__u64 releases;  /* legs the data plane gave back to the idle queue */
+	__u64 requests;  /* requests started on this worker's legs */
+	__u64 bytes_in;  /* payload bytes client -> worker */
+	__u64 bytes_out; /* payload bytes worker -> client */
+};
+
 /* Global settings, element 0 of the xlb_config array. */
 struct xlb_config {
 	__be32 listen_addr[4]; /* service address; all zero: any local address */
@@ -204,7 +215,7 @@ enum event_type {
 /* What the program tells user space through the xlb_events ring buffer. */
 struct xlb_event {
 	__u32 type;          /* enum event_type */
-	__u32 state;         /* leg state at the time */
+	__u32 state;         /* leg state; for EV_LEG_CLOSED, the state before it died */
 	struct leg_key key;  /* the leg concerned */
 	struct leg_key other;/* EV_BIND: the worker leg */
 	__u32 peer_hi;

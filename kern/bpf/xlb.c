@@ -301,7 +301,7 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 		return verdict(XDP_PASS); /* table full or a duplicate: the stack keeps it */
 	bpf_map_delete_elem(&xlb_hs, &p->key);
 	count(XLB_CNT_CLIENT_LEG);
-	emit(EV_CLIENT_LEG, &p->key, &leg);
+	emit(EV_CLIENT_LEG, &p->key, &leg, LEG_IDLE);
 	if (p->payload) {
 		/* The stack must see the handshake complete, never data: pass the
 		 * ACK without its payload; the client retransmits the data, which
@@ -371,6 +371,12 @@ static __always_inline void client_new_data(struct pkt *p, struct leg *c, const 
 		return; /* the answer is not fully received */
 	c->req_mark = w_hi;
 	c->requests++;
+	{
+		struct worker_stats *ws = wstats(w->worker);
+
+		if (ws)
+			ws->requests++;
+	}
 }
 
 /* After a bound leg moved: both directions closed with FIN and both FINs
@@ -477,7 +483,7 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 		struct leg *w = pop_idle(&wk);
 
 		if (!w) {
-			emit(EV_POOL_EMPTY, &p->key, leg);
+			emit(EV_POOL_EMPTY, &p->key, leg, READ_ONCE(leg->state));
 			act_drop(d, XLB_CNT_NO_IDLE_LEG);
 			return;
 		}
@@ -498,6 +504,14 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 		count(XLB_CNT_BIND);
 		leg->req_mark = READ_ONCE(w->peer_hi);
 		leg->requests++;
+		{
+			struct worker_stats *ws = wstats(w->worker);
+
+			if (ws) {
+				ws->binds++;
+				ws->requests++;
+			}
+		}
 		d->b = bpf_map_lookup_elem(&xlb_binds, &p->key);
 		if (!d->b) {
 			act_drop(d, XLB_CNT_DEAD_LEG);
@@ -681,7 +695,18 @@ int xlb_xdp(struct xdp_md *ctx)
 	case ACT_TRANSLATE:
 		if (!d.b || translate(&p, d.b))
 			return drop(XLB_CNT_BAD_OPTIONS);
-		count(d.b->flags & BIND_TO_CLIENT ? XLB_CNT_FWD_TO_CLIENT : XLB_CNT_FWD_TO_WORKER);
+		{
+			struct worker_stats *ws = wstats(d.b->worker);
+			int to_client = d.b->flags & BIND_TO_CLIENT;
+
+			count(to_client ? XLB_CNT_FWD_TO_CLIENT : XLB_CNT_FWD_TO_WORKER);
+			if (ws) {
+				if (to_client)
+					ws->bytes_out += p.payload;
+				else
+					ws->bytes_in += p.payload;
+			}
+		}
 		return forward(&p, cfg);
 	case ACT_REPLY:
 		if (!d.leg || reply(&p, d.leg, d.seq, d.flags))

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/xlb-lb/xlb/splice"
+	"github.com/xlb-lb/xlb/xdp"
+)
+
+const serveSynopsis = "IFACE PORT WORKER..."
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", serveSynopsis,
+		"Listen on PORT of IFACE's addresses and balance the clients over the workers\n"+
+			"(HOST:PORT[@WEIGHT]). Client connections are spliced onto pooled worker\n"+
+			"connections by the XDP program: no payload reaches user space. 'serve' may\n"+
+			"be left out: 'xlb lo 8080 ...' is the same. Ctrl-C or SIGTERM stop it\n"+
+			"cleanly: in-flight requests finish, connections are closed properly.",
+		"xlb lo 8080 127.0.0.1:4171 127.0.0.1:4172 127.0.0.1:4173\n"+
+			"xlb --listen 10.0.0.1 --pool 32 eth0 80 10.0.1.1:8080@2 10.0.1.2:8080")
+	cfg := splice.Config{}
+	listen := fs.String("listen", "", "address to listen on (default: every IPv4 address of IFACE)")
+	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "idle worker connections kept per worker")
+	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
+	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
+	fs.BoolVar(&cfg.Reuse, "reuse", false, "take over from a running xlb on IFACE without dropping its connections")
+	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/IFACE.sock)")
+	maxLegs := fs.Uint("max-legs", 65536, "size of the leg table (client and worker connections)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", splice.DefaultShutdownTimeout, "how long in-flight requests may take to finish on stop")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.parse(args, stdout); err != nil {
+		return err
+	}
+	if err := fs.wantArgs(3, -1); err != nil {
+		return err
+	}
+	var err error
+	cfg.Iface = fs.Arg(0)
+	cfg.Port, err = parsePort(fs.Arg(1))
+	if err != nil {
+		return err
+	}
+	for _, w := range fs.Args()[2:] {
+		spec, err := splice.ParseWorker(w)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		cfg.Workers = append(cfg.Workers, spec)
+	}
+	if *listen != "" {
+		a, err := netip.ParseAddr(*listen)
+		if err != nil {
+			return usagef("--listen %q: not an IP address", *listen)
+		}
+		cfg.Listen = a
+	}
+	if cfg.Mode, err = xdp.ParseMode(*mode); err != nil {
+		return usagef("--mode: %v", err)
+	}
+	if cfg.Pool < 1 || cfg.Pool > 10000 {
+		return usagef("--pool %d: must be from 1 to 10000", cfg.Pool)
+	}
+	if *maxLegs < 64 || *maxLegs > 1<<24 {
+		return usagef("--max-legs %d: must be from 64 to %d", *maxLegs, 1<<24)
+	}
+	cfg.MaxLegs = uint32(*maxLegs)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("xlb needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN) to load and attach its XDP program: run it with sudo")
+	}
+
+	lb, err := splice.Start(cfg)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	signal.Stop(sig)
+	cfg.Log.Info("stopping", "signal", s.String())
+	return lb.Shutdown()
+}
+
+func parsePort(s string) (uint16, error) {
+	p, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || p == 0 {
+		return 0, usagef("port %q: must be a number from 1 to 65535", s)
+	}
+	return uint16(p), nil
+}

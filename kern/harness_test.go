@@ -1,0 +1,416 @@
+package kern_test
+
+// The harness of the packet fixtures: the real data plane loaded with
+// kern.Load(), its maps written and read through the Go mirror of structs.h,
+// packets run through BPF_PROG_TEST_RUN, counters and events read back.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/ebpf"
+	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/splice"
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// The addresses of the fixtures: a client of the service, and a worker leg
+// the load balancer opened from its own address.
+var (
+	clientAddr  = netip.MustParseAddrPort("10.0.0.1:40000")
+	serviceAddr = netip.MustParseAddrPort("10.0.0.100:80")
+	workerAddr  = netip.MustParseAddrPort("10.0.1.1:8080")
+	poolAddr    = netip.MustParseAddrPort("10.0.0.100:50000") // our end of a worker leg
+
+	clientKey = kern.LegKey{Peer: clientAddr, Local: serviceAddr}
+	workerKey = kern.LegKey{Peer: workerAddr, Local: poolAddr}
+)
+
+var defaultConfig = kern.Config{ListenAddr: serviceAddr.Addr(), ListenPort: serviceAddr.Port(), OurWScale: 7, OurMSS: 1460}
+
+// dataPlane is one loaded copy of the program with its own maps.
+type dataPlane struct {
+	t      testing.TB
+	objs   *kern.Objects
+	events *ebpf.RingBufReader
+}
+
+func loadDataPlane(t testing.TB) *dataPlane {
+	t.Helper()
+	testnet.RequireRoot(t)
+	objs, err := kern.Load()
+	if err != nil {
+		t.Fatalf("kern.Load: %v", err)
+	}
+	t.Cleanup(objs.Close)
+	rb, err := ebpf.NewRingBufReader(objs.Events)
+	if err != nil {
+		t.Fatalf("event ring: %v", err)
+	}
+	t.Cleanup(func() { rb.Close() })
+	d := &dataPlane{t: t, objs: objs, events: rb}
+	d.setConfig(defaultConfig)
+	return d
+}
+
+func (d *dataPlane) setConfig(c kern.Config) {
+	d.t.Helper()
+	v, err := c.MarshalBinary()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := d.objs.Config.Update(ebpf.Uint32Key(0), v, ebpf.UpdateAny); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func keyBytes(t testing.TB, k kern.LegKey) []byte {
+	t.Helper()
+	b, err := k.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (d *dataPlane) putLeg(k kern.LegKey, l kern.Leg) {
+	d.t.Helper()
+	v, _ := l.MarshalBinary()
+	if err := d.objs.Legs.Update(keyBytes(d.t, k), v, ebpf.UpdateAny); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *dataPlane) leg(k kern.LegKey) (kern.Leg, bool) {
+	d.t.Helper()
+	var l kern.Leg
+	v := make([]byte, kern.LegSize)
+	err := d.objs.Legs.Lookup(keyBytes(d.t, k), v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return l, false
+	}
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := l.UnmarshalBinary(v); err != nil {
+		d.t.Fatal(err)
+	}
+	return l, true
+}
+
+func (d *dataPlane) mustLeg(k kern.LegKey) kern.Leg {
+	d.t.Helper()
+	l, ok := d.leg(k)
+	if !ok {
+		d.t.Fatalf("leg %s: not in %s", k, kern.LegsMapName)
+	}
+	return l
+}
+
+func (d *dataPlane) putBind(k kern.LegKey, b kern.Binding) {
+	d.t.Helper()
+	v, _ := b.MarshalBinary()
+	if err := d.objs.Binds.Update(keyBytes(d.t, k), v, ebpf.UpdateAny); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *dataPlane) bind(k kern.LegKey) (kern.Binding, bool) {
+	d.t.Helper()
+	var b kern.Binding
+	v := make([]byte, kern.BindingSize)
+	err := d.objs.Binds.Lookup(keyBytes(d.t, k), v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return b, false
+	}
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := b.UnmarshalBinary(v); err != nil {
+		d.t.Fatal(err)
+	}
+	return b, true
+}
+
+func (d *dataPlane) handshake(k kern.LegKey) (kern.Handshake, bool) {
+	d.t.Helper()
+	var h kern.Handshake
+	v := make([]byte, kern.HandshakeSize)
+	err := d.objs.Handshakes.Lookup(keyBytes(d.t, k), v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return h, false
+	}
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := h.UnmarshalBinary(v); err != nil {
+		d.t.Fatal(err)
+	}
+	return h, true
+}
+
+func (d *dataPlane) pushIdle(k kern.LegKey) {
+	d.t.Helper()
+	if err := d.objs.Idle.Push(keyBytes(d.t, k)); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// idleQueue empties the idle queue and returns what it held.
+func (d *dataPlane) idleQueue() []kern.LegKey {
+	d.t.Helper()
+	var keys []kern.LegKey
+	for {
+		v := make([]byte, kern.LegKeySize)
+		err := d.objs.Idle.Pop(v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return keys
+		}
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		var k kern.LegKey
+		if err := k.UnmarshalBinary(v); err != nil {
+			d.t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+}
+
+func (d *dataPlane) addWorker(ep netip.AddrPort, id uint32) {
+	d.t.Helper()
+	k, err := kern.Endpoint(ep).MarshalBinary()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	v, _ := (&kern.WorkerInfo{ID: id}).MarshalBinary()
+	if err := d.objs.Workers.Update(k, v, ebpf.UpdateAny); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// bindPair stores c and w as a bound pair with the oracle's bindings.
+func (d *dataPlane) bindPair(ck kern.LegKey, c kern.Leg, wk kern.LegKey, w kern.Leg) (toWorker, toClient kern.Binding) {
+	d.t.Helper()
+	toWorker, toClient = splice.Bind(ck, &c, wk, &w)
+	c.State, w.State = kern.LegBound, kern.LegBound
+	d.putLeg(ck, c)
+	d.putLeg(wk, w)
+	d.putBind(wk, toClient)
+	d.putBind(ck, toWorker)
+	return toWorker, toClient
+}
+
+func (d *dataPlane) counters() kern.Counters {
+	d.t.Helper()
+	c, err := kern.ReadCounters(d.objs.Stats)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return c
+}
+
+// run passes one frame through the program and returns its verdict, the
+// frame after the program, and how much every counter moved.
+func (d *dataPlane) run(frame []byte) (uint32, []byte, kern.Counters) {
+	d.t.Helper()
+	before := d.counters()
+	res, err := d.objs.Program.TestRun(&ebpf.TestRunOptions{Data: frame})
+	if err != nil {
+		d.t.Fatalf("test run: %v", err)
+	}
+	after := d.counters()
+	var delta kern.Counters
+	for i := range delta {
+		delta[i] = after[i] - before[i]
+	}
+	return res.Return, res.Data, delta
+}
+
+// drainEvents returns the events written since the last call.
+func (d *dataPlane) drainEvents() []kern.Event {
+	d.t.Helper()
+	var evs []kern.Event
+	for {
+		rec, err := d.events.ReadTimeout(time.Millisecond)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return evs
+		}
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		var e kern.Event
+		if err := e.UnmarshalBinary(rec); err != nil {
+			d.t.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+}
+
+// checkCounters fails unless each counter moved by the number of times it
+// is listed in want, and every other counter stayed put.
+func checkCounters(t testing.TB, delta kern.Counters, want ...kern.Counter) {
+	t.Helper()
+	var exp kern.Counters
+	for _, c := range want {
+		exp[c]++
+	}
+	if delta == exp {
+		return
+	}
+	var diffs []string
+	for i := range delta {
+		if delta[i] != exp[i] {
+			diffs = append(diffs, fmt.Sprintf("%s moved %d, want %d", kern.Counter(i), delta[i], exp[i]))
+		}
+	}
+	t.Errorf("counters: %s", strings.Join(diffs, "; "))
+}
+
+func checkVerdict(t testing.TB, got, want uint32) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("verdict %s, want %s", verdictName(got), verdictName(want))
+	}
+}
+
+// checkEvents fails unless the events are exactly of the given types and
+// keys, in order.
+func checkEvents(t testing.TB, got []kern.Event, want ...kern.Event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%d events %v, want %d %v", len(got), eventSummary(got), len(want), eventSummary(want))
+		return
+	}
+	for i := range want {
+		if got[i].Type != want[i].Type || got[i].Key != want[i].Key {
+			t.Errorf("event %d: %s %s, want %s %s", i, got[i].Type, got[i].Key, want[i].Type, want[i].Key)
+		}
+	}
+}
+
+func eventSummary(evs []kern.Event) []string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, e.Type.String()+" "+e.Key.String())
+	}
+	return s
+}
+
+// winBound is win_bound() of xlb.c: the largest window either end can
+// advertise with these scales.
+func winBound(a, b uint8) uint32 {
+	s := max(a, b)
+	if s >= 14 {
+		return 1 << 30
+	}
+	return 0xffff<<s + 0xffff
+}
+
+// noClock is a leg without its last_ns, which the program sets from the
+// clock on every packet it looks at.
+func noClock(l kern.Leg) kern.Leg {
+	l.LastNs = 0
+	return l
+}
+
+func checkLeg(t testing.TB, what string, got, want kern.Leg) {
+	t.Helper()
+	if noClock(got) != noClock(want) {
+		t.Errorf("%s:\n got  %+v\n want %+v", what, noClock(got), noClock(want))
+	}
+}
+
+// A client leg just past its handshake, and a worker leg fresh from the
+// pool, with different window scales so that rescaling is visible.
+func stdClientLeg() kern.Leg {
+	return kern.Leg{
+		Kind: kern.LegClient, PeerWScale: 7, OurWScale: 7,
+		Opts:    kern.OptTS | kern.OptSACK | kern.OptWScale | kern.OptPeerTS,
+		PeerMSS: 1460, OurMSS: 1460, WinBound: winBound(7, 7),
+		PeerHi: 1_000_001, PeerAcked: 5_000_001, PeerTSval: 700_000, PeerWin: 502,
+		SndNxt: 5_000_001, OurTSval: 3_000_000, SndWin: 512, State: kern.LegIdle,
+	}
+}
+
+func stdWorkerLeg() kern.Leg {
+	return kern.Leg{
+		Kind: kern.LegWorker, PeerWScale: 9, OurWScale: 2,
+		Opts:    kern.OptTS | kern.OptSACK | kern.OptWScale | kern.OptPeerTS,
+		PeerMSS: 1400, OurMSS: 1400, Worker: 1, WinBound: winBound(9, 2),
+		PeerHi: 0x9000_0000, PeerAcked: 0x2000_0000, PeerTSval: 123_456_789, PeerWin: 128,
+		SndNxt: 0x2000_0000, OurTSval: 987_654, SndWin: 1000, State: kern.LegIdle,
+	}
+}
+
+// fromClient and fromWorker address a segment on the standard legs.
+func fromClient(s seg) seg { s.src, s.dst = clientAddr, serviceAddr; return s }
+func fromWorker(s seg) seg { s.src, s.dst = workerAddr, poolAddr; return s }
+
+// checkTranslated checks every field of out against the oracle
+// splice.Translate applied to in through b, and that nothing else changed.
+func checkTranslated(t testing.TB, in []byte, out []byte, b kern.Binding) {
+	t.Helper()
+	ip := mustParse(t, in)
+	op := mustParse(t, out)
+	want := splice.Translate(splice.Segment{Seq: ip.seq, Ack: ip.ack, Window: ip.win,
+		TSval: ip.tsval, TSecr: ip.tsecr, HasTS: ip.hasTS, SACK: ip.sack}, &b)
+	if ip.flags&tcpACK == 0 {
+		want.Ack = ip.ack // no ACK flag: the field means nothing and stays
+	}
+	check := func(name string, got, want any) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: got %v, want %v", name, got, want)
+		}
+	}
+	check("source", op.src, b.To.Local)
+	check("destination", op.dst, b.To.Peer)
+	check("seq", op.seq, want.Seq)
+	check("ack", op.ack, want.Ack)
+	check("window", op.win, want.Window)
+	check("has TS", op.hasTS, want.HasTS)
+	if want.HasTS {
+		check("TSval", op.tsval, want.TSval)
+		check("TSecr", op.tsecr, want.TSecr)
+	}
+	check("SACK blocks", len(op.sack), len(want.SACK))
+	for i := range min(len(op.sack), len(want.SACK)) {
+		check(fmt.Sprintf("SACK block %d", i), op.sack[i], want.SACK[i])
+	}
+	check("flags", op.flags, ip.flags)
+	check("doff", op.doff, ip.doff)
+	check("tot_len", op.totLen, ip.totLen)
+	check("ttl", op.ttl, ip.ttl)
+	check("IP id", op.id, ip.id)
+	check("eth dst", op.ethDst, ip.ethDst)
+	check("eth src", op.ethSrc, ip.ethSrc)
+	check("frame length", len(out), len(in))
+	check("payload", string(op.payload), string(ip.payload))
+	// Option bytes other than TS and SACK values are untouched: compare the
+	// option kinds and lengths byte for byte where no value lives.
+	if len(op.opts) == len(ip.opts) {
+		for i := 0; i < len(ip.opts); {
+			k := ip.opts[i]
+			if k == 0 || k == 1 {
+				check(fmt.Sprintf("option byte %d", i), op.opts[i], k)
+				i++
+				continue
+			}
+			n := int(ip.opts[i+1])
+			check(fmt.Sprintf("option kind at %d", i), op.opts[i], k)
+			check(fmt.Sprintf("option length at %d", i), op.opts[i+1], byte(n))
+			if k != 5 && k != 8 {
+				check(fmt.Sprintf("option %d body", k), string(op.opts[i:i+n]), string(ip.opts[i:i+n]))
+			}
+			i += n
+		}
+	}
+}
+
+func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

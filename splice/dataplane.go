@@ -1,0 +1,182 @@
+package splice
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/xlb-lb/xlb/ebpf"
+	"github.com/xlb-lb/xlb/kern"
+	"golang.org/x/sys/unix"
+)
+
+// DataPlane is typed access to the maps of a loaded data plane.
+type DataPlane struct {
+	Objs *kern.Objects
+}
+
+// SetConfig writes the global settings.
+func (d *DataPlane) SetConfig(c kern.Config) error {
+	v, err := c.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := d.Objs.Config.Update(ebpf.Uint32Key(0), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("data plane config: %w", err)
+	}
+	return nil
+}
+
+// SetWorker tells the data plane about a worker, so that it learns the
+// SYN-ACKs of connections to it.
+func (d *DataPlane) SetWorker(addr netip.AddrPort, info kern.WorkerInfo) error {
+	k, err := kern.Endpoint(addr).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	v, _ := info.MarshalBinary()
+	if err := d.Objs.Workers.Update(k, v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("data plane worker %s: %w", addr, err)
+	}
+	return nil
+}
+
+// DeleteWorker forgets a worker.
+func (d *DataPlane) DeleteWorker(addr netip.AddrPort) error {
+	k, err := kern.Endpoint(addr).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := d.Objs.Workers.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Handshake returns and forgets what the data plane learnt of a handshake.
+func (d *DataPlane) Handshake(key kern.LegKey) (kern.Handshake, bool) {
+	var h kern.Handshake
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return h, false
+	}
+	v := make([]byte, kern.HandshakeSize)
+	if err := d.Objs.Handshakes.Lookup(k, v); err != nil {
+		return h, false
+	}
+	d.Objs.Handshakes.Delete(k)
+	return h, h.UnmarshalBinary(v) == nil
+}
+
+// RegisterLeg adds a leg; it fails if the key exists.
+func (d *DataPlane) RegisterLeg(key kern.LegKey, leg *kern.Leg) error {
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	v, _ := leg.MarshalBinary()
+	if err := d.Objs.Legs.Update(k, v, ebpf.UpdateNoExist); err != nil {
+		return fmt.Errorf("register leg %s: %w", key, err)
+	}
+	return nil
+}
+
+// Leg reads a leg.
+func (d *DataPlane) Leg(key kern.LegKey) (kern.Leg, error) {
+	var l kern.Leg
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return l, err
+	}
+	v := make([]byte, kern.LegSize)
+	if err := d.Objs.Legs.Lookup(k, v); err != nil {
+		return l, err
+	}
+	return l, l.UnmarshalBinary(v)
+}
+
+// Binding reads the binding of a leg.
+func (d *DataPlane) Binding(key kern.LegKey) (kern.Binding, error) {
+	var b kern.Binding
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return b, err
+	}
+	v := make([]byte, kern.BindingSize)
+	if err := d.Objs.Binds.Lookup(k, v); err != nil {
+		return b, err
+	}
+	return b, b.UnmarshalBinary(v)
+}
+
+// ForgetLeg deletes a leg, its binding and any handshake under its key.
+func (d *DataPlane) ForgetLeg(key kern.LegKey) {
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return
+	}
+	d.Objs.Binds.Delete(k)
+	d.Objs.Legs.Delete(k)
+	d.Objs.Handshakes.Delete(k)
+}
+
+// PushIdle queues a worker leg as idle.
+func (d *DataPlane) PushIdle(key kern.LegKey) error {
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := d.Objs.Idle.Push(k); err != nil {
+		return fmt.Errorf("idle queue: %w", err)
+	}
+	return nil
+}
+
+// WorkerStats sums a worker's per-CPU counters.
+func (d *DataPlane) WorkerStats(id uint32) (kern.WorkerStats, error) {
+	var w kern.WorkerStats
+	vals, err := d.Objs.WStats.LookupPerCPU(ebpf.Uint32Key(id))
+	if err != nil {
+		return w, err
+	}
+	for _, v := range vals {
+		w.AddPerCPU(v)
+	}
+	return w, nil
+}
+
+// ForEachLeg calls fn for every leg (a snapshot walk: legs may come and go
+// meanwhile). It stops early if fn returns false.
+func (d *DataPlane) ForEachLeg(fn func(kern.LegKey, *kern.Leg) bool) error {
+	var key []byte
+	next := make([]byte, kern.LegKeySize)
+	val := make([]byte, kern.LegSize)
+	for i := 0; i < int(d.Objs.Legs.MaxEntries())+1; i++ {
+		if err := d.Objs.Legs.NextKey(key, next); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return nil
+			}
+			return err
+		}
+		key = append(key[:0], next...)
+		if err := d.Objs.Legs.Lookup(key, val); err != nil {
+			continue // deleted meanwhile
+		}
+		var k kern.LegKey
+		var l kern.Leg
+		if k.UnmarshalBinary(key) != nil || l.UnmarshalBinary(val) != nil {
+			continue
+		}
+		if !fn(k, &l) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// monotonicNs is bpf_ktime_get_ns()'s clock.
+func monotonicNs() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}

@@ -1,0 +1,229 @@
+package splice
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"unsafe"
+
+	"github.com/xlb-lb/xlb/kern"
+	"golang.org/x/sys/unix"
+)
+
+// Handing a leg back to the kernel: the socket xlb holds for a leg is frozen
+// at the numbers of its handshake (or of its registration), so closing it
+// would put stale sequence numbers on the wire. Instead the old socket is
+// destroyed silently and a new one is made in repair mode (as CRIU restores
+// connections) with the leg's current positions; once the data plane forgets
+// the leg, packets reach that socket, and closing it ends the connection
+// properly (FIN, retransmissions, TIME_WAIT: all the kernel's).
+
+// legPositions are a leg's numbers at hand-back time.
+type legPositions struct {
+	key                   kern.LegKey
+	sndNxt, rcvNxt        uint32
+	ourTSval              uint32
+	peerWin, ourWin       uint32 // bytes
+	peerWScale, ourWScale uint8
+	opts                  uint8
+	mss                   uint16
+}
+
+// positionsOf computes the current positions of leg l (key k): a bound leg's
+// send side follows from its partner through the binding.
+func (lb *LB) positionsOf(k kern.LegKey, l *kern.Leg) (legPositions, error) {
+	p := legPositions{
+		key: k, sndNxt: l.SndNxt, rcvNxt: l.PeerHi, ourTSval: l.OurTSval,
+		peerWScale: l.PeerWScale, ourWScale: l.OurWScale, opts: l.Opts, mss: l.PeerMSS,
+		peerWin: l.PeerWin << l.PeerWScale, ourWin: l.SndWin << l.OurWScale,
+	}
+	if l.State == kern.LegBound {
+		b, err := lb.dp.Binding(k)
+		if err != nil {
+			return p, fmt.Errorf("binding of %s: %w", k, err)
+		}
+		z, err := lb.dp.Leg(b.To)
+		if err != nil {
+			return p, fmt.Errorf("partner of %s: %w", k, err)
+		}
+		p.sndNxt = z.PeerHi - b.AckOff
+		p.ourTSval = z.PeerTSval - b.TSecrOff
+		p.ourWin = z.PeerWin << z.PeerWScale
+	}
+	if p.mss == 0 {
+		p.mss = 536
+	}
+	return p, nil
+}
+
+// handBackAll hands every live leg back to the kernel and closes it. Legs
+// already finishing are destroyed silently. It returns how many were handed
+// back.
+func (lb *LB) handBackAll() int {
+	type item struct {
+		k kern.LegKey
+		l kern.Leg
+	}
+	var items []item
+	lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
+		items = append(items, item{k, *l})
+		return true
+	})
+	// Positions first, for every leg, while all bindings still exist.
+	pos := make(map[kern.LegKey]legPositions, len(items))
+	for _, it := range items {
+		if it.l.State != kern.LegIdle && it.l.State != kern.LegBound {
+			continue
+		}
+		if it.l.RxFlags != 0 {
+			continue // the peer already closed or reset: nothing to hand back
+		}
+		p, err := lb.positionsOf(it.k, &it.l)
+		if err != nil {
+			lb.log.Warn("hand-back: positions", "leg", it.k, "err", err)
+			continue
+		}
+		pos[it.k] = p
+	}
+	n := 0
+	for _, it := range items {
+		c := lb.takeConn(it.k)
+		p, ok := pos[it.k]
+		if !ok || c == nil {
+			lb.dp.ForgetLeg(it.k)
+			if c != nil {
+				closeSilently(c)
+			}
+			continue
+		}
+		if err := lb.handBack(c, p); err != nil {
+			lb.log.Warn("hand-back failed: connection dropped silently", "leg", it.k, "err", err)
+			lb.dp.ForgetLeg(it.k)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// takeConn removes and returns the socket held for a leg.
+func (lb *LB) takeConn(k kern.LegKey) *net.TCPConn {
+	lb.mu.Lock()
+	c := lb.clients[k]
+	delete(lb.clients, k)
+	lb.mu.Unlock()
+	if c != nil {
+		return c
+	}
+	for _, w := range lb.workers {
+		if c = w.forget(k); c != nil {
+			return c
+		}
+	}
+	return nil
+}
+
+// handBack replaces the held socket c of leg p.key by a repaired one with the
+// leg's positions, makes the data plane forget the leg, and closes the new
+// socket: the kernel sends a proper FIN.
+func (lb *LB) handBack(c *net.TCPConn, p legPositions) error {
+	if err := closeSilently(c); err != nil {
+		return err
+	}
+	fd, err := repairedSocket(p)
+	if err != nil {
+		return err
+	}
+	lb.dp.ForgetLeg(p.key)
+	// Linger off: close() sends FIN and returns; the kernel finishes the close.
+	return unix.Close(fd)
+}
+
+// repairedSocket makes an established socket with the given positions
+// without a packet on the wire.
+func repairedSocket(p legPositions) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn)
+			unix.Close(fd)
+		}
+	}()
+	set := func(what string, opt, v int) error {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, opt, v); err != nil {
+			return fmt.Errorf("repair %s: %w", what, err)
+		}
+		return nil
+	}
+	if err := set("on", unix.TCP_REPAIR, tcpRepairOn); err != nil {
+		return -1, err
+	}
+	if err := set("send queue", unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
+		return -1, err
+	}
+	if err := set("snd_nxt", unix.TCP_QUEUE_SEQ, int(int32(p.sndNxt))); err != nil {
+		return -1, err
+	}
+	if err := set("recv queue", unix.TCP_REPAIR_QUEUE, tcpRecvQueue); err != nil {
+		return -1, err
+	}
+	if err := set("rcv_nxt", unix.TCP_QUEUE_SEQ, int(int32(p.rcvNxt))); err != nil {
+		return -1, err
+	}
+	if err := set("no queue", unix.TCP_REPAIR_QUEUE, tcpNoQueue); err != nil {
+		return -1, err
+	}
+	la, pa := p.key.Local.Addr().As4(), p.key.Peer.Addr().As4()
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: la, Port: int(p.key.Local.Port())}); err != nil {
+		return -1, fmt.Errorf("repair bind %s: %w", p.key.Local, err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: pa, Port: int(p.key.Peer.Port())}); err != nil {
+		return -1, fmt.Errorf("repair connect %s: %w", p.key.Peer, err)
+	}
+	opts := []unix.TCPRepairOpt{{Code: unix.TCPOPT_MAXSEG, Val: uint32(p.mss)}}
+	if p.opts&kern.OptWScale != 0 {
+		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_WINDOW, Val: uint32(p.peerWScale) | uint32(p.ourWScale)<<16})
+	}
+	if p.opts&kern.OptSACK != 0 {
+		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_SACK_PERMITTED})
+	}
+	if p.opts&kern.OptTS != 0 {
+		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_TIMESTAMP})
+	}
+	if err := unix.SetsockoptTCPRepairOpt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, opts); err != nil {
+		return -1, fmt.Errorf("repair options: %w", err)
+	}
+	if p.opts&kern.OptTS != 0 {
+		if err := set("timestamp", unix.TCP_TIMESTAMP, int(int32(p.ourTSval))); err != nil {
+			return -1, err
+		}
+	}
+	win := tcpRepairWindow{SndWl1: p.rcvNxt, SndWnd: max(p.peerWin, 1), MaxWindow: max(p.peerWin, 1),
+		RcvWnd: max(p.ourWin, 1024), RcvWup: p.rcvNxt}
+	if err := setRepairWindow(fd, &win); err != nil {
+		return -1, err
+	}
+	if err := set("off", unix.TCP_REPAIR, 0); err != nil {
+		return -1, err
+	}
+	ok = true
+	return fd, nil
+}
+
+// tcpRepairWindow is struct tcp_repair_window (include/uapi/linux/tcp.h).
+type tcpRepairWindow struct {
+	SndWl1, SndWnd, MaxWindow, RcvWnd, RcvWup uint32
+}
+
+func setRepairWindow(fd int, w *tcpRepairWindow) error {
+	_, _, errno := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW,
+		uintptr(unsafe.Pointer(w)), unsafe.Sizeof(*w), 0)
+	if errno != 0 {
+		return fmt.Errorf("repair window: %w", errors.Join(errno))
+	}
+	return nil
+}

@@ -1,0 +1,593 @@
+package splice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xlb-lb/xlb/ebpf"
+	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/xdp"
+	"golang.org/x/sys/unix"
+)
+
+// Config is what `xlb IFACE PORT WORKER...` asks for.
+type Config struct {
+	Iface   string
+	Listen  netip.Addr // invalid: every IPv4 address of Iface
+	Port    uint16
+	Workers []WorkerSpec
+	Pool    int // idle legs kept per worker
+	Mode    xdp.Mode
+	Force   bool // replace another XDP program on Iface
+	Reuse   bool // adopt the state a previous run left (see handover.go)
+	Keep    bool // on exit, leave the data plane attached and pinned for --reuse
+	Socket  string
+	MaxLegs uint32
+
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// when xlb stops.
+	ShutdownTimeout time.Duration
+	// Linger is how long a finished leg's entries stay, so that late
+	// retransmissions (a lost last ACK) are still translated.
+	Linger time.Duration
+
+	Log *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultPool            = 8
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultLinger          = 3 * time.Second
+	// reapTick is how often finished legs are reaped and stuck ones found.
+	reapTick = 250 * time.Millisecond
+	// stuckClosing is how long a leg may wait for the last ACK of a close
+	// the data plane answered before it is reaped anyway.
+	stuckClosing = 30 * time.Second
+	// pinRoot is where pinned state lives, one directory per interface.
+	pinRoot = ebpf.DefaultBPFFS + "/xlb"
+)
+
+// PinDir is where the state of the instance on iface is pinned.
+func PinDir(iface string) string {
+	// bpffs names cannot hold '.', which interface names (VLANs) can.
+	return pinRoot + "/" + strings.ReplaceAll(iface, ".", "_")
+}
+
+// LB is a running load balancer.
+type LB struct {
+	cfg Config
+	log *slog.Logger
+	dp  *DataPlane
+
+	listeners []*net.TCPListener
+	workers   []*worker
+	byID      map[uint32]*worker
+
+	mu         sync.Mutex
+	clients    map[kern.LegKey]*net.TCPConn
+	pendingEv  map[kern.LegKey]kern.Event // EV_CLIENT_LEG not yet matched with an accept
+	reapQueue  []reapItem
+	unspliced  atomic.Uint64 // accepted connections without a client leg
+	mismatches atomic.Uint64 // client legs whose numbers disagree with the socket
+
+	events   *ebpf.RingBufReader
+	attached bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type reapItem struct {
+	key  kern.LegKey
+	kind kern.LegKind
+	at   time.Time
+}
+
+// Start brings the load balancer up: data plane loaded and attached, pool
+// filling, listening. Stop it with Shutdown.
+func Start(cfg Config) (*LB, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Pool <= 0 {
+		cfg.Pool = DefaultPool
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = DefaultLinger
+	}
+	lb := &LB{
+		cfg:       cfg,
+		log:       cfg.Log,
+		byID:      map[uint32]*worker{},
+		clients:   map[kern.LegKey]*net.TCPConn{},
+		pendingEv: map[kern.LegKey]kern.Event{},
+	}
+	if err := lb.start(); err != nil {
+		lb.teardown()
+		return nil, err
+	}
+	return lb, nil
+}
+
+func (lb *LB) start() error {
+	cfg := lb.cfg
+	addrs, err := listenAddrs(cfg.Iface, cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Workers) == 0 {
+		return errors.New("no workers given: name at least one HOST:PORT")
+	}
+	if err := ebpf.RemoveMemlockLimit(); err != nil {
+		return err
+	}
+	st, err := xdp.Query(cfg.Iface)
+	if err != nil {
+		return err
+	}
+	if st.Attached && !cfg.Force {
+		if _, _, err := kern.Attached(st.ProgID); err == nil {
+			return fmt.Errorf("an xlb data plane is already attached to %s (program id %d): another xlb runs there; stop it, or restart with --reuse to take over", cfg.Iface, st.ProgID)
+		}
+		return fmt.Errorf("another XDP program (id %d) is attached to %s; use --force to replace it", st.ProgID, cfg.Iface)
+	}
+	objs, err := kern.LoadWith(kern.LoadOptions{MaxLegs: cfg.MaxLegs})
+	if err != nil {
+		return err
+	}
+	lb.dp = &DataPlane{Objs: objs}
+
+	for _, a := range addrs {
+		ln, err := listen(netip.AddrPortFrom(a, cfg.Port))
+		if err != nil {
+			return err
+		}
+		lb.listeners = append(lb.listeners, ln)
+	}
+	wscale, mss, err := probeListener(netip.AddrPortFrom(addrs[0], cfg.Port), lb.listeners[0])
+	if err != nil {
+		return fmt.Errorf("probing the listener's window scale: %w", err)
+	}
+	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss}
+	if len(addrs) == 1 {
+		kc.ListenAddr = addrs[0]
+	}
+	if err := lb.dp.SetConfig(kc); err != nil {
+		return err
+	}
+	for i, ws := range cfg.Workers {
+		w := &worker{lb: lb, spec: ws, id: uint32(i), legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
+		if err := lb.dp.SetWorker(ws.Addr, kern.WorkerInfo{ID: w.id}); err != nil {
+			return err
+		}
+		lb.workers = append(lb.workers, w)
+		lb.byID[w.id] = w
+	}
+	lb.events, err = ebpf.NewRingBufReader(objs.Events)
+	if err != nil {
+		return err
+	}
+	mode, err := xdp.Attach(cfg.Iface, objs.Program.FD(), xdp.AttachOptions{Mode: cfg.Mode, Force: cfg.Force})
+	if err != nil {
+		return err
+	}
+	lb.attached = true
+	lb.log.Info("data plane attached", "iface", cfg.Iface, "mode", mode.String(), "listen", fmt.Sprint(addrs), "port", cfg.Port,
+		"window_scale", wscale, "workers", len(cfg.Workers), "pool", cfg.Pool)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	lb.cancel = cancel
+	lb.goroutine(func() { lb.readEvents() })
+	for _, w := range lb.workers {
+		lb.goroutine(func() { w.run(ctx) })
+	}
+	for _, ln := range lb.listeners {
+		lb.goroutine(func() { lb.accept(ln) })
+	}
+	lb.goroutine(func() { lb.reaper(ctx) })
+	return nil
+}
+
+func (lb *LB) goroutine(fn func()) {
+	lb.wg.Add(1)
+	go func() {
+		defer lb.wg.Done()
+		fn()
+	}()
+}
+
+// listenAddrs are the addresses to listen on: the one asked for, or every
+// IPv4 address of the interface.
+func listenAddrs(iface string, want netip.Addr) ([]netip.Addr, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %q not found (see `ip link`): %w", iface, xdp.ErrNoInterface)
+	}
+	if want.IsValid() {
+		if !want.Is4() {
+			return nil, fmt.Errorf("--listen %s: only IPv4 is supported for now", want)
+		}
+		return []netip.Addr{want}, nil
+	}
+	as, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %s: %w", iface, err)
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("interface %s has no IPv4 address to listen on (give one with --listen)", iface)
+	}
+	return out, nil
+}
+
+func listen(ap netip.AddrPort) (*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1} // accepted sockets must stay quiet
+	ln, err := lc.Listen(context.Background(), "tcp4", ap.String())
+	if err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			return nil, fmt.Errorf("port %d on %s is in use by another program (see `ss -ltnp 'sport = %d'`)", ap.Port(), ap.Addr(), ap.Port())
+		}
+		return nil, fmt.Errorf("listen on %s: %w", ap, err)
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// probeListener connects to the listener before the data plane is attached
+// and reads the window scale and MSS the listener announces: the data plane
+// needs them for client legs, which it builds from the handshake alone.
+func probeListener(ap netip.AddrPort, ln *net.TCPListener) (uint8, uint16, error) {
+	d := net.Dialer{Timeout: connectTimeout, KeepAlive: -1}
+	c, err := d.Dial("tcp4", ap.String())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	ln.SetDeadline(time.Now().Add(connectTimeout))
+	defer ln.SetDeadline(time.Time{})
+	for i := 0; i < 16; i++ { // another client may have come first
+		s, err := ln.AcceptTCP()
+		if err != nil {
+			return 0, 0, err
+		}
+		same := s.RemoteAddr().String() == c.LocalAddr().String()
+		var st SocketState
+		if same {
+			st, err = connState(s)
+		}
+		s.Close()
+		if !same {
+			continue
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		if st.Options&tcpiOptWScale == 0 {
+			return 0, uint16(min(st.AdvMSS, 0xffff)), nil
+		}
+		return st.RcvWScale, uint16(min(st.AdvMSS, 0xffff)), nil
+	}
+	return 0, 0, errors.New("the probe connection was not accepted")
+}
+
+// accept holds every client connection: the kernel must keep the socket as
+// long as the client leg lives, though no byte is ever read from it.
+func (lb *LB) accept(ln *net.TCPListener) {
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			lb.log.Warn("accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		lb.adoptClient(c)
+	}
+}
+
+func (lb *LB) adoptClient(c *net.TCPConn) {
+	key, err := legKeyOf(c)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if _, err := lb.dp.Leg(key); err != nil {
+		// No client leg: the handshake happened before the data plane was
+		// attached, or the leg table is full. The kernel owns this
+		// connection; end it properly.
+		lb.unspliced.Add(1)
+		lb.log.Warn("client connection without a leg, closing it", "client", key.Peer, "err", err)
+		c.Close()
+		return
+	}
+	lb.mu.Lock()
+	lb.clients[key] = c
+	ev, ok := lb.pendingEv[key]
+	delete(lb.pendingEv, key)
+	lb.mu.Unlock()
+	if ok {
+		lb.crossCheck(key, c, ev)
+	}
+	// Every client takes a worker leg at its first request: top the pools up
+	// now, while the client is still writing it.
+	for _, w := range lb.workers {
+		w.poke()
+	}
+}
+
+func (lb *LB) crossCheck(key kern.LegKey, c *net.TCPConn, ev kern.Event) {
+	st, err := connState(c)
+	if err != nil {
+		lb.log.Warn("reading a client socket", "client", key.Peer, "err", err)
+		return
+	}
+	if bad := CheckClientLeg(ev, st); len(bad) > 0 {
+		lb.mismatches.Add(1)
+		lb.log.Warn("client leg built from the handshake disagrees with the socket", "client", key.Peer, "diff", strings.Join(bad, "; "))
+	}
+}
+
+// readEvents consumes the data plane's events until the reader is closed.
+func (lb *LB) readEvents() {
+	for {
+		rec, err := lb.events.Read()
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				lb.log.Error("event ring", "err", err)
+			}
+			return
+		}
+		var ev kern.Event
+		if err := ev.UnmarshalBinary(rec); err != nil {
+			lb.log.Warn("bad event from the data plane", "err", err)
+			continue
+		}
+		lb.handleEvent(ev)
+	}
+}
+
+func (lb *LB) handleEvent(ev kern.Event) {
+	switch ev.Type {
+	case kern.EventClientLeg:
+		lb.mu.Lock()
+		c, ok := lb.clients[ev.Key]
+		if !ok {
+			lb.pendingEv[ev.Key] = ev
+		}
+		lb.mu.Unlock()
+		if ok {
+			lb.crossCheck(ev.Key, c, ev)
+		}
+	case kern.EventLegClosed:
+		leg, err := lb.dp.Leg(ev.Key)
+		kind := leg.Kind
+		if err != nil {
+			kind = 0
+		}
+		if kind == kern.LegWorker && (ev.State == kern.LegIdle || ev.State == kern.LegClosing) {
+			if w := lb.byID[leg.Worker]; w != nil {
+				w.mu.Lock()
+				w.idleDeaths++
+				w.mu.Unlock()
+				w.poke()
+			}
+		}
+		lb.mu.Lock()
+		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, kind: kind, at: time.Now().Add(lb.cfg.Linger)})
+		lb.mu.Unlock()
+	case kern.EventPoolEmpty:
+		for _, w := range lb.workers {
+			w.poke()
+		}
+	}
+}
+
+// reaper forgets finished legs once their linger is over, and legs stuck
+// waiting for the last ACK of a close.
+func (lb *LB) reaper(ctx context.Context) {
+	t := time.NewTicker(reapTick)
+	defer t.Stop()
+	lastScan := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		lb.mu.Lock()
+		var due []reapItem
+		rest := lb.reapQueue[:0]
+		for _, it := range lb.reapQueue {
+			if now.After(it.at) {
+				due = append(due, it)
+			} else {
+				rest = append(rest, it)
+			}
+		}
+		lb.reapQueue = rest
+		lb.mu.Unlock()
+		for _, it := range due {
+			lb.reap(it.key)
+		}
+		if now.Sub(lastScan) > stuckClosing/4 {
+			lastScan = now
+			lb.reapStuck()
+		}
+	}
+}
+
+// reap forgets a finished leg: map entries first, so that the data plane no
+// longer knows it, then the socket, silently.
+func (lb *LB) reap(key kern.LegKey) {
+	leg, err := lb.dp.Leg(key)
+	if err == nil && leg.State != kern.LegDead {
+		return // reused meanwhile (a client reusing its port)
+	}
+	lb.dp.ForgetLeg(key)
+	var c *net.TCPConn
+	if err == nil && leg.Kind == kern.LegWorker {
+		if w := lb.byID[leg.Worker]; w != nil {
+			c = w.forget(key)
+		}
+	} else {
+		lb.mu.Lock()
+		c = lb.clients[key]
+		delete(lb.clients, key)
+		lb.mu.Unlock()
+		if c == nil {
+			for _, w := range lb.workers {
+				if c = w.forget(key); c != nil {
+					break
+				}
+			}
+		}
+	}
+	if c != nil {
+		if err := closeSilently(c); err != nil {
+			lb.log.Warn("closing a finished leg", "leg", key, "err", err)
+		}
+	}
+}
+
+// reapStuck finds legs in CLOSING for too long (the peer never acknowledged
+// our FIN) and finishes them.
+func (lb *LB) reapStuck() {
+	now := monotonicNs()
+	var stuck []kern.LegKey
+	lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
+		if l.State == kern.LegClosing && now-l.LastNs > uint64(stuckClosing) {
+			stuck = append(stuck, k)
+		}
+		return true
+	})
+	for _, k := range stuck {
+		lb.log.Info("reaping a leg stuck in closing", "leg", k)
+		lb.dp.ForgetLeg(k)
+		lb.reapNow(k)
+	}
+}
+
+func (lb *LB) reapNow(key kern.LegKey) {
+	lb.mu.Lock()
+	c := lb.clients[key]
+	delete(lb.clients, key)
+	lb.mu.Unlock()
+	if c == nil {
+		for _, w := range lb.workers {
+			if c = w.forget(key); c != nil {
+				break
+			}
+		}
+	}
+	if c != nil {
+		closeSilently(c)
+	}
+}
+
+// Shutdown stops accepting, lets in-flight requests finish (up to the
+// shutdown timeout), hands every remaining connection back to the kernel,
+// which closes it properly, detaches and removes the data plane.
+func (lb *LB) Shutdown() error {
+	for _, ln := range lb.listeners {
+		ln.Close()
+	}
+	lb.waitQuiet(lb.cfg.ShutdownTimeout)
+	if lb.cancel != nil {
+		lb.cancel()
+	}
+	handed := lb.handBackAll()
+	lb.log.Info("connections handed back to the kernel", "count", handed)
+	return lb.teardown()
+}
+
+// teardown releases everything Start made.
+func (lb *LB) teardown() error {
+	var errs []error
+	if lb.attached {
+		if st, err := xdp.Query(lb.cfg.Iface); err == nil && st.Attached {
+			if err := xdp.Detach(lb.cfg.Iface, st.ProgID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		lb.attached = false
+	}
+	for _, ln := range lb.listeners {
+		ln.Close()
+	}
+	if lb.cancel != nil {
+		lb.cancel()
+	}
+	if lb.events != nil {
+		lb.events.Close()
+	}
+	lb.wg.Wait()
+	if lb.dp != nil {
+		lb.dp.Objs.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// waitQuiet waits until no client leg has a request or response in flight,
+// or the timeout.
+func (lb *LB) waitQuiet(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if lb.inFlight() == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lb.log.Warn("shutdown timeout: requests still in flight", "count", lb.inFlight())
+}
+
+// inFlight counts bound client legs with bytes not yet acknowledged in
+// either direction.
+func (lb *LB) inFlight() int {
+	n := 0
+	lb.dp.ForEachLeg(func(k kern.LegKey, c *kern.Leg) bool {
+		if c.Kind != kern.LegClient || c.State != kern.LegBound {
+			return true
+		}
+		b, err := lb.dp.Binding(k)
+		if err != nil {
+			return true
+		}
+		w, err := lb.dp.Leg(b.To)
+		if err != nil {
+			return true
+		}
+		// What was sent to each peer, derived as the data plane does.
+		cSnd := w.PeerHi - b.AckOff
+		wSnd := c.PeerHi + b.SeqOff
+		if c.PeerAcked != cSnd || w.PeerAcked != wSnd {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// pinPath is where a map or the program is pinned.
+func (lb *LB) pinPath(name string) string { return filepath.Join(PinDir(lb.cfg.Iface), name) }

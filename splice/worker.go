@@ -1,0 +1,284 @@
+package splice
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/xlb-lb/xlb/kern"
+	"golang.org/x/sys/unix"
+)
+
+// WorkerSpec is a worker as the user names it: HOST:PORT[@WEIGHT].
+type WorkerSpec struct {
+	Addr   netip.AddrPort
+	Weight int
+}
+
+func (w WorkerSpec) String() string {
+	if w.Weight == 1 {
+		return w.Addr.String()
+	}
+	return fmt.Sprintf("%s@%d", w.Addr, w.Weight)
+}
+
+// DefaultWeight is a worker's weight when none is given.
+const DefaultWeight = 1
+
+// MaxWeight bounds a weight (weights are relative shares).
+const MaxWeight = 1000
+
+// ParseWorker parses HOST:PORT[@WEIGHT]; HOST is an IPv4 address or a name
+// resolved now.
+func ParseWorker(s string) (WorkerSpec, error) {
+	spec := WorkerSpec{Weight: DefaultWeight}
+	addr := s
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		addr = s[:i]
+		w, err := strconv.Atoi(s[i+1:])
+		if err != nil || w < 0 || w > MaxWeight {
+			return spec, fmt.Errorf("worker %q: weight must be a number from 0 to %d", s, MaxWeight)
+		}
+		spec.Weight = w
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return spec, fmt.Errorf("worker %q: want HOST:PORT[@WEIGHT], e.g. 127.0.0.1:4171", s)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return spec, fmt.Errorf("worker %q: port must be 1-65535", s)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		ips, lerr := net.DefaultResolver.LookupNetIP(context.Background(), "ip4", host)
+		if lerr != nil || len(ips) == 0 {
+			return spec, fmt.Errorf("worker %q: cannot resolve %q: %v", s, host, lerr)
+		}
+		ip = ips[0]
+	}
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return spec, fmt.Errorf("worker %q: only IPv4 workers are supported for now", s)
+	}
+	spec.Addr = netip.AddrPortFrom(ip, uint16(p))
+	return spec, nil
+}
+
+// WorkerState is what the control plane knows of a worker's health.
+type WorkerState int
+
+const (
+	WorkerStarting WorkerState = iota // no connection made yet
+	WorkerUp                          // its pool connections succeed
+	WorkerDown                        // connecting fails; retried with backoff
+)
+
+func (s WorkerState) String() string {
+	return [...]string{"starting", "up", "down"}[s]
+}
+
+// Pool and retry settings.
+const (
+	// poolTick is how often a pool checks its idle legs without being asked.
+	poolTick = 50 * time.Millisecond
+	// connectTimeout bounds one connection attempt to a worker.
+	connectTimeout = 2 * time.Second
+	// backoffMin and backoffMax bound the retry delay of a worker that is down.
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+	// maxConnectsPerRound bounds the connections a pool opens in one round.
+	maxConnectsPerRound = 64
+	// workerMSS is the TCP_MAXSEG of worker legs: segments from the worker
+	// must fit the clients' MSS after translation. 1400 leaves room for the
+	// options and tunnels of the usual paths; on lo it costs nothing visible.
+	workerMSS = 1400
+)
+
+// worker is a worker and its pool of legs.
+type worker struct {
+	lb   *LB
+	spec WorkerSpec
+	id   uint32
+
+	mu         sync.Mutex
+	state      WorkerState
+	legs       map[kern.LegKey]*net.TCPConn // live legs (idle or bound)
+	pushed     uint64                       // legs we queued as idle
+	idleDeaths uint64                       // legs that died while idle
+	backoff    time.Duration
+	lastErr    error
+	kick       chan struct{}
+}
+
+// idle is the number of this worker's legs in the idle queue: those we
+// queued, plus those the data plane gave back, minus those it took and those
+// that died idle.
+func (w *worker) idle() (int, error) {
+	st, err := w.lb.dp.WorkerStats(w.id)
+	if err != nil {
+		return 0, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := int64(w.pushed) + int64(st.Releases) - int64(st.Binds) - int64(w.idleDeaths)
+	return int(max(n, 0)), nil
+}
+
+// run keeps the worker's pool filled until ctx ends.
+func (w *worker) run(ctx context.Context) {
+	t := time.NewTicker(poolTick)
+	defer t.Stop()
+	for {
+		wait := w.fill(ctx)
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-w.kick:
+		}
+	}
+}
+
+// fill opens legs until the worker has its pool of idle ones. It returns how
+// long to back off after a failure (0 when all went well).
+func (w *worker) fill(ctx context.Context) time.Duration {
+	idle, err := w.idle()
+	if err != nil {
+		w.lb.log.Error("reading worker stats", "worker", w.spec.Addr, "err", err)
+		return backoffMax
+	}
+	want := w.lb.cfg.Pool - idle
+	if w.spec.Weight == 0 {
+		want = 0
+	}
+	for i := 0; i < min(want, maxConnectsPerRound); i++ {
+		if ctx.Err() != nil {
+			return 0
+		}
+		if err := w.openLeg(ctx); err != nil {
+			return w.failed(err)
+		}
+		w.succeeded()
+	}
+	return 0
+}
+
+func (w *worker) failed(err error) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.backoff == 0 {
+		w.backoff = backoffMin
+	} else {
+		w.backoff = min(2*w.backoff, backoffMax)
+	}
+	if w.state != WorkerDown || w.lastErr == nil || w.lastErr.Error() != err.Error() {
+		w.lb.log.Warn("worker down: pool connection failed, retrying", "worker", w.spec.Addr, "err", err, "retry_in", w.backoff)
+	}
+	w.state, w.lastErr = WorkerDown, err
+	return w.backoff
+}
+
+func (w *worker) succeeded() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != WorkerUp {
+		w.lb.log.Info("worker up", "worker", w.spec.Addr)
+	}
+	w.state, w.backoff, w.lastErr = WorkerUp, 0, nil
+}
+
+// openLeg connects to the worker, reads the connection's state and registers
+// it with the data plane as an idle leg.
+func (w *worker) openLeg(ctx context.Context) error {
+	d := net.Dialer{
+		Timeout:   connectTimeout,
+		KeepAlive: -1, // a keepalive probe would put the stack's stale seq on the wire
+		Control: func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, workerMSS)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	nc, err := d.DialContext(ctx, "tcp4", w.spec.Addr.String())
+	if err != nil {
+		return err
+	}
+	c := nc.(*net.TCPConn)
+	key, err := legKeyOf(c)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	hs, ok := w.lb.dp.Handshake(key)
+	if !ok {
+		// The data plane did not see the SYN-ACK (not attached yet, or its
+		// table evicted it): without the worker's TSval the leg cannot be
+		// spliced. The connection was never used: close it normally.
+		c.Close()
+		return fmt.Errorf("the data plane did not see the handshake of %s", key)
+	}
+	st, err := connState(c)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	leg, err := WorkerLeg(st, hs, w.id, monotonicNs())
+	if err != nil {
+		c.Close()
+		return err
+	}
+	w.mu.Lock()
+	w.legs[key] = c
+	w.mu.Unlock()
+	if err := w.lb.dp.RegisterLeg(key, &leg); err != nil {
+		w.forget(key)
+		c.Close()
+		return err
+	}
+	if err := w.lb.dp.PushIdle(key); err != nil {
+		// Registered but not queued: nobody can take it; retire it.
+		w.lb.dp.ForgetLeg(key)
+		w.forget(key)
+		closeSilently(c)
+		return err
+	}
+	w.mu.Lock()
+	w.pushed++
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *worker) forget(key kern.LegKey) *net.TCPConn {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := w.legs[key]
+	delete(w.legs, key)
+	return c
+}
+
+func (w *worker) poke() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
