@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/xdp"
@@ -19,6 +20,7 @@ type statusReport struct {
 	Mode      string            `json:"mode,omitempty"`
 	Note      string            `json:"note,omitempty"`
 	Counters  map[string]uint64 `json:"counters,omitempty"`
+	Legs      map[string]int    `json:"legs,omitempty"`
 	order     []string
 }
 
@@ -57,7 +59,7 @@ func status(iface string) (*statusReport, error) {
 		return r, nil
 	}
 	r.ProgID, r.Mode = st.ProgID, st.Mode.String()
-	prog, stats, err := kern.Attached(st.ProgID)
+	prog, maps, err := kern.AttachedMaps(st.ProgID)
 	if errors.Is(err, kern.ErrNotOurs) {
 		r.Note = err.Error()
 		return r, nil
@@ -66,7 +68,18 @@ func status(iface string) (*statusReport, error) {
 		return nil, err
 	}
 	defer prog.Close()
-	defer stats.Close()
+	for _, m := range maps {
+		defer m.Close()
+	}
+	stats := maps[kern.StatsMapName]
+	if stats == nil {
+		return nil, fmt.Errorf("XDP program id %d has no %s map", st.ProgID, kern.StatsMapName)
+	}
+	if legs := maps[kern.LegsMapName]; legs != nil {
+		if r.Legs, err = kern.LegCounts(legs, maps[kern.BindsMapName]); err != nil {
+			return nil, err
+		}
+	}
 	c, err := kern.ReadCounters(stats)
 	if err != nil {
 		return nil, err
@@ -81,6 +94,15 @@ func status(iface string) (*statusReport, error) {
 	return r, nil
 }
 
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 func printStatus(w io.Writer, r *statusReport) {
 	switch {
 	case !r.Attached:
@@ -91,8 +113,14 @@ func printStatus(w io.Writer, r *statusReport) {
 		return
 	}
 	fmt.Fprintf(w, "%s: xlb attached (program id %d, %s mode)\n", r.Interface, r.ProgID, r.Mode)
+	if len(r.Legs) > 0 {
+		fmt.Fprintf(w, "legs:\n")
+		for _, k := range sortedKeys(r.Legs) {
+			fmt.Fprintf(w, "  %-16s %d\n", k, r.Legs[k])
+		}
+	}
 	fmt.Fprintf(w, "counters:\n")
 	for _, name := range r.order {
-		fmt.Fprintf(w, "  %-12s %d\n", name, r.Counters[name])
+		fmt.Fprintf(w, "  %-16s %d\n", name, r.Counters[name])
 	}
 }

@@ -128,10 +128,10 @@ func TestHandshakeLearning(t *testing.T) {
 			}
 
 			// A second ACK (duplicate) does not make another leg nor an event.
-			v, _, _ = d.run(fromClient(seg{seq: isn + 1, ack: ourISN + 1, flags: tcpACK, win: tc.ackWin, opts: tc.ackOpts}).build())
-			if v == xdpAborted {
-				t.Error("duplicate handshake ACK aborted")
-			}
+			// (The leg exists now: it is an ACK on an idle client leg.)
+			v, _, delta = d.run(fromClient(seg{seq: isn + 1, ack: ourISN + 1, flags: tcpACK, win: tc.ackWin, opts: tc.ackOpts}).build())
+			checkVerdict(t, v, xdpDrop)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterUnboundACK, kern.CounterDrop)
 			checkEvents(t, d.drainEvents())
 		})
 	}
@@ -142,12 +142,12 @@ func TestHandshakeACKMismatch(t *testing.T) {
 	d := loadDataPlane(t)
 	v, _, delta := d.run(fromClient(seg{seq: 100, ack: 200, flags: tcpACK, win: 1}).build())
 	checkVerdict(t, v, xdpPass)
-	checkCounters(t, delta, kern.CounterTCP, kern.CounterPass)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterForeign, kern.CounterPass)
 
 	d.run(fromClient(seg{seq: 100, flags: tcpSYN, win: 1, opts: linuxSYN(1460, 1, 7)}).build())
 	v, _, delta = d.run(fromClient(seg{seq: 5000, ack: 200, flags: tcpACK, win: 1}).build())
 	checkVerdict(t, v, xdpPass)
-	checkCounters(t, delta, kern.CounterTCP, kern.CounterPass)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterForeign, kern.CounterPass)
 	if _, ok := d.leg(clientKey); ok {
 		t.Error("a leg was made from an ACK that does not follow the SYN")
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
@@ -40,22 +39,57 @@ type dataPlane struct {
 	events *ebpf.RingBufReader
 }
 
+// shared is the data plane every fixture uses: loading takes the verifier
+// most of a second, so it is loaded once and its maps are emptied between
+// fixtures. Tests of this package do not run in parallel.
+var shared struct {
+	objs   *kern.Objects
+	events *ebpf.RingBufReader
+}
+
+// loadDataPlane returns the data plane with empty maps, zero-based counters
+// (run reports deltas) and the default config.
 func loadDataPlane(t testing.TB) *dataPlane {
 	t.Helper()
 	testnet.RequireRoot(t)
-	objs, err := kern.Load()
-	if err != nil {
-		t.Fatalf("kern.Load: %v", err)
+	if shared.objs == nil {
+		objs, err := kern.Load()
+		if err != nil {
+			t.Fatalf("kern.Load: %v", err)
+		}
+		rb, err := ebpf.NewRingBufReader(objs.Events)
+		if err != nil {
+			objs.Close()
+			t.Fatalf("event ring: %v", err)
+		}
+		shared.objs, shared.events = objs, rb
 	}
-	t.Cleanup(objs.Close)
-	rb, err := ebpf.NewRingBufReader(objs.Events)
-	if err != nil {
-		t.Fatalf("event ring: %v", err)
-	}
-	t.Cleanup(func() { rb.Close() })
-	d := &dataPlane{t: t, objs: objs, events: rb}
-	d.setConfig(defaultConfig)
+	d := &dataPlane{t: t, objs: shared.objs, events: shared.events}
+	d.reset()
 	return d
+}
+
+// reset empties every map but the counters and sets the default config.
+func (d *dataPlane) reset() {
+	d.t.Helper()
+	for _, m := range []*ebpf.Map{d.objs.Legs, d.objs.Binds, d.objs.Handshakes, d.objs.Workers} {
+		next := make([]byte, m.KeySize())
+		for {
+			err := m.NextKey(nil, next)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				d.t.Fatal(err)
+			}
+			if err := m.Delete(next); err != nil {
+				d.t.Fatal(err)
+			}
+		}
+	}
+	d.idleQueue()
+	d.drainEvents()
+	d.setConfig(defaultConfig)
 }
 
 func (d *dataPlane) setConfig(c kern.Config) {
@@ -197,13 +231,18 @@ func (d *dataPlane) addWorker(ep netip.AddrPort, id uint32) {
 // bindPair stores c and w as a bound pair with the oracle's bindings.
 func (d *dataPlane) bindPair(ck kern.LegKey, c kern.Leg, wk kern.LegKey, w kern.Leg) (toWorker, toClient kern.Binding) {
 	d.t.Helper()
-	toWorker, toClient = splice.Bind(ck, &c, wk, &w)
+	toWorker, toClient = oracleBind(ck, c, wk, w)
 	c.State, w.State = kern.LegBound, kern.LegBound
 	d.putLeg(ck, c)
 	d.putLeg(wk, w)
 	d.putBind(wk, toClient)
 	d.putBind(ck, toWorker)
 	return toWorker, toClient
+}
+
+// oracleBind is splice.Bind on copies of the legs.
+func oracleBind(ck kern.LegKey, c kern.Leg, wk kern.LegKey, w kern.Leg) (toWorker, toClient kern.Binding) {
+	return splice.Bind(ck, &c, wk, &w)
 }
 
 func (d *dataPlane) counters() kern.Counters {
@@ -237,7 +276,7 @@ func (d *dataPlane) drainEvents() []kern.Event {
 	d.t.Helper()
 	var evs []kern.Event
 	for {
-		rec, err := d.events.ReadTimeout(time.Millisecond)
+		rec, err := d.events.ReadTimeout(0)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return evs
 		}
@@ -414,3 +453,17 @@ func checkTranslated(t testing.TB, in []byte, out []byte, b kern.Binding) {
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// workerStats sums the per-worker counters of worker id over the CPUs.
+func (d *dataPlane) workerStats(id uint32) kern.WorkerStats {
+	d.t.Helper()
+	var s kern.WorkerStats
+	vals, err := d.objs.WStats.LookupPerCPU(ebpf.Uint32Key(id))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, v := range vals {
+		s.AddPerCPU(v)
+	}
+	return s
+}

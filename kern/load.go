@@ -142,6 +142,26 @@ var ErrNotOurs = errors.New("the attached XDP program is not xlb's")
 // Attached opens the program with the given id and, if it is xlb's, its
 // stats map. The caller closes both.
 func Attached(progID uint32) (*ebpf.Program, *ebpf.Map, error) {
+	prog, maps, err := AttachedMaps(progID)
+	if err != nil {
+		return nil, nil, err
+	}
+	stats := maps[StatsMapName]
+	for name, m := range maps {
+		if name != StatsMapName {
+			m.Close()
+		}
+	}
+	if stats == nil {
+		prog.Close()
+		return nil, nil, fmt.Errorf("XDP program id %d is named %s but has no %s map", progID, ProgramName, StatsMapName)
+	}
+	return prog, stats, nil
+}
+
+// AttachedMaps opens the program with the given id and, if it is xlb's,
+// every map it uses, by name. The caller closes them.
+func AttachedMaps(progID uint32) (*ebpf.Program, map[string]*ebpf.Map, error) {
 	prog, err := ebpf.NewProgramFromID(progID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening XDP program id %d: %w", progID, err)
@@ -155,16 +175,53 @@ func Attached(progID uint32) (*ebpf.Program, *ebpf.Map, error) {
 		prog.Close()
 		return nil, nil, fmt.Errorf("%w (id %d, name %q)", ErrNotOurs, progID, info.Name)
 	}
+	maps := map[string]*ebpf.Map{}
 	for _, id := range info.MapIDs {
 		m, err := ebpf.NewMapFromID(id)
 		if err != nil {
 			continue
 		}
-		if m.Name() == StatsMapName {
-			return prog, m, nil
-		}
-		m.Close()
+		maps[m.Name()] = m
 	}
-	prog.Close()
-	return nil, nil, fmt.Errorf("XDP program id %d is named %s but has no %s map", progID, ProgramName, StatsMapName)
+	return prog, maps, nil
+}
+
+// LegCounts counts the legs of a leg table by kind and state, e.g.
+// "client/bound": 3. Bindings are counted under "bindings".
+func LegCounts(legs, binds *ebpf.Map) (map[string]int, error) {
+	out := map[string]int{}
+	var key []byte
+	next := make([]byte, LegKeySize)
+	val := make([]byte, LegSize)
+	for i := 0; i <= int(legs.MaxEntries()); i++ {
+		if err := legs.NextKey(key, next); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			return nil, err
+		}
+		key = append(key[:0], next...)
+		if legs.Lookup(key, val) != nil {
+			continue
+		}
+		var l Leg
+		if l.UnmarshalBinary(val) != nil {
+			continue
+		}
+		out[l.Kind.String()+"/"+l.State.String()]++
+	}
+	if binds != nil {
+		key = nil
+		for i := 0; i <= int(binds.MaxEntries()); i++ {
+			if err := binds.NextKey(key, next); err != nil {
+				if errors.Is(err, ebpf.ErrKeyNotExist) {
+					break
+				}
+				return nil, err
+			}
+			key = append(key[:0], next...)
+			out["bindings"]++
+		}
+	}
+	return out, nil
 }

@@ -17,6 +17,7 @@ func Bind(ck kern.LegKey, c *kern.Leg, wk kern.LegKey, w *kern.Leg) (toWorker, t
 		TSecrOff:  w.PeerTSval - c.OurTSval,
 		InWScale:  c.PeerWScale,
 		OutWScale: w.OurWScale,
+		Worker:    w.Worker,
 	}
 	toClient = kern.Binding{
 		To:        ck,
@@ -27,6 +28,7 @@ func Bind(ck kern.LegKey, c *kern.Leg, wk kern.LegKey, w *kern.Leg) (toWorker, t
 		InWScale:  w.PeerWScale,
 		OutWScale: c.OurWScale,
 		Flags:     kern.BindToClient,
+		Worker:    w.Worker,
 	}
 	return toWorker, toClient
 }

@@ -11,10 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -79,9 +82,21 @@ func (ns *NS) cleanup() {
 	ns.mu.Unlock()
 	for _, c := range cmds {
 		if c.Process != nil {
-			// Safe even if the test already waited: Kill then returns
-			// os.ErrProcessDone.
+			// The whole process group: servers like nginx fork workers
+			// that would otherwise outlive their master.
+			_ = unix.Kill(-c.Process.Pid, unix.SIGKILL)
 			_ = c.Process.Kill()
+		}
+	}
+	// Anything else still running inside (a daemon that changed its
+	// process group) would keep the namespace alive.
+	if out, err := command("ip", "netns", "pids", ns.Name).Output(); err == nil {
+		for _, f := range strings.Fields(string(out)) {
+			// Not ourselves: a thread of the test process that joined the
+			// namespace (Do) makes `ip netns pids` list the test itself.
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
 		}
 	}
 	if out, err := command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
@@ -132,6 +147,10 @@ func (ns *NS) Do(fn func() error) error {
 // (`ip netns exec`). Cleanup kills it if it is still running.
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
 	c := command("ip", append([]string{"netns", "exec", ns.Name, resolve(name)}, args...)...)
+	// Own process group, so that cleanup kills its children too; killed if
+	// the test binary dies; Wait returns even if a child keeps the pipes.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	c.WaitDelay = 2 * time.Second
 	ns.mu.Lock()
 	ns.cmds = append(ns.cmds, c)
 	ns.mu.Unlock()

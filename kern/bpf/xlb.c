@@ -270,8 +270,12 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 	struct handshake *hs = bpf_map_lookup_elem(&xlb_hs, &p->key);
 	struct leg leg = {};
 
-	if (!hs || p->seq != hs->peer_isn + 1)
+	if (!hs || p->seq != hs->peer_isn + 1) {
+		/* A connection we did not see open (older than the program, or
+		 * its SYN evicted): the stack's, not ours. */
+		count(XLB_CNT_FOREIGN);
 		return verdict(XDP_PASS);
+	}
 
 	leg.kind = LEG_CLIENT;
 	leg.opts = hs->opts & LEG_OPT_SACK;
@@ -332,14 +336,12 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 			return verdict(XDP_PASS);
 		}
 	}
-	if (!is_service(p, cfg)) {
-		count(XLB_CNT_FOREIGN);
+	/* Every packet passed here without being learned is foreign: the
+	 * counter shows how much of the service's traffic is not ours. */
+	if (!is_service(p, cfg) || t->rst || p->bad_opts) {
+		count(XLB_CNT_FOREIGN); /* bad options: the stack judges; we do not learn it */
 		return verdict(XDP_PASS);
 	}
-	if (t->rst)
-		return verdict(XDP_PASS);
-	if (p->bad_opts)
-		return verdict(XDP_PASS); /* the stack judges; we do not learn it */
 	if (t->syn && !t->ack) {
 		learn_handshake(p, 0);
 		count(XLB_CNT_SYN);
@@ -347,6 +349,7 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 	}
 	if (t->ack && !t->syn)
 		return client_leg_from_ack(p, cfg);
+	count(XLB_CNT_FOREIGN);
 	return verdict(XDP_PASS);
 }
 
@@ -439,19 +442,28 @@ static __always_inline int act_reply(struct decision *d, struct leg *leg, __u32 
 static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct binding *b, int ok,
 				     struct decision *d)
 {
-	if (ok) {
-		if (leg->kind == LEG_CLIENT && p->payload)
-			client_new_data(p, leg, b);
-		advance(leg, p);
-		if (p->rst && p->seq + p->payload == READ_ONCE(leg->peer_hi)) {
+	if (ok && p->rst) {
+		/* RFC 5961: a RST changes state only at exactly the next
+		 * expected seq. Any other RST is forwarded for the endpoint to
+		 * judge and moves no position: advancing peer_hi to it first
+		 * would make every in-window RST "exact" and let a blind RST
+		 * kill the pair. */
+		if (p->seq == READ_ONCE(leg->peer_hi)) {
 			struct leg *z = bpf_map_lookup_elem(&xlb_legs, &b->to);
 
+			__sync_fetch_and_or(&leg->rx_flags, LEG_RX_RST);
 			finish(&p->key, leg);
 			if (z)
 				finish(&b->to, z);
-		} else if (p->has_ack) {
-			check_closed(p, leg, b);
+		} else {
+			count(XLB_CNT_RST_IGNORED);
 		}
+	} else if (ok) {
+		if (leg->kind == LEG_CLIENT && p->payload)
+			client_new_data(p, leg, b);
+		advance(leg, p);
+		if (p->has_ack)
+			check_closed(p, leg, b);
 	}
 	d->act = ACT_TRANSLATE;
 	d->b = b;
@@ -466,6 +478,19 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 
 	if (!ok) {
 		act_drop(d, XLB_CNT_IMPLAUSIBLE);
+		return;
+	}
+
+	/* A RST first, whatever it carries: it is never answered and never
+	 * binds a leg. Only the exact seq retires the leg (RFC 5961). */
+	if (p->rst) {
+		if (p->seq == hi) {
+			__sync_fetch_and_or(&leg->rx_flags, LEG_RX_RST);
+			finish(&p->key, leg);
+			act_drop(d, XLB_CNT_DEAD_LEG);
+		} else {
+			act_drop(d, XLB_CNT_RST_IGNORED);
+		}
 		return;
 	}
 
@@ -531,15 +556,6 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 		return;
 	}
 
-	if (p->rst) {
-		if (p->seq == hi)
-			finish(&p->key, leg);
-		else
-			count(XLB_CNT_RST_IGNORED);
-		act_drop(d, XLB_CNT_DEAD_LEG);
-		return;
-	}
-
 	if (p->fin) {
 		/* The peer closes a quiescent leg: complete the close ourselves. A
 		 * retransmitted FIN gets the same answer again. */
@@ -592,13 +608,13 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 
 	WRITE_ONCE(leg->last_ns, bpf_ktime_get_ns());
 	ok = plausible(leg, p);
-	if (!ok)
-		count(XLB_CNT_IMPLAUSIBLE);
-	else if (p->rst && p->seq + p->payload != READ_ONCE(leg->peer_hi))
-		count(XLB_CNT_RST_IGNORED);
 
+	/* Each path counts its own reasons (implausible, rst_ignored) once:
+	 * the unbound path turns them into drop reasons. */
 	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
 	if (b) {
+		if (!ok)
+			count(XLB_CNT_IMPLAUSIBLE);
 		on_bound(p, leg, b, ok && READ_ONCE(leg->state) != LEG_DEAD, d);
 		return;
 	}

@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/splice/demo"
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// xlbBin is the binary under test, built once by TestMain.
+var xlbBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "xlb-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	xlbBin = filepath.Join(dir, "xlb")
+	cmd := exec.Command("go", "build", "-o", xlbBin, "..")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building xlb (run make first: it builds the XDP object): %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Bounds of every wait in these tests.
+const (
+	startTimeout = 15 * time.Second
+	stopTimeout  = 20 * time.Second
+	ioTimeout    = 20 * time.Second
+)
+
+// proc is a process in a namespace whose output lines are watched.
+type proc struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+
+	mu    sync.Mutex
+	lines []string
+	cond  *sync.Cond
+	done  chan struct{}
+	err   error
+}
+
+func startProc(t testing.TB, ns *testnet.NS, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, cmd: ns.Command(args[0], args[1:]...), done: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		pw.Close()
+		close(p.done)
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			// The process group: nginx's workers hold our pipe too.
+			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+		if t.Failed() || os.Getenv("XLB_E2E_VERBOSE") != "" {
+			t.Logf("--- output of %s:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// waitLines waits until n output lines contain substr.
+func (p *proc) waitLines(substr string, n int, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer timer.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		c := 0
+		for _, l := range p.lines {
+			if strings.Contains(l, substr) {
+				c++
+			}
+		}
+		if c >= n {
+			return
+		}
+		select {
+		case <-p.done:
+			p.mu.Unlock()
+			p.t.Fatalf("%s exited (%v) before printing %q %d times:\n%s", p.name, p.err, substr, n, p.output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.mu.Unlock()
+			p.t.Fatalf("%s did not print %q %d times within %v:\n%s", p.name, substr, n, timeout, p.output())
+		}
+		p.cond.Wait()
+	}
+}
+
+// stop sends SIGINT and waits for a clean exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		p.cmd.Process.Kill()
+		p.t.Fatalf("%s did not stop within %v", p.name, stopTimeout)
+	}
+	if p.err != nil {
+		p.t.Errorf("%s exited with %v", p.name, p.err)
+	}
+}
+
+// kill kills the process and its children (SIGKILL) and waits for it.
+func (p *proc) kill() {
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// startWorkers runs n demo workers on 127.0.0.1:4171.. and returns their
+// addresses.
+func startWorkers(t testing.TB, ns *testnet.NS, n int, extra ...string) []string {
+	t.Helper()
+	var addrs []string
+	for i := 0; i < n; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", 4171+i)
+		args := append([]string{xlbBin, "demo-worker", "--name", fmt.Sprintf("w%d", i+1)}, extra...)
+		p := startProc(t, ns, "worker "+addr, append(args, addr)...)
+		p.waitLines("listening on", 1, startTimeout)
+		addrs = append(addrs, addr)
+	}
+	return addrs
+}
+
+// startXLB runs xlb in ns and waits until every worker is up.
+func startXLB(t testing.TB, ns *testnet.NS, iface string, port int, workers []string, flags ...string) *proc {
+	t.Helper()
+	args := append([]string{xlbBin}, flags...)
+	args = append(args, iface, fmt.Sprint(port))
+	args = append(args, workers...)
+	p := startProc(t, ns, "xlb", args...)
+	p.waitLines("data plane attached", 1, startTimeout)
+	p.waitLines("worker up", len(workers), startTimeout)
+	return p
+}
+
+// status runs `xlb status --json` in ns.
+type statusReport struct {
+	Attached bool              `json:"attached"`
+	Counters map[string]uint64 `json:"counters"`
+	Legs     map[string]int    `json:"legs"`
+}
+
+func status(t testing.TB, ns *testnet.NS, iface string) statusReport {
+	t.Helper()
+	out, err := ns.Command(xlbBin, "status", "--json", iface).Output()
+	if err != nil {
+		t.Fatalf("xlb status: %v", err)
+	}
+	var r statusReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("xlb status: %v\n%s", err, out)
+	}
+	return r
+}
+
+// waitStatus polls xlb status until ok(report) or the timeout.
+func waitStatus(t testing.TB, ns *testnet.NS, iface string, timeout time.Duration, what string, ok func(statusReport) bool) statusReport {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		r := status(t, ns, iface)
+		if ok(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s; status: legs %v counters %v", timeout, what, r.Legs, r.Counters)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// client is one keep-alive HTTP/1.1 connection made inside a namespace.
+type client struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dial(t testing.TB, ns *testnet.NS, addr string) *client {
+	t.Helper()
+	var c net.Conn
+	err := ns.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", addr, ioTimeout)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{c: c, r: bufio.NewReaderSize(c, 64<<10)}
+}
+
+// get sends GET path and reads the response; it checks the status and that
+// the body hashes to X-Content-Sha256. It returns the worker that answered.
+func (c *client) get(path string) (string, int, error) {
+	c.c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := fmt.Fprintf(c.c, "GET %s HTTP/1.1\r\nHost: xlb\r\n\r\n", path); err != nil {
+		return "", 0, err
+	}
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return "", 0, err
+	}
+	if resp.StatusCode != 200 {
+		return "", 0, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	if got, want := demo.Sum(body), resp.Header.Get("X-Content-Sha256"); got != want {
+		return "", 0, fmt.Errorf("GET %s: body of %d bytes hashes to %s, header says %s", path, len(body), got, want)
+	}
+	if strings.HasPrefix(path, "/bytes/") && !bytes.Equal(body, demo.Body(len(body))) {
+		return "", 0, fmt.Errorf("GET %s: body differs from the expected bytes", path)
+	}
+	return resp.Header.Get("X-Worker"), len(body), nil
+}
+
+// ctxTimeout is a context bounded by d, cancelled at the end of the test.
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
