@@ -172,7 +172,7 @@ var bytesAcked = regexp.MustCompile(`bytes_acked:(\d+)`)
 // counts as 1 acked byte.
 func checkQuietSockets(t *testing.T, ss, what string) {
 	t.Helper()
-	sockets := strings.Count(ss, "127.0.0.1:")/2
+	sockets := strings.Count(ss, "127.0.0.1:") / 2
 	if sockets == 0 {
 		t.Fatalf("%s: ss lists no socket:\n%s", what, ss)
 	}
