@@ -86,10 +86,14 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	signal.Stop(sig)
-	cfg.Log.Info("stopping", "signal", s.String())
-	return lb.Shutdown()
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		cfg.Log.Info("stopping", "signal", s.String())
+		return lb.Shutdown()
+	case <-lb.Done():
+		return nil // another xlb took over (--reuse)
+	}
 }
 
 func parsePort(s string) (uint16, error) {

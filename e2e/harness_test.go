@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
+	"golang.org/x/sys/unix"
 )
 
 // xlbBin is the binary under test, built once by TestMain.
@@ -286,4 +288,227 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// startWorkersAt runs a demo worker on each address in ns (named w1, w2, ...
+// in order).
+func startWorkersAt(t testing.TB, ns *testnet.NS, addrs ...string) []*proc {
+	t.Helper()
+	var ps []*proc
+	for i, addr := range addrs {
+		p := startProc(t, ns, "worker "+addr, xlbBin, "demo-worker", "--name", fmt.Sprintf("w%d", i+1), addr)
+		p.waitLines("listening on", 1, startTimeout)
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// dialFrom is dial with the client socket bound to the source address local
+// (any if ""), made with inNS rather than ns.Do (see there).
+func dialFrom(t testing.TB, ns *testnet.NS, local, addr string) *client {
+	t.Helper()
+	var c net.Conn
+	err := inNS(ns, func() error {
+		d := net.Dialer{Timeout: ioTimeout}
+		if local != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+		}
+		var err error
+		c, err = d.Dial("tcp4", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, local, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{c: c, r: bufio.NewReaderSize(c, 64<<10)}
+}
+
+// sysctls sets each "key=value" in ns.
+func sysctls(t testing.TB, ns *testnet.NS, kv ...string) {
+	t.Helper()
+	for _, s := range kv {
+		ns.Run("sysctl", "-qw", s)
+	}
+}
+
+// tcpMIB reads the Tcp: counters of /proc/net/snmp in ns (InSegs,
+// InCsumErrors, ...).
+func tcpMIB(t testing.TB, ns *testnet.NS) map[string]int64 {
+	t.Helper()
+	out := ns.Run("cat", "/proc/net/snmp")
+	var names []string
+	m := map[string]int64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		for i, v := range f[1:] {
+			if i < len(names) {
+				var n int64
+				fmt.Sscan(v, &n)
+				m[names[i]] = n
+			}
+		}
+	}
+	if _, ok := m["InCsumErrors"]; !ok {
+		t.Fatalf("no Tcp InCsumErrors in /proc/net/snmp:\n%s", out)
+	}
+	return m
+}
+
+// getWant sends GET path and checks that the response is 200 with exactly
+// the body want (compared by SHA-256), for servers that send no hash header
+// (nginx serving webRoot).
+func (c *client) getWant(path string, want []byte) error {
+	c.c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := fmt.Fprintf(c.c, "GET %s HTTP/1.1\r\nHost: xlb\r\n\r\n", path); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	if got, w := demo.Sum(body), demo.Sum(want); got != w {
+		return fmt.Errorf("GET %s: body of %d bytes hashes to %s, want %d bytes hashing to %s", path, len(body), got, len(want), w)
+	}
+	return nil
+}
+
+// sameLegs reports whether two leg counts are equal, ignoring zero entries.
+func sameLegs(a, b map[string]int) bool {
+	for k, v := range a {
+		if v != b[k] {
+			return false
+		}
+	}
+	for k, v := range b {
+		if v != a[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// sockets lists the TCP sockets in ns that match the ss filter expression
+// (e.g. "( sport = :8080 )"), one line each, without the header.
+func sockets(t testing.TB, ns *testnet.NS, state, filter string) []string {
+	t.Helper()
+	out := ns.Run("ss", "-Htan", "state", state, filter)
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// ownSocket is the flag that gives an xlb a control socket of its own, so
+// that instances in different namespaces (tests run side by side) never
+// collide on the default path.
+func ownSocket(t testing.TB) []string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "xlbs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return []string{"--socket", filepath.Join(dir, "ctl.sock")}
+}
+
+// waitOutput is waitLines that fails the test cleanly: it reports through
+// t.Fatalf only after releasing the process's lock (waitLines calls Fatalf
+// with the lock released and then unlocks it again from a defer, which
+// crashes the test binary and leaves its namespaces behind).
+func (p *proc) waitOutput(substr string, n int, timeout time.Duration) {
+	p.t.Helper()
+	if err := p.awaitLines(substr, n, timeout); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer timer.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		c := 0
+		for _, l := range p.lines {
+			if strings.Contains(l, substr) {
+				c++
+			}
+		}
+		if c >= n {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited (%v) before printing %q %d times:\n%s", p.name, p.err, substr, n, strings.Join(p.lines, "\n"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not print %q %d times within %v:\n%s", p.name, substr, n, timeout, strings.Join(p.lines, "\n"))
+		}
+		p.cond.Wait()
+	}
+}
+
+// inNS runs fn on a locked OS thread that has joined ns, then moves the thread
+// back to its own namespace and releases it. testnet.NS.Do instead lets the
+// thread exit; but processes started with ns.Command carry Pdeathsig, which
+// the kernel fires when the *thread* that forked them exits, and the Go
+// scheduler may well have forked them from the thread Do then takes: Do kills
+// workers and xlb at random (seen here about one run in three with a few
+// dozen Do calls). Only if the way back fails is the thread given up.
+func inNS(ns *testnet.NS, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		back, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer back.Close()
+		target, err := os.Open(ns.Path())
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
+		target.Close()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
+			return
+		}
+		err = fn()
+		if unix.Setns(int(back.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/xlb-lb/xlb/ebpf"
 )
@@ -224,4 +225,40 @@ func LegCounts(legs, binds *ebpf.Map) (map[string]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// ProgramPinName is the pin name of the program in a pin directory.
+const ProgramPinName = "prog"
+
+// Pin pins the program and every map under dir (replacing dir atomically),
+// for a later run to take over with --reuse.
+func (o *Objects) Pin(dir string) error {
+	if err := ebpf.EnsureBPFFS(ebpf.DefaultBPFFS); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return fmt.Errorf("pin: %w", err)
+	}
+	objs := map[string]ebpf.Pinner{ProgramPinName: o.Program}
+	for _, name := range MapNames {
+		objs[name] = o.Map(name)
+	}
+	return ebpf.PinDir(dir, objs)
+}
+
+// OpenPinnedMaps opens the maps pinned under dir by name. The caller closes
+// them (or hands them to LoadWith as ReuseMaps).
+func OpenPinnedMaps(dir string) (map[string]*ebpf.Map, error) {
+	maps := map[string]*ebpf.Map{}
+	for _, name := range MapNames {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name))
+		if err != nil {
+			for _, m := range maps {
+				m.Close()
+			}
+			return nil, fmt.Errorf("pinned map %s: %w", name, err)
+		}
+		maps[name] = m
+	}
+	return maps, nil
 }

@@ -29,8 +29,7 @@ type Config struct {
 	Pool    int // idle legs kept per worker
 	Mode    xdp.Mode
 	Force   bool // replace another XDP program on Iface
-	Reuse   bool // adopt the state a previous run left (see handover.go)
-	Keep    bool // on exit, leave the data plane attached and pinned for --reuse
+	Reuse   bool // take over from the xlb running on Iface (see handover.go)
 	Socket  string
 	MaxLegs uint32
 
@@ -61,7 +60,19 @@ const (
 // PinDir is where the state of the instance on iface is pinned.
 func PinDir(iface string) string {
 	// bpffs names cannot hold '.', which interface names (VLANs) can.
-	return pinRoot + "/" + strings.ReplaceAll(iface, ".", "_")
+	return pinRoot + "/" + strings.ReplaceAll(netnsTag()+iface, ".", "_")
+}
+
+// netnsTag keeps apart instances on same-named interfaces of different
+// network namespaces (every namespace has its lo): "net<inode>-" of the
+// namespace xlb runs in. (Whether that is the initial namespace cannot be
+// told without reading /proc/1, which may be denied.)
+func netnsTag() string {
+	var self unix.Stat_t
+	if unix.Stat("/proc/self/ns/net", &self) != nil {
+		return ""
+	}
+	return fmt.Sprintf("net%d-", self.Ino)
 }
 
 // LB is a running load balancer.
@@ -82,9 +93,14 @@ type LB struct {
 	mismatches atomic.Uint64 // client legs whose numbers disagree with the socket
 
 	events   *ebpf.RingBufReader
+	control  *net.UnixListener
 	attached bool
+	pinned   bool
+	reused   map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
 	cancel   context.CancelFunc
+	pausing  atomic.Bool
 	wg       sync.WaitGroup
+	done     chan struct{} // closed when the load balancer handed over and stopped
 }
 
 type reapItem struct {
@@ -114,6 +130,7 @@ func Start(cfg Config) (*LB, error) {
 		byID:      map[uint32]*worker{},
 		clients:   map[kern.LegKey]*net.TCPConn{},
 		pendingEv: map[kern.LegKey]kern.Event{},
+		done:      make(chan struct{}),
 	}
 	if err := lb.start(); err != nil {
 		lb.teardown()
@@ -133,6 +150,24 @@ func (lb *LB) start() error {
 	}
 	if err := ebpf.RemoveMemlockLimit(); err != nil {
 		return err
+	}
+	if cfg.Reuse {
+		err := lb.takeOver()
+		if err == nil || !errors.Is(err, ErrNoInstance) {
+			return err
+		}
+		lb.log.Warn("--reuse: no running xlb to take over from; starting afresh", "reason", err)
+		if err := os.RemoveAll(PinDir(cfg.Iface)); err != nil {
+			return fmt.Errorf("removing stale pins: %w", err)
+		}
+		// A data plane left attached by an xlb that died is ours to replace.
+		if st, err := xdp.Query(cfg.Iface); err == nil && st.Attached {
+			if p, m, err := kern.Attached(st.ProgID); err == nil {
+				p.Close()
+				m.Close()
+				cfg.Force = true
+			}
+		}
 	}
 	st, err := xdp.Query(cfg.Iface)
 	if err != nil {
@@ -176,8 +211,7 @@ func (lb *LB) start() error {
 		lb.workers = append(lb.workers, w)
 		lb.byID[w.id] = w
 	}
-	lb.events, err = ebpf.NewRingBufReader(objs.Events)
-	if err != nil {
+	if err := lb.checkControlFree(); err != nil {
 		return err
 	}
 	mode, err := xdp.Attach(cfg.Iface, objs.Program.FD(), xdp.AttachOptions{Mode: cfg.Mode, Force: cfg.Force})
@@ -188,17 +222,73 @@ func (lb *LB) start() error {
 	lb.log.Info("data plane attached", "iface", cfg.Iface, "mode", mode.String(), "listen", fmt.Sprint(addrs), "port", cfg.Port,
 		"window_scale", wscale, "workers", len(cfg.Workers), "pool", cfg.Pool)
 
+	if err := lb.dp.Objs.Pin(PinDir(cfg.Iface)); err != nil {
+		return fmt.Errorf("pinning the data plane (needed for --reuse): %w", err)
+	}
+	lb.pinned = true
+	return lb.startLoops()
+}
+
+// socketPath is the control socket's path.
+func (lb *LB) socketPath() string {
+	if lb.cfg.Socket != "" {
+		return lb.cfg.Socket
+	}
+	return DefaultSocket(lb.cfg.Iface)
+}
+
+// checkControlFree fails early if another xlb answers on our control socket.
+func (lb *LB) checkControlFree() error {
+	if c, err := net.DialTimeout("unix", lb.socketPath(), time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("control socket %s is in use: an xlb already runs there (use --reuse to take over, or --socket to choose another)", lb.socketPath())
+	}
+	return nil
+}
+
+// startLoops starts the goroutines that run the load balancer: events,
+// pools, accept loops, reaper, control socket.
+func (lb *LB) startLoops() error {
+	var err error
+	if lb.events, err = ebpf.NewRingBufReader(lb.dp.Objs.Events); err != nil {
+		return err
+	}
+	if lb.control == nil {
+		if lb.control, err = listenControl(lb.socketPath()); err != nil {
+			return err
+		}
+		go lb.serveControl(lb.control)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	lb.cancel = cancel
-	lb.goroutine(func() { lb.readEvents() })
+	lb.pausing.Store(false)
+	events := lb.events
+	lb.goroutine(func() { lb.readEvents(events) })
 	for _, w := range lb.workers {
 		lb.goroutine(func() { w.run(ctx) })
 	}
 	for _, ln := range lb.listeners {
+		ln.SetDeadline(time.Time{})
 		lb.goroutine(func() { lb.accept(ln) })
 	}
 	lb.goroutine(func() { lb.reaper(ctx) })
 	return nil
+}
+
+// stopLoops stops what startLoops started, but the control socket.
+func (lb *LB) stopLoops() {
+	lb.pausing.Store(true)
+	if lb.cancel != nil {
+		lb.cancel()
+	}
+	for _, ln := range lb.listeners {
+		ln.SetDeadline(time.Now()) // wakes Accept
+	}
+	if lb.events != nil {
+		lb.events.Close()
+		lb.events = nil
+	}
+	lb.wg.Wait()
 }
 
 func (lb *LB) goroutine(fn func()) {
@@ -295,7 +385,7 @@ func (lb *LB) accept(ln *net.TCPListener) {
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || lb.pausing.Load() {
 				return
 			}
 			lb.log.Warn("accept", "err", err)
@@ -349,9 +439,9 @@ func (lb *LB) crossCheck(key kern.LegKey, c *net.TCPConn, ev kern.Event) {
 }
 
 // readEvents consumes the data plane's events until the reader is closed.
-func (lb *LB) readEvents() {
+func (lb *LB) readEvents(r *ebpf.RingBufReader) {
 	for {
-		rec, err := lb.events.Read()
+		rec, err := r.Read()
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
 				lb.log.Error("event ring", "err", err)
@@ -506,25 +596,35 @@ func (lb *LB) reapNow(key kern.LegKey) {
 	}
 }
 
+// Done is closed when the load balancer stopped because another xlb took
+// over (--reuse).
+func (lb *LB) Done() <-chan struct{} { return lb.done }
+
 // Shutdown stops accepting, lets in-flight requests finish (up to the
 // shutdown timeout), hands every remaining connection back to the kernel,
 // which closes it properly, detaches and removes the data plane.
 func (lb *LB) Shutdown() error {
+	select {
+	case <-lb.done:
+		return nil // handed over: nothing is ours any more
+	default:
+	}
 	for _, ln := range lb.listeners {
 		ln.Close()
 	}
 	lb.waitQuiet(lb.cfg.ShutdownTimeout)
-	if lb.cancel != nil {
-		lb.cancel()
-	}
+	lb.stopLoops()
 	handed := lb.handBackAll()
 	lb.log.Info("connections handed back to the kernel", "count", handed)
 	return lb.teardown()
 }
 
-// teardown releases everything Start made.
+// teardown releases everything Start made: detach, unpin, close.
 func (lb *LB) teardown() error {
 	var errs []error
+	if lb.control != nil {
+		lb.control.Close()
+	}
 	if lb.attached {
 		if st, err := xdp.Query(lb.cfg.Iface); err == nil && st.Attached {
 			if err := xdp.Detach(lb.cfg.Iface, st.ProgID); err != nil {
@@ -533,20 +633,28 @@ func (lb *LB) teardown() error {
 		}
 		lb.attached = false
 	}
+	if lb.pinned {
+		if err := os.RemoveAll(PinDir(lb.cfg.Iface)); err != nil {
+			errs = append(errs, fmt.Errorf("removing pins: %w", err))
+		}
+		os.Remove(pinRoot) // if no other instance pins there
+		lb.pinned = false
+	}
 	for _, ln := range lb.listeners {
 		ln.Close()
 	}
-	if lb.cancel != nil {
-		lb.cancel()
-	}
-	if lb.events != nil {
-		lb.events.Close()
-	}
-	lb.wg.Wait()
+	lb.stopLoops()
+	lb.closeObjects()
+	return errors.Join(errs...)
+}
+
+func (lb *LB) closeObjects() {
 	if lb.dp != nil {
 		lb.dp.Objs.Close()
 	}
-	return errors.Join(errs...)
+	for _, m := range lb.reused {
+		m.Close()
+	}
 }
 
 // waitQuiet waits until no client leg has a request or response in flight,

@@ -144,12 +144,17 @@ func (ns *NS) Do(fn func() error) error {
 }
 
 // Command returns a command that runs name with args inside the namespace
-// (`ip netns exec`). Cleanup kills it if it is still running.
+// (nsenter --net). Cleanup kills it if it is still running.
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
-	c := command("ip", append([]string{"netns", "exec", ns.Name, resolve(name)}, args...)...)
-	// Own process group, so that cleanup kills its children too; killed if
-	// the test binary dies; Wait returns even if a child keeps the pipes.
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// nsenter --net, not `ip netns exec`: the latter also makes a private
+	// mount namespace with its own /sys, so bpffs pins made by one command
+	// would be invisible to the next (xlb --reuse finds its predecessor's
+	// state through /sys/fs/bpf).
+	c := command("nsenter", append([]string{"--net=" + ns.Path(), "--", resolve(name)}, args...)...)
+	// Own process group, so that cleanup kills its children too; Wait
+	// returns even if a child keeps the pipes. No Pdeathsig: it fires when
+	// the OS thread that forked exits, and Do ends threads on purpose.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.WaitDelay = 2 * time.Second
 	ns.mu.Lock()
 	ns.cmds = append(ns.cmds, c)

@@ -194,4 +194,36 @@ static __always_inline struct leg *pop_idle(struct leg_key *wk)
 	return NULL;
 }
 
+/* idle_in_queue: the leg of a queue entry is a live idle worker leg. */
+static __always_inline int idle_in_queue(const struct leg_key *k)
+{
+	struct leg *w = bpf_map_lookup_elem(&xlb_legs, k);
+
+	return w && w->kind == LEG_WORKER && READ_ONCE(w->state) == LEG_IDLE;
+}
+
+/* sweep_idle drops the idle queue's head entries whose leg is no longer idle
+ * (closed by its worker, or reaped). Only pops remove queue entries, and
+ * without clients nothing pops: a worker that closes idle connections (a
+ * keepalive timeout) would fill the queue with dead entries, as many per
+ * timeout as the pool holds, until pop_idle's bounded tries find only dead
+ * ones and every client is dropped (no_idle_leg). Called on the packets that
+ * end idle worker legs, which die in about the order they were queued. The
+ * head is peeked first, so a live leg keeps its place in line. */
+static __always_inline void sweep_idle(void)
+{
+	for (int i = 0; i < XLB_IDLE_SWEEP; i++) {
+		struct leg_key k;
+
+		if (bpf_map_peek_elem(&xlb_idle, &k) || idle_in_queue(&k))
+			return;
+		if (bpf_map_pop_elem(&xlb_idle, &k))
+			return;
+		/* Another CPU popped between our peek and pop, so this may be
+		 * another entry, a live one: give it back (at the tail). */
+		if (idle_in_queue(&k))
+			bpf_map_push_elem(&xlb_idle, &k, BPF_EXIST);
+	}
+}
+
 #endif

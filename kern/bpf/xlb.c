@@ -623,6 +623,8 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 		return;
 	}
 	on_unbound(p, leg, ok, d);
+	if (leg->kind == LEG_WORKER)
+		sweep_idle(); /* this packet may have ended an idle worker leg */
 }
 
 SEC("xdp")

@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// TestReuseDuringTraffic: a second xlb takes over with --reuse while clients
+// are mid-conversation; every client keeps its connection and no request
+// fails, before, during and after.
+func TestReuseDuringTraffic(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 3)
+	sock := t.TempDir() + "/ctl.sock"
+	old := startXLB(t, ns, "lo", 8080, workers, "--socket", sock)
+
+	const clients = 8
+	var stop atomic.Bool
+	var done sync.WaitGroup
+	var requests atomic.Int64
+	errs := make(chan error, clients)
+	conns := make([]*client, clients)
+	for i := range conns {
+		conns[i] = dial(t, ns, "127.0.0.1:8080")
+	}
+	for i, c := range conns {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			for j := 0; j < 100000 && !stop.Load(); j++ {
+				if _, _, err := c.get(fmt.Sprintf("/bytes/%d", 500+i*1000+j%977)); err != nil {
+					errs <- fmt.Errorf("client %d request %d: %w", i, j, err)
+					return
+				}
+				requests.Add(1)
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	waitRequests := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(ioTimeout)
+		for requests.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d requests done, waited for %d", requests.Load(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitRequests(200)
+
+	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--socket", sock, "lo", "8080", workers[0], workers[1], workers[2])
+	newer.waitLines("took over", 1, startTimeout)
+	select {
+	case <-old.done:
+		if old.err != nil {
+			t.Errorf("the old xlb exited with %v", old.err)
+		}
+	case <-time.After(stopTimeout):
+		t.Fatal("the old xlb did not exit after the handover")
+	}
+	before := requests.Load()
+	waitRequests(before + 400)
+
+	// New clients are served by the new process.
+	c := dial(t, ns, "127.0.0.1:8080")
+	for i := 0; i < 20; i++ {
+		if _, _, err := c.get("/bytes/3000"); err != nil {
+			t.Fatalf("new client after the handover: %v", err)
+		}
+	}
+	stop.Store(true)
+	done.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d requests on %d connections that lived through the handover", requests.Load(), clients)
+	newer.stop()
+}

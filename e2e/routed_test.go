@@ -1,0 +1,212 @@
+package e2e
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/splice"
+	"github.com/xlb-lb/xlb/testnet"
+	"golang.org/x/sys/unix"
+)
+
+// Addresses of the two-namespace topology of TestVethChecksums.
+const (
+	routedLBAddr     = "10.0.0.1" // xlb listens here, on L's end of the veth
+	routedClientAddr = "10.0.0.2" // H: the client's source
+	routedWorkerAddr = "10.0.0.3" // H: the workers
+	routedLBIface    = "xlbl"     // L's end
+	routedHostIface  = "xlbh"     // H's end
+)
+
+// routedNet builds namespace L (the load balancer) and H (client and workers)
+// joined by one veth pair without tx checksum offload. L forwards: the data
+// plane passes translated packets to L's stack, which sends them back out of
+// the same veth, so H's kernel verifies the checksums of every packet xlb
+// rewrote.
+func routedNet(t *testing.T) (lbNS, hostNS *testnet.NS) {
+	t.Helper()
+	lbNS, hostNS = testnet.New(t), testnet.New(t)
+	testnet.Veth(t, lbNS, routedLBIface, routedLBAddr+"/24", hostNS, routedHostIface, routedClientAddr+"/24")
+	hostNS.Run("ip", "addr", "add", routedWorkerAddr+"/24", "dev", routedHostIface)
+	sysctls(t, lbNS,
+		"net.ipv4.ip_forward=1",
+		// Translated packets carry L's own address as their source.
+		"net.ipv4.conf.all.accept_local=1", "net.ipv4.conf."+routedLBIface+".accept_local=1",
+		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf."+routedLBIface+".rp_filter=0",
+		// In and out of the same interface: no ICMP redirects to H.
+		"net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf."+routedLBIface+".send_redirects=0",
+	)
+	return lbNS, hostNS
+}
+
+// TestVethChecksums: xlb on a veth without checksum offload, its translated
+// packets forwarded back to the host namespace, whose kernel verifies every
+// TCP checksum. Sequential keep-alive requests from 1 B to 1 MB are intact,
+// no checksum error is counted, and a packet that xlb translates with a bad
+// checksum is counted and dropped (so the check is real on this path).
+func TestVethChecksums(t *testing.T) {
+	testnet.RequireRoot(t)
+	for _, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) { testVethChecksums(t, mode) })
+	}
+}
+
+func testVethChecksums(t *testing.T, mode string) {
+	lbNS, hostNS := routedNet(t)
+	var workers []string
+	for i := 0; i < 3; i++ {
+		workers = append(workers, fmt.Sprintf("%s:%d", routedWorkerAddr, 4171+i))
+	}
+	startWorkersAt(t, hostNS, workers...)
+	lb := startXLB(t, lbNS, routedLBIface, 8080, workers, append(ownSocket(t), "--listen", routedLBAddr, "--mode", mode)...)
+	lb.waitOutput("mode="+mode, 1, startTimeout)
+
+	before := tcpMIB(t, hostNS)
+	c := dialFrom(t, hostNS, routedClientAddr, routedLBAddr+":8080")
+	total, requests := 0, 0
+	for _, n := range []int{1, 2, 100, 1000, 1400, 1401, 1460, 4096, 65535, 65536, 100000, 1 << 20, 1, 17} {
+		for rep := 0; rep < 2; rep++ {
+			_, got, err := c.get(fmt.Sprintf("/bytes/%d", n))
+			if err != nil {
+				t.Fatalf("request for %d bytes (repeat %d): %v", n, rep, err)
+			}
+			total += got
+			requests++
+		}
+	}
+	after := tcpMIB(t, hostNS)
+	if d := after["InCsumErrors"] - before["InCsumErrors"]; d != 0 {
+		t.Errorf("host namespace counted %d TCP checksum errors during the run", d)
+	}
+	if d := after["InSegs"] - before["InSegs"]; d < int64(requests) {
+		t.Errorf("host namespace received %d TCP segments for %d requests: the traffic did not go through its stack", d, requests)
+	}
+	r := status(t, lbNS, routedLBIface)
+	if r.Counters["fwd_to_client"] == 0 || r.Counters["fwd_to_worker"] == 0 || r.Counters["bind"] != 1 {
+		t.Errorf("counters %v: want traffic both ways through one binding", r.Counters)
+	}
+	t.Logf("%s mode: %d bytes verified, %d segments received by the host namespace, 0 checksum errors",
+		mode, total, after["InSegs"]-before["InSegs"])
+
+	// The negative control. Two segments on the client's connection, sent
+	// with implausible seq and ack (so that they move no position), go
+	// through the data plane's translation and L's forwarding to the
+	// worker: the first with a correct checksum, the second with a wrong
+	// one. The worker's kernel must count exactly the second.
+	snd, rcv := connSeqs(t, c)
+	cport := uint16(c.c.LocalAddr().(*net.TCPAddr).Port)
+	seq, ack := snd+1<<31, rcv+1<<31
+	before = tcpMIB(t, hostNS)
+	r0 := status(t, lbNS, routedLBIface)
+	src, dst := netip.MustParseAddr(routedClientAddr), netip.MustParseAddr(routedLBAddr)
+	sendRawTCP(t, hostNS, src, dst, cport, 8080, seq, ack, []byte("x"), false)
+	sendRawTCP(t, hostNS, src, dst, cport, 8080, seq, ack, []byte("x"), true)
+	deadline := time.Now().Add(5 * time.Second)
+	for tcpMIB(t, hostNS)["InCsumErrors"] == before["InCsumErrors"] {
+		if time.Now().After(deadline) {
+			t.Fatalf("a translated segment with a wrong checksum was not counted as a checksum error by the receiver within 5s (counters %v)",
+				status(t, lbNS, routedLBIface).Counters)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d := tcpMIB(t, hostNS)["InCsumErrors"] - before["InCsumErrors"]; d != 1 {
+		t.Errorf("receiver counted %d checksum errors for one corrupted segment and one good one, want 1", d)
+	}
+	r1 := status(t, lbNS, routedLBIface)
+	if d := r1.Counters["implausible"] - r0.Counters["implausible"]; d != 2 {
+		t.Errorf("data plane saw %d implausible segments, want the 2 injected ones", d)
+	}
+	if d := r1.Counters["fwd_to_worker"] - r0.Counters["fwd_to_worker"]; d != 2 {
+		t.Errorf("data plane translated %d segments to the worker, want the 2 injected ones", d)
+	}
+	// The connection is unharmed by either.
+	if _, _, err := c.get("/bytes/100000"); err != nil {
+		t.Fatalf("request after the injected segments: %v", err)
+	}
+	lb.stop()
+}
+
+// connSeqs reads the client socket's snd_nxt and rcv_nxt (TCP_REPAIR, which
+// leaves the live connection as it was).
+func connSeqs(t *testing.T, c *client) (snd, rcv uint32) {
+	t.Helper()
+	rc, err := c.c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st splice.SocketState
+	var serr error
+	if err := rc.Control(func(fd uintptr) { st, serr = splice.ReadSocketState(int(fd)) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatalf("reading the client's sequence numbers: %v", serr)
+	}
+	return st.SndNxt, st.RcvNxt
+}
+
+// sendRawTCP sends one IPv4 TCP segment (flags ACK|PSH) from a raw socket in
+// ns. With badCsum its TCP checksum is wrong; the IP checksum is always
+// right (the kernel fills it in).
+func sendRawTCP(t *testing.T, ns *testnet.NS, src, dst netip.Addr, sport, dport uint16, seq, ack uint32, payload []byte, badCsum bool) {
+	t.Helper()
+	pkt := make([]byte, 20+20+len(payload))
+	ip, tcp := pkt[:20], pkt[20:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(pkt)))
+	ip[8] = 64
+	ip[9] = unix.IPPROTO_TCP
+	s4, d4 := src.As4(), dst.As4()
+	copy(ip[12:16], s4[:])
+	copy(ip[16:20], d4[:])
+	binary.BigEndian.PutUint16(tcp[0:], sport)
+	binary.BigEndian.PutUint16(tcp[2:], dport)
+	binary.BigEndian.PutUint32(tcp[4:], seq)
+	binary.BigEndian.PutUint32(tcp[8:], ack)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x18 // PSH|ACK
+	binary.BigEndian.PutUint16(tcp[14:], 1024)
+	copy(tcp[20:], payload)
+	sum := tcpChecksum(s4, d4, tcp)
+	if badCsum {
+		sum ^= 0x5a5a
+	}
+	binary.BigEndian.PutUint16(tcp[16:], sum)
+	err := inNS(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: d4})
+	})
+	if err != nil {
+		t.Fatalf("sending a raw segment: %v", err)
+	}
+}
+
+// tcpChecksum is the RFC 793 checksum of an IPv4 TCP segment (its checksum
+// field must be zero).
+func tcpChecksum(src, dst [4]byte, seg []byte) uint16 {
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(src[:])
+	add(dst[:])
+	sum += unix.IPPROTO_TCP + uint32(len(seg))
+	add(seg)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}

@@ -1,0 +1,386 @@
+package splice
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/xdp"
+	"golang.org/x/sys/unix"
+)
+
+// Handover (--reuse): a new xlb takes over from the running one without
+// dropping a connection, as HAProxy's seamless reload does. The new process
+// asks on the control socket; the old one pauses (no accepting, no pool
+// work, no reaping: the data plane goes on splicing meanwhile), sends a
+// description of its state and every socket it holds (listeners, client
+// legs, worker legs) as file descriptors (SCM_RIGHTS), and once the new
+// process has them all, exits without touching the data plane. The new
+// process loads its own program against the pinned maps, replaces the
+// attached program atomically, and carries on. The kernel sees no socket
+// closed and no packet of a leg.
+
+// fdsPerMessage bounds the descriptors passed in one message (SCM_MAX_FD is 253).
+const fdsPerMessage = 200
+
+type handoverWorker struct {
+	Addr       string        `json:"addr"`
+	ID         uint32        `json:"id"`
+	Pushed     uint64        `json:"pushed"`
+	IdleDeaths uint64        `json:"idle_deaths"`
+	Legs       []kern.LegKey `json:"legs"` // descriptors in this order, after the clients'
+}
+
+type handoverReap struct {
+	Key  kern.LegKey `json:"key"`
+	InMs int64       `json:"in_ms"`
+}
+
+// handoverState is what the old process sends before the descriptors.
+type handoverState struct {
+	Error     string           `json:"error,omitempty"`
+	Pid       int              `json:"pid"`
+	Listeners []string         `json:"listeners"` // descriptors first, in this order
+	Clients   []kern.LegKey    `json:"clients"`   // then these
+	Workers   []handoverWorker `json:"workers"`   // then each worker's legs
+	Reaps     []handoverReap   `json:"reaps"`
+}
+
+type handoverAck struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// giveHandover runs in the old process, on the control connection c.
+func (lb *LB) giveHandover(c *net.UnixConn) {
+	select {
+	case <-lb.done:
+		writeMsg(c, handoverState{Error: "this xlb has already handed over"})
+		return
+	default:
+	}
+	lb.log.Info("handing over to a new xlb")
+	lb.stopLoops()
+	state, files, err := lb.handoverSnapshot()
+	if err == nil {
+		err = writeMsg(c, state)
+		if err == nil {
+			err = sendFiles(c, files)
+		}
+	} else {
+		writeMsg(c, handoverState{Error: err.Error()})
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	var ack handoverAck
+	if err == nil {
+		c.SetDeadline(time.Now().Add(controlTimeout))
+		err = readMsg(c, &ack)
+		if err == nil && !ack.OK {
+			err = errors.New(ack.Error)
+		}
+	}
+	if err != nil {
+		lb.log.Error("handover failed; carrying on", "err", err)
+		if err := lb.startLoops(); err != nil {
+			lb.log.Error("restarting after a failed handover", "err", err)
+		}
+		return
+	}
+	// The new process holds every socket now. Close our descriptors (the
+	// sockets live on in the new process) and leave the data plane as is.
+	lb.mu.Lock()
+	for _, cc := range lb.clients {
+		cc.Close()
+	}
+	lb.clients = map[kern.LegKey]*net.TCPConn{}
+	lb.mu.Unlock()
+	for _, w := range lb.workers {
+		w.mu.Lock()
+		for _, wc := range w.legs {
+			wc.Close()
+		}
+		w.legs = map[kern.LegKey]*net.TCPConn{}
+		w.mu.Unlock()
+	}
+	for _, ln := range lb.listeners {
+		ln.Close()
+	}
+	lb.control.SetUnlinkOnClose(false) // the new process listens on that path now
+	lb.control.Close()
+	lb.attached, lb.pinned = false, false
+	lb.closeObjects()
+	lb.log.Info("handed over; exiting")
+	close(lb.done)
+}
+
+// handoverSnapshot describes the paused load balancer and duplicates the
+// descriptors of its sockets, in the order of the description.
+func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
+	st := handoverState{Pid: os.Getpid()}
+	var files []*os.File
+	fail := func(err error) (handoverState, []*os.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return handoverState{}, nil, err
+	}
+	for _, ln := range lb.listeners {
+		f, err := ln.File()
+		if err != nil {
+			return fail(err)
+		}
+		files = append(files, f)
+		st.Listeners = append(st.Listeners, ln.Addr().String())
+	}
+	lb.mu.Lock()
+	for k, c := range lb.clients {
+		f, err := c.File()
+		if err != nil {
+			lb.mu.Unlock()
+			return fail(err)
+		}
+		files = append(files, f)
+		st.Clients = append(st.Clients, k)
+	}
+	now := time.Now()
+	for _, r := range lb.reapQueue {
+		st.Reaps = append(st.Reaps, handoverReap{Key: r.key, InMs: r.at.Sub(now).Milliseconds()})
+	}
+	lb.mu.Unlock()
+	for _, w := range lb.workers {
+		w.mu.Lock()
+		hw := handoverWorker{Addr: w.spec.Addr.String(), ID: w.id, Pushed: w.pushed, IdleDeaths: w.idleDeaths}
+		for k, c := range w.legs {
+			f, err := c.File()
+			if err != nil {
+				w.mu.Unlock()
+				return fail(err)
+			}
+			files = append(files, f)
+			hw.Legs = append(hw.Legs, k)
+		}
+		w.mu.Unlock()
+		st.Workers = append(st.Workers, hw)
+	}
+	return st, files, nil
+}
+
+func sendFiles(c *net.UnixConn, files []*os.File) error {
+	for i := 0; i < len(files); i += fdsPerMessage {
+		batch := files[i:min(i+fdsPerMessage, len(files))]
+		fds := make([]int, len(batch))
+		for j, f := range batch {
+			fds[j] = int(f.Fd())
+		}
+		if _, _, err := c.WriteMsgUnix([]byte{byte(len(batch))}, unix.UnixRights(fds...), nil); err != nil {
+			return fmt.Errorf("passing descriptors: %w", err)
+		}
+	}
+	return nil
+}
+
+func recvFiles(c *net.UnixConn, n int) ([]*os.File, error) {
+	var files []*os.File
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4*fdsPerMessage))
+	for len(files) < n {
+		_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return files, fmt.Errorf("receiving descriptors: %w", err)
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return files, err
+		}
+		got := 0
+		for _, m := range msgs {
+			fds, err := unix.ParseUnixRights(&m)
+			if err != nil {
+				return files, err
+			}
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), "handover"))
+				got++
+			}
+		}
+		if got == 0 {
+			return files, errors.New("receiving descriptors: a message without any")
+		}
+	}
+	return files, nil
+}
+
+// takeOver runs in the new process: it takes the sockets of the running xlb,
+// loads its data plane against the pinned maps and replaces the attached
+// program. ErrNoInstance means nobody was there.
+func (lb *LB) takeOver() (err error) {
+	cfg := lb.cfg
+	c, err := Dial(lb.socketPath())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := writeMsg(c, Request{Cmd: "handover"}); err != nil {
+		return fmt.Errorf("handover: %w", err)
+	}
+	var st handoverState
+	if err := readMsg(c, &st); err != nil {
+		return fmt.Errorf("handover: %w", err)
+	}
+	if st.Error != "" {
+		return fmt.Errorf("handover refused: %s", st.Error)
+	}
+	n := len(st.Listeners) + len(st.Clients)
+	for _, w := range st.Workers {
+		n += len(w.Legs)
+	}
+	files, err := recvFiles(c, n)
+	defer func() {
+		for _, f := range files {
+			f.Close() // net.FileConn/FileListener made their own copies
+		}
+		ack := handoverAck{OK: err == nil}
+		if err != nil {
+			ack.Error = err.Error()
+		}
+		writeMsg(c, ack)
+	}()
+	if err != nil {
+		return fmt.Errorf("handover: %w", err)
+	}
+	if err := lb.adoptState(st, files); err != nil {
+		return fmt.Errorf("handover: %w", err)
+	}
+	lb.log.Info("took over", "from_pid", st.Pid, "clients", len(st.Clients), "iface", cfg.Iface)
+	return nil
+}
+
+// adoptState builds the load balancer from the old one's state and sockets.
+func (lb *LB) adoptState(st handoverState, files []*os.File) error {
+	cfg := lb.cfg
+	next := 0
+	take := func() *os.File { f := files[next]; next++; return f }
+	for range st.Listeners {
+		l, err := net.FileListener(take())
+		if err != nil {
+			return err
+		}
+		lb.listeners = append(lb.listeners, l.(*net.TCPListener))
+	}
+	for _, k := range st.Clients {
+		nc, err := net.FileConn(take())
+		if err != nil {
+			return err
+		}
+		lb.clients[k] = nc.(*net.TCPConn)
+	}
+	// Workers: those of the old process keep their ids and pool accounting;
+	// workers new on our command line get fresh ids.
+	old := map[string]handoverWorker{}
+	var nextID uint32
+	for _, hw := range st.Workers {
+		old[hw.Addr] = hw
+		nextID = max(nextID, hw.ID+1)
+	}
+	adopted := map[string]bool{}
+	for _, ws := range cfg.Workers {
+		w := &worker{lb: lb, spec: ws, legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
+		if hw, ok := old[ws.Addr.String()]; ok {
+			w.id, w.pushed, w.idleDeaths = hw.ID, hw.Pushed, hw.IdleDeaths
+			adopted[hw.Addr] = true
+		} else {
+			w.id = nextID
+			nextID++
+		}
+		lb.workers = append(lb.workers, w)
+		lb.byID[w.id] = w
+	}
+	for _, hw := range st.Workers {
+		w := lb.byID[hw.ID]
+		if !adopted[hw.Addr] {
+			// Not on our command line any more: keep its legs until they
+			// finish (they are bound to clients), never refill it.
+			spec := WorkerSpec{Weight: 0}
+			if ap, err := netipParseAddrPort(hw.Addr); err == nil {
+				spec.Addr = ap
+			}
+			w = &worker{lb: lb, spec: spec, id: hw.ID, pushed: hw.Pushed, idleDeaths: hw.IdleDeaths,
+				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
+			lb.workers = append(lb.workers, w)
+			lb.byID[w.id] = w
+		}
+		for _, k := range hw.Legs {
+			nc, err := net.FileConn(take())
+			if err != nil {
+				return err
+			}
+			w.legs[k] = nc.(*net.TCPConn)
+		}
+	}
+	now := time.Now()
+	for _, r := range st.Reaps {
+		lb.reapQueue = append(lb.reapQueue, reapItem{key: r.Key, at: now.Add(time.Duration(r.InMs) * time.Millisecond)})
+	}
+
+	// The data plane: our program against the pinned maps.
+	maps, err := kern.OpenPinnedMaps(PinDir(cfg.Iface))
+	if err != nil {
+		return fmt.Errorf("%w (is the running xlb older than this one?)", err)
+	}
+	lb.reused = maps
+	objs, err := kern.LoadWith(kern.LoadOptions{ReuseMaps: maps, MaxLegs: maps[kern.LegsMapName].MaxEntries()})
+	if err != nil {
+		return err
+	}
+	lb.dp = &DataPlane{Objs: objs}
+	for _, w := range lb.workers {
+		info := kern.WorkerInfo{ID: w.id}
+		if err := lb.dp.SetWorker(w.spec.Addr, info); err != nil {
+			return err
+		}
+	}
+	cur, err := xdp.Query(cfg.Iface)
+	if err != nil {
+		return err
+	}
+	if !cur.Attached {
+		return fmt.Errorf("no data plane is attached to %s any more", cfg.Iface)
+	}
+	oldProg, _, err := kern.AttachedMaps(cur.ProgID)
+	if err != nil {
+		return err
+	}
+	defer oldProg.Close()
+	if _, err := xdp.Attach(cfg.Iface, objs.Program.FD(), xdp.AttachOptions{Mode: cur.Mode, ReplaceFD: oldProg.FD()}); err != nil {
+		return fmt.Errorf("replacing the attached program: %w", err)
+	}
+	lb.attached = true
+	if err := objs.Pin(PinDir(cfg.Iface)); err != nil {
+		return err
+	}
+	lb.pinned = true
+	// The old process listens on the control socket until it has our ack;
+	// ours replaces it (listenControl removes a path nobody answers on, and
+	// the old one does not unlink it).
+	lb.control = nil
+	return lb.startLoopsAfterHandover()
+}
+
+// startLoopsAfterHandover starts the loops; the control socket is taken over
+// once the old process has let go of it.
+func (lb *LB) startLoopsAfterHandover() error {
+	path := lb.socketPath()
+	os.Remove(path) // the old process still holds its listener; the path is ours
+	ln, err := listenControlAt(path)
+	if err != nil {
+		return err
+	}
+	lb.control = ln
+	go lb.serveControl(ln)
+	return lb.startLoops()
+}

@@ -1,0 +1,55 @@
+package splice
+
+import (
+	"os"
+	"sort"
+)
+
+// WorkerStatus is what `xlb stats` shows of a worker.
+type WorkerStatus struct {
+	Addr     string `json:"addr"`
+	ID       uint32 `json:"id"`
+	Weight   int    `json:"weight"`
+	State    string `json:"state"`
+	Legs     int    `json:"legs"`      // live pool connections (idle or bound)
+	Idle     int    `json:"idle"`      // of which idle
+	Binds    uint64 `json:"binds"`     // times a leg was taken for a client
+	Requests uint64 `json:"requests"`  // requests started on its legs
+	BytesIn  uint64 `json:"bytes_in"`  // client -> worker payload
+	BytesOut uint64 `json:"bytes_out"` // worker -> client payload
+	Error    string `json:"error,omitempty"`
+}
+
+// Status is the state of a running load balancer.
+type Status struct {
+	Pid        int            `json:"pid"`
+	Iface      string         `json:"iface"`
+	Port       uint16         `json:"port"`
+	Clients    int            `json:"clients"` // client connections held
+	Unspliced  uint64         `json:"unspliced"`
+	Mismatches uint64         `json:"mismatches"`
+	Workers    []WorkerStatus `json:"workers"`
+}
+
+// Status reports the load balancer's state.
+func (lb *LB) Status() Status {
+	s := Status{Pid: os.Getpid(), Iface: lb.cfg.Iface, Port: lb.cfg.Port,
+		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load()}
+	lb.mu.Lock()
+	s.Clients = len(lb.clients)
+	lb.mu.Unlock()
+	for _, w := range lb.workers {
+		idle, _ := w.idle()
+		ws, _ := lb.dp.WorkerStats(w.id)
+		w.mu.Lock()
+		st := WorkerStatus{Addr: w.spec.Addr.String(), ID: w.id, Weight: w.spec.Weight, State: w.state.String(),
+			Legs: len(w.legs), Idle: idle, Binds: ws.Binds, Requests: ws.Requests, BytesIn: ws.BytesIn, BytesOut: ws.BytesOut}
+		if w.lastErr != nil {
+			st.Error = w.lastErr.Error()
+		}
+		w.mu.Unlock()
+		s.Workers = append(s.Workers, st)
+	}
+	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].ID < s.Workers[j].ID })
+	return s
+}
