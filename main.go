@@ -42,6 +42,7 @@ func commands() []command {
 	return []command{
 		{"serve", "balance clients of IFACE:PORT over workers (the default command)", runServe},
 		{"demo-worker", "run a small HTTP/1.1 keep-alive worker for demos and tests", runDemoWorker},
+		{"demo-client", "drive keep-alive traffic and verify every response", runDemoClient},
 		{"status", "show whether xlb's XDP program is attached to an interface, and its counters", runStatus},
 		{"attach", "attach xlb's XDP program to an interface (pass-through, counting)", runAttach},
 		{"detach", "detach xlb's XDP program from an interface", runDetach},

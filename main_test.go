@@ -3,9 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"path/filepath"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/testnet"
 	"github.com/xlb-lb/xlb/xdp"
+	"golang.org/x/sys/unix"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -153,7 +155,7 @@ func TestAttachStatusDetach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertNothingPinned(t)
+	assertNothingPinned(t, ns)
 }
 
 // TestDetachLeavesForeignProgram: a program that is not xlb's is left alone
@@ -246,15 +248,16 @@ func tcpExchange(t *testing.T, n int) int {
 	return 2 * n
 }
 
-func assertNothingPinned(t *testing.T) {
+// assertNothingPinned checks that nothing of ns is pinned: pins carry the
+// namespace's inode (other packages' tests may run meanwhile).
+func assertNothingPinned(t *testing.T, ns *testnet.NS) {
 	t.Helper()
-	entries, err := os.ReadDir(ebpf.DefaultBPFFS)
-	if err != nil {
-		return
+	var st unix.Stat_t
+	if err := unix.Stat(ns.Path(), &st); err != nil {
+		t.Fatal(err)
 	}
-	for _, e := range entries {
-		if strings.Contains(e.Name(), "xlb") {
-			t.Errorf("left pinned: %s/%s", ebpf.DefaultBPFFS, e.Name())
-		}
+	pins, _ := filepath.Glob(fmt.Sprintf("%s/xlb/net%d-*", ebpf.DefaultBPFFS, st.Ino))
+	for _, p := range pins {
+		t.Errorf("left pinned: %s", p)
 	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,36 +115,8 @@ func (p *proc) output() string {
 // waitLines waits until n output lines contain substr.
 func (p *proc) waitLines(substr string, n int, timeout time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	timer := time.AfterFunc(timeout, func() {
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer timer.Stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for {
-		c := 0
-		for _, l := range p.lines {
-			if strings.Contains(l, substr) {
-				c++
-			}
-		}
-		if c >= n {
-			return
-		}
-		select {
-		case <-p.done:
-			p.mu.Unlock()
-			p.t.Fatalf("%s exited (%v) before printing %q %d times:\n%s", p.name, p.err, substr, n, p.output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.mu.Unlock()
-			p.t.Fatalf("%s did not print %q %d times within %v:\n%s", p.name, substr, n, timeout, p.output())
-		}
-		p.cond.Wait()
+	if err := p.awaitLines(substr, n, timeout); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
@@ -192,10 +162,28 @@ func startXLB(t testing.TB, ns *testnet.NS, iface string, port int, workers []st
 	args := append([]string{xlbBin}, flags...)
 	args = append(args, iface, fmt.Sprint(port))
 	args = append(args, workers...)
+	t.Cleanup(func() { removeLeftovers(ns) }) // runs after the process is gone
 	p := startProc(t, ns, "xlb", args...)
 	p.waitLines("data plane attached", 1, startTimeout)
 	p.waitLines("worker up", len(workers), startTimeout)
 	return p
+}
+
+// removeLeftovers removes what an xlb killed in ns leaves behind: its pins
+// and control socket (they carry the namespace's inode in their names). A
+// stopped xlb removes them itself; a killed one cannot.
+func removeLeftovers(ns *testnet.NS) {
+	var st unix.Stat_t
+	if unix.Stat(ns.Path(), &st) != nil {
+		return
+	}
+	tag := fmt.Sprintf("net%d-", st.Ino)
+	pins, _ := filepath.Glob("/sys/fs/bpf/xlb/" + tag + "*")
+	socks, _ := filepath.Glob("/run/xlb/" + tag + "*")
+	for _, p := range append(pins, socks...) {
+		os.RemoveAll(p)
+	}
+	os.Remove("/sys/fs/bpf/xlb")
 }
 
 // status runs `xlb status --json` in ns.
@@ -256,32 +244,9 @@ func dial(t testing.TB, ns *testnet.NS, addr string) *client {
 }
 
 // get sends GET path and reads the response; it checks the status and that
-// the body hashes to X-Content-Sha256. It returns the worker that answered.
-func (c *client) get(path string) (string, int, error) {
-	c.c.SetDeadline(time.Now().Add(ioTimeout))
-	if _, err := fmt.Fprintf(c.c, "GET %s HTTP/1.1\r\nHost: xlb\r\n\r\n", path); err != nil {
-		return "", 0, err
-	}
-	resp, err := http.ReadResponse(c.r, nil)
-	if err != nil {
-		return "", 0, err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return "", 0, err
-	}
-	if resp.StatusCode != 200 {
-		return "", 0, fmt.Errorf("GET %s: %s", path, resp.Status)
-	}
-	if got, want := demo.Sum(body), resp.Header.Get("X-Content-Sha256"); got != want {
-		return "", 0, fmt.Errorf("GET %s: body of %d bytes hashes to %s, header says %s", path, len(body), got, want)
-	}
-	if strings.HasPrefix(path, "/bytes/") && !bytes.Equal(body, demo.Body(len(body))) {
-		return "", 0, fmt.Errorf("GET %s: body differs from the expected bytes", path)
-	}
-	return resp.Header.Get("X-Worker"), len(body), nil
-}
+// the body is the expected one (demo.Get). It returns the worker that
+// answered and the body size.
+func (c *client) get(path string) (string, int, error) { return demo.Get(c.c, c.r, path) }
 
 // ctxTimeout is a context bounded by d, cancelled at the end of the test.
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
@@ -474,41 +439,10 @@ func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
 }
 
 // inNS runs fn on a locked OS thread that has joined ns, then moves the thread
-// back to its own namespace and releases it. testnet.NS.Do instead lets the
-// thread exit; but processes started with ns.Command carry Pdeathsig, which
-// the kernel fires when the *thread* that forked them exits, and the Go
-// scheduler may well have forked them from the thread Do then takes: Do kills
-// workers and xlb at random (seen here about one run in three with a few
-// dozen Do calls). Only if the way back fails is the thread given up.
-func inNS(ns *testnet.NS, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		back, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer back.Close()
-		target, err := os.Open(ns.Path())
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
-		target.Close()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
-			return
-		}
-		err = fn()
-		if unix.Setns(int(back.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
+// back to its own namespace and releases it; only if the way back fails is
+// the thread given up. testnet.NS.Do always ends its thread, which is why
+// ns.Command can no longer use Pdeathsig (the kernel fires it when the
+// *thread* that forked exits: with Pdeathsig, Do killed workers and xlb at
+// random, about one run in three with a few dozen Do calls). With inNS in
+// testnet.Do, Pdeathsig could come back.
+func inNS(ns *testnet.NS, fn func() error) error { return ns.Do(fn) }

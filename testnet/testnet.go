@@ -104,11 +104,12 @@ func (ns *NS) cleanup() {
 	}
 }
 
-// Do runs fn on a locked OS thread that has joined the namespace. The thread is
-// discarded afterwards (never unlocked), so the caller's thread never changes
-// namespace. Sockets created inside fn (net.Listen, net.Dial, netlink
-// connections) belong to the namespace and stay usable after Do returns.
-// Goroutines started by fn do NOT run in the namespace.
+// Do runs fn on an OS thread that has joined the namespace. Sockets created
+// inside fn (net.Listen, net.Dial, netlink connections) belong to the
+// namespace and stay usable after Do returns. Goroutines started by fn do NOT
+// run in the namespace. Afterwards the thread goes back to its namespace and
+// is released; if that fails it stays locked, so that the runtime ends it
+// instead of reusing it in the wrong namespace.
 func (ns *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -120,17 +121,22 @@ func (ns *NS) Do(fn func() error) error {
 				errc <- fmt.Errorf("testnet: function in namespace %s did not return (t.Fatal inside Do?)", ns.Name)
 			}
 		}()
-		// No UnlockOSThread: when this goroutine exits while locked, the runtime
-		// terminates the thread instead of reusing it in the wrong namespace.
 		runtime.LockOSThread()
-		f, err := os.Open(ns.Path())
+		back, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			returned = true
+			errc <- fmt.Errorf("testnet: %w", err)
+			return
+		}
+		defer back.Close()
+		target, err := os.Open(ns.Path())
 		if err != nil {
 			returned = true
 			errc <- fmt.Errorf("testnet: open namespace %s: %w", ns.Name, err)
 			return
 		}
-		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-		f.Close()
+		err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
+		target.Close()
 		if err != nil {
 			returned = true
 			errc <- fmt.Errorf("testnet: setns %s: %w", ns.Name, err)
@@ -138,6 +144,9 @@ func (ns *NS) Do(fn func() error) error {
 		}
 		err = fn()
 		returned = true
+		if unix.Setns(int(back.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 		errc <- err
 	}()
 	return <-errc
@@ -151,10 +160,11 @@ func (ns *NS) Command(name string, args ...string) *exec.Cmd {
 	// would be invisible to the next (xlb --reuse finds its predecessor's
 	// state through /sys/fs/bpf).
 	c := command("nsenter", append([]string{"--net=" + ns.Path(), "--", resolve(name)}, args...)...)
-	// Own process group, so that cleanup kills its children too; Wait
-	// returns even if a child keeps the pipes. No Pdeathsig: it fires when
-	// the OS thread that forked exits, and Do ends threads on purpose.
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group, so that cleanup kills its children too; killed if
+	// the test binary dies (Pdeathsig follows the forking OS thread, which is
+	// why Do gives its threads back instead of ending them); Wait returns
+	// even if a child keeps the pipes.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	c.WaitDelay = 2 * time.Second
 	ns.mu.Lock()
 	ns.cmds = append(ns.cmds, c)

@@ -4,12 +4,17 @@
 package demo
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -60,4 +65,95 @@ func Handler(name string, delay time.Duration) http.Handler {
 		w.Header().Set("Content-Length", strconv.Itoa(n))
 		w.Write(body)
 	})
+}
+
+// Result is what a demo client run saw.
+type Result struct {
+	Requests  int            // responses received and verified
+	Bytes     int64          // body bytes verified
+	PerWorker map[string]int // responses by X-Worker
+	Errors    []error
+}
+
+// Run opens conns keep-alive connections to addr and sends requests
+// sequential GET requests on each (paths cycling through sizes), verifying
+// every body against its hash and the expected bytes. pause is the time
+// between two requests of a connection; stop, when closed, ends the run early.
+func Run(addr string, conns, requests int, sizes []int, pause time.Duration, stop <-chan struct{}) Result {
+	res := Result{PerWorker: map[string]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				mu.Lock()
+				res.Errors = append(res.Errors, err)
+				mu.Unlock()
+				return
+			}
+			defer c.Close()
+			r := bufio.NewReaderSize(c, 64<<10)
+			for j := 0; j < requests; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := sizes[(i+j)%len(sizes)]
+				worker, got, err := Get(c, r, fmt.Sprintf("/bytes/%d", n))
+				mu.Lock()
+				if err != nil {
+					res.Errors = append(res.Errors, fmt.Errorf("connection %d request %d: %w", i, j, err))
+					mu.Unlock()
+					return
+				}
+				res.Requests++
+				res.Bytes += int64(got)
+				res.PerWorker[worker]++
+				mu.Unlock()
+				if pause > 0 {
+					time.Sleep(pause)
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	return res
+}
+
+// ioTimeout bounds one request of Get.
+const ioTimeout = 30 * time.Second
+
+// Get sends GET path on c and reads the response from r, checking the status
+// and that the body is the expected one for /bytes/N (and hashes to
+// X-Content-Sha256). It returns the worker that answered and the body size.
+func Get(c net.Conn, r *bufio.Reader, path string) (string, int, error) {
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: xlb\r\n\r\n", path); err != nil {
+		return "", 0, err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return "", 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", 0, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	if got, want := Sum(body), resp.Header.Get("X-Content-Sha256"); got != want {
+		return "", 0, fmt.Errorf("GET %s: body of %d bytes hashes to %s, header says %s", path, len(body), got, want)
+	}
+	if rest, ok := strings.CutPrefix(path, "/bytes/"); ok {
+		if n, _ := strconv.Atoi(rest); n != len(body) || !bytes.Equal(body, Body(n)) {
+			return "", 0, fmt.Errorf("GET %s: %d bytes, not the expected body", path, len(body))
+		}
+	}
+	return resp.Header.Get("X-Worker"), len(body), nil
 }
