@@ -48,6 +48,9 @@ const (
 	DefaultPool            = 8
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultLinger          = 3 * time.Second
+	// quietPeriod is how long a connection must be silent, all bytes
+	// acknowledged, to count as having no request in flight.
+	quietPeriod = 500 * time.Millisecond
 	// reapTick is how often finished legs are reaped and stuck ones found.
 	reapTick = 250 * time.Millisecond
 	// stuckClosing is how long a leg may wait for the last ACK of a close
@@ -670,10 +673,13 @@ func (lb *LB) waitQuiet(timeout time.Duration) {
 	lb.log.Warn("shutdown timeout: requests still in flight", "count", lb.inFlight())
 }
 
-// inFlight counts bound client legs with bytes not yet acknowledged in
-// either direction.
+// inFlight counts bound client legs that look busy: bytes not yet
+// acknowledged in either direction, or a packet on either leg within the
+// last quietPeriod (a response being streamed can have everything acked at
+// the instant we look).
 func (lb *LB) inFlight() int {
 	n := 0
+	now := monotonicNs()
 	lb.dp.ForEachLeg(func(k kern.LegKey, c *kern.Leg) bool {
 		if c.Kind != kern.LegClient || c.State != kern.LegBound {
 			return true
@@ -689,7 +695,8 @@ func (lb *LB) inFlight() int {
 		// What was sent to each peer, derived as the data plane does.
 		cSnd := w.PeerHi - b.AckOff
 		wSnd := c.PeerHi + b.SeqOff
-		if c.PeerAcked != cSnd || w.PeerAcked != wSnd {
+		recent := now-c.LastNs < uint64(quietPeriod) || now-w.LastNs < uint64(quietPeriod)
+		if c.PeerAcked != cSnd || w.PeerAcked != wSnd || recent {
 			n++
 		}
 		return true

@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// TestShutdownEndsConnectionsProperly: on SIGINT xlb lets a response in
+// flight finish, then every connection ends with a FIN carrying the right
+// sequence numbers (the client reads EOF, not a reset), the worker side is
+// closed too, and the data plane is detached and unpinned.
+func TestShutdownEndsConnectionsProperly(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 3)
+	lb := startXLB(t, ns, "lo", 8080, workers)
+
+	idle := dial(t, ns, "127.0.0.1:8080")
+	for i := 0; i < 5; i++ {
+		if _, _, err := idle.get("/bytes/1000"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A big response in flight when the signal comes: it must complete.
+	busy := dial(t, ns, "127.0.0.1:8080")
+	result := make(chan error, 1)
+	go func() {
+		_, n, err := busy.get("/bytes/200000000")
+		if err == nil && n != 200000000 {
+			err = errors.New("short body")
+		}
+		result <- err
+	}()
+	waitStatus(t, ns, "lo", ioTimeout, "the big request to be bound", func(r statusReport) bool {
+		return r.Counters["bind"] >= 2 && r.Counters["fwd_to_client"] > 1000
+	})
+	lb.cmd.Process.Signal(syscall.SIGINT)
+	if err := <-result; err != nil {
+		t.Fatalf("the response in flight at shutdown: %v", err)
+	}
+	select {
+	case <-lb.done:
+	case <-time.After(stopTimeout):
+		t.Fatal("xlb did not stop")
+	}
+	if lb.err != nil {
+		t.Errorf("xlb exited with %v", lb.err)
+	}
+	if !strings.Contains(lb.output(), "connections handed back to the kernel") {
+		t.Errorf("no hand-back in the log:\n%s", lb.output())
+	}
+	for name, c := range map[string]*client{"idle": idle, "busy": busy} {
+		c.c.SetReadDeadline(time.Now().Add(ioTimeout))
+		_, err := c.r.ReadByte()
+		if !errors.Is(err, io.EOF) {
+			t.Errorf("%s client: read after shutdown gave %v, want EOF (a proper FIN)", name, err)
+		}
+	}
+	if r := status(t, ns, "lo"); r.Attached {
+		t.Error("the data plane is still attached after shutdown")
+	}
+	// The workers' ends are closed as well: no established connection is
+	// left on their ports (bounded wait: the FIN exchange takes a moment).
+	deadline := time.Now().Add(ioTimeout)
+	for {
+		out, err := ns.Command("ss", "-Htn", "state", "established", "( sport >= :4171 and sport <= :4173 )").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker connections still established after shutdown:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
