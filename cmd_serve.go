@@ -29,6 +29,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", "", "address to listen on (default: every IPv4 address of IFACE)")
 	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "idle worker connections kept per worker")
 	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
+	policy := fs.String("policy", string(splice.PolicyJIQ), "jiq: each request to the connection idle the longest; sticky: a client keeps its connection")
 	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
 	fs.BoolVar(&cfg.Reuse, "reuse", false, "take over from a running xlb on IFACE without dropping its connections")
 	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/IFACE.sock)")
@@ -60,6 +61,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return usagef("--listen %q: not an IP address", *listen)
 		}
 		cfg.Listen = a
+	}
+	if cfg.Policy, err = splice.ParsePolicy(*policy); err != nil {
+		return usagef("--policy: %v", err)
 	}
 	if cfg.Mode, err = xdp.ParseMode(*mode); err != nil {
 		return usagef("--mode: %v", err)

@@ -17,7 +17,7 @@ import (
 
 // startNginx runs nginx on 127.0.0.1:port in ns, serving root, with extra
 // lines in its http block.
-func startNginx(t testing.TB, ns *testnet.NS, port int, root, extra string) *proc {
+func startNginx(t testing.TB, ns *testnet.NS, port int, root, extra string, serverExtra ...string) *proc {
 	t.Helper()
 	if _, err := exec.LookPath("nginx"); err != nil {
 		t.Fatalf("nginx not installed (make test installs it: scripts/deps.sh test): %v", err)
@@ -43,9 +43,10 @@ http {
 		listen 127.0.0.1:%[2]d;
 		root %[3]s;
 		location = /name { return 200 "nginx %[2]d\n"; }
+		%[5]s
 	}
 }
-`, dir, port, root, extra)
+`, dir, port, root, extra, strings.Join(serverExtra, "\n"))
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -56,6 +56,12 @@ const (
 	CounterHSData
 	CounterFIBFail
 	CounterDeadLeg
+	CounterRequest
+	CounterRemix
+	CounterRemixNoIdle
+	CounterStayGap
+	CounterStayResponse
+	CounterStayRequest
 	CounterMax
 )
 
@@ -89,6 +95,12 @@ var counterNames = [CounterMax]string{
 	CounterHSData:       "hs_data",
 	CounterFIBFail:      "fib_fail",
 	CounterDeadLeg:      "dead_leg",
+	CounterRequest:      "request",
+	CounterRemix:        "remix",
+	CounterRemixNoIdle:  "remix_no_idle",
+	CounterStayGap:      "stay_gap",
+	CounterStayResponse: "stay_response",
+	CounterStayRequest:  "stay_request",
 }
 
 func (c Counter) String() string {

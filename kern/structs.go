@@ -317,8 +317,27 @@ type Config struct {
 // ConfigSize is sizeof(struct xlb_config).
 const ConfigSize = 24
 
-// ConfigRouted is enum config_flag CFG_ROUTED.
-const ConfigRouted = 1
+// Config flags (enum config_flag).
+const (
+	ConfigRouted = 1 // forward rewritten packets out instead of to the stack
+	ConfigSticky = 2 // never remix at request boundaries
+)
+
+// UnmarshalBinary decodes the config.
+func (c *Config) UnmarshalBinary(b []byte) error {
+	if len(b) < ConfigSize {
+		return fmt.Errorf("config: %d bytes, want %d", len(b), ConfigSize)
+	}
+	a := [4]byte(b[0:4])
+	c.ListenAddr = netip.AddrFrom4(a)
+	if c.ListenAddr.IsUnspecified() {
+		c.ListenAddr = netip.Addr{}
+	}
+	c.ListenPort = binary.BigEndian.Uint16(b[16:])
+	c.OurWScale, c.Flags = b[18], b[19]
+	c.OurMSS = ne.Uint16(b[20:])
+	return nil
+}
 
 func (c *Config) MarshalBinary() ([]byte, error) {
 	b := make([]byte, ConfigSize)

@@ -27,6 +27,16 @@ func (d *DataPlane) SetConfig(c kern.Config) error {
 	return nil
 }
 
+// Config reads the global settings.
+func (d *DataPlane) Config() (kern.Config, error) {
+	var c kern.Config
+	v := make([]byte, kern.ConfigSize)
+	if err := d.Objs.Config.Lookup(ebpf.Uint32Key(0), v); err != nil {
+		return c, fmt.Errorf("data plane config: %w", err)
+	}
+	return c, c.UnmarshalBinary(v)
+}
+
 // SetWorker tells the data plane about a worker, so that it learns the
 // SYN-ACKs of connections to it.
 func (d *DataPlane) SetWorker(addr netip.AddrPort, info kern.WorkerInfo) error {

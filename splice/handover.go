@@ -338,6 +338,14 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 		return err
 	}
 	lb.dp = &DataPlane{Objs: objs}
+	kc, err := lb.dp.Config()
+	if err != nil {
+		return err
+	}
+	kc.Flags = kc.Flags&^kern.ConfigSticky | cfg.Policy.configFlags()
+	if err := lb.dp.SetConfig(kc); err != nil {
+		return err
+	}
 	for _, w := range lb.workers {
 		info := kern.WorkerInfo{ID: w.id}
 		if err := lb.dp.SetWorker(w.spec.Addr, info); err != nil {

@@ -27,6 +27,7 @@ type Config struct {
 	Port    uint16
 	Workers []WorkerSpec
 	Pool    int // idle legs kept per worker
+	Policy  Policy
 	Mode    xdp.Mode
 	Force   bool // replace another XDP program on Iface
 	Reuse   bool // take over from the xlb running on Iface (see handover.go)
@@ -59,6 +60,35 @@ const (
 	// pinRoot is where pinned state lives, one directory per interface.
 	pinRoot = ebpf.DefaultBPFFS + "/xlb"
 )
+
+// Policy decides which worker leg a request goes to.
+type Policy string
+
+// Policies.
+const (
+	// PolicyJIQ (join the idle queue, the default) moves a client at every
+	// request boundary to the worker connection idle the longest, so a slow
+	// worker, whose connections come back late, gets fewer requests.
+	PolicyJIQ Policy = "jiq"
+	// PolicySticky keeps a client on the connection it was first given.
+	PolicySticky Policy = "sticky"
+)
+
+// ParsePolicy checks a policy name.
+func ParsePolicy(s string) (Policy, error) {
+	switch p := Policy(s); p {
+	case PolicyJIQ, PolicySticky:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown policy %q: want jiq or sticky", s)
+}
+
+func (p Policy) configFlags() uint8 {
+	if p == PolicySticky {
+		return kern.ConfigSticky
+	}
+	return 0
+}
 
 // PinDir is where the state of the instance on iface is pinned.
 func PinDir(iface string) string {
@@ -199,7 +229,7 @@ func (lb *LB) start() error {
 	if err != nil {
 		return fmt.Errorf("probing the listener's window scale: %w", err)
 	}
-	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss}
+	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.Policy.configFlags()}
 	if len(addrs) == 1 {
 		kc.ListenAddr = addrs[0]
 	}

@@ -115,35 +115,44 @@ static __always_inline void advance(struct leg *leg, const struct pkt *p)
 static __always_inline int bind_legs(const struct leg_key *ck, const struct leg *c,
 				     const struct leg_key *wk, const struct leg *w, __u32 ifindex)
 {
-	struct binding bc = {}, bw = {};
+	__u32 zero = 0;
+	struct bind_scratch *s = bpf_map_lookup_elem(&xlb_bscratch, &zero);
+	struct binding *bc, *bw;
 
-	bc.to = *wk;
-	bc.seq_off = w->snd_nxt - c->peer_hi;
-	bc.ack_off = w->peer_hi - c->snd_nxt;
-	bc.tsval_off = w->our_tsval - c->peer_tsval;
-	bc.tsecr_off = w->peer_tsval - c->our_tsval;
-	bc.in_wscale = c->peer_wscale;
-	bc.out_wscale = w->our_wscale;
-	bc.ifindex = ifindex;
-	bc.worker = w->worker;
+	if (!s)
+		return -1;
+	bc = &s->to_worker;
+	bw = &s->to_client;
+	bc->to = *wk;
+	bc->seq_off = w->snd_nxt - c->peer_hi;
+	bc->ack_off = w->peer_hi - c->snd_nxt;
+	bc->tsval_off = w->our_tsval - c->peer_tsval;
+	bc->tsecr_off = w->peer_tsval - c->our_tsval;
+	bc->in_wscale = c->peer_wscale;
+	bc->out_wscale = w->our_wscale;
+	bc->flags = 0;
+	bc->pad = 0;
+	bc->ifindex = ifindex;
+	bc->worker = w->worker;
 
 	/* The reverse direction is the inverse map. */
-	bw.to = *ck;
-	bw.seq_off = -bc.ack_off;
-	bw.ack_off = -bc.seq_off;
-	bw.tsval_off = -bc.tsecr_off;
-	bw.tsecr_off = -bc.tsval_off;
-	bw.in_wscale = w->peer_wscale;
-	bw.out_wscale = c->our_wscale;
-	bw.flags = BIND_TO_CLIENT;
-	bw.ifindex = ifindex;
-	bw.worker = w->worker;
+	bw->to = *ck;
+	bw->seq_off = -bc->ack_off;
+	bw->ack_off = -bc->seq_off;
+	bw->tsval_off = -bc->tsecr_off;
+	bw->tsecr_off = -bc->tsval_off;
+	bw->in_wscale = w->peer_wscale;
+	bw->out_wscale = c->our_wscale;
+	bw->flags = BIND_TO_CLIENT;
+	bw->pad = 0;
+	bw->ifindex = ifindex;
+	bw->worker = w->worker;
 
 	/* Worker side first: the reply can only come after the request, which is
 	 * forwarded once both exist. */
-	if (bpf_map_update_elem(&xlb_binds, wk, &bw, BPF_ANY))
+	if (bpf_map_update_elem(&xlb_binds, wk, bw, BPF_ANY))
 		return -1;
-	if (bpf_map_update_elem(&xlb_binds, ck, &bc, BPF_ANY)) {
+	if (bpf_map_update_elem(&xlb_binds, ck, bc, BPF_ANY)) {
 		bpf_map_delete_elem(&xlb_binds, wk);
 		return -1;
 	}

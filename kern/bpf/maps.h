@@ -96,6 +96,20 @@ struct xlb_map_def SEC("maps") xlb_scratch = {
 	.max_entries = 1,
 };
 
+/* Per-CPU room for the two bindings bind_legs() writes: on the stack they
+ * would push the program past the 512-byte BPF stack. */
+struct bind_scratch {
+	struct binding to_worker;
+	struct binding to_client;
+};
+
+struct xlb_map_def SEC("maps") xlb_bscratch = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct bind_scratch),
+	.max_entries = 1,
+};
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&xlb_stats, &idx);

@@ -51,6 +51,12 @@ enum xlb_counter {
 	XLB_CNT_HS_DATA = 26,      /* handshake ACK carried data: payload cut, client retransmits */
 	XLB_CNT_FIB_FAIL = 27,     /* drop: routed mode, no route/neighbour for the next hop */
 	XLB_CNT_DEAD_LEG = 28,     /* drop: segment on a leg already finished */
+	XLB_CNT_REQUEST = 29,      /* request boundary seen on a bound client leg */
+	XLB_CNT_REMIX = 30,        /* client moved to another worker leg at a boundary */
+	XLB_CNT_REMIX_NO_IDLE = 31,/* boundary, but no idle worker leg: stayed */
+	XLB_CNT_STAY_GAP = 32,     /* new data after a response, out of order: stayed */
+	XLB_CNT_STAY_RESPONSE = 33,/* new data before the whole response was acked: stayed */
+	XLB_CNT_STAY_REQUEST = 34, /* worker had not acked the whole request: stayed */
 	XLB_CNT_MAX
 };
 
@@ -204,6 +210,7 @@ struct xlb_config {
 
 enum config_flag {
 	CFG_ROUTED = 1, /* forward rewritten packets out (XDP_TX/redirect) instead of to the local stack */
+	CFG_STICKY = 2, /* never remix at request boundaries (policy sticky) */
 };
 
 enum event_type {

@@ -353,33 +353,105 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 	return verdict(XDP_PASS);
 }
 
-/* Request accounting on a client leg bound to worker leg w: a client data
- * segment that starts new data after the worker has answered, acknowledging
- * the whole answer, starts a new request (DESIGN.md "Remix at a request
- * boundary"; the remix itself is decided here too once policies exist). */
-static __always_inline void client_new_data(struct pkt *p, struct leg *c, const struct binding *b)
+/* remix moves client leg c (key ck), bound with binding b to worker leg w,
+ * onto the worker leg idle the longest, at a request boundary: the one
+ * well-defined rebind. Both legs' tx positions are materialised from the
+ * pair first, w goes back to the idle queue (its worker may still retransmit
+ * the tail of its answer, which the stale-segment path acknowledges), and c
+ * is bound to the new leg from positions that do not include the packet at
+ * hand yet. Returns the new binding of c, or NULL to stay on b. */
+static __always_inline struct binding *remix(const struct leg_key *ck, struct leg *c,
+					      const struct binding *b, struct leg *w)
 {
+	struct binding *bw = bpf_map_lookup_elem(&xlb_binds, &b->to);
+	struct leg_key wk = b->to, nk;
+	struct worker_stats *ws;
+	struct leg *n;
+
+	if (!bw)
+		return NULL;
+	n = pop_idle(&nk);
+	if (!n) {
+		count(XLB_CNT_REMIX_NO_IDLE);
+		return NULL;
+	}
+	materialize(c, b, w);
+	materialize(w, bw, c);
+	if (bind_legs(ck, c, &nk, n, 0)) {
+		/* The pair is as it was (bind_legs wrote nothing that stays). */
+		n->state = LEG_IDLE;
+		bpf_map_push_elem(&xlb_idle, &nk, BPF_EXIST);
+		return NULL;
+	}
+	bpf_map_delete_elem(&xlb_binds, &wk);
+	if (set_state(w, LEG_BOUND, LEG_IDLE)) {
+		bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
+		ws = wstats(w->worker);
+		if (ws)
+			ws->releases++;
+	}
+	ws = wstats(n->worker);
+	if (ws)
+		ws->binds++;
+	count(XLB_CNT_REMIX);
+	c->req_mark = READ_ONCE(n->peer_hi);
+	return bpf_map_lookup_elem(&xlb_binds, ck);
+}
+
+/* A client data segment on a leg bound to worker leg w: is it the first of a
+ * new request (DESIGN.md "Remix at a request boundary")? New data (seq ==
+ * peer_hi), after the worker answered since the current request started,
+ * acknowledging the whole answer, with the whole request acknowledged by the
+ * worker. Then, unless the policy is sticky, the client moves to another
+ * worker leg. Whatever cannot be decided stays on the current binding
+ * (always correct), and is counted. Returns the binding to translate with. */
+static __always_inline struct binding *client_data(struct pkt *p, struct leg *c, struct binding *b,
+						   struct xlb_config *cfg)
+{
+	struct binding *nb;
 	struct leg *w;
 	__u32 w_hi;
 
-	if (p->seq != READ_ONCE(c->peer_hi))
-		return;
 	w = bpf_map_lookup_elem(&xlb_legs, &b->to);
 	if (!w)
-		return;
+		return b;
 	w_hi = READ_ONCE(w->peer_hi);
 	if (w_hi == c->req_mark)
-		return; /* no answer since the request started: a continuation */
-	if (p->ack != bound_snd_nxt(b, w))
-		return; /* the answer is not fully received */
-	c->req_mark = w_hi;
+		return b; /* no answer since the request started: a continuation */
+	if (p->seq != READ_ONCE(c->peer_hi)) {
+		if (seq_gt(p->seq, READ_ONCE(c->peer_hi)))
+			count(XLB_CNT_STAY_GAP);
+		return b; /* a retransmission, or data after a gap */
+	}
+	if (!p->has_ack || p->ack != bound_snd_nxt(b, w)) {
+		count(XLB_CNT_STAY_RESPONSE);
+		return b;
+	}
+	if (READ_ONCE(w->peer_acked) != READ_ONCE(c->peer_hi) + b->seq_off) {
+		count(XLB_CNT_STAY_REQUEST);
+		return b;
+	}
+	count(XLB_CNT_REQUEST);
 	c->requests++;
-	{
+	nb = NULL;
+	if (!(cfg->flags & CFG_STICKY) && !p->fin && READ_ONCE(w->state) == LEG_BOUND)
+		nb = remix(&p->key, c, b, w);
+	if (!nb) {
 		struct worker_stats *ws = wstats(w->worker);
+
+		c->req_mark = w_hi;
+		if (ws)
+			ws->requests++;
+		return b;
+	}
+	{
+		struct leg *n = bpf_map_lookup_elem(&xlb_legs, &nb->to);
+		struct worker_stats *ws = n ? wstats(n->worker) : NULL;
 
 		if (ws)
 			ws->requests++;
 	}
+	return nb;
 }
 
 /* After a bound leg moved: both directions closed with FIN and both FINs
@@ -440,7 +512,7 @@ static __always_inline int act_reply(struct decision *d, struct leg *leg, __u32 
 
 /* A segment on a bound leg: positions and life cycle, then translate. */
 static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct binding *b, int ok,
-				     struct decision *d)
+				     struct decision *d, struct xlb_config *cfg)
 {
 	if (ok && p->rst) {
 		/* RFC 5961: a RST changes state only at exactly the next
@@ -460,7 +532,7 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 		}
 	} else if (ok) {
 		if (leg->kind == LEG_CLIENT && p->payload)
-			client_new_data(p, leg, b);
+			b = client_data(p, leg, b, cfg);
 		advance(leg, p);
 		if (p->has_ack)
 			check_closed(p, leg, b);
@@ -586,7 +658,8 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 	act_drop(d, XLB_CNT_UNBOUND_ACK);
 }
 
-static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decision *d)
+static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decision *d,
+				   struct xlb_config *cfg)
 {
 	struct binding *b;
 	int ok;
@@ -615,7 +688,7 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 	if (b) {
 		if (!ok)
 			count(XLB_CNT_IMPLAUSIBLE);
-		on_bound(p, leg, b, ok && READ_ONCE(leg->state) != LEG_DEAD, d);
+		on_bound(p, leg, b, ok && READ_ONCE(leg->state) != LEG_DEAD, d, cfg);
 		return;
 	}
 	if (READ_ONCE(leg->state) == LEG_DEAD) {
@@ -708,7 +781,7 @@ int xlb_xdp(struct xdp_md *ctx)
 		return no_leg(&p, cfg);
 
 	__builtin_memset(&d, 0, sizeof(d));
-	on_leg(&p, leg, &d);
+	on_leg(&p, leg, &d, cfg);
 	switch (d.act) {
 	case ACT_TRANSLATE:
 		if (!d.b || translate(&p, d.b))
