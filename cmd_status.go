@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/xdp"
@@ -94,15 +95,6 @@ func status(iface string) (*statusReport, error) {
 	return r, nil
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func printStatus(w io.Writer, r *statusReport) {
 	switch {
 	case !r.Attached:
@@ -115,7 +107,7 @@ func printStatus(w io.Writer, r *statusReport) {
 	fmt.Fprintf(w, "%s: xlb attached (program id %d, %s mode)\n", r.Interface, r.ProgID, r.Mode)
 	if len(r.Legs) > 0 {
 		fmt.Fprintf(w, "legs:\n")
-		for _, k := range sortedKeys(r.Legs) {
+		for _, k := range slices.Sorted(maps.Keys(r.Legs)) {
 			fmt.Fprintf(w, "  %-16s %d\n", k, r.Legs[k])
 		}
 	}

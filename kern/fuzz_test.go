@@ -26,10 +26,15 @@ var (
 	worker3Key = kern.LegKey{Peer: mustAddrPort("10.0.1.3:8080"), Local: mustAddrPort("10.0.0.100:50002")}
 )
 
-// fuzzState writes the fuzz state: pair A (standard legs), pair B (legs at
-// the wrap), idle client leg 3, idle worker leg 3 queued.
+// fuzzState writes the fuzz state: pair A (standard legs after a request and
+// its whole answer: the client's next request is a boundary), pair B (legs at
+// the wrap, mid-request), idle client leg 3, idle worker leg 3 queued.
 func fuzzState(d *dataPlane) {
-	d.bindPair(clientKey, stdClientLeg(), workerKey, stdWorkerLeg())
+	a := answeredPair()
+	d.putLeg(clientKey, a.c)
+	d.putLeg(workerKey, a.w1)
+	d.putBind(clientKey, a.toW1)
+	d.putBind(workerKey, a.toC)
 	p := wrapPair()
 	p.w.Worker = 2
 	d.bindPair(client2Key, p.c, worker2Key, p.w)
@@ -51,18 +56,34 @@ func on(k kern.LegKey, s seg) []byte {
 
 // fuzzSeeds are the fixtures' packets, addressed to the fuzz state's legs.
 func fuzzSeeds() [][]byte {
-	c, w, wp := stdClientLeg(), stdWorkerLeg(), wrapPair()
-	sack := optSACK([2]uint32{c.PeerAcked + 1, c.PeerAcked + 9}, [2]uint32{c.PeerAcked + 20, c.PeerAcked + 30})
+	// Pair A (a, ac, aw) and the idle legs 3 (c, w).
+	a, c, w, wp := answeredPair(), stdClientLeg(), stdWorkerLeg(), wrapPair()
+	ac, aw := a.c, a.w1
+	sack := optSACK([2]uint32{ac.PeerAcked + 1, ac.PeerAcked + 9}, [2]uint32{ac.PeerAcked + 20, ac.PeerAcked + 30})
+	boundary := func(f func(s *seg)) []byte {
+		s := a.next()
+		f(&s)
+		return on(clientKey, s)
+	}
 	seeds := [][]byte{
-		on(clientKey, seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK | tcpPSH, win: 502, opts: nopTS(c.PeerTSval+1, c.OurTSval), payload: request}),
-		on(clientKey, seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 502, opts: cat(nopTS(c.PeerTSval, c.OurTSval), optNOP, optNOP, sack)}),
-		on(clientKey, seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 3000, opts: cat(optNOP, optTS(c.PeerTSval, c.OurTSval), optNOP)}),
-		on(clientKey, seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpFIN | tcpACK, win: 502, opts: nopTS(c.PeerTSval, c.OurTSval)}),
-		on(clientKey, seg{seq: c.PeerHi, flags: tcpRST}),
-		on(clientKey, seg{seq: c.PeerHi + c.WinBound + 1, ack: c.PeerAcked, flags: tcpACK, win: 1, payload: request}),
-		on(workerKey, seg{seq: w.PeerHi, ack: w.PeerAcked, flags: tcpACK | tcpPSH, win: 128, opts: nopTS(w.PeerTSval+3, w.OurTSval), payload: []byte("HTTP/1.1 200 OK\r\n\r\n")}),
-		on(workerKey, seg{seq: w.PeerHi, ack: w.PeerAcked, flags: tcpACK, win: 128, opts: cat(optNOP, optNOP, optSACK([2]uint32{1, 2}, [2]uint32{3, 4}, [2]uint32{5, 6}, [2]uint32{7, 8}))}),
-		on(workerKey, seg{seq: w.PeerHi, ack: w.PeerAcked, flags: tcpFIN | tcpACK, win: 128, opts: nopTS(w.PeerTSval, w.OurTSval)}),
+		// The next request of pair A: a boundary (remix onto worker leg 3),
+		// and with each condition failing.
+		boundary(func(s *seg) {}),
+		boundary(func(s *seg) { s.flags |= tcpFIN }),
+		boundary(func(s *seg) { s.seq += 100 }),
+		boundary(func(s *seg) { s.ack -= 10 }),
+		boundary(func(s *seg) { s.seq -= uint32(len(request)); s.payload = request }),
+		// W1 retransmits the tail of its answer.
+		on(workerKey, seg{seq: aw.PeerHi - 100, ack: aw.PeerAcked, flags: tcpACK | tcpPSH, win: 300, opts: nopTS(aw.PeerTSval, aw.OurTSval), payload: make([]byte, 100)}),
+		on(clientKey, seg{seq: ac.PeerHi, ack: ac.PeerAcked, flags: tcpACK | tcpPSH, win: 502, opts: nopTS(ac.PeerTSval+1, ac.OurTSval), payload: request}),
+		on(clientKey, seg{seq: ac.PeerHi, ack: ac.PeerAcked, flags: tcpACK, win: 502, opts: cat(nopTS(ac.PeerTSval, ac.OurTSval), optNOP, optNOP, sack)}),
+		on(clientKey, seg{seq: ac.PeerHi, ack: ac.PeerAcked, flags: tcpACK, win: 3000, opts: cat(optNOP, optTS(ac.PeerTSval, ac.OurTSval), optNOP)}),
+		on(clientKey, seg{seq: ac.PeerHi, ack: ac.PeerAcked, flags: tcpFIN | tcpACK, win: 502, opts: nopTS(ac.PeerTSval, ac.OurTSval)}),
+		on(clientKey, seg{seq: ac.PeerHi, flags: tcpRST}),
+		on(clientKey, seg{seq: ac.PeerHi + ac.WinBound + 1, ack: ac.PeerAcked, flags: tcpACK, win: 1, payload: request}),
+		on(workerKey, seg{seq: aw.PeerHi, ack: aw.PeerAcked, flags: tcpACK | tcpPSH, win: 128, opts: nopTS(aw.PeerTSval+3, aw.OurTSval), payload: []byte("HTTP/1.1 200 OK\r\n\r\n")}),
+		on(workerKey, seg{seq: aw.PeerHi, ack: aw.PeerAcked, flags: tcpACK, win: 128, opts: cat(optNOP, optNOP, optSACK([2]uint32{1, 2}, [2]uint32{3, 4}, [2]uint32{5, 6}, [2]uint32{7, 8}))}),
+		on(workerKey, seg{seq: aw.PeerHi, ack: aw.PeerAcked, flags: tcpFIN | tcpACK, win: 128, opts: nopTS(aw.PeerTSval, aw.OurTSval)}),
 		on(client2Key, seg{seq: wp.c.PeerHi, ack: wp.c.PeerAcked, flags: tcpACK | tcpPSH, win: 502, opts: nopTS(wp.c.PeerTSval+5, wp.c.OurTSval), payload: make([]byte, 1000)}),
 		on(worker2Key, seg{seq: wp.w.PeerHi, ack: wp.w.PeerAcked, flags: tcpACK, win: 128, opts: nopTS(wp.w.PeerTSval, wp.w.OurTSval), payload: make([]byte, 1400)}),
 		on(client3Key, seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502, opts: nopTS(c.PeerTSval+7, c.OurTSval), payload: request}),
@@ -70,8 +91,8 @@ func fuzzSeeds() [][]byte {
 		on(worker3Key, seg{seq: w.PeerHi - 1000, ack: w.SndNxt, flags: tcpACK, win: 128, opts: nopTS(w.PeerTSval, w.OurTSval), payload: make([]byte, 500)}),
 		on(worker3Key, seg{seq: w.PeerHi, ack: w.SndNxt, flags: tcpFIN | tcpACK, win: 128, opts: nopTS(w.PeerTSval, w.OurTSval)}),
 		on(worker3Key, seg{seq: w.PeerHi, ack: w.SndNxt, flags: tcpSYN | tcpACK, win: 128, opts: linuxSYN(1400, 1, 9)}),
-		on(clientKey, seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 502, opts: nopTS(1, 2), ipOpts: []byte{1, 1, 1, 0}, payload: []byte("odd")}),
-		on(clientKey, seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 502, opts: cat(optTS(1, 2), optTS(3, 4), optNOP, optNOP, optNOP, optNOP)}),
+		on(clientKey, seg{seq: ac.PeerHi, ack: ac.PeerAcked, flags: tcpACK, win: 502, opts: nopTS(1, 2), ipOpts: []byte{1, 1, 1, 0}, payload: []byte("odd")}),
+		on(clientKey, seg{seq: ac.PeerHi, ack: ac.PeerAcked, flags: tcpACK, win: 502, opts: cat(optTS(1, 2), optTS(3, 4), optNOP, optNOP, optNOP, optNOP)}),
 		seg{src: mustAddrPort("10.0.0.9:1234"), dst: serviceAddr, seq: 7, flags: tcpSYN, win: 1, opts: linuxSYN(1460, 1, 7)}.build(),
 	}
 	return seeds

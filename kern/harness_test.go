@@ -228,11 +228,15 @@ func (d *dataPlane) addWorker(ep netip.AddrPort, id uint32) {
 	}
 }
 
-// bindPair stores c and w as a bound pair with the oracle's bindings.
+// bindPair stores c and w as a bound pair with the oracle's bindings, the way
+// the data plane leaves a pair it has just bound, mid-request: c.req_mark is
+// w's peer_hi (the current request has had no answer yet), so more client
+// data is a continuation, never a request boundary.
 func (d *dataPlane) bindPair(ck kern.LegKey, c kern.Leg, wk kern.LegKey, w kern.Leg) (toWorker, toClient kern.Binding) {
 	d.t.Helper()
 	toWorker, toClient = oracleBind(ck, c, wk, w)
 	c.State, w.State = kern.LegBound, kern.LegBound
+	c.ReqMark = w.PeerHi
 	d.putLeg(ck, c)
 	d.putLeg(wk, w)
 	d.putBind(wk, toClient)

@@ -305,8 +305,11 @@ func TestPositions(t *testing.T) {
 }
 
 // Request accounting on a bound client leg (DESIGN.md "Remix at a request
-// boundary"): new data that acknowledges the whole answer starts a request;
-// a continuation or data sent before the answer is fully received does not.
+// boundary"): new data that acknowledges the whole answer, after the worker
+// acknowledged the whole request, starts a request; a continuation, data sent
+// before the answer is fully received, or before the worker acknowledged
+// every request byte, does not. The pool holds one leg, bound by the first
+// request: the boundary counts the request but cannot remix.
 func TestRequestBoundaries(t *testing.T) {
 	d := loadDataPlane(t)
 	c, w := stdClientLeg(), stdWorkerLeg()
@@ -315,38 +318,59 @@ func TestRequestBoundaries(t *testing.T) {
 	d.pushIdle(workerKey)
 	ws0 := d.workerStats(w.Worker)
 	n := uint32(len(request))
+	fwdW := []kern.Counter{kern.CounterTCP, kern.CounterFwdToWorker, kern.CounterPass}
+	fwdC := []kern.Counter{kern.CounterTCP, kern.CounterFwdToClient, kern.CounterPass}
 
-	step := func(name string, frame []byte, wantRequests uint32) {
+	step := func(name string, frame []byte, wantRequests uint32, want ...kern.Counter) {
 		t.Helper()
-		v, _, _ := d.run(frame)
+		v, _, delta := d.run(frame)
 		checkVerdict(t, v, xdpPass)
 		if got := d.mustLeg(clientKey); got.Requests != wantRequests {
 			t.Errorf("%s: requests %d, want %d", name, got.Requests, wantRequests)
 		}
+		checkCounters(t, delta, want...)
 	}
 	step("first request (binds)", fromClient(seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
-		opts: nopTS(c.PeerTSval+1, c.OurTSval), payload: request}).build(), 1)
+		opts: nopTS(c.PeerTSval+1, c.OurTSval), payload: request}).build(), 1,
+		kern.CounterTCP, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)
 	step("more of the first request", fromClient(seg{seq: c.PeerHi + n, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
-		opts: nopTS(c.PeerTSval+2, c.OurTSval), payload: request}).build(), 1)
+		opts: nopTS(c.PeerTSval+2, c.OurTSval), payload: request}).build(), 1, fwdW...)
 	step("worker answers 100 bytes", fromWorker(seg{seq: w.PeerHi, ack: w.SndNxt + 2*n, flags: tcpACK | tcpPSH, win: 128,
-		opts: nopTS(w.PeerTSval+1, w.OurTSval+2), payload: make([]byte, 100)}).build(), 1)
+		opts: nopTS(w.PeerTSval+1, w.OurTSval+2), payload: make([]byte, 100)}).build(), 1, fwdC...)
 	step("new data acking 50 of 100 bytes", fromClient(seg{seq: c.PeerHi + 2*n, ack: c.SndNxt + 50, flags: tcpACK | tcpPSH, win: 502,
-		opts: nopTS(c.PeerTSval+3, c.OurTSval), payload: request}).build(), 1)
-	step("next request acking the whole answer", fromClient(seg{seq: c.PeerHi + 3*n, ack: c.SndNxt + 100, flags: tcpACK | tcpPSH, win: 502,
-		opts: nopTS(c.PeerTSval+4, c.OurTSval), payload: request}).build(), 2)
-	step("its retransmission", fromClient(seg{seq: c.PeerHi + 3*n, ack: c.SndNxt + 100, flags: tcpACK | tcpPSH, win: 502,
-		opts: nopTS(c.PeerTSval+4, c.OurTSval), payload: request}).build(), 2)
+		opts: nopTS(c.PeerTSval+3, c.OurTSval), payload: request}).build(), 1,
+		append(fwdW, kern.CounterStayResponse)...)
+	step("data acking the whole answer, worker has not acked the last data", fromClient(seg{seq: c.PeerHi + 3*n, ack: c.SndNxt + 100,
+		flags: tcpACK | tcpPSH, win: 502, opts: nopTS(c.PeerTSval+4, c.OurTSval), payload: request}).build(), 1,
+		append(fwdW, kern.CounterStayRequest)...)
+	step("worker acks every request byte", fromWorker(seg{seq: w.PeerHi + 100, ack: w.SndNxt + 4*n, flags: tcpACK, win: 128,
+		opts: nopTS(w.PeerTSval+2, w.OurTSval+4)}).build(), 1, fwdC...)
+	if got := d.mustLeg(clientKey); got.ReqMark != w.PeerHi {
+		t.Errorf("req_mark %#x before the boundary, want the worker's peer_hi at the bind %#x", got.ReqMark, w.PeerHi)
+	}
+	step("next request: a boundary, no idle leg to move to", fromClient(seg{seq: c.PeerHi + 4*n, ack: c.SndNxt + 100, flags: tcpACK | tcpPSH, win: 502,
+		opts: nopTS(c.PeerTSval+5, c.OurTSval), payload: request}).build(), 2,
+		append(fwdW, kern.CounterRequest, kern.CounterRemixNoIdle)...)
+	step("its retransmission: a continuation", fromClient(seg{seq: c.PeerHi + 4*n, ack: c.SndNxt + 100, flags: tcpACK | tcpPSH, win: 502,
+		opts: nopTS(c.PeerTSval+5, c.OurTSval), payload: request}).build(), 2, fwdW...)
 	if got := d.mustLeg(clientKey); got.ReqMark != w.PeerHi+100 {
 		t.Errorf("req_mark %#x, want the worker's peer_hi at the boundary %#x", got.ReqMark, w.PeerHi+100)
 	}
+	if _, ok := d.bind(clientKey); !ok {
+		t.Error("client leg lost its binding")
+	}
 
-	ws := d.workerStats(w.Worker)
-	got := kern.WorkerStats{Binds: ws.Binds - ws0.Binds, Releases: ws.Releases - ws0.Releases, Requests: ws.Requests - ws0.Requests,
-		BytesIn: ws.BytesIn - ws0.BytesIn, BytesOut: ws.BytesOut - ws0.BytesOut}
-	want := kern.WorkerStats{Binds: 1, Requests: 2, BytesIn: 5 * uint64(n), BytesOut: 100}
-	if got != want {
+	want := kern.WorkerStats{Binds: 1, Requests: 2, BytesIn: 6 * uint64(n), BytesOut: 100}
+	if got := wsDelta(ws0, d.workerStats(w.Worker)); got != want {
 		t.Errorf("worker stats moved %+v, want %+v", got, want)
 	}
+	checkEvents(t, d.drainEvents())
+}
+
+// wsDelta is how much worker stats moved from a to b.
+func wsDelta(a, b kern.WorkerStats) kern.WorkerStats {
+	return kern.WorkerStats{Binds: b.Binds - a.Binds, Releases: b.Releases - a.Releases, Requests: b.Requests - a.Requests,
+		BytesIn: b.BytesIn - a.BytesIn, BytesOut: b.BytesOut - a.BytesOut}
 }
 
 // A client reusing the port of a finished leg starts over: the SYN forgets

@@ -569,25 +569,7 @@ func (lb *LB) reap(key kern.LegKey) {
 		return // reused meanwhile (a client reusing its port)
 	}
 	lb.dp.ForgetLeg(key)
-	var c *net.TCPConn
-	if err == nil && leg.Kind == kern.LegWorker {
-		if w := lb.byID[leg.Worker]; w != nil {
-			c = w.forget(key)
-		}
-	} else {
-		lb.mu.Lock()
-		c = lb.clients[key]
-		delete(lb.clients, key)
-		lb.mu.Unlock()
-		if c == nil {
-			for _, w := range lb.workers {
-				if c = w.forget(key); c != nil {
-					break
-				}
-			}
-		}
-	}
-	if c != nil {
+	if c := lb.takeConn(key); c != nil {
 		if err := closeSilently(c); err != nil {
 			lb.log.Warn("closing a finished leg", "leg", key, "err", err)
 		}
@@ -598,34 +580,25 @@ func (lb *LB) reap(key kern.LegKey) {
 // our FIN) and finishes them.
 func (lb *LB) reapStuck() {
 	now := monotonicNs()
-	var stuck []kern.LegKey
+	stuck := map[kern.LegKey]kern.Leg{}
 	lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
-		if l.State == kern.LegClosing && now-l.LastNs > uint64(stuckClosing) {
-			stuck = append(stuck, k)
+		if l.State == kern.LegClosing && int64(now-l.LastNs) > int64(stuckClosing) {
+			stuck[k] = *l
 		}
 		return true
 	})
-	for _, k := range stuck {
+	for k, l := range stuck {
 		lb.log.Info("reaping a leg stuck in closing", "leg", k)
 		lb.dp.ForgetLeg(k)
-		lb.reapNow(k)
-	}
-}
-
-func (lb *LB) reapNow(key kern.LegKey) {
-	lb.mu.Lock()
-	c := lb.clients[key]
-	delete(lb.clients, key)
-	lb.mu.Unlock()
-	if c == nil {
-		for _, w := range lb.workers {
-			if c = w.forget(key); c != nil {
-				break
-			}
+		if w := lb.byID[l.Worker]; l.Kind == kern.LegWorker && w != nil {
+			// It closed while idle and never reported its death.
+			w.mu.Lock()
+			w.idleDeaths++
+			w.mu.Unlock()
 		}
-	}
-	if c != nil {
-		closeSilently(c)
+		if c := lb.takeConn(k); c != nil {
+			closeSilently(c)
+		}
 	}
 }
 
@@ -693,6 +666,7 @@ func (lb *LB) closeObjects() {
 // waitQuiet waits until no client leg has a request or response in flight,
 // or the timeout.
 func (lb *LB) waitQuiet(timeout time.Duration) {
+	lb.log.Info("waiting for requests in flight", "count", lb.inFlight(), "timeout", timeout)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if lb.inFlight() == 0 {
@@ -725,7 +699,8 @@ func (lb *LB) inFlight() int {
 		// What was sent to each peer, derived as the data plane does.
 		cSnd := w.PeerHi - b.AckOff
 		wSnd := c.PeerHi + b.SeqOff
-		recent := now-c.LastNs < uint64(quietPeriod) || now-w.LastNs < uint64(quietPeriod)
+		// Signed: a packet may have come after we read the clock.
+		recent := int64(now-c.LastNs) < int64(quietPeriod) || int64(now-w.LastNs) < int64(quietPeriod)
 		if c.PeerAcked != cSnd || w.PeerAcked != wSnd || recent {
 			n++
 		}

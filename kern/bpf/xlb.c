@@ -434,7 +434,12 @@ static __always_inline struct binding *client_data(struct pkt *p, struct leg *c,
 	count(XLB_CNT_REQUEST);
 	c->requests++;
 	nb = NULL;
-	if (!(cfg->flags & CFG_STICKY) && !p->fin && READ_ONCE(w->state) == LEG_BOUND)
+	/* A worker that closed its side after the answer (its FIN is in w_hi,
+	 * and the client just acknowledged it) must not go back to the pool,
+	 * and the client was told the stream ended: stay, and let the worker's
+	 * stack answer the data. */
+	if (!(cfg->flags & CFG_STICKY) && !p->fin && READ_ONCE(w->state) == LEG_BOUND &&
+	    !(READ_ONCE(w->rx_flags) & LEG_RX_FIN))
 		nb = remix(&p->key, c, b, w);
 	if (!nb) {
 		struct worker_stats *ws = wstats(w->worker);
