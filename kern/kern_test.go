@@ -124,7 +124,7 @@ func TestLayoutsMatchC(t *testing.T) {
 		{"LEG_BOUND", uint32(LegBound)}, {"LEG_CLOSING", uint32(LegClosing)}, {"LEG_DEAD", uint32(LegDead)},
 		{"LEG_OPT_TS", OptTS}, {"LEG_OPT_SACK", OptSACK}, {"LEG_OPT_WSCALE", OptWScale}, {"LEG_OPT_PEER_TS", OptPeerTS},
 		{"LEG_RX_FIN", RxFIN}, {"LEG_RX_RST", RxRST},
-		{"BIND_TSECR_ZERO", BindTSecrZero}, {"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted}, {"CFG_STICKY", ConfigSticky},
+		{"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted}, {"CFG_STICKY", ConfigSticky},
 		{"EV_CLIENT_LEG", uint32(EventClientLeg)}, {"EV_LEG_CLOSED", uint32(EventLegClosed)}, {"EV_POOL_EMPTY", uint32(EventPoolEmpty)},
 	}
 	if len(got) != len(want) {

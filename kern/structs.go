@@ -187,11 +187,8 @@ type Binding struct {
 // BindingSize is sizeof(struct binding).
 const BindingSize = 68
 
-// Binding flags (enum binding_flag).
-const (
-	BindTSecrZero = 1
-	BindToClient  = 2
-)
+// BindToClient is enum binding_flag BIND_TO_CLIENT: the partner is a client leg.
+const BindToClient = 2
 
 func (bd *Binding) UnmarshalBinary(b []byte) error {
 	if len(b) < BindingSize {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -306,7 +307,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 			// Not on our command line any more: keep its legs until they
 			// finish (they are bound to clients), never refill it.
 			spec := WorkerSpec{Weight: 0}
-			if ap, err := netipParseAddrPort(hw.Addr); err == nil {
+			if ap, err := netip.ParseAddrPort(hw.Addr); err == nil {
 				spec.Addr = ap
 			}
 			w = &worker{lb: lb, spec: spec, id: hw.ID, pushed: hw.Pushed, idleDeaths: hw.IdleDeaths,

@@ -52,9 +52,6 @@ func Translate(s Segment, b *kern.Binding) Segment {
 	if s.HasTS {
 		out.TSval = s.TSval + b.TSvalOff
 		out.TSecr = s.TSecr + b.TSecrOff
-		if b.Flags&kern.BindTSecrZero != 0 {
-			out.TSecr = 0
-		}
 	}
 	out.SACK = make([][2]uint32, len(s.SACK))
 	for i, e := range s.SACK {

@@ -118,15 +118,3 @@ func tcpInfo(fd int) (*unix.TCPInfo, []byte, error) {
 	raw := unsafe.Slice((*byte)(unsafe.Pointer(&info)), unsafe.Sizeof(info))
 	return &info, raw, nil
 }
-
-// DestroySilently closes fd without a FIN or RST on the wire: in repair mode
-// the kernel forgets the connection (DESIGN.md "Closing"). The leg's packets
-// must no longer reach the stack afterwards, or it answers them with a RST.
-func DestroySilently(fd int) error {
-	err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn)
-	cerr := unix.Close(fd)
-	if err != nil {
-		return fmt.Errorf("TCP_REPAIR before a silent close: %w (the socket was closed normally)", err)
-	}
-	return cerr
-}

@@ -7,5 +7,3 @@ import "net/netip"
 func netipUnmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
-
-func netipParseAddrPort(s string) (netip.AddrPort, error) { return netip.ParseAddrPort(s) }

@@ -154,7 +154,6 @@ struct binding {
 };
 
 enum binding_flag {
-	BIND_TSECR_ZERO = 1, /* partner's peer TSval unknown: send TSecr 0 (no RTT sample) */
 	BIND_TO_CLIENT = 2,  /* the partner is a client leg */
 };
 

@@ -129,7 +129,7 @@ static __always_inline int parse_tcp_opts(__u8 *opts, __u32 opt_len, void *end, 
  * header (even), so a word's parity in the header is that of its position
  * here. Only call it on options that parse_tcp_opts accepted. */
 static __always_inline int rewrite_tcp_opts(__u8 *opts, __u32 opt_len, void *end,
-					    __u32 tsval_off, __u32 tsecr_off, int tsecr_zero,
+					    __u32 tsval_off, __u32 tsecr_off,
 					    __u32 ack_off, struct csum_acc *acc)
 {
 	__u64 off = 0;
@@ -160,7 +160,7 @@ static __always_inline int rewrite_tcp_opts(__u8 *opts, __u32 opt_len, void *end
 			v = load_be32(p + 2);
 			e = load_be32(p + 6);
 			nv = v + tsval_off;
-			ne = tsecr_zero ? 0 : e + tsecr_off;
+			ne = e + tsecr_off;
 			store_be32(p + 2, nv);
 			store_be32(p + 6, ne);
 			csum_acc32_at(acc, off, bpf_htonl(v), bpf_htonl(nv));

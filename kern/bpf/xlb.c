@@ -223,7 +223,7 @@ static __always_inline int translate(struct pkt *p, const struct binding *b)
 	p->tcp->window = bpf_htons(nwin);
 
 	if (rewrite_tcp_opts(p->opts, p->opt_len, p->end, b->tsval_off, b->tsecr_off,
-			     b->flags & BIND_TSECR_ZERO, b->ack_off, &tc))
+			     b->ack_off, &tc))
 		return -1;
 
 	csum_apply(&p->ip->check, &ipc);
