@@ -20,6 +20,8 @@ const (
 	IdleMapName    = "xlb_idle"
 	WorkersMapName = "xlb_workers"
 	WStatsMapName  = "xlb_wstats"
+	WCfgMapName    = "xlb_wcfg"
+	RetiredMapName = "xlb_retired"
 	EventsMapName  = "xlb_events"
 )
 
@@ -62,6 +64,7 @@ const (
 	CounterStayGap
 	CounterStayResponse
 	CounterStayRequest
+	CounterRetired
 	CounterMax
 )
 
@@ -101,6 +104,7 @@ var counterNames = [CounterMax]string{
 	CounterStayGap:      "stay_gap",
 	CounterStayResponse: "stay_response",
 	CounterStayRequest:  "stay_request",
+	CounterRetired:      "retired",
 }
 
 func (c Counter) String() string {

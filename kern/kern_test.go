@@ -126,6 +126,7 @@ func TestLayoutsMatchC(t *testing.T) {
 		{"LEG_RX_FIN", RxFIN}, {"LEG_RX_RST", RxRST},
 		{"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted}, {"CFG_STICKY", ConfigSticky},
 		{"EV_CLIENT_LEG", uint32(EventClientLeg)}, {"EV_LEG_CLOSED", uint32(EventLegClosed)}, {"EV_POOL_EMPTY", uint32(EventPoolEmpty)},
+		{"sizeof worker_cfg", WorkerCfgSize}, {"worker_cfg.trim", 4},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("layout.c has %d entries, the test %d: keep them in the same order", len(got), len(want))

@@ -30,13 +30,15 @@ type Objects struct {
 	Idle       *ebpf.Map // queue of LegKey: idle worker legs
 	Workers    *ebpf.Map // Endpoint -> WorkerInfo
 	WStats     *ebpf.Map // per-CPU WorkerStats by worker id
+	WCfg       *ebpf.Map // WorkerCfg by worker id
+	Retired    *ebpf.Map // queue of LegKey: worker legs the data plane retired
 	Events     *ebpf.Map // ring buffer of Event
 	coll       *ebpf.Collection
 }
 
 // MapNames lists the maps of the data plane, for pinning and reuse.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
-	HandshakesName, IdleMapName, WorkersMapName, WStatsMapName, EventsMapName}
+	HandshakesName, IdleMapName, WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName}
 
 // LoadOptions adjust the data plane before it is loaded.
 type LoadOptions struct {
@@ -80,6 +82,8 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		Idle:       coll.Maps[IdleMapName],
 		Workers:    coll.Maps[WorkersMapName],
 		WStats:     coll.Maps[WStatsMapName],
+		WCfg:       coll.Maps[WCfgMapName],
+		Retired:    coll.Maps[RetiredMapName],
 		Events:     coll.Maps[EventsMapName],
 		coll:       coll,
 	}

@@ -285,6 +285,30 @@ func (w *WorkerInfo) MarshalBinary() ([]byte, error) {
 	return b, nil
 }
 
+// WorkerCfg is struct worker_cfg.
+type WorkerCfg struct {
+	Flags uint32
+	Trim  int32
+}
+
+// WorkerCfgSize is sizeof(struct worker_cfg).
+const WorkerCfgSize = 8
+
+func (w *WorkerCfg) MarshalBinary() ([]byte, error) {
+	b := make([]byte, WorkerCfgSize)
+	ne.PutUint32(b, w.Flags)
+	ne.PutUint32(b[4:], uint32(w.Trim))
+	return b, nil
+}
+
+func (w *WorkerCfg) UnmarshalBinary(b []byte) error {
+	if len(b) < WorkerCfgSize {
+		return fmt.Errorf("worker cfg: %d bytes, want %d", len(b), WorkerCfgSize)
+	}
+	w.Flags, w.Trim = ne.Uint32(b), int32(ne.Uint32(b[4:]))
+	return nil
+}
+
 // WorkerStats is struct worker_stats, summed over CPUs.
 type WorkerStats struct {
 	Binds, Releases, Requests, BytesIn, BytesOut uint64

@@ -142,6 +142,25 @@ func (d *DataPlane) PushIdle(key kern.LegKey) error {
 	return nil
 }
 
+// SetWorkerCfg writes a worker's settings for the data plane.
+func (d *DataPlane) SetWorkerCfg(id uint32, c kern.WorkerCfg) error {
+	v, _ := c.MarshalBinary()
+	if err := d.Objs.WCfg.Update(ebpf.Uint32Key(id), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("worker %d settings: %w", id, err)
+	}
+	return nil
+}
+
+// PopRetired returns a worker leg the data plane retired, if any.
+func (d *DataPlane) PopRetired() (kern.LegKey, bool) {
+	var k kern.LegKey
+	v := make([]byte, kern.LegKeySize)
+	if err := d.Objs.Retired.Pop(v); err != nil {
+		return k, false
+	}
+	return k, k.UnmarshalBinary(v) == nil
+}
+
 // WorkerStats sums a worker's per-CPU counters.
 func (d *DataPlane) WorkerStats(id uint32) (kern.WorkerStats, error) {
 	var w kern.WorkerStats

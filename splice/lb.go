@@ -52,6 +52,8 @@ const (
 	// quietPeriod is how long a connection must be silent, all bytes
 	// acknowledged, to count as having no request in flight.
 	quietPeriod = 500 * time.Millisecond
+	// maxRetiredPerTick bounds the retired legs ended per reaper tick.
+	maxRetiredPerTick = 256
 	// reapTick is how often finished legs are reaped and stuck ones found.
 	reapTick = 250 * time.Millisecond
 	// stuckClosing is how long a leg may wait for the last ACK of a close
@@ -554,6 +556,7 @@ func (lb *LB) reaper(ctx context.Context) {
 		for _, it := range due {
 			lb.reap(it.key)
 		}
+		lb.endRetired()
 		if now.Sub(lastScan) > stuckClosing/4 {
 			lastScan = now
 			lb.reapStuck()
@@ -572,6 +575,40 @@ func (lb *LB) reap(key kern.LegKey) {
 	if c := lb.takeConn(key); c != nil {
 		if err := closeSilently(c); err != nil {
 			lb.log.Warn("closing a finished leg", "leg", key, "err", err)
+		}
+	}
+}
+
+// endRetired ends the worker legs the data plane took out of the pool (a
+// trim): they were idle, so they count as idle deaths, and the connection is
+// handed back to the kernel and closed, so that the worker sees a FIN.
+func (lb *LB) endRetired() {
+	for i := 0; i < maxRetiredPerTick; i++ {
+		k, ok := lb.dp.PopRetired()
+		if !ok {
+			return
+		}
+		l, err := lb.dp.Leg(k)
+		if err != nil {
+			continue
+		}
+		if w := lb.byID[l.Worker]; w != nil {
+			w.mu.Lock()
+			w.idleDeaths++
+			w.mu.Unlock()
+		}
+		c := lb.takeConn(k)
+		if c == nil {
+			lb.dp.ForgetLeg(k)
+			continue
+		}
+		p, err := lb.positionsOf(k, &l)
+		if err == nil {
+			err = lb.handBack(c, p)
+		}
+		if err != nil {
+			lb.log.Warn("ending a retired worker connection", "leg", k, "err", err)
+			lb.dp.ForgetLeg(k)
 		}
 	}
 }

@@ -112,6 +112,7 @@ type worker struct {
 	legs       map[kern.LegKey]*net.TCPConn // live legs (idle or bound)
 	pushed     uint64                       // legs we queued as idle
 	idleDeaths uint64                       // legs that died while idle
+	trim       int32                        // surplus idle legs the data plane was asked to retire
 	backoff    time.Duration
 	lastErr    error
 	kick       chan struct{}
@@ -162,9 +163,24 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		w.lb.log.Error("reading worker stats", "worker", w.spec.Addr, "err", err)
 		return backoffMax
 	}
-	want := w.lb.cfg.Pool - idle
+	target := w.lb.cfg.Pool
 	if w.spec.Weight == 0 {
-		want = 0
+		target = 0
+	}
+	want := target - idle
+	// Remixing moves idle legs from one worker's share to another's, so a
+	// pool can grow past its target while another refills: ask the data
+	// plane to retire the surplus as it takes legs from the queue.
+	trim := int32(0)
+	if surplus := idle - target - trimSlack(target); surplus > 0 {
+		trim = int32(surplus)
+	}
+	if trim != w.trim {
+		if err := w.lb.dp.SetWorkerCfg(w.id, kern.WorkerCfg{Trim: trim}); err != nil {
+			w.lb.log.Error("setting a pool trim", "worker", w.spec.Addr, "err", err)
+		} else {
+			w.trim = trim
+		}
 	}
 	for i := 0; i < min(want, maxConnectsPerRound); i++ {
 		if ctx.Err() != nil {
@@ -177,6 +193,11 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	}
 	return 0
 }
+
+// trimSlack is how far above its target a pool may grow before it is trimmed:
+// retiring and reopening connections on every small swing would cost more
+// than a few idle ones.
+func trimSlack(target int) int { return max(2, target/2) }
 
 func (w *worker) failed(err error) time.Duration {
 	w.mu.Lock()

@@ -11,7 +11,7 @@
 
 #define XLB_MAX_OPT_LEN     40     /* TCP options: at most 40 bytes */
 #define XLB_MAX_SACK_BLOCKS 4
-#define XLB_IDLE_POP_TRIES  4      /* idle-queue entries examined for a live leg */
+#define XLB_IDLE_POP_TRIES  2      /* idle-queue entries examined for a live leg */
 #define XLB_IDLE_SWEEP      16     /* dead idle-queue heads dropped per worker-leg event */
 #define XLB_CAS_TRIES       4      /* compare-and-swap retries for a position */
 #define XLB_MAX_WIN_BOUND   (1u << 30) /* 65535 << 14: the largest window TCP can advertise */

@@ -23,4 +23,5 @@ const unsigned int xlb_layout[] = {
 	LEG_OPT_TS, LEG_OPT_SACK, LEG_OPT_WSCALE, LEG_OPT_PEER_TS, LEG_RX_FIN, LEG_RX_RST,
 	BIND_TO_CLIENT, WORKER_DRAIN, CFG_ROUTED, CFG_STICKY,
 	EV_CLIENT_LEG, EV_LEG_CLOSED, EV_POOL_EMPTY,
+	sizeof(struct worker_cfg), OFF(worker_cfg, trim),
 };

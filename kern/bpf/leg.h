@@ -187,6 +187,40 @@ static __always_inline void materialize(struct leg *a, const struct binding *b, 
 /* pop_idle takes the worker leg idle the longest. Queue entries can be stale
  * (the leg closed or was reaped while queued); those are skipped. The state
  * CAS makes sure that a leg is handed to one client only. */
+/* should_retire: a worker leg that was just taken out of the idle queue (or
+ * is about to go back into it) leaves the pool instead: its worker is
+ * draining, or the pool is larger than user space wants (a trim: one of the
+ * trim credits is taken, atomically). */
+static __always_inline int should_retire(__u32 worker)
+{
+	struct worker_cfg *c = bpf_map_lookup_elem(&xlb_wcfg, &worker);
+
+	if (!c)
+		return 0;
+	if (READ_ONCE(c->flags) & WORKER_DRAIN)
+		return 1;
+	if (READ_ONCE(c->trim) <= 0)
+		return 0;
+	if (__sync_fetch_and_add(&c->trim, -1) > 0)
+		return 1;
+	__sync_fetch_and_add(&c->trim, 1); /* raced below zero: give it back */
+	return 0;
+}
+
+/* retire ends an unbound worker leg the program owns (the caller holds it in
+ * state `from`): it is marked dead and queued in xlb_retired, where user
+ * space finds it and ends the connection properly (the worker sees a FIN).
+ * A queue rather than an event: the event's size, inlined in the pop loop,
+ * cost the verifier more than it allows. */
+static __always_inline void retire(const struct leg_key *k, struct leg *w, __u32 from)
+{
+	if (!set_state(w, from, LEG_DEAD))
+		return;
+	count(XLB_CNT_RETIRED);
+	if (bpf_map_push_elem(&xlb_retired, k, BPF_EXIST))
+		count(XLB_CNT_EVENT_LOST);
+}
+
 static __always_inline struct leg *pop_idle(struct leg_key *wk)
 {
 	for (int i = 0; i < XLB_IDLE_POP_TRIES; i++) {
@@ -197,8 +231,13 @@ static __always_inline struct leg *pop_idle(struct leg_key *wk)
 		w = bpf_map_lookup_elem(&xlb_legs, wk);
 		if (!w || w->kind != LEG_WORKER)
 			continue;
-		if (set_state(w, LEG_IDLE, LEG_BOUND))
-			return w;
+		if (!set_state(w, LEG_IDLE, LEG_BOUND))
+			continue;
+		if (should_retire(w->worker)) {
+			retire(wk, w, LEG_BOUND);
+			continue;
+		}
+		return w;
 	}
 	return NULL;
 }

@@ -69,6 +69,23 @@ struct xlb_map_def SEC("maps") xlb_workers = {
 	.max_entries = XLB_MAX_WORKERS,
 };
 
+/* Worker legs retired by the data plane (drain, trim), for user space to end
+ * properly. BPF_EXIST on push drops the oldest if it is ever full. */
+struct xlb_map_def SEC("maps") xlb_retired = {
+	.type = BPF_MAP_TYPE_QUEUE,
+	.key_size = 0,
+	.value_size = sizeof(struct leg_key),
+	.max_entries = 4096,
+};
+
+/* Per-worker settings (struct worker_cfg), indexed by worker id. */
+struct xlb_map_def SEC("maps") xlb_wcfg = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct worker_cfg),
+	.max_entries = XLB_MAX_WORKERS,
+};
+
 /* Per-worker counters (struct worker_stats), indexed by worker id. */
 struct xlb_map_def SEC("maps") xlb_wstats = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,

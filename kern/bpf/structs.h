@@ -57,6 +57,7 @@ enum xlb_counter {
 	XLB_CNT_STAY_GAP = 32,     /* new data after a response, out of order: stayed */
 	XLB_CNT_STAY_RESPONSE = 33,/* new data before the whole response was acked: stayed */
 	XLB_CNT_STAY_REQUEST = 34, /* worker had not acked the whole request: stayed */
+	XLB_CNT_RETIRED = 35,      /* idle worker leg retired (worker draining, pool trimmed) */
 	XLB_CNT_MAX
 };
 
@@ -183,7 +184,14 @@ struct worker_info {
 };
 
 enum worker_flag {
-	WORKER_DRAIN = 1,    /* take no new requests */
+	WORKER_DRAIN = 1,    /* take no new requests: retire its legs as they come idle */
+};
+
+/* Per-worker settings the data plane reads when it takes or gives back a
+ * worker leg: the array xlb_wcfg indexed by worker id, written by user space. */
+struct worker_cfg {
+	__u32 flags;         /* enum worker_flag */
+	__s32 trim;          /* idle legs to retire (pool larger than wanted) */
 };
 
 /* Per-worker counters, the per-CPU array xlb_wstats indexed by worker id. With

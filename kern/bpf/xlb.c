@@ -384,9 +384,15 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 		return NULL;
 	}
 	bpf_map_delete_elem(&xlb_binds, &wk);
-	if (set_state(w, LEG_BOUND, LEG_IDLE)) {
+	ws = wstats(w->worker);
+	if (should_retire(w->worker)) {
+		/* Counted as released, then retired: user space sees it leave
+		 * the idle pool through the event, like any idle leg retired. */
+		if (ws)
+			ws->releases++;
+		retire(&wk, w, LEG_BOUND);
+	} else if (set_state(w, LEG_BOUND, LEG_IDLE)) {
 		bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
-		ws = wstats(w->worker);
 		if (ws)
 			ws->releases++;
 	}
