@@ -43,6 +43,7 @@ func commands() []command {
 		{"serve", "balance clients of IFACE:PORT over workers (the default command)", runServe},
 		{"demo-worker", "run a small HTTP/1.1 keep-alive worker for demos and tests", runDemoWorker},
 		{"demo-client", "drive keep-alive traffic and verify every response", runDemoClient},
+		{"ctl", "control a running xlb: list, add, drain, remove, weight", runCtl},
 		{"status", "show whether xlb's XDP program is attached to an interface, and its counters", runStatus},
 		{"attach", "attach xlb's XDP program to an interface (pass-through, counting)", runAttach},
 		{"detach", "detach xlb's XDP program from an interface", runDetach},
@@ -92,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err := c.run(args[1:], stdout, stderr)
 		return exitCode(err, stderr)
 	}
-	if strings.HasPrefix(args[0], "-") || len(args) >= 3 {
+	if strings.HasPrefix(args[0], "-") || len(args) >= 2 {
 		// No command word: `xlb [FLAGS] IFACE PORT WORKER...`.
 		return exitCode(runServe(args, stdout, stderr), stderr)
 	}

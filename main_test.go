@@ -43,6 +43,14 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"attach", "--help"}, exitOK, "--force", ""},
 		{[]string{"detach", "--help"}, exitOK, "xlb detach lo", ""},
 		{[]string{"detach"}, exitUsage, "", "expected IFACE"},
+		{[]string{"ctl", "frob"}, exitUsage, "", `unknown command "frob"`},
+		{[]string{"ctl", "drain"}, exitUsage, "", "takes 1 argument(s), got 0"},
+		{[]string{"ctl", "--socket", "/nonexistent/x.sock", "list"}, exitFailure, "", "no xlb is running there"},
+		{[]string{"ctl", "--help"}, exitOK, "xlb ctl drain 127.0.0.1:4171", ""},
+		{[]string{"lo", "8080"}, exitUsage, "", "expected IFACE PORT WORKER..., got 2"},
+		{[]string{"lo", "0", "127.0.0.1:1"}, exitUsage, "", "port \"0\": must be a number from 1 to 65535"},
+		{[]string{"lo", "8080", "127.0.0.1"}, exitUsage, "", "want HOST:PORT"},
+		{[]string{"--policy", "best", "lo", "8080", "127.0.0.1:1"}, exitUsage, "", "unknown policy"},
 	} {
 		code, out, errOut := runCLI(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.out) || !strings.Contains(errOut, tc.err) {

@@ -90,6 +90,17 @@ func (d *dataPlane) reset() {
 	d.idleQueue()
 	d.drainEvents()
 	d.setConfig(defaultConfig)
+	// Worker settings (drain flags, trim credits) and retired legs left by a
+	// fixture would change what the next one sees.
+	zero := make([]byte, kern.WorkerCfgSize)
+	for id := uint32(0); id < d.objs.WCfg.MaxEntries(); id++ {
+		if err := d.objs.WCfg.Update(ebpf.Uint32Key(id), zero, ebpf.UpdateAny); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+	v := make([]byte, kern.LegKeySize)
+	for i := uint32(0); i < d.objs.Retired.MaxEntries() && d.objs.Retired.Pop(v) == nil; i++ {
+	}
 }
 
 func (d *dataPlane) setConfig(c kern.Config) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -202,8 +203,39 @@ func (lb *LB) controlConn(c *net.UnixConn) {
 		return
 	}
 	switch req.Cmd {
-	case "status":
+	case "status", "list":
 		reply(lb.Status(), nil)
+	case "add":
+		if len(req.Args) != 1 {
+			reply(nil, errors.New("add: want HOST:PORT[@WEIGHT]"))
+			return
+		}
+		spec, err := ParseWorker(req.Args[0])
+		if err == nil {
+			err = lb.AddWorker(spec)
+		}
+		reply(nil, err)
+	case "drain", "remove":
+		if len(req.Args) != 1 {
+			reply(nil, fmt.Errorf("%s: want HOST:PORT", req.Cmd))
+			return
+		}
+		if req.Cmd == "drain" {
+			reply(nil, lb.DrainWorker(req.Args[0]))
+		} else {
+			reply(nil, lb.RemoveWorker(req.Args[0]))
+		}
+	case "weight":
+		if len(req.Args) != 2 {
+			reply(nil, errors.New("weight: want HOST:PORT WEIGHT"))
+			return
+		}
+		w, err := strconv.Atoi(req.Args[1])
+		if err != nil {
+			reply(nil, fmt.Errorf("weight %q: not a number", req.Args[1]))
+			return
+		}
+		reply(nil, lb.SetWeight(req.Args[0], w))
 	case "handover":
 		lb.giveHandover(c)
 	default:

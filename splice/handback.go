@@ -115,7 +115,7 @@ func (lb *LB) takeConn(k kern.LegKey) *net.TCPConn {
 	if c != nil {
 		return c
 	}
-	for _, w := range lb.workers {
+	for _, w := range lb.workerList() {
 		if c = w.forget(k); c != nil {
 			return c
 		}

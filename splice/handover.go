@@ -100,7 +100,7 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 	}
 	lb.clients = map[kern.LegKey]*net.TCPConn{}
 	lb.mu.Unlock()
-	for _, w := range lb.workers {
+	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		for _, wc := range w.legs {
 			wc.Close()
@@ -153,7 +153,7 @@ func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
 		st.Reaps = append(st.Reaps, handoverReap{Key: r.key, InMs: r.at.Sub(now).Milliseconds()})
 	}
 	lb.mu.Unlock()
-	for _, w := range lb.workers {
+	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		hw := handoverWorker{Addr: w.spec.Addr.String(), ID: w.id, Pushed: w.pushed, IdleDeaths: w.idleDeaths}
 		for k, c := range w.legs {
@@ -298,11 +298,10 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 			w.id = nextID
 			nextID++
 		}
-		lb.workers = append(lb.workers, w)
-		lb.byID[w.id] = w
+		lb.addWorker(w)
 	}
 	for _, hw := range st.Workers {
-		w := lb.byID[hw.ID]
+		w := lb.workerByID(hw.ID)
 		if !adopted[hw.Addr] {
 			// Not on our command line any more: keep its legs until they
 			// finish (they are bound to clients), never refill it.
@@ -312,8 +311,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 			}
 			w = &worker{lb: lb, spec: spec, id: hw.ID, pushed: hw.Pushed, idleDeaths: hw.IdleDeaths,
 				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
-			lb.workers = append(lb.workers, w)
-			lb.byID[w.id] = w
+			lb.addWorker(w)
 		}
 		for _, k := range hw.Legs {
 			nc, err := net.FileConn(take())
@@ -347,7 +345,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	if err := lb.dp.SetConfig(kc); err != nil {
 		return err
 	}
-	for _, w := range lb.workers {
+	for _, w := range lb.workerList() {
 		info := kern.WorkerInfo{ID: w.id}
 		if err := lb.dp.SetWorker(w.spec.Addr, info); err != nil {
 			return err

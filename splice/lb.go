@@ -117,8 +117,10 @@ type LB struct {
 	dp  *DataPlane
 
 	listeners []*net.TCPListener
-	workers   []*worker
-	byID      map[uint32]*worker
+
+	wmu     sync.RWMutex // guards workers and byID (workers come and go: xlb ctl)
+	workers []*worker
+	byID    map[uint32]*worker
 
 	mu         sync.Mutex
 	clients    map[kern.LegKey]*net.TCPConn
@@ -133,6 +135,7 @@ type LB struct {
 	pinned   bool
 	reused   map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
 	cancel   context.CancelFunc
+	loopCtx  context.Context // of the running loops (workers added later run in it)
 	pausing  atomic.Bool
 	wg       sync.WaitGroup
 	done     chan struct{} // closed when the load balancer handed over and stopped
@@ -243,8 +246,7 @@ func (lb *LB) start() error {
 		if err := lb.dp.SetWorker(ws.Addr, kern.WorkerInfo{ID: w.id}); err != nil {
 			return err
 		}
-		lb.workers = append(lb.workers, w)
-		lb.byID[w.id] = w
+		lb.addWorker(w)
 	}
 	if err := lb.checkControlFree(); err != nil {
 		return err
@@ -295,11 +297,11 @@ func (lb *LB) startLoops() error {
 		go lb.serveControl(lb.control)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	lb.cancel = cancel
+	lb.cancel, lb.loopCtx = cancel, ctx
 	lb.pausing.Store(false)
 	events := lb.events
 	lb.goroutine(func() { lb.readEvents(events) })
-	for _, w := range lb.workers {
+	for _, w := range lb.workerList() {
 		lb.goroutine(func() { w.run(ctx) })
 	}
 	for _, ln := range lb.listeners {
@@ -456,7 +458,7 @@ func (lb *LB) adoptClient(c *net.TCPConn) {
 	}
 	// Every client takes a worker leg at its first request: top the pools up
 	// now, while the client is still writing it.
-	for _, w := range lb.workers {
+	for _, w := range lb.workerList() {
 		w.poke()
 	}
 }
@@ -511,7 +513,7 @@ func (lb *LB) handleEvent(ev kern.Event) {
 			kind = 0
 		}
 		if kind == kern.LegWorker && (ev.State == kern.LegIdle || ev.State == kern.LegClosing) {
-			if w := lb.byID[leg.Worker]; w != nil {
+			if w := lb.workerByID(leg.Worker); w != nil {
 				w.mu.Lock()
 				w.idleDeaths++
 				w.mu.Unlock()
@@ -522,7 +524,7 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, kind: kind, at: time.Now().Add(lb.cfg.Linger)})
 		lb.mu.Unlock()
 	case kern.EventPoolEmpty:
-		for _, w := range lb.workers {
+		for _, w := range lb.workerList() {
 			w.poke()
 		}
 	}
@@ -592,7 +594,7 @@ func (lb *LB) endRetired() {
 		if err != nil {
 			continue
 		}
-		if w := lb.byID[l.Worker]; w != nil {
+		if w := lb.workerByID(l.Worker); w != nil {
 			w.mu.Lock()
 			w.idleDeaths++
 			w.mu.Unlock()
@@ -627,7 +629,7 @@ func (lb *LB) reapStuck() {
 	for k, l := range stuck {
 		lb.log.Info("reaping a leg stuck in closing", "leg", k)
 		lb.dp.ForgetLeg(k)
-		if w := lb.byID[l.Worker]; l.Kind == kern.LegWorker && w != nil {
+		if w := lb.workerByID(l.Worker); l.Kind == kern.LegWorker && w != nil {
 			// It closed while idle and never reported its death.
 			w.mu.Lock()
 			w.idleDeaths++
@@ -637,6 +639,26 @@ func (lb *LB) reapStuck() {
 			closeSilently(c)
 		}
 	}
+}
+
+// workerList is a snapshot of the workers.
+func (lb *LB) workerList() []*worker {
+	lb.wmu.RLock()
+	defer lb.wmu.RUnlock()
+	return append([]*worker(nil), lb.workers...)
+}
+
+func (lb *LB) workerByID(id uint32) *worker {
+	lb.wmu.RLock()
+	defer lb.wmu.RUnlock()
+	return lb.byID[id]
+}
+
+func (lb *LB) addWorker(w *worker) {
+	lb.wmu.Lock()
+	defer lb.wmu.Unlock()
+	lb.workers = append(lb.workers, w)
+	lb.byID[w.id] = w
 }
 
 // Done is closed when the load balancer stopped because another xlb took

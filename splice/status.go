@@ -38,11 +38,11 @@ func (lb *LB) Status() Status {
 	lb.mu.Lock()
 	s.Clients = len(lb.clients)
 	lb.mu.Unlock()
-	for _, w := range lb.workers {
+	for _, w := range lb.workerList() {
 		idle, _ := w.idle()
 		ws, _ := lb.dp.WorkerStats(w.id)
 		w.mu.Lock()
-		st := WorkerStatus{Addr: w.spec.Addr.String(), ID: w.id, Weight: w.spec.Weight, State: w.state.String(),
+		st := WorkerStatus{Addr: w.spec.Addr.String(), ID: w.id, Weight: w.spec.Weight, State: w.stateName(),
 			Legs: len(w.legs), Idle: idle, Binds: ws.Binds, Requests: ws.Requests, BytesIn: ws.BytesIn, BytesOut: ws.BytesOut}
 		if w.lastErr != nil {
 			st.Error = w.lastErr.Error()

@@ -84,6 +84,19 @@ func (s WorkerState) String() string {
 	return [...]string{"starting", "up", "down"}[s]
 }
 
+// stateName is what `xlb ctl list` shows: health, or the drain.
+func (w *worker) stateName() string {
+	switch {
+	case w.removing:
+		return "removing"
+	case w.drained:
+		return "drained"
+	case w.draining:
+		return "draining"
+	}
+	return w.state.String()
+}
+
 // Pool and retry settings.
 const (
 	// poolTick is how often a pool checks its idle legs without being asked.
@@ -112,7 +125,10 @@ type worker struct {
 	legs       map[kern.LegKey]*net.TCPConn // live legs (idle or bound)
 	pushed     uint64                       // legs we queued as idle
 	idleDeaths uint64                       // legs that died while idle
-	trim       int32                        // surplus idle legs the data plane was asked to retire
+	cfg        kern.WorkerCfg               // what the data plane was last told (drain, trim)
+	draining   bool                         // xlb ctl drain/remove: no new requests
+	removing   bool                         // xlb ctl remove: forget it once drained
+	drained    bool                         // drain completion logged
 	backoff    time.Duration
 	lastErr    error
 	kick       chan struct{}
@@ -132,11 +148,15 @@ func (w *worker) idle() (int, error) {
 	return int(max(n, 0)), nil
 }
 
-// run keeps the worker's pool filled until ctx ends.
+// run keeps the worker's pool filled until ctx ends, or the worker is
+// removed and has no connection left.
 func (w *worker) run(ctx context.Context) {
 	t := time.NewTicker(poolTick)
 	defer t.Stop()
 	for {
+		if w.checkDrained() {
+			return
+		}
 		wait := w.fill(ctx)
 		if wait > 0 {
 			select {
@@ -163,23 +183,27 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		w.lb.log.Error("reading worker stats", "worker", w.spec.Addr, "err", err)
 		return backoffMax
 	}
-	target := w.lb.cfg.Pool
-	if w.spec.Weight == 0 {
+	w.mu.Lock()
+	target := w.lb.cfg.Pool * w.spec.Weight
+	draining := w.draining
+	w.mu.Unlock()
+	cfg := kern.WorkerCfg{}
+	if draining {
 		target = 0
+		cfg.Flags = kern.WorkerDrain
 	}
 	want := target - idle
 	// Remixing moves idle legs from one worker's share to another's, so a
 	// pool can grow past its target while another refills: ask the data
 	// plane to retire the surplus as it takes legs from the queue.
-	trim := int32(0)
-	if surplus := idle - target - trimSlack(target); surplus > 0 {
-		trim = int32(surplus)
+	if surplus := idle - target - trimSlack(target); surplus > 0 && !draining {
+		cfg.Trim = int32(surplus)
 	}
-	if trim != w.trim {
-		if err := w.lb.dp.SetWorkerCfg(w.id, kern.WorkerCfg{Trim: trim}); err != nil {
-			w.lb.log.Error("setting a pool trim", "worker", w.spec.Addr, "err", err)
+	if cfg != w.cfg {
+		if err := w.lb.dp.SetWorkerCfg(w.id, cfg); err != nil {
+			w.lb.log.Error("worker settings for the data plane", "worker", w.spec.Addr, "err", err)
 		} else {
-			w.trim = trim
+			w.cfg = cfg
 		}
 	}
 	for i := 0; i < min(want, maxConnectsPerRound); i++ {
@@ -192,6 +216,26 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		w.succeeded()
 	}
 	return 0
+}
+
+// checkDrained logs a drain's completion (no connection left) and, for a
+// removed worker, forgets it; it returns true when the worker is gone.
+func (w *worker) checkDrained() bool {
+	w.mu.Lock()
+	done := w.draining && len(w.legs) == 0 && !w.drained
+	if done {
+		w.drained = true
+	}
+	remove := w.removing && len(w.legs) == 0
+	w.mu.Unlock()
+	if done {
+		w.lb.log.Info("worker drained: no connection left", "worker", w.spec.Addr)
+	}
+	if remove {
+		w.lb.forgetWorker(w)
+		return true
+	}
+	return false
 }
 
 // trimSlack is how far above its target a pool may grow before it is trimmed:

@@ -212,13 +212,14 @@ static __always_inline int should_retire(__u32 worker)
  * space finds it and ends the connection properly (the worker sees a FIN).
  * A queue rather than an event: the event's size, inlined in the pop loop,
  * cost the verifier more than it allows. */
-static __always_inline void retire(const struct leg_key *k, struct leg *w, __u32 from)
+static __always_inline int retire(const struct leg_key *k, struct leg *w, __u32 from)
 {
 	if (!set_state(w, from, LEG_DEAD))
-		return;
+		return 0;
 	count(XLB_CNT_RETIRED);
 	if (bpf_map_push_elem(&xlb_retired, k, BPF_EXIST))
 		count(XLB_CNT_EVENT_LOST);
+	return 1;
 }
 
 static __always_inline struct leg *pop_idle(struct leg_key *wk)

@@ -386,11 +386,11 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 	bpf_map_delete_elem(&xlb_binds, &wk);
 	ws = wstats(w->worker);
 	if (should_retire(w->worker)) {
-		/* Counted as released, then retired: user space sees it leave
-		 * the idle pool through the event, like any idle leg retired. */
-		if (ws)
+		/* Counted as released, then retired: user space counts it out of
+		 * the idle pool when it takes it from xlb_retired, like any idle
+		 * leg retired. (Not released if another CPU ended it first.) */
+		if (retire(&wk, w, LEG_BOUND) && ws)
 			ws->releases++;
-		retire(&wk, w, LEG_BOUND);
 	} else if (set_state(w, LEG_BOUND, LEG_IDLE)) {
 		bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
 		if (ws)
