@@ -32,7 +32,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	policy := fs.String("policy", string(splice.PolicyJIQ), "jiq: each request to the connection idle the longest; sticky: a client keeps its connection")
 	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
 	fs.BoolVar(&cfg.Reuse, "reuse", false, "take over from a running xlb on IFACE without dropping its connections")
-	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/IFACE.sock)")
+	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/net<netns inode>-IFACE.sock; xlb ctl finds it)")
 	maxLegs := fs.Uint("max-legs", 65536, "size of the leg table (client and worker connections)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", splice.DefaultShutdownTimeout, "how long in-flight requests may take to finish on stop")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
