@@ -200,12 +200,22 @@ type progInfo struct {
 
 // bpf issues one bpf(2) command. Callers keep attr alive with
 // runtime.KeepAlive after the call.
+// eintrRetries bounds the retries of a bpf(2) call interrupted by a signal
+// (the Go runtime preempts goroutines with SIGURG; BPF_PROG_TEST_RUN in
+// particular returns EINTR when a signal is pending).
+const eintrRetries = 100
+
 func bpf(cmd uintptr, attr unsafe.Pointer, size uintptr) (uintptr, error) {
-	r, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(attr), size)
-	if errno != 0 {
-		return r, errno
+	for i := 0; ; i++ {
+		r, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(attr), size)
+		if errno == unix.EINTR && i < eintrRetries {
+			continue
+		}
+		if errno != 0 {
+			return r, errno
+		}
+		return r, nil
 	}
-	return r, nil
 }
 
 func sysMapCreate(attr *mapCreateAttr) (int, error) {

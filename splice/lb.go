@@ -46,7 +46,11 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultPool            = 8
+	// DefaultPool is the idle legs kept per worker. A burst of new clients
+	// larger than the idle pool loses the first request of the surplus ones
+	// (dropped, retransmitted after an RTO): with wrk -t2 -c50 against three
+	// workers, a pool of 8 gave p99 of 80-150 ms, 32 gave 1.4 ms.
+	DefaultPool            = 32
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultLinger          = 3 * time.Second
 	// quietPeriod is how long a connection must be silent, all bytes
