@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -79,4 +80,11 @@ func (fs *flagSet) wantArgs(min, max int) error {
 		return usagef("%s: expected %s, got %d argument(s) (run 'xlb %s --help')", fs.Name(), fs.synopsis, n, fs.Name())
 	}
 	return nil
+}
+
+// printJSON writes v as indented JSON, for --json.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -98,9 +98,7 @@ func (d *dataPlane) reset() {
 			d.t.Fatal(err)
 		}
 	}
-	v := make([]byte, kern.LegKeySize)
-	for i := uint32(0); i < d.objs.Retired.MaxEntries() && d.objs.Retired.Pop(v) == nil; i++ {
-	}
+	d.popKeys(d.objs.Retired)
 }
 
 func (d *dataPlane) setConfig(c kern.Config) {
@@ -207,12 +205,15 @@ func (d *dataPlane) pushIdle(k kern.LegKey) {
 }
 
 // idleQueue empties the idle queue and returns what it held.
-func (d *dataPlane) idleQueue() []kern.LegKey {
+func (d *dataPlane) idleQueue() []kern.LegKey { return d.popKeys(d.objs.Idle) }
+
+// popKeys empties a queue of leg keys (at most its size) and returns them.
+func (d *dataPlane) popKeys(m *ebpf.Map) []kern.LegKey {
 	d.t.Helper()
 	var keys []kern.LegKey
-	for {
+	for i := uint32(0); i <= m.MaxEntries(); i++ {
 		v := make([]byte, kern.LegKeySize)
-		err := d.objs.Idle.Pop(v)
+		err := m.Pop(v)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return keys
 		}
@@ -225,6 +226,8 @@ func (d *dataPlane) idleQueue() []kern.LegKey {
 		}
 		keys = append(keys, k)
 	}
+	d.t.Fatalf("queue %s did not empty", m.Name())
+	return nil
 }
 
 func (d *dataPlane) addWorker(ep netip.AddrPort, id uint32) {

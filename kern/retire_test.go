@@ -9,7 +9,6 @@ package kern_test
 // a trim credit is taken once per retired leg.
 
 import (
-	"errors"
 	"slices"
 	"testing"
 
@@ -66,25 +65,7 @@ func (d *dataPlane) workerCfg(id uint32) kern.WorkerCfg {
 }
 
 // retiredQueue empties xlb_retired and returns what it held.
-func (d *dataPlane) retiredQueue() []kern.LegKey {
-	d.t.Helper()
-	var keys []kern.LegKey
-	for {
-		v := make([]byte, kern.LegKeySize)
-		err := d.objs.Retired.Pop(v)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return keys
-		}
-		if err != nil {
-			d.t.Fatal(err)
-		}
-		var k kern.LegKey
-		if err := k.UnmarshalBinary(v); err != nil {
-			d.t.Fatal(err)
-		}
-		keys = append(keys, k)
-	}
-}
+func (d *dataPlane) retiredQueue() []kern.LegKey { return d.popKeys(d.objs.Retired) }
 
 func (d *dataPlane) checkRetired(what string, want ...kern.LegKey) {
 	d.t.Helper()
