@@ -94,6 +94,9 @@ type elfLoader struct {
 	mapsIdx  int // section index of "maps", 0 if none
 	progSecs map[int]*ProgramSpec
 	spec     *CollectionSpec
+	// innerTemplates maps the name of each inner map template to its
+	// outer map (see resolveInnerMaps).
+	innerTemplates map[string]string
 }
 
 func (l *elfLoader) load() (*CollectionSpec, error) {
@@ -238,6 +241,53 @@ func (l *elfLoader) loadMaps() error {
 			Flags:      le.Uint32(d[16:]),
 		}
 	}
+	return l.resolveInnerMaps()
+}
+
+// innerMapSuffix names the inner map template of a map-in-map in "maps".
+const innerMapSuffix = "_inner"
+
+// resolveInnerMaps gives every ArrayOfMaps/HashOfMaps definition its inner
+// map template. struct xlb_map_def has no room for one (and we do not read
+// BTF), so the template is the map definition of the same section named
+// "<outer>_inner":
+//
+//	struct xlb_map_def SEC("maps") idle = { .type = BPF_MAP_TYPE_ARRAY_OF_MAPS,
+//		.key_size = 4, .value_size = 4, .max_entries = 64 };
+//	struct xlb_map_def SEC("maps") idle_inner = { .type = BPF_MAP_TYPE_QUEUE,
+//		.value_size = 40, .max_entries = 1024 };
+//
+// The template becomes the outer MapSpec's InnerMap and is removed from
+// CollectionSpec.Maps: NewCollection does not create it as a map of its own,
+// and a program may not reference it (reach inner maps through the outer
+// map). A missing template is an error; value_size 0 of an outer map means 4.
+func (l *elfLoader) resolveInnerMaps() error {
+	l.innerTemplates = map[string]string{}
+	for _, name := range sortedKeys(l.spec.Maps) {
+		ms := l.spec.Maps[name]
+		if !ms.Type.mapInMap() {
+			continue
+		}
+		tname := name + innerMapSuffix
+		inner := l.spec.Maps[tname]
+		if inner == nil {
+			return fmt.Errorf("map %s: %s needs an inner map template: define map %s in section %s", name, ms.Type, tname, mapsSection)
+		}
+		if inner.Type.mapInMap() {
+			return fmt.Errorf("map %s: inner map template %s is itself a %s; nested map-in-map is not supported", name, tname, inner.Type)
+		}
+		if ms.ValueSize == 0 {
+			ms.ValueSize = outerValueSize
+		}
+		if ms.ValueSize != outerValueSize {
+			return fmt.Errorf("map %s: %s value_size is %d, want %d (an inner map fd or ID)", name, ms.Type, ms.ValueSize, outerValueSize)
+		}
+		ms.InnerMap = inner
+		l.innerTemplates[tname] = name
+	}
+	for tname := range l.innerTemplates {
+		delete(l.spec.Maps, tname)
+	}
 	return nil
 }
 
@@ -276,6 +326,9 @@ func (l *elfLoader) relocate(sec *elf.Section) error {
 		sym := l.syms[symIdx-1]
 		if sym.Section == elf.SHN_UNDEF {
 			return fmt.Errorf("program %s: instruction %d: reference to undefined symbol %s (declare helpers as function pointers, see kern/bpf_helpers.h)", prog.Name, insn, sym.Name)
+		}
+		if outer, ok := l.innerTemplates[sym.Name]; ok && int(sym.Section) == l.mapsIdx {
+			return fmt.Errorf("program %s: instruction %d: reference to %s, the inner map template of %s, which is not created as a map: look up the inner map in %s", prog.Name, insn, sym.Name, outer, outer)
 		}
 		if int(sym.Section) != l.mapsIdx || l.spec.Maps[sym.Name] == nil {
 			where := fmt.Sprintf("section %d", sym.Section)

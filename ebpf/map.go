@@ -26,6 +26,8 @@ const (
 	LRUHash        MapType = 9
 	LRUPerCPUHash  MapType = 10
 	LPMTrie        MapType = 11
+	ArrayOfMaps    MapType = 12
+	HashOfMaps     MapType = 13
 	DevMap         MapType = 14
 	CPUMap         MapType = 16
 	XSKMap         MapType = 17
@@ -38,7 +40,7 @@ const (
 var mapTypeNames = map[MapType]string{
 	Hash: "Hash", Array: "Array", ProgArray: "ProgArray", PerfEventArray: "PerfEventArray",
 	PerCPUHash: "PerCPUHash", PerCPUArray: "PerCPUArray", LRUHash: "LRUHash",
-	LRUPerCPUHash: "LRUPerCPUHash", LPMTrie: "LPMTrie", DevMap: "DevMap", CPUMap: "CPUMap",
+	LRUPerCPUHash: "LRUPerCPUHash", LPMTrie: "LPMTrie", ArrayOfMaps: "ArrayOfMaps", HashOfMaps: "HashOfMaps", DevMap: "DevMap", CPUMap: "CPUMap",
 	XSKMap: "XSKMap", Queue: "Queue", Stack: "Stack", DevMapHash: "DevMapHash", RingBuf: "RingBuf",
 }
 
@@ -53,6 +55,15 @@ func (t MapType) String() string {
 func (t MapType) perCPU() bool {
 	return t == PerCPUHash || t == PerCPUArray || t == LRUPerCPUHash
 }
+
+// mapInMap reports whether the values are maps (an fd on update, an ID on
+// lookup) described by MapSpec.InnerMap.
+func (t MapType) mapInMap() bool {
+	return t == ArrayOfMaps || t == HashOfMaps
+}
+
+// outerValueSize is the value size of a map-in-map: a __u32 fd or ID.
+const outerValueSize = 4
 
 // UpdateFlags are the flags of BPF_MAP_UPDATE_ELEM.
 type UpdateFlags uint64
@@ -75,6 +86,12 @@ type MapSpec struct {
 	ValueSize  uint32
 	MaxEntries uint32
 	Flags      uint32
+	// InnerMap is the template of the inner maps of an ArrayOfMaps or
+	// HashOfMaps (required for those, ignored otherwise). NewMap creates a
+	// temporary map from it to describe the inner maps to the kernel;
+	// every map stored later must match its type, key size, value size and
+	// flags. The outer ValueSize is 4 (0 means 4).
+	InnerMap *MapSpec
 }
 
 // Map is an open BPF map.
@@ -86,12 +103,47 @@ type Map struct {
 // NewMap creates a map (BPF_MAP_CREATE). The kernel name is the spec name cut
 // to 15 characters; Name returns the full spec name.
 func NewMap(spec *MapSpec) (*Map, error) {
+	if spec.Type.mapInMap() {
+		return newMapInMap(spec)
+	}
+	return newMap(spec, 0)
+}
+
+// newMapInMap creates an ArrayOfMaps or HashOfMaps: the kernel takes the inner
+// map description from an existing map (inner_map_fd), so a temporary map is
+// created from the template and closed once the outer map exists.
+func newMapInMap(spec *MapSpec) (*Map, error) {
+	s := *spec
+	if s.InnerMap == nil {
+		return nil, fmt.Errorf("map %s: create %s: no inner map template (MapSpec.InnerMap)", s.Name, s.Type)
+	}
+	if s.ValueSize == 0 {
+		s.ValueSize = outerValueSize
+	}
+	if s.ValueSize != outerValueSize {
+		return nil, fmt.Errorf("map %s: create %s: value size %d, want %d (an inner map fd or ID)", s.Name, s.Type, s.ValueSize, outerValueSize)
+	}
+	innerSpec := *s.InnerMap
+	s.InnerMap = &innerSpec
+	if innerSpec.Name == "" {
+		innerSpec.Name = s.Name + "_inner"
+	}
+	inner, err := NewMap(&innerSpec)
+	if err != nil {
+		return nil, fmt.Errorf("map %s: inner map template: %w", s.Name, err)
+	}
+	defer inner.Close()
+	return newMap(&s, uint32(inner.FD()))
+}
+
+func newMap(spec *MapSpec, innerFD uint32) (*Map, error) {
 	attr := mapCreateAttr{
 		MapType:    uint32(spec.Type),
 		KeySize:    spec.KeySize,
 		ValueSize:  spec.ValueSize,
 		MaxEntries: spec.MaxEntries,
 		MapFlags:   spec.Flags,
+		InnerMapFD: innerFD,
 		MapName:    objName(spec.Name),
 	}
 	fd, err := sysMapCreate(&attr)
@@ -236,6 +288,33 @@ func (m *Map) Push(value []byte) error { return m.Update(nil, value, UpdateAny) 
 // it returns ErrKeyNotExist.
 func (m *Map) Pop(value []byte) error { return m.LookupAndDelete(nil, value) }
 
+// UpdateInner stores inner at key of an ArrayOfMaps or HashOfMaps (the
+// kernel takes the fd and keeps its own reference: inner may be closed
+// afterwards). inner must match the outer map's InnerMap template.
+func (m *Map) UpdateInner(key []byte, inner *Map) error {
+	if !m.spec.Type.mapInMap() {
+		return fmt.Errorf("map %s: update inner: %s is not a map-in-map", m.spec.Name, m.spec.Type)
+	}
+	if inner == nil || inner.fd < 0 {
+		return fmt.Errorf("map %s: update inner: inner map is nil or closed", m.spec.Name)
+	}
+	return m.Update(key, binary.NativeEndian.AppendUint32(nil, uint32(inner.fd)), UpdateAny)
+}
+
+// LookupInnerID returns the kernel ID of the inner map at key of an
+// ArrayOfMaps or HashOfMaps (open it with NewMapFromID). An empty slot is
+// ErrKeyNotExist.
+func (m *Map) LookupInnerID(key []byte) (uint32, error) {
+	if !m.spec.Type.mapInMap() {
+		return 0, fmt.Errorf("map %s: lookup inner: %s is not a map-in-map", m.spec.Name, m.spec.Type)
+	}
+	v := make([]byte, outerValueSize)
+	if err := m.Lookup(key, v); err != nil {
+		return 0, err
+	}
+	return binary.NativeEndian.Uint32(v), nil
+}
+
 // LookupPerCPU returns the value of key on each possible CPU of a per-CPU map.
 func (m *Map) LookupPerCPU(key []byte) ([][]byte, error) {
 	if !m.spec.Type.perCPU() {
@@ -339,6 +418,9 @@ func NewMapFromID(id uint32) (*Map, error) {
 	return m, nil
 }
 
+// newMapFromFD describes an existing map from its info. The kernel does not
+// report the inner map template of a map-in-map: Spec().InnerMap is nil (not
+// needed by UpdateInner or LookupInnerID).
 func newMapFromFD(fd int) (*Map, error) {
 	info, err := getMapInfo(fd)
 	if err != nil {
