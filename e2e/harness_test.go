@@ -230,17 +230,7 @@ type client struct {
 
 func dial(t testing.TB, ns *testnet.NS, addr string) *client {
 	t.Helper()
-	var c net.Conn
-	err := ns.Do(func() error {
-		var err error
-		c, err = net.DialTimeout("tcp4", addr, ioTimeout)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &client{c: c, r: bufio.NewReaderSize(c, 64<<10)}
+	return dialFrom(t, ns, "", addr)
 }
 
 // get sends GET path and reads the response; it checks the status and that
@@ -269,11 +259,11 @@ func startWorkersAt(t testing.TB, ns *testnet.NS, addrs ...string) []*proc {
 }
 
 // dialFrom is dial with the client socket bound to the source address local
-// (any if ""), made with inNS rather than ns.Do (see there).
+// (any if "").
 func dialFrom(t testing.TB, ns *testnet.NS, local, addr string) *client {
 	t.Helper()
 	var c net.Conn
-	err := inNS(ns, func() error {
+	err := ns.Do(func() error {
 		d := net.Dialer{Timeout: ioTimeout}
 		if local != "" {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
@@ -437,12 +427,3 @@ func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
 		p.cond.Wait()
 	}
 }
-
-// inNS runs fn on a locked OS thread that has joined ns, then moves the thread
-// back to its own namespace and releases it; only if the way back fails is
-// the thread given up. testnet.NS.Do always ends its thread, which is why
-// ns.Command can no longer use Pdeathsig (the kernel fires it when the
-// *thread* that forked exits: with Pdeathsig, Do killed workers and xlb at
-// random, about one run in three with a few dozen Do calls). With inNS in
-// testnet.Do, Pdeathsig could come back.
-func inNS(ns *testnet.NS, fn func() error) error { return ns.Do(fn) }

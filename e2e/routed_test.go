@@ -192,7 +192,7 @@ func sendRawTCP(t *testing.T, ns *testnet.NS, src, dst netip.Addr, sport, dport 
 		sum ^= 0x5a5a
 	}
 	binary.BigEndian.PutUint16(tcp[16:], sum)
-	err := inNS(ns, func() error {
+	err := ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -271,6 +272,36 @@ func (m *Map) NextKey(key, next []byte) error {
 
 // LookupAndDelete copies the value of key into value and removes it. For a
 // queue or stack key is nil.
+// ForEach calls fn with every key and value of the map, stopping early if fn
+// returns false. It is a snapshot walk: an entry deleted meanwhile is
+// skipped, and it visits at most MaxEntries+1 keys, so it ends even when a
+// deletion makes the kernel restart the walk. key and value are reused
+// between calls: copy what you keep.
+func (m *Map) ForEach(fn func(key, value []byte) bool) error {
+	var key []byte
+	next := make([]byte, m.spec.KeySize)
+	value := make([]byte, m.spec.ValueSize)
+	for i := uint32(0); i <= m.spec.MaxEntries; i++ {
+		if err := m.NextKey(key, next); err != nil {
+			if errors.Is(err, ErrKeyNotExist) {
+				return nil
+			}
+			return err
+		}
+		key = append(key[:0], next...)
+		if err := m.Lookup(key, value); err != nil {
+			if errors.Is(err, ErrKeyNotExist) {
+				continue // deleted meanwhile
+			}
+			return err
+		}
+		if !fn(key, value) {
+			return nil
+		}
+	}
+	return nil
+}
+
 func (m *Map) LookupAndDelete(key, value []byte) error {
 	if err := m.checkKey("lookup and delete", key); err != nil {
 		return err

@@ -245,3 +245,47 @@ func TestNewMapError(t *testing.T) {
 		t.Fatalf("array with 3-byte key: %v", err)
 	}
 }
+
+func TestMapForEach(t *testing.T) {
+	requireRoot(t)
+	m, err := NewMap(&MapSpec{Name: "foreach", Type: Hash, KeySize: 4, ValueSize: 4, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	want := map[uint32]uint32{}
+	for k := uint32(1); k <= 10; k++ {
+		want[k] = k * 100
+		if err := m.Update(Uint32Key(k), Uint32Key(k*100), UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[uint32]uint32{}
+	if err := m.ForEach(func(k, v []byte) bool {
+		got[binary.NativeEndian.Uint32(k)] = binary.NativeEndian.Uint32(v)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("walked %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("key %d: %d, want %d", k, got[k], v)
+		}
+	}
+	n := 0
+	m.ForEach(func(_, _ []byte) bool { n++; return n < 3 })
+	if n != 3 {
+		t.Errorf("stopped after %d entries, want 3", n)
+	}
+	// Deleting every entry while walking still ends.
+	n = 0
+	if err := m.ForEach(func(k, _ []byte) bool { n++; m.Delete(k); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || n > 17 {
+		t.Errorf("walk while deleting visited %d entries", n)
+	}
+}

@@ -11,7 +11,6 @@ package kern_test
 
 import (
 	"encoding/binary"
-	"errors"
 	"net/netip"
 	"testing"
 
@@ -124,26 +123,16 @@ func (d *dataPlane) snapshotAll() fuzzSnapshot {
 	d.t.Helper()
 	s := fuzzSnapshot{legs: map[kern.LegKey]kern.Leg{}, binds: map[kern.LegKey]kern.Binding{}}
 	each := func(m *ebpf.Map, fn func(k kern.LegKey, v []byte)) {
-		var key []byte
-		next := make([]byte, kern.LegKeySize)
-		for {
-			err := m.NextKey(key, next)
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				return
-			}
-			if err != nil {
-				d.t.Fatal(err)
-			}
-			v := make([]byte, m.ValueSize())
-			if err := m.Lookup(next, v); err != nil {
-				d.t.Fatal(err)
-			}
+		err := m.ForEach(func(kb, v []byte) bool {
 			var k kern.LegKey
-			if err := k.UnmarshalBinary(next); err != nil {
+			if err := k.UnmarshalBinary(kb); err != nil {
 				d.t.Fatal(err)
 			}
 			fn(k, v)
-			key = append(key[:0], next...)
+			return true
+		})
+		if err != nil {
+			d.t.Fatal(err)
 		}
 	}
 	each(d.objs.Legs, func(k kern.LegKey, v []byte) {

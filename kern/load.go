@@ -191,42 +191,35 @@ func AttachedMaps(progID uint32) (*ebpf.Program, map[string]*ebpf.Map, error) {
 	return prog, maps, nil
 }
 
+// ForEachLeg calls fn for every leg of a leg table (a snapshot walk, see
+// ebpf.Map.ForEach), stopping early if fn returns false.
+func ForEachLeg(legs *ebpf.Map, fn func(LegKey, *Leg) bool) error {
+	return legs.ForEach(func(kb, vb []byte) bool {
+		var k LegKey
+		var l Leg
+		if k.UnmarshalBinary(kb) != nil || l.UnmarshalBinary(vb) != nil {
+			return true
+		}
+		return fn(k, &l)
+	})
+}
+
 // LegCounts counts the legs of a leg table by kind and state, e.g.
 // "client/bound": 3. Bindings are counted under "bindings".
 func LegCounts(legs, binds *ebpf.Map) (map[string]int, error) {
 	out := map[string]int{}
-	var key []byte
-	next := make([]byte, LegKeySize)
-	val := make([]byte, LegSize)
-	for i := 0; i <= int(legs.MaxEntries()); i++ {
-		if err := legs.NextKey(key, next); err != nil {
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				break
-			}
-			return nil, err
-		}
-		key = append(key[:0], next...)
-		if legs.Lookup(key, val) != nil {
-			continue
-		}
-		var l Leg
-		if l.UnmarshalBinary(val) != nil {
-			continue
-		}
+	err := ForEachLeg(legs, func(_ LegKey, l *Leg) bool {
 		out[l.Kind.String()+"/"+l.State.String()]++
-	}
-	if binds != nil {
-		key = nil
-		for i := 0; i <= int(binds.MaxEntries()); i++ {
-			if err := binds.NextKey(key, next); err != nil {
-				if errors.Is(err, ebpf.ErrKeyNotExist) {
-					break
-				}
-				return nil, err
-			}
-			key = append(key[:0], next...)
+		return true
+	})
+	if err == nil && binds != nil {
+		err = binds.ForEach(func(_, _ []byte) bool {
 			out["bindings"]++
-		}
+			return true
+		})
+	}
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

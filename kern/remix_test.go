@@ -42,6 +42,28 @@ type answered struct {
 	toW1, toC kern.Binding // the pair's bindings, from c0 and w0
 }
 
+// materializedClient is the client leg with the tx positions a remix
+// materialises from W1 through the binding.
+func (a answered) materializedClient() kern.Leg {
+	cm := a.c
+	cm.SndNxt = a.w1.PeerHi - a.toW1.AckOff
+	cm.OurTSval = a.w1.PeerTSval - a.toW1.TSecrOff
+	cm.SndWin = scaledWin(a.w1.PeerWin, a.w1.PeerWScale, a.c.OurWScale)
+	return cm
+}
+
+// clientAfterRemix is the client leg cm once request2 has moved it to W2.
+func (a answered) clientAfterRemix(cm kern.Leg) kern.Leg {
+	wantC := cm
+	wantC.PeerHi += uint32(len(request2))
+	wantC.PeerTSval++
+	wantC.PeerWin = 401
+	wantC.PeerAcked = cm.SndNxt
+	wantC.ReqMark = a.w2.PeerHi
+	wantC.Requests = 2
+	return wantC
+}
+
 func answeredPair() answered {
 	var a answered
 	a.c0, a.w0 = stdClientLeg(), stdWorkerLeg()
@@ -165,10 +187,7 @@ func TestRemix(t *testing.T) {
 	checkCounters(t, delta, kern.CounterTCP, kern.CounterRequest, kern.CounterRemix, kern.CounterFwdToWorker, kern.CounterPass)
 
 	// C's tx positions, materialised from W1 before the packet moved C.
-	cm := a.c
-	cm.SndNxt = a.w1.PeerHi - a.toW1.AckOff
-	cm.OurTSval = a.w1.PeerTSval - a.toW1.TSecrOff
-	cm.SndWin = scaledWin(a.w1.PeerWin, a.w1.PeerWScale, a.c.OurWScale)
+	cm := a.materializedClient()
 	toW2, toC2 := oracleBind(clientKey, cm, worker2Key, a.w2)
 	checkTranslated(t, in, out, toW2)
 	if o := mustParse(t, out); o.seq != a.w2.SndNxt || o.ack != a.w2.PeerHi || o.tsecr != a.w2.PeerTSval {
@@ -179,13 +198,7 @@ func TestRemix(t *testing.T) {
 	d.checkBind("after the remix", worker2Key, toC2)
 	d.checkNoBind("after the remix", workerKey)
 
-	wantC := cm
-	wantC.PeerHi += uint32(len(request2))
-	wantC.PeerTSval++
-	wantC.PeerWin = 401
-	wantC.PeerAcked = cm.SndNxt
-	wantC.ReqMark = a.w2.PeerHi
-	wantC.Requests = 2
+	wantC := a.clientAfterRemix(cm)
 	checkLeg(t, "client leg after the remix", d.mustLeg(clientKey), wantC)
 	wantW1 := a.w1
 	wantW1.State = kern.LegIdle

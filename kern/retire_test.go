@@ -267,23 +267,13 @@ func TestRetireOnRemix(t *testing.T) {
 			checkCounters(t, delta, want...)
 
 			// The client moves exactly as in TestRemix.
-			cm := a.c
-			cm.SndNxt = a.w1.PeerHi - a.toW1.AckOff
-			cm.OurTSval = a.w1.PeerTSval - a.toW1.TSecrOff
-			cm.SndWin = scaledWin(a.w1.PeerWin, a.w1.PeerWScale, a.c.OurWScale)
+			cm := a.materializedClient()
 			toW2, toC2 := oracleBind(clientKey, cm, worker2Key, a.w2)
 			checkTranslated(t, in, out, toW2)
 			d.checkBind("after the remix", clientKey, toW2)
 			d.checkBind("after the remix", worker2Key, toC2)
 			d.checkNoBind("after the remix", workerKey)
-			wantC := cm
-			wantC.PeerHi += uint32(len(request2))
-			wantC.PeerTSval++
-			wantC.PeerWin = 401
-			wantC.PeerAcked = cm.SndNxt
-			wantC.ReqMark = a.w2.PeerHi
-			wantC.Requests = 2
-			checkLeg(t, "client leg", d.mustLeg(clientKey), wantC)
+			checkLeg(t, "client leg", d.mustLeg(clientKey), a.clientAfterRemix(cm))
 			wantW2 := a.w2
 			wantW2.State = kern.LegBound
 			checkLeg(t, "W2", d.mustLeg(worker2Key), wantW2)

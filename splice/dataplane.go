@@ -177,30 +177,7 @@ func (d *DataPlane) WorkerStats(id uint32) (kern.WorkerStats, error) {
 // ForEachLeg calls fn for every leg (a snapshot walk: legs may come and go
 // meanwhile). It stops early if fn returns false.
 func (d *DataPlane) ForEachLeg(fn func(kern.LegKey, *kern.Leg) bool) error {
-	var key []byte
-	next := make([]byte, kern.LegKeySize)
-	val := make([]byte, kern.LegSize)
-	for i := 0; i < int(d.Objs.Legs.MaxEntries())+1; i++ {
-		if err := d.Objs.Legs.NextKey(key, next); err != nil {
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				return nil
-			}
-			return err
-		}
-		key = append(key[:0], next...)
-		if err := d.Objs.Legs.Lookup(key, val); err != nil {
-			continue // deleted meanwhile
-		}
-		var k kern.LegKey
-		var l kern.Leg
-		if k.UnmarshalBinary(key) != nil || l.UnmarshalBinary(val) != nil {
-			continue
-		}
-		if !fn(k, &l) {
-			return nil
-		}
-	}
-	return nil
+	return kern.ForEachLeg(d.Objs.Legs, fn)
 }
 
 // monotonicNs is bpf_ktime_get_ns()'s clock.

@@ -471,10 +471,15 @@ static __always_inline void check_closed(const struct pkt *p, struct leg *a, con
 {
 	struct leg *z;
 
+	/* The pair ends only with both FINs in, and the segment that ends it
+	 * arrives on a leg whose peer has already sent its FIN: without that,
+	 * spare every ordinary segment the partner's lookup. */
+	if (!(READ_ONCE(a->rx_flags) & LEG_RX_FIN))
+		return;
 	z = bpf_map_lookup_elem(&xlb_legs, &b->to);
 	if (!z)
 		return;
-	if (!(READ_ONCE(a->rx_flags) & READ_ONCE(z->rx_flags) & LEG_RX_FIN))
+	if (!(READ_ONCE(z->rx_flags) & LEG_RX_FIN))
 		return;
 	if (READ_ONCE(a->peer_acked) != bound_snd_nxt(b, z))
 		return;
