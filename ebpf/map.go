@@ -302,6 +302,51 @@ func (m *Map) ForEach(fn func(key, value []byte) bool) error {
 	return nil
 }
 
+// batchSize is how many entries one BPF_MAP_LOOKUP_BATCH call asks for.
+const batchSize = 4096
+
+// ForEachBatch is ForEach with BPF_MAP_LOOKUP_BATCH: a few system calls for
+// thousands of entries instead of two per entry. Hash maps only. The walk is
+// not atomic either: entries added or deleted meanwhile may or may not be
+// seen. It visits at most MaxEntries entries.
+func (m *Map) ForEachBatch(fn func(key, value []byte) bool) error {
+	ks, vs := int(m.spec.KeySize), int(m.spec.ValueSize)
+	keys := make([]byte, batchSize*ks)
+	values := make([]byte, batchSize*vs)
+	// The batch token of a hash map is a bucket index (4 bytes); room for
+	// a key is what libbpf gives it.
+	in, out := make([]byte, max(ks, 8)), make([]byte, max(ks, 8))
+	seen := 0
+	for first := true; seen <= int(m.spec.MaxEntries); first = false {
+		attr := mapBatchAttr{
+			OutBatch: bytePtr(out),
+			Keys:     bytePtr(keys),
+			Values:   bytePtr(values),
+			Count:    batchSize,
+			MapFD:    uint32(m.fd),
+		}
+		if !first {
+			attr.InBatch = bytePtr(in)
+		}
+		err := sysMapBatch(cmdMapLookupBatch, &attr)
+		done := errors.Is(err, unix.ENOENT)
+		if err != nil && !done {
+			return fmt.Errorf("map %s: lookup batch: %w", m.spec.Name, sysErrno(err))
+		}
+		for i := 0; i < int(attr.Count) && i < batchSize; i++ {
+			seen++
+			if !fn(keys[i*ks:(i+1)*ks], values[i*vs:(i+1)*vs]) {
+				return nil
+			}
+		}
+		if done {
+			return nil
+		}
+		copy(in, out)
+	}
+	return nil
+}
+
 func (m *Map) LookupAndDelete(key, value []byte) error {
 	if err := m.checkKey("lookup and delete", key); err != nil {
 		return err

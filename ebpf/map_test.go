@@ -289,3 +289,48 @@ func TestMapForEach(t *testing.T) {
 		t.Errorf("walk while deleting visited %d entries", n)
 	}
 }
+
+// TestMapForEachBatch: a batched walk of a hash map larger than one batch
+// sees every entry once, with its value, and stops when asked.
+func TestMapForEachBatch(t *testing.T) {
+	requireRoot(t)
+	const n = 3*batchSize + 17
+	m, err := NewMap(&MapSpec{Name: "batch", Type: Hash, KeySize: 8, ValueSize: 4, MaxEntries: n + 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for i := uint64(0); i < n; i++ {
+		k := binary.NativeEndian.AppendUint64(nil, i*7919)
+		if err := m.Update(k, Uint32Key(uint32(i)), UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[uint64]bool{}
+	err = m.ForEachBatch(func(k, v []byte) bool {
+		key := binary.NativeEndian.Uint64(k)
+		if seen[key] {
+			t.Errorf("key %d seen twice", key)
+		}
+		seen[key] = true
+		if got := binary.NativeEndian.Uint32(v); uint64(got)*7919 != key {
+			t.Errorf("key %d has value %d", key, got)
+		}
+		return true
+	})
+	if err != nil || len(seen) != n {
+		t.Fatalf("walk: %v, %d keys seen, want %d", err, len(seen), n)
+	}
+	calls := 0
+	if err := m.ForEachBatch(func(k, v []byte) bool { calls++; return calls < 5 }); err != nil || calls != 5 {
+		t.Errorf("stopping walk: %v after %d calls, want 5", err, calls)
+	}
+	empty, err := NewMap(&MapSpec{Name: "empty", Type: Hash, KeySize: 8, ValueSize: 4, MaxEntries: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	if err := empty.ForEachBatch(func(k, v []byte) bool { t.Error("called on an empty map"); return true }); err != nil {
+		t.Errorf("empty map: %v", err)
+	}
+}

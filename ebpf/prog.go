@@ -1,8 +1,10 @@
 package ebpf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +48,8 @@ const (
 	verifierLogMaxSize = 16 << 20
 	// logLevelVerbose is BPF_LOG_LEVEL1.
 	logLevelVerbose = 1
+	// logLevelStats is BPF_LOG_STATS: one line of totals.
+	logLevelStats = 4
 )
 
 // ProgramSpec describes a program to load.
@@ -118,7 +122,17 @@ func LoadProgram(spec *ProgramSpec) (*Program, error) {
 		License:  bytePtr(license),
 		ProgName: objName(spec.Name),
 	}
+	var stats []byte
+	if os.Getenv("XLB_VERIFIER_STATS") != "" {
+		// Debugging the verifier budget: its statistics line on stderr.
+		stats = make([]byte, 4096)
+		attr.LogLevel, attr.LogSize, attr.LogBuf = logLevelStats, uint32(len(stats)), bytePtr(stats)
+	}
 	fd, err := progLoad(&attr)
+	if stats != nil {
+		fmt.Fprintf(os.Stderr, "verifier %s: %s\n", spec.Name, bytes.TrimSpace(bytes.TrimRight(stats, "\x00")))
+		attr.LogLevel, attr.LogSize, attr.LogBuf = 0, 0, nil
+	}
 	if err == nil {
 		return &Program{fd: fd, name: spec.Name, typ: spec.Type}, nil
 	}

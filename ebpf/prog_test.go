@@ -80,10 +80,16 @@ func TestXLBCollectionTestRun(t *testing.T) {
 		return v
 	}
 
+	// Three runs of one repeat each: a run with Repeat > 1 that a signal
+	// interrupts returns EINTR after some of its repeats, and bpf() tries
+	// it again, so the counters could not be exact.
 	pkt := tcpPacket()
-	res, err := prog.TestRun(&TestRunOptions{Data: pkt, Repeat: 3})
-	if err != nil {
-		t.Fatal(err)
+	var res *TestRunResult
+	var err error
+	for range 3 {
+		if res, err = prog.TestRun(&TestRunOptions{Data: pkt}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if res.Return != xdpPass {
 		t.Errorf("TCP packet: verdict %d, want XDP_PASS", res.Return)
@@ -136,8 +142,8 @@ func TestXLBCollectionTestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.Name != "xlb_xdp" || info.Type != XDP || !slices.Contains(info.MapIDs, statsID) ||
-		len(info.MapIDs) != len(coll.Maps) || info.ID == 0 {
-		t.Errorf("info %+v, want xlb_xdp XDP with %d map IDs including %d", info, len(coll.Maps), statsID)
+		len(info.MapIDs) == 0 || len(info.MapIDs) > len(coll.Maps) || info.ID == 0 {
+		t.Errorf("info %+v, want xlb_xdp XDP with at most %d map IDs including %d", info, len(coll.Maps), statsID)
 	}
 	same, err := NewMapFromID(statsID)
 	if err != nil {

@@ -22,6 +22,7 @@ const (
 	cmdMapGetFDByID       = 14
 	cmdObjGetInfoByFD     = 15
 	cmdMapLookupAndDelete = 21
+	cmdMapLookupBatch     = 24
 )
 
 // objNameLen is BPF_OBJ_NAME_LEN: map_name and prog_name hold 15 characters
@@ -60,6 +61,18 @@ type mapElemAttr struct {
 	Key   unsafe.Pointer
 	Value unsafe.Pointer
 	Flags uint64
+}
+
+// mapBatchAttr is BPF_MAP_*_BATCH.
+type mapBatchAttr struct {
+	InBatch   unsafe.Pointer
+	OutBatch  unsafe.Pointer
+	Keys      unsafe.Pointer
+	Values    unsafe.Pointer
+	Count     uint32
+	MapFD     uint32
+	ElemFlags uint64
+	Flags     uint64
 }
 
 // progLoadAttr is BPF_PROG_LOAD.
@@ -225,6 +238,12 @@ func sysMapCreate(attr *mapCreateAttr) (int, error) {
 }
 
 func sysMapElem(cmd uintptr, attr *mapElemAttr) error {
+	_, err := bpf(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
+	runtime.KeepAlive(attr)
+	return err
+}
+
+func sysMapBatch(cmd uintptr, attr *mapBatchAttr) error {
 	_, err := bpf(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
 	runtime.KeepAlive(attr)
 	return err
