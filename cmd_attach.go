@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/xdp"
 )
 
@@ -37,6 +38,13 @@ func runAttach(args []string, stdout, stderr io.Writer) error {
 	defer objs.Close()
 	used, err := xdp.Attach(iface, objs.Program.FD(), xdp.AttachOptions{Mode: m, Force: *force})
 	if err != nil {
+		return err
+	}
+	// The program tail-calls its other parts through a prog array, which
+	// the kernel empties when no process or pin holds it any more: pin
+	// it ('xlb detach' removes the pins).
+	if err := objs.Pin(splice.PinDir(iface)); err != nil {
+		xdp.Detach(iface, 0)
 		return err
 	}
 	st, err := xdp.Query(iface)

@@ -14,12 +14,14 @@ const ctlUsage = `list                              workers: state, weight, conn
   add HOST:PORT[@WEIGHT]            balance over a new worker (clients reach it at their next request)
   drain HOST:PORT                   give it no new request; its connections close as they come idle
   remove HOST:PORT                  drain it, then forget it
-  weight HOST:PORT WEIGHT           change its share (0: no new connections)`
+  weight HOST:PORT WEIGHT           change its share (0: no new connections)
+  clients                           client connections: address, state, worker
+  rematch CLIENT_HOST:PORT WORKER   send that client's next request to that worker`
 
 func runCtl(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ctl", "COMMAND [ARGS]",
 		"Control a running xlb through its control socket (root only). Commands:\n  "+ctlUsage,
-		"xlb ctl list\nxlb ctl add 127.0.0.1:4174@2\nxlb ctl drain 127.0.0.1:4171\nxlb ctl --iface eth0 list")
+		"xlb ctl list\nxlb ctl add 127.0.0.1:4174@2\nxlb ctl drain 127.0.0.1:4171\nxlb ctl clients\nxlb ctl rematch 127.0.0.1:51234 127.0.0.1:4172\nxlb ctl --iface eth0 list")
 	socket := fs.String("socket", "", "control socket of the instance (default: the one xlb on --iface uses)")
 	iface := fs.String("iface", "", "interface of the instance (default: the only instance in this network namespace)")
 	asJSON := fs.Bool("json", false, "print JSON (list)")
@@ -30,7 +32,7 @@ func runCtl(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	want := map[string]int{"list": 0, "status": 0, "add": 1, "drain": 1, "remove": 1, "weight": 2}
+	want := map[string]int{"list": 0, "status": 0, "add": 1, "drain": 1, "remove": 1, "weight": 2, "clients": 0, "rematch": 2}
 	n, ok := want[cmd]
 	if !ok {
 		return usagef("ctl: unknown command %q; commands:\n  %s", cmd, ctlUsage)
@@ -51,6 +53,20 @@ func runCtl(args []string, stdout, stderr io.Writer) error {
 			return printJSON(stdout, st)
 		}
 		printWorkers(stdout, st)
+		return nil
+	}
+	if cmd == "clients" {
+		var cl []splice.ClientInfo
+		if err := splice.Call(path, splice.Request{Cmd: "clients"}, &cl); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, cl)
+		}
+		fmt.Fprintf(stdout, "%-22s %-8s %-22s %s\n", "CLIENT", "STATE", "WORKER", "REQUESTS")
+		for _, c := range cl {
+			fmt.Fprintf(stdout, "%-22s %-8s %-22s %d\n", c.Client, c.State, c.Worker, c.Requests)
+		}
 		return nil
 	}
 	if err := splice.Call(path, splice.Request{Cmd: cmd, Args: rest}, nil); err != nil {

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/xdp"
 )
 
@@ -42,6 +44,10 @@ func runDetach(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := xdp.Detach(iface, st.ProgID); err != nil {
 		return err
+	}
+	if _, err := splice.Status1(iface); err != nil {
+		// No xlb serves there: the pins are those of 'xlb attach'.
+		os.RemoveAll(splice.PinDir(iface))
 	}
 	fmt.Fprintf(stdout, "detached XDP program id %d from %s\n", st.ProgID, iface)
 	return nil

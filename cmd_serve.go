@@ -1,9 +1,8 @@
 package main
 
 import (
-	"fmt"
 	"io"
-	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -24,20 +23,31 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			"be left out: 'xlb lo 8080 ...' is the same. Ctrl-C or SIGTERM stop it\n"+
 			"cleanly: in-flight requests finish, connections are closed properly.",
 		"xlb lo 8080 127.0.0.1:4171 127.0.0.1:4172 127.0.0.1:4173\n"+
-			"xlb --listen 10.0.0.1 --pool 32 eth0 80 10.0.1.1:8080@2 10.0.1.2:8080")
+			"xlb --listen 10.0.0.1 --pool 32 eth0 80 10.0.1.1:8080@2 10.0.1.2:8080\n"+
+			"xlb --metrics 127.0.0.1:9464 --log-format json --require-workers lo 8080 127.0.0.1:4171\n"+
+			"xlb --reuse lo 8080 127.0.0.1:4171   # restart: take over without dropping connections")
 	cfg := splice.Config{}
 	listen := fs.String("listen", "", "address to listen on (default: every IPv4 address of IFACE)")
 	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "idle worker connections kept per worker")
 	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
-	policy := fs.String("policy", string(splice.PolicyJIQ), "jiq: each request to the connection idle the longest; sticky: a client keeps its connection")
+	policy := fs.String("policy", string(splice.PolicyJIQ), "who gets each request: jiq (the connection idle the longest), rr (round robin), least (fewest busy connections per weight), sticky (a client keeps its connection)")
+	fs.IntVar(&cfg.WorkerConns, "worker-conns", 0, "at most this many connections to each worker, idle or busy (0: no limit)")
+	fs.DurationVar(&cfg.IdleRelease, "idle-release", splice.DefaultIdleRelease, "a client with no request in flight for this long gives its worker connection back (0: keep it until its next request)")
 	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
 	fs.BoolVar(&cfg.Reuse, "reuse", false, "take over from a running xlb on IFACE without dropping its connections")
+	fs.BoolVar(&cfg.Routed, "routed", false, "send rewritten packets out toward the next hop (XDP_TX/redirect after a FIB lookup) instead of to this host's stack")
 	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/net<netns inode>-IFACE.sock; xlb ctl finds it)")
 	maxLegs := fs.Uint("max-legs", 65536, "size of the leg table (client and worker connections)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", splice.DefaultShutdownTimeout, "how long in-flight requests may take to finish on stop")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json (one object a line)")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9464 (path /metrics)")
+	reqWorkers := fs.Bool("require-workers", false, "fail at start if a worker cannot be reached (default: keep retrying it)")
 	if err := fs.parse(args, stdout); err != nil {
 		return err
+	}
+	if fs.NArg() == 2 {
+		return usagef("no workers given: name at least one HOST:PORT[@WEIGHT] after IFACE PORT (run 'xlb serve --help')")
 	}
 	if err := fs.wantArgs(3, -1); err != nil {
 		return err
@@ -75,18 +85,37 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return usagef("--max-legs %d: must be from 64 to %d", *maxLegs, 1<<24)
 	}
 	cfg.MaxLegs = uint32(*maxLegs)
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+	if cfg.Log, err = newLogger(stderr, *logFormat, *logLevel); err != nil {
+		return err
 	}
-	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("xlb needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN) to load and attach its XDP program: run it with sudo")
+	if *metrics != "" {
+		if err := checkMetricsAddr(*metrics); err != nil {
+			return err
+		}
+	}
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	if *reqWorkers {
+		if err := requireWorkers(cfg.Workers); err != nil {
+			return err
+		}
+	}
+	var metricsLn net.Listener
+	if *metrics != "" {
+		if metricsLn, err = splice.ListenMetrics(*metrics); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
 	}
 
 	lb, err := splice.Start(cfg)
 	if err != nil {
-		return err
+		return explainStartError(err, cfg.Iface)
+	}
+	if metricsLn != nil {
+		go lb.ServeMetrics(metricsLn)
+		cfg.Log.Info("serving metrics", "addr", metricsLn.Addr().String(), "path", splice.MetricsPath)
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

@@ -5,10 +5,13 @@ package kern_test
 // packets run through BPF_PROG_TEST_RUN, counters and events read back.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,6 +38,7 @@ var defaultConfig = kern.Config{ListenAddr: serviceAddr.Addr(), ListenPort: serv
 // dataPlane is one loaded copy of the program with its own maps.
 type dataPlane struct {
 	t      testing.TB
+	policy kern.Policy // what setSchedule configures
 	objs   *kern.Objects
 	events *ebpf.RingBufReader
 }
@@ -45,6 +49,7 @@ type dataPlane struct {
 var shared struct {
 	objs   *kern.Objects
 	events *ebpf.RingBufReader
+	pools  map[uint32]*ebpf.Map // worker id -> its pool queue (inner map of xlb_pool)
 }
 
 // loadDataPlane returns the data plane with empty maps, zero-based counters
@@ -65,6 +70,9 @@ func loadDataPlane(t testing.TB) *dataPlane {
 		shared.objs, shared.events = objs, rb
 	}
 	d := &dataPlane{t: t, objs: shared.objs, events: shared.events}
+	for id := uint32(0); id < 8; id++ {
+		d.pool(id) // every worker user space knows has a pool
+	}
 	d.reset()
 	return d
 }
@@ -72,7 +80,7 @@ func loadDataPlane(t testing.TB) *dataPlane {
 // reset empties every map but the counters and sets the default config.
 func (d *dataPlane) reset() {
 	d.t.Helper()
-	for _, m := range []*ebpf.Map{d.objs.Legs, d.objs.Binds, d.objs.Handshakes, d.objs.Workers} {
+	for _, m := range []*ebpf.Map{d.objs.Legs, d.objs.Binds, d.objs.Handshakes, d.objs.Workers, d.objs.Rematch} {
 		next := make([]byte, m.KeySize())
 		for {
 			err := m.NextKey(nil, next)
@@ -99,6 +107,43 @@ func (d *dataPlane) reset() {
 		}
 	}
 	d.popKeys(d.objs.Retired)
+	zero = make([]byte, kern.WorkerLoadSize)
+	for id := uint32(0); id < d.objs.WLoad.MaxEntries(); id++ {
+		if err := d.objs.WLoad.Update(ebpf.Uint32Key(id), zero, ebpf.UpdateAny); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+}
+
+// pool is worker id's pool queue, created on first use.
+func (d *dataPlane) pool(id uint32) *ebpf.Map {
+	d.t.Helper()
+	if shared.pools == nil {
+		shared.pools = map[uint32]*ebpf.Map{}
+	}
+	if q := shared.pools[id]; q != nil {
+		return q
+	}
+	spec := *d.objs.Pool.Spec().InnerMap
+	q, err := ebpf.NewMap(&spec)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := d.objs.Pool.UpdateInner(ebpf.Uint32Key(id), q); err != nil {
+		d.t.Fatal(err)
+	}
+	shared.pools[id] = q
+	return q
+}
+
+// load is the data plane's count of worker id's bound legs.
+func (d *dataPlane) load(id uint32) int64 {
+	d.t.Helper()
+	v := make([]byte, kern.WorkerLoadSize)
+	if err := d.objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
+		d.t.Fatal(err)
+	}
+	return int64(binary.NativeEndian.Uint64(v))
 }
 
 func (d *dataPlane) setConfig(c kern.Config) {
@@ -197,15 +242,44 @@ func (d *dataPlane) handshake(k kern.LegKey) (kern.Handshake, bool) {
 	return h, true
 }
 
+// pushIdle queues worker leg k (registered already) in its worker's pool,
+// with a jiq token, as user space does.
 func (d *dataPlane) pushIdle(k kern.LegKey) {
 	d.t.Helper()
-	if err := d.objs.Idle.Push(keyBytes(d.t, k)); err != nil {
+	l, ok := d.leg(k)
+	if !ok {
+		d.t.Fatalf("pushIdle: no leg %s", k)
+	}
+	d.pushIdleTo(k, l.Worker)
+}
+
+// pushIdleTo queues k in worker's pool, leg or not (a stale entry).
+func (d *dataPlane) pushIdleTo(k kern.LegKey, worker uint32) {
+	d.t.Helper()
+	if err := d.pool(worker).Push(keyBytes(d.t, k)); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := d.objs.Ready.Push(ebpf.Uint32Key(worker)); err != nil {
 		d.t.Fatal(err)
 	}
 }
 
-// idleQueue empties the idle queue and returns what it held.
-func (d *dataPlane) idleQueue() []kern.LegKey { return d.popKeys(d.objs.Idle) }
+// idleQueue empties every pool (by worker id) and the jiq tokens, and
+// returns the legs the pools held.
+func (d *dataPlane) idleQueue() []kern.LegKey {
+	d.t.Helper()
+	var keys []kern.LegKey
+	for _, id := range slices.Sorted(maps.Keys(shared.pools)) {
+		keys = append(keys, d.popKeys(shared.pools[id])...)
+	}
+	v := make([]byte, 4)
+	for i := uint32(0); i <= d.objs.Ready.MaxEntries(); i++ {
+		if d.objs.Ready.Pop(v) != nil {
+			break
+		}
+	}
+	return keys
+}
 
 // popKeys empties a queue of leg keys (at most its size) and returns them.
 func (d *dataPlane) popKeys(m *ebpf.Map) []kern.LegKey {

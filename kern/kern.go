@@ -9,20 +9,39 @@ import _ "embed"
 //go:embed bpf/xlb.o
 var Object []byte
 
-// Names of the program and maps in Object.
+// Names of the programs and maps in Object.
 const (
-	ProgramName    = "xlb_xdp"
+	ProgramName    = "xlb_xdp"   // the one attached
+	BindProgName   = "xlb_bind"  // tail-called by xlb_xdp to bind a client leg
+	SlowProgName   = "xlb_slow"  // tail-called by xlb_xdp for all but the fast path
+	XlateProgName  = "xlb_xlate" // tail-called by xlb_slow to translate
+	CtlProgName    = "xlb_ctl"   // run by user space with BPF_PROG_TEST_RUN
 	StatsMapName   = "xlb_stats"
 	ConfigMapName  = "xlb_config"
 	LegsMapName    = "xlb_legs"
 	BindsMapName   = "xlb_binds"
 	HandshakesName = "xlb_hs"
-	IdleMapName    = "xlb_idle"
+	PoolMapName    = "xlb_pool"
+	ReadyMapName   = "xlb_ready"
+	SchedMapName   = "xlb_sched"
+	RRMapName      = "xlb_rr"
+	WLoadMapName   = "xlb_wload"
+	RematchMapName = "xlb_rematch"
+	ProgsMapName   = "xlb_progs"
+	SyncMapName    = "xlb_sync"
 	WorkersMapName = "xlb_workers"
 	WStatsMapName  = "xlb_wstats"
 	WCfgMapName    = "xlb_wcfg"
 	RetiredMapName = "xlb_retired"
 	EventsMapName  = "xlb_events"
+)
+
+// Slots of xlb_progs (XLB_PROG_BIND, XLB_PROG_MAIN).
+const (
+	ProgBindSlot  = 0
+	ProgMainSlot  = 1
+	ProgSlowSlot  = 2
+	ProgXlateSlot = 3
 )
 
 // Counter indexes the per-CPU array xlb_stats (enum xlb_counter in structs.h).
@@ -65,6 +84,11 @@ const (
 	CounterStayResponse
 	CounterStayRequest
 	CounterRetired
+	CounterParkedDrop
+	CounterReleased
+	CounterRematch
+	CounterTailFail
+	CounterBindRace
 	CounterMax
 )
 
@@ -105,6 +129,11 @@ var counterNames = [CounterMax]string{
 	CounterStayResponse: "stay_response",
 	CounterStayRequest:  "stay_request",
 	CounterRetired:      "retired",
+	CounterParkedDrop:   "parked_drop",
+	CounterReleased:     "released",
+	CounterRematch:      "rematch",
+	CounterTailFail:     "tail_fail",
+	CounterBindRace:     "bind_race",
 }
 
 func (c Counter) String() string {

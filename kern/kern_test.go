@@ -121,12 +121,16 @@ func TestLayoutsMatchC(t *testing.T) {
 		{"sizeof xlb_event", EventSize}, {"xlb_event.key", 8}, {"xlb_event.other", 48}, {"xlb_event.peer_hi", 88},
 		{"xlb_event.peer_wscale", 104}, {"xlb_event.peer_mss", 108},
 		{"LEG_CLIENT", uint32(LegClient)}, {"LEG_WORKER", uint32(LegWorker)}, {"LEG_IDLE", uint32(LegIdle)},
-		{"LEG_BOUND", uint32(LegBound)}, {"LEG_CLOSING", uint32(LegClosing)}, {"LEG_DEAD", uint32(LegDead)},
+		{"LEG_BOUND", uint32(LegBound)}, {"LEG_CLOSING", uint32(LegClosing)}, {"LEG_DEAD", uint32(LegDead)}, {"LEG_PARKED", uint32(LegParked)},
 		{"LEG_OPT_TS", OptTS}, {"LEG_OPT_SACK", OptSACK}, {"LEG_OPT_WSCALE", OptWScale}, {"LEG_OPT_PEER_TS", OptPeerTS},
 		{"LEG_RX_FIN", RxFIN}, {"LEG_RX_RST", RxRST},
-		{"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted}, {"CFG_STICKY", ConfigSticky},
+		{"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted},
 		{"EV_CLIENT_LEG", uint32(EventClientLeg)}, {"EV_LEG_CLOSED", uint32(EventLegClosed)}, {"EV_POOL_EMPTY", uint32(EventPoolEmpty)},
-		{"sizeof worker_cfg", WorkerCfgSize}, {"worker_cfg.trim", 4},
+		{"sizeof worker_cfg", WorkerCfgSize}, {"worker_cfg.trim", 4}, {"worker_cfg.weight", 8},
+		{"xlb_config.policy", 22}, {"xlb_config.sched_len", 24},
+		{"POLICY_JIQ", uint32(PolicyJIQ)}, {"POLICY_RR", uint32(PolicyRR)}, {"POLICY_LEAST", uint32(PolicyLeast)}, {"POLICY_STICKY", uint32(PolicySticky)},
+		{"sizeof ctl_msg", CtlMsgSize}, {"ctl_msg.min_idle_ns", 8}, {"ctl_msg.key", 16}, {"CTL_PARK", uint32(CtlPark)}, {"CTL_RELEASE", uint32(CtlRelease)}, {"CTL_UNPARK", uint32(CtlUnpark)},
+		{"sizeof worker_load", WorkerLoadSize},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("layout.c has %d entries, the test %d: keep them in the same order", len(got), len(want))

@@ -21,24 +21,37 @@ func Spec() (*ebpf.CollectionSpec, error) {
 
 // Objects are the loaded program and maps of the data plane.
 type Objects struct {
-	Program    *ebpf.Program
-	Stats      *ebpf.Map // per-CPU counters (Counter)
-	Config     *ebpf.Map // element 0: Config
-	Legs       *ebpf.Map // LegKey -> Leg
-	Binds      *ebpf.Map // LegKey -> Binding
-	Handshakes *ebpf.Map // LegKey -> Handshake (LRU)
-	Idle       *ebpf.Map // queue of LegKey: idle worker legs
-	Workers    *ebpf.Map // Endpoint -> WorkerInfo
-	WStats     *ebpf.Map // per-CPU WorkerStats by worker id
-	WCfg       *ebpf.Map // WorkerCfg by worker id
-	Retired    *ebpf.Map // queue of LegKey: worker legs the data plane retired
-	Events     *ebpf.Map // ring buffer of Event
+	Program    *ebpf.Program // xlb_xdp, the one attached
+	Bind       *ebpf.Program // xlb_bind, in Progs
+	Slow       *ebpf.Program // xlb_slow, in Progs
+	Xlate      *ebpf.Program // xlb_xlate, in Progs
+	Ctl        *ebpf.Program // xlb_ctl, run with TestRun
+	Stats      *ebpf.Map     // per-CPU counters (Counter)
+	Config     *ebpf.Map     // element 0: Config
+	Legs       *ebpf.Map     // LegKey -> Leg
+	Binds      *ebpf.Map     // LegKey -> Binding
+	Handshakes *ebpf.Map     // LegKey -> Handshake (LRU)
+	Pool       *ebpf.Map     // worker id -> queue of LegKey: idle worker legs
+	Ready      *ebpf.Map     // queue of worker ids: jiq tokens
+	Sched      *ebpf.Map     // slot -> worker id: weighted schedule (rr, least)
+	WLoad      *ebpf.Map     // worker id -> bound legs (int64)
+	Rematch    *ebpf.Map     // client LegKey -> worker id
+	Progs      *ebpf.Map     // tail-call slots
+	Sync       *ebpf.Map     // map-in-map updated only to wait for an RCU grace period
+	Workers    *ebpf.Map     // Endpoint -> WorkerInfo
+	WStats     *ebpf.Map     // per-CPU WorkerStats by worker id
+	WCfg       *ebpf.Map     // WorkerCfg by worker id
+	Retired    *ebpf.Map     // queue of LegKey: worker legs the data plane retired
+	Events     *ebpf.Map     // ring buffer of Event
 	coll       *ebpf.Collection
 }
 
 // MapNames lists the maps of the data plane, for pinning and reuse.
+// The prog array is not among them: its slots refer to the programs of one
+// load, and it empties when the last process holding it goes.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
-	HandshakesName, IdleMapName, WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName}
+	HandshakesName, PoolMapName, ReadyMapName, SchedMapName, RRMapName, WLoadMapName, RematchMapName,
+	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName}
 
 // LoadOptions adjust the data plane before it is loaded.
 type LoadOptions struct {
@@ -59,7 +72,7 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		return nil, err
 	}
 	if opts.MaxLegs > 0 {
-		for _, name := range []string{LegsMapName, BindsMapName, IdleMapName} {
+		for _, name := range []string{LegsMapName, BindsMapName, ReadyMapName} {
 			if m := spec.Maps[name]; m != nil {
 				m.MaxEntries = opts.MaxLegs
 			}
@@ -74,12 +87,22 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 	}
 	o := &Objects{
 		Program:    coll.Programs[ProgramName],
+		Bind:       coll.Programs[BindProgName],
+		Slow:       coll.Programs[SlowProgName],
+		Xlate:      coll.Programs[XlateProgName],
+		Ctl:        coll.Programs[CtlProgName],
 		Stats:      coll.Maps[StatsMapName],
 		Config:     coll.Maps[ConfigMapName],
 		Legs:       coll.Maps[LegsMapName],
 		Binds:      coll.Maps[BindsMapName],
 		Handshakes: coll.Maps[HandshakesName],
-		Idle:       coll.Maps[IdleMapName],
+		Pool:       coll.Maps[PoolMapName],
+		Ready:      coll.Maps[ReadyMapName],
+		Sched:      coll.Maps[SchedMapName],
+		WLoad:      coll.Maps[WLoadMapName],
+		Rematch:    coll.Maps[RematchMapName],
+		Progs:      coll.Maps[ProgsMapName],
+		Sync:       coll.Maps[SyncMapName],
 		Workers:    coll.Maps[WorkersMapName],
 		WStats:     coll.Maps[WStatsMapName],
 		WCfg:       coll.Maps[WCfgMapName],
@@ -87,14 +110,20 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		Events:     coll.Maps[EventsMapName],
 		coll:       coll,
 	}
-	if o.Program == nil {
+	if o.Program == nil || o.Bind == nil || o.Slow == nil || o.Xlate == nil || o.Ctl == nil {
 		coll.Close()
-		return nil, fmt.Errorf("embedded XDP object lacks program %s", ProgramName)
+		return nil, fmt.Errorf("embedded XDP object lacks one of the programs %s, %s, %s, %s, %s", ProgramName, BindProgName, SlowProgName, XlateProgName, CtlProgName)
 	}
-	for _, name := range MapNames {
+	for _, name := range append(MapNames, ProgsMapName) {
 		if o.Map(name) == nil {
 			coll.Close()
 			return nil, fmt.Errorf("embedded XDP object lacks map %s", name)
+		}
+	}
+	for slot, p := range map[uint32]*ebpf.Program{ProgBindSlot: o.Bind, ProgMainSlot: o.Program, ProgSlowSlot: o.Slow, ProgXlateSlot: o.Xlate} {
+		if err := o.Progs.Update(ebpf.Uint32Key(slot), ebpf.Uint32Key(uint32(p.FD())), ebpf.UpdateAny); err != nil {
+			coll.Close()
+			return nil, fmt.Errorf("tail-call slot %d (%s): %w", slot, p.Name(), err)
 		}
 	}
 	return o, nil
@@ -191,10 +220,10 @@ func AttachedMaps(progID uint32) (*ebpf.Program, map[string]*ebpf.Map, error) {
 	return prog, maps, nil
 }
 
-// ForEachLeg calls fn for every leg of a leg table (a snapshot walk, see
-// ebpf.Map.ForEach), stopping early if fn returns false.
+// ForEachLeg calls fn for every leg of a leg table (a batched walk, see
+// ebpf.Map.ForEachBatch), stopping early if fn returns false.
 func ForEachLeg(legs *ebpf.Map, fn func(LegKey, *Leg) bool) error {
-	return legs.ForEach(func(kb, vb []byte) bool {
+	return legs.ForEachBatch(func(kb, vb []byte) bool {
 		var k LegKey
 		var l Leg
 		if k.UnmarshalBinary(kb) != nil || l.UnmarshalBinary(vb) != nil {
@@ -228,7 +257,9 @@ func LegCounts(legs, binds *ebpf.Map) (map[string]int, error) {
 const ProgramPinName = "prog"
 
 // Pin pins the program and every map under dir (replacing dir atomically),
-// for a later run to take over with --reuse.
+// for a later run to take over with --reuse. The prog array is pinned too,
+// though never reused: the pin keeps its slots filled should the process
+// that loaded it die with the program attached.
 func (o *Objects) Pin(dir string) error {
 	if err := ebpf.EnsureBPFFS(ebpf.DefaultBPFFS); err != nil {
 		return err
@@ -236,7 +267,7 @@ func (o *Objects) Pin(dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return fmt.Errorf("pin: %w", err)
 	}
-	objs := map[string]ebpf.Pinner{ProgramPinName: o.Program}
+	objs := map[string]ebpf.Pinner{ProgramPinName: o.Program, ProgsMapName: o.Progs}
 	for _, name := range MapNames {
 		objs[name] = o.Map(name)
 	}

@@ -353,7 +353,7 @@ func TestRemixConditions(t *testing.T) {
 			a.store(d, tc.queue)
 			if tc.sticky {
 				cfg := defaultConfig
-				cfg.Flags |= kern.ConfigSticky
+				cfg.Policy = kern.PolicySticky
 				d.setConfig(cfg)
 			}
 			ws1, ws2 := d.workerStats(1), d.workerStats(2)

@@ -100,10 +100,11 @@ func retireWorkerLeg(id uint32, n uint32) kern.Leg {
 	return w
 }
 
-// TestRetireOnFirstBind: the client's first data with the idle queue
-// [W_a (worker 0), W_c (worker 0), W_b (worker 1)] (W_c only where listed).
-// Per the settings of worker 0, the entries of worker 0 are retired or
-// taken; the client binds to the first live leg within two tries.
+// TestRetireOnFirstBind: the client's first data with the legs queued in the
+// order W_a (worker 0), W_c (worker 0), W_b (worker 1) (W_c only where
+// listed), so with jiq tokens 0, [0,] 1. Per the settings of worker 0, the
+// legs of worker 0 are retired or taken; the client binds to the first live
+// leg.
 func TestRetireOnFirstBind(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -128,12 +129,14 @@ func TestRetireOnFirstBind(t *testing.T) {
 		{name: "drain takes no trim credit", cfg0: kern.WorkerCfg{Flags: kern.WorkerDrain, Trim: 1},
 			after0:  kern.WorkerCfg{Flags: kern.WorkerDrain, Trim: 1},
 			retired: []kern.LegKey{retireAKey}, boundTo: retireBKey},
-		// Fixture 3: both tries retire a leg; the live W_b is not reached.
+		// Fixture 3: both tries in worker 0's pool retire a leg; the
+		// next token (worker 0's second, its pool now empty), then
+		// worker 1's, reaches the live W_b.
 		{name: "drain, two legs of the worker", cfg0: kern.WorkerCfg{Flags: kern.WorkerDrain},
 			after0: kern.WorkerCfg{Flags: kern.WorkerDrain}, withC: true,
-			retired: []kern.LegKey{retireAKey, retireCKey}, stillIdle: []kern.LegKey{retireBKey}},
+			retired: []kern.LegKey{retireAKey, retireCKey}, boundTo: retireBKey},
 		{name: "trim credit 2, two legs of the worker", cfg0: kern.WorkerCfg{Trim: 2}, after0: kern.WorkerCfg{Trim: 0},
-			withC: true, retired: []kern.LegKey{retireAKey, retireCKey}, stillIdle: []kern.LegKey{retireBKey}},
+			withC: true, retired: []kern.LegKey{retireAKey, retireCKey}, boundTo: retireBKey},
 		// Fixture 5: no credit, nothing retired.
 		{name: "trim credit 0", boundTo: retireAKey, stillIdle: []kern.LegKey{retireBKey}},
 		{name: "trim credit -1", cfg0: kern.WorkerCfg{Trim: -1}, after0: kern.WorkerCfg{Trim: -1},

@@ -39,6 +39,7 @@ const (
 	LegBound   LegState = 2
 	LegClosing LegState = 3
 	LegDead    LegState = 4
+	LegParked  LegState = 5
 )
 
 func (s LegState) String() string {
@@ -51,6 +52,8 @@ func (s LegState) String() string {
 		return "closing"
 	case LegDead:
 		return "dead"
+	case LegParked:
+		return "parked"
 	}
 	return fmt.Sprintf("state(%d)", uint32(s))
 }
@@ -287,17 +290,19 @@ func (w *WorkerInfo) MarshalBinary() ([]byte, error) {
 
 // WorkerCfg is struct worker_cfg.
 type WorkerCfg struct {
-	Flags uint32
-	Trim  int32
+	Flags  uint32
+	Trim   int32
+	Weight uint32
 }
 
 // WorkerCfgSize is sizeof(struct worker_cfg).
-const WorkerCfgSize = 8
+const WorkerCfgSize = 16
 
 func (w *WorkerCfg) MarshalBinary() ([]byte, error) {
 	b := make([]byte, WorkerCfgSize)
 	ne.PutUint32(b, w.Flags)
 	ne.PutUint32(b[4:], uint32(w.Trim))
+	ne.PutUint32(b[8:], w.Weight)
 	return b, nil
 }
 
@@ -305,8 +310,50 @@ func (w *WorkerCfg) UnmarshalBinary(b []byte) error {
 	if len(b) < WorkerCfgSize {
 		return fmt.Errorf("worker cfg: %d bytes, want %d", len(b), WorkerCfgSize)
 	}
-	w.Flags, w.Trim = ne.Uint32(b), int32(ne.Uint32(b[4:]))
+	w.Flags, w.Trim, w.Weight = ne.Uint32(b), int32(ne.Uint32(b[4:])), ne.Uint32(b[8:])
 	return nil
+}
+
+// WorkerLoadSize is sizeof(struct worker_load): an int64 of bound legs.
+const WorkerLoadSize = 8
+
+// Policy is enum xlb_policy.
+type Policy uint8
+
+const (
+	PolicyJIQ    Policy = 0
+	PolicyRR     Policy = 1
+	PolicyLeast  Policy = 2
+	PolicySticky Policy = 3
+)
+
+// CtlOp is enum ctl_op: a command for the control program.
+type CtlOp uint32
+
+const (
+	CtlPark    CtlOp = 1
+	CtlRelease CtlOp = 2
+	CtlUnpark  CtlOp = 3
+)
+
+// CtlMsg is struct ctl_msg, the input of the control program.
+type CtlMsg struct {
+	Op        CtlOp
+	MinIdleNs uint64
+	Key       LegKey
+}
+
+// CtlMsgSize is sizeof(struct ctl_msg).
+const CtlMsgSize = 16 + LegKeySize
+
+func (m *CtlMsg) MarshalBinary() ([]byte, error) {
+	b := make([]byte, CtlMsgSize)
+	ne.PutUint32(b, uint32(m.Op))
+	ne.PutUint64(b[8:], m.MinIdleNs)
+	if err := m.Key.put(b[16:]); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // WorkerStats is struct worker_stats, summed over CPUs.
@@ -333,15 +380,16 @@ type Config struct {
 	OurWScale  uint8
 	Flags      uint8
 	OurMSS     uint16
+	Policy     Policy
+	SchedLen   uint32 // entries of xlb_sched in use
 }
 
 // ConfigSize is sizeof(struct xlb_config).
-const ConfigSize = 24
+const ConfigSize = 32
 
 // Config flags (enum config_flag).
 const (
 	ConfigRouted = 1 // forward rewritten packets out instead of to the stack
-	ConfigSticky = 2 // never remix at request boundaries
 )
 
 // UnmarshalBinary decodes the config.
@@ -357,6 +405,8 @@ func (c *Config) UnmarshalBinary(b []byte) error {
 	c.ListenPort = binary.BigEndian.Uint16(b[16:])
 	c.OurWScale, c.Flags = b[18], b[19]
 	c.OurMSS = ne.Uint16(b[20:])
+	c.Policy = Policy(b[22])
+	c.SchedLen = ne.Uint32(b[24:])
 	return nil
 }
 
@@ -372,6 +422,8 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 	binary.BigEndian.PutUint16(b[16:], c.ListenPort)
 	b[18], b[19] = c.OurWScale, c.Flags
 	ne.PutUint16(b[20:], c.OurMSS)
+	b[22] = byte(c.Policy)
+	ne.PutUint32(b[24:], c.SchedLen)
 	return b, nil
 }
 

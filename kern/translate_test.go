@@ -20,7 +20,7 @@ func TestFirstDataBinds(t *testing.T) {
 		{"stale queue entries skipped", func(d *dataPlane) {
 			// XLB_IDLE_POP_TRIES (2) entries are examined per packet.
 			gone := kern.LegKey{Peer: workerAddr, Local: mustAddrPort("10.0.0.100:50001")}
-			d.pushIdle(gone) // no such leg (reaped while queued)
+			d.pushIdleTo(gone, stdWorkerLeg().Worker) // no such leg (reaped while queued)
 			d.pushIdle(workerKey)
 		}},
 		{"dead queue entry skipped", func(d *dataPlane) {

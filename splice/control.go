@@ -236,9 +236,25 @@ func (lb *LB) controlConn(c *net.UnixConn) {
 			return
 		}
 		reply(nil, lb.SetWeight(req.Args[0], w))
+	case "clients":
+		reply(lb.Clients(), nil)
+	case "rematch":
+		if len(req.Args) != 2 {
+			reply(nil, errors.New("rematch: want CLIENT_HOST:PORT WORKER_HOST:PORT"))
+			return
+		}
+		reply(nil, lb.Rematch(req.Args[0], req.Args[1]))
 	case "handover":
 		lb.giveHandover(c)
 	default:
 		reply(nil, fmt.Errorf("unknown control command %q", req.Cmd))
 	}
+}
+
+// Status1 asks the xlb serving iface (default control socket) for its
+// status: an error if none answers.
+func Status1(iface string) (Status, error) {
+	var st Status
+	err := Call(DefaultSocket(iface), Request{Cmd: "status"}, &st)
+	return st, err
 }

@@ -12,7 +12,8 @@ import (
 
 // DataPlane is typed access to the maps of a loaded data plane.
 type DataPlane struct {
-	Objs *kern.Objects
+	Objs  *kern.Objects
+	pools pools
 }
 
 // SetConfig writes the global settings.
@@ -128,18 +129,6 @@ func (d *DataPlane) ForgetLeg(key kern.LegKey) {
 	d.Objs.Binds.Delete(k)
 	d.Objs.Legs.Delete(k)
 	d.Objs.Handshakes.Delete(k)
-}
-
-// PushIdle queues a worker leg as idle.
-func (d *DataPlane) PushIdle(key kern.LegKey) error {
-	k, err := key.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	if err := d.Objs.Idle.Push(k); err != nil {
-		return fmt.Errorf("idle queue: %w", err)
-	}
-	return nil
 }
 
 // SetWorkerCfg writes a worker's settings for the data plane.

@@ -37,7 +37,7 @@ func (lb *LB) positionsOf(k kern.LegKey, l *kern.Leg) (legPositions, error) {
 		peerWScale: l.PeerWScale, ourWScale: l.OurWScale, opts: l.Opts, mss: l.PeerMSS,
 		peerWin: l.PeerWin << l.PeerWScale, ourWin: l.SndWin << l.OurWScale,
 	}
-	if l.State == kern.LegBound {
+	if l.State == kern.LegBound || l.State == kern.LegParked {
 		b, err := lb.dp.Binding(k)
 		if err != nil {
 			return p, fmt.Errorf("binding of %s: %w", k, err)
@@ -72,7 +72,7 @@ func (lb *LB) handBackAll() int {
 	// Positions first, for every leg, while all bindings still exist.
 	pos := make(map[kern.LegKey]legPositions, len(items))
 	for _, it := range items {
-		if it.l.State != kern.LegIdle && it.l.State != kern.LegBound {
+		if it.l.State != kern.LegIdle && it.l.State != kern.LegBound && it.l.State != kern.LegParked {
 			continue
 		}
 		if it.l.RxFlags != 0 {

@@ -341,7 +341,8 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	if err != nil {
 		return err
 	}
-	kc.Flags = kc.Flags&^kern.ConfigSticky | cfg.Policy.configFlags()
+	kc.Flags = kc.Flags&^kern.ConfigRouted | cfg.routedFlag()
+	kc.Policy = cfg.Policy.code()
 	if err := lb.dp.SetConfig(kc); err != nil {
 		return err
 	}
@@ -350,6 +351,9 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 		if err := lb.dp.SetWorker(w.spec.Addr, info); err != nil {
 			return err
 		}
+	}
+	if err := lb.setupPools(); err != nil {
+		return err
 	}
 	cur, err := xdp.Query(cfg.Iface)
 	if err != nil {

@@ -31,8 +31,15 @@ type Config struct {
 	Mode    xdp.Mode
 	Force   bool // replace another XDP program on Iface
 	Reuse   bool // take over from the xlb running on Iface (see handover.go)
+	Routed  bool // rewritten packets leave by XDP_TX/redirect, not through the local stack
 	Socket  string
 	MaxLegs uint32
+	// WorkerConns caps the connections to each worker, idle or busy (0: no
+	// cap): a pool does not grow past it when clients are many.
+	WorkerConns int
+	// IdleRelease is how long a client with no request in flight keeps
+	// its worker connection (0: until its next request).
+	IdleRelease time.Duration
 
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// when xlb stops.
@@ -76,25 +83,33 @@ const (
 	// request boundary to the worker connection idle the longest, so a slow
 	// worker, whose connections come back late, gets fewer requests.
 	PolicyJIQ Policy = "jiq"
-	// PolicySticky keeps a client on the connection it was first given.
+	// PolicyRR gives each request to the next worker in turn (weighted).
+	PolicyRR Policy = "rr"
+	// PolicyLeast gives each request to the worker with the fewest
+	// connections busy with a client, per unit of weight.
+	PolicyLeast Policy = "least"
+	// PolicySticky keeps a client on the connection it was first given,
+	// unless told otherwise (xlb ctl rematch) or its worker drains.
 	PolicySticky Policy = "sticky"
 )
 
+// Policies lists the policy names, for help and errors.
+const Policies = "jiq, rr, least or sticky"
+
 // ParsePolicy checks a policy name.
 func ParsePolicy(s string) (Policy, error) {
-	switch p := Policy(s); p {
-	case PolicyJIQ, PolicySticky:
-		return p, nil
+	if _, ok := policyCodes[Policy(s)]; ok {
+		return Policy(s), nil
 	}
-	return "", fmt.Errorf("unknown policy %q: want jiq or sticky", s)
+	return "", fmt.Errorf("unknown policy %q: want %s", s, Policies)
 }
 
-func (p Policy) configFlags() uint8 {
-	if p == PolicySticky {
-		return kern.ConfigSticky
-	}
-	return 0
+var policyCodes = map[Policy]kern.Policy{
+	PolicyJIQ: kern.PolicyJIQ, PolicyRR: kern.PolicyRR, PolicyLeast: kern.PolicyLeast, PolicySticky: kern.PolicySticky,
 }
+
+// code is the data plane's number of the policy ("" is jiq).
+func (p Policy) code() kern.Policy { return policyCodes[p] }
 
 // PinDir is where the state of the instance on iface is pinned.
 func PinDir(iface string) string {
@@ -238,7 +253,7 @@ func (lb *LB) start() error {
 	if err != nil {
 		return fmt.Errorf("probing the listener's window scale: %w", err)
 	}
-	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.Policy.configFlags()}
+	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.routedFlag(), Policy: cfg.Policy.code()}
 	if len(addrs) == 1 {
 		kc.ListenAddr = addrs[0]
 	}
@@ -251,6 +266,9 @@ func (lb *LB) start() error {
 			return err
 		}
 		lb.addWorker(w)
+	}
+	if err := lb.setupPools(); err != nil {
+		return err
 	}
 	if err := lb.checkControlFree(); err != nil {
 		return err
@@ -313,6 +331,7 @@ func (lb *LB) startLoops() error {
 		lb.goroutine(func() { lb.accept(ln) })
 	}
 	lb.goroutine(func() { lb.reaper(ctx) })
+	lb.goroutine(func() { lb.releaser(ctx) })
 	return nil
 }
 
@@ -719,6 +738,7 @@ func (lb *LB) teardown() error {
 
 func (lb *LB) closeObjects() {
 	if lb.dp != nil {
+		lb.dp.closePools()
 		lb.dp.Objs.Close()
 	}
 	for _, m := range lb.reused {
@@ -748,7 +768,7 @@ func (lb *LB) inFlight() int {
 	n := 0
 	now := monotonicNs()
 	lb.dp.ForEachLeg(func(k kern.LegKey, c *kern.Leg) bool {
-		if c.Kind != kern.LegClient || c.State != kern.LegBound {
+		if c.Kind != kern.LegClient || (c.State != kern.LegBound && c.State != kern.LegParked) {
 			return true
 		}
 		b, err := lb.dp.Binding(k)

@@ -55,7 +55,11 @@ func (lb *LB) AddWorker(spec WorkerSpec) error {
 	if err := lb.dp.SetWorker(spec.Addr, kern.WorkerInfo{ID: id}); err != nil {
 		return err
 	}
+	if err := lb.dp.EnsurePool(id); err != nil {
+		return err
+	}
 	lb.addWorker(w)
+	lb.updateSchedule()
 	lb.goroutine(func() { w.run(lb.loopCtx) })
 	lb.log.Info("worker added", "worker", spec.Addr, "weight", spec.Weight, "id", id)
 	return nil
@@ -71,6 +75,7 @@ func (lb *LB) DrainWorker(addr string) error {
 	w.mu.Lock()
 	w.draining = true
 	w.mu.Unlock()
+	lb.updateSchedule()
 	w.poke()
 	lb.log.Info("worker draining", "worker", w.spec.Addr)
 	return nil
@@ -85,6 +90,7 @@ func (lb *LB) RemoveWorker(addr string) error {
 	w.mu.Lock()
 	w.draining, w.removing = true, true
 	w.mu.Unlock()
+	lb.updateSchedule()
 	w.poke()
 	lb.log.Info("worker removing", "worker", w.spec.Addr)
 	return nil
@@ -103,6 +109,7 @@ func (lb *LB) SetWeight(addr string, weight int) error {
 	w.mu.Lock()
 	w.spec.Weight = weight
 	w.mu.Unlock()
+	lb.updateSchedule()
 	w.poke()
 	lb.log.Info("worker weight", "worker", w.spec.Addr, "weight", weight)
 	return nil
@@ -120,5 +127,6 @@ func (lb *LB) forgetWorker(w *worker) {
 	}
 	delete(lb.byID, w.id)
 	lb.wmu.Unlock()
+	lb.dp.DropPool(w.id)
 	lb.log.Info("worker removed", "worker", w.spec.Addr)
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -129,6 +130,7 @@ type worker struct {
 	draining   bool                         // xlb ctl drain/remove: no new requests
 	removing   bool                         // xlb ctl remove: forget it once drained
 	drained    bool                         // drain completion logged
+	bound      atomic.Int64 // legs busy with a client at the last fill
 	backoff    time.Duration
 	lastErr    error
 	kick       chan struct{}
@@ -146,6 +148,18 @@ func (w *worker) idle() (int, error) {
 	defer w.mu.Unlock()
 	n := int64(w.pushed) + int64(st.Releases) - int64(st.Binds) - int64(w.idleDeaths)
 	return int(max(n, 0)), nil
+}
+
+func (w *worker) isDraining() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.draining
+}
+
+func (w *worker) specWeight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.spec.Weight
 }
 
 // run keeps the worker's pool filled until ctx ends, or the worker is
@@ -184,19 +198,27 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		return backoffMax
 	}
 	w.mu.Lock()
-	target := w.lb.cfg.Pool * w.spec.Weight
-	draining := w.draining
+	weight, draining, legs := w.spec.Weight, w.draining, len(w.legs)
 	w.mu.Unlock()
-	cfg := kern.WorkerCfg{}
+	w.bound.Store(int64(max(legs-idle, 0)))
+	// A worker's share of the connections follows its weight, not how
+	// long its requests take: the pool, plus its share of the connections
+	// busy over all workers. A slow worker then has fewer idle, and the
+	// policies that go by idle connections (jiq) give it less, as they
+	// should; sizing each pool by its own idle count would give a slow
+	// worker more connections and undo that.
+	demand, weights := w.lb.demand()
+	target := w.lb.cfg.Pool*weight + ceilDiv(demand*weight, max(weights, 1))
+	cfg := kern.WorkerCfg{Weight: uint32(max(weight, 1))}
 	if draining {
 		target = 0
 		cfg.Flags = kern.WorkerDrain
 	}
-	want := target - idle
+	want := target - legs
 	// Remixing moves idle legs from one worker's share to another's, so a
 	// pool can grow past its target while another refills: ask the data
 	// plane to retire the surplus as it takes legs from the queue.
-	if surplus := idle - target - trimSlack(target); surplus > 0 && !draining {
+	if surplus := min(legs-target-trimSlack(target), idle); surplus > 0 && !draining {
 		cfg.Trim = int32(surplus)
 	}
 	if cfg != w.cfg {
@@ -205,6 +227,11 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		} else {
 			w.cfg = cfg
 		}
+	}
+	if c := w.lb.cfg.WorkerConns; c > 0 {
+		w.mu.Lock()
+		want = min(want, c-len(w.legs))
+		w.mu.Unlock()
 	}
 	for i := 0; i < min(want, maxConnectsPerRound); i++ {
 		if ctx.Err() != nil {
@@ -217,6 +244,23 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	}
 	return 0
 }
+
+// demand is the connections busy with a client over the workers that take
+// requests, as each worker's last fill saw them, and the sum of their
+// weights.
+func (lb *LB) demand() (bound, weights int) {
+	for _, w := range lb.workerList() {
+		w.mu.Lock()
+		if !w.draining && w.spec.Weight > 0 {
+			weights += w.spec.Weight
+			bound += int(w.bound.Load())
+		}
+		w.mu.Unlock()
+	}
+	return bound, weights
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 // checkDrained logs a drain's completion (no connection left) and, for a
 // removed worker, forgets it; it returns true when the worker is gone.
@@ -320,7 +364,7 @@ func (w *worker) openLeg(ctx context.Context) error {
 		c.Close()
 		return err
 	}
-	if err := w.lb.dp.PushIdle(key); err != nil {
+	if err := w.lb.dp.PushIdle(key, w.id, w.lb.cfg.Policy); err != nil {
 		// Registered but not queued: nobody can take it; retire it.
 		w.lb.dp.ForgetLeg(key)
 		w.forget(key)

@@ -11,8 +11,18 @@
 
 #define XLB_MAX_OPT_LEN     40     /* TCP options: at most 40 bytes */
 #define XLB_MAX_SACK_BLOCKS 4
-#define XLB_IDLE_POP_TRIES  2      /* idle-queue entries examined for a live leg */
-#define XLB_IDLE_SWEEP      16     /* dead idle-queue heads dropped per worker-leg event */
+#define XLB_POOL_MAX        4096   /* idle legs one worker's pool can hold */
+#define XLB_SCHED_LEN       1024   /* slots of the weighted schedule (policies rr, least) */
+#define XLB_REMATCH_MAX     4096   /* pending xlb ctl rematch requests */
+#define XLB_IDLE_POP_TRIES  2      /* pool entries examined for a live leg */
+#define XLB_READY_TRIES     3      /* jiq: worker tokens examined for a pool with a live leg */
+#define XLB_PICK_TRIES      3      /* rr: schedule slots tried */
+#define XLB_LEAST_SCAN      16     /* least: schedule slots compared */
+#define XLB_IDLE_SWEEP      16     /* dead pool heads dropped per worker-leg event */
+#define XLB_PROG_BIND       0      /* xlb_progs slot of the bind program */
+#define XLB_PROG_MAIN       1      /* xlb_progs slot of xlb_xdp (xlb_bind and xlb_slow return there) */
+#define XLB_PROG_SLOW       2      /* xlb_progs slot of the slow program */
+#define XLB_PROG_XLATE      3      /* xlb_progs slot of the translation for the slow program */
 #define XLB_CAS_TRIES       4      /* compare-and-swap retries for a position */
 #define XLB_MAX_WIN_BOUND   (1u << 30) /* 65535 << 14: the largest window TCP can advertise */
 

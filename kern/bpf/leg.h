@@ -71,6 +71,8 @@ static __always_inline void finish(const struct leg_key *key, struct leg *leg)
 		if (s == LEG_DEAD)
 			return;
 		if (set_state(leg, s, LEG_DEAD)) {
+			if (s == LEG_BOUND && leg->kind == LEG_WORKER)
+				wload_add(leg->worker, -1);
 			count(XLB_CNT_LEG_CLOSED);
 			emit(EV_LEG_CLOSED, key, leg, s);
 			return;
@@ -184,13 +186,10 @@ static __always_inline void materialize(struct leg *a, const struct binding *b, 
 	a->snd_win = w > 0xffff ? 0xffff : (__u32)w;
 }
 
-/* pop_idle takes the worker leg idle the longest. Queue entries can be stale
- * (the leg closed or was reaped while queued); those are skipped. The state
- * CAS makes sure that a leg is handed to one client only. */
-/* should_retire: a worker leg that was just taken out of the idle queue (or
- * is about to go back into it) leaves the pool instead: its worker is
- * draining, or the pool is larger than user space wants (a trim: one of the
- * trim credits is taken, atomically). */
+/* should_retire: a worker leg that was just taken out of its pool (or is
+ * about to go back into it) leaves the pool instead: its worker is draining,
+ * or the pool is larger than user space wants (a trim: one of the trim
+ * credits is taken, atomically). */
 static __always_inline int should_retire(__u32 worker)
 {
 	struct worker_cfg *c = bpf_map_lookup_elem(&xlb_wcfg, &worker);
@@ -205,6 +204,13 @@ static __always_inline int should_retire(__u32 worker)
 		return 1;
 	__sync_fetch_and_add(&c->trim, 1); /* raced below zero: give it back */
 	return 0;
+}
+
+static __always_inline int draining(__u32 worker)
+{
+	struct worker_cfg *c = bpf_map_lookup_elem(&xlb_wcfg, &worker);
+
+	return c && (READ_ONCE(c->flags) & WORKER_DRAIN);
 }
 
 /* retire ends an unbound worker leg the program owns (the caller holds it in
@@ -222,12 +228,77 @@ static __always_inline int retire(const struct leg_key *k, struct leg *w, __u32 
 	return 1;
 }
 
-static __always_inline struct leg *pop_idle(struct leg_key *wk)
+static __always_inline void *worker_pool(__u32 worker)
 {
+	return bpf_map_lookup_elem(&xlb_pool, &worker);
+}
+
+static __always_inline int uses_tokens(const struct xlb_config *cfg)
+{
+	return cfg->policy == POLICY_JIQ || cfg->policy == POLICY_STICKY;
+}
+
+/* pool_put queues an idle worker leg (state LEG_IDLE) at the tail of its
+ * worker's pool, with a token in xlb_ready for the policies that use them.
+ * Returns -1 if the worker has no pool (removed). BPF_EXIST: a full queue
+ * drops its oldest entry rather than refuse. */
+static __always_inline int pool_put(const struct leg_key *k, __u32 worker, const struct xlb_config *cfg)
+{
+	void *q = worker_pool(worker);
+
+	if (!q || bpf_map_push_elem(q, k, BPF_EXIST))
+		return -1;
+	if (uses_tokens(cfg))
+		bpf_map_push_elem(&xlb_ready, &worker, BPF_EXIST);
+	return 0;
+}
+
+/* unpop gives back a leg that pool_pop handed out but that could not be
+ * bound: as if it had never left (no release counted). */
+static __always_inline void unpop(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
+{
+	w->state = LEG_IDLE;
+	if (pool_put(k, w->worker, cfg))
+		retire(k, w, LEG_IDLE);
+}
+
+/* give_back ends worker leg w's binding (the caller holds it in state
+ * `from`, LEG_BOUND): retired if its worker drains or its pool is trimmed,
+ * else idle at the tail of its pool. Counted as a release either way (user
+ * space counts a retired leg out of the pool when it takes it from
+ * xlb_retired, like any idle leg retired). */
+static __always_inline void give_back(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
+{
+	struct worker_stats *ws = wstats(w->worker);
+	__u32 worker = w->worker;
+
+	if (should_retire(worker)) {
+		if (!retire(k, w, LEG_BOUND))
+			return; /* another CPU ended it first */
+	} else {
+		if (!set_state(w, LEG_BOUND, LEG_IDLE))
+			return;
+		if (pool_put(k, worker, cfg))
+			retire(k, w, LEG_IDLE);
+	}
+	wload_add(worker, -1);
+	if (ws)
+		ws->releases++;
+}
+
+/* pool_pop takes the oldest live leg of a worker's pool. Entries can be stale
+ * (the leg closed or was reaped while queued); those are skipped. The state
+ * CAS makes sure that a leg is handed to one client only. */
+static __always_inline struct leg *pool_pop(__u32 worker, struct leg_key *wk)
+{
+	void *q = worker_pool(worker);
+
+	if (!q)
+		return NULL;
 	for (int i = 0; i < XLB_IDLE_POP_TRIES; i++) {
 		struct leg *w;
 
-		if (bpf_map_pop_elem(&xlb_idle, wk))
+		if (bpf_map_pop_elem(q, wk))
 			return NULL;
 		w = bpf_map_lookup_elem(&xlb_legs, wk);
 		if (!w || w->kind != LEG_WORKER)
@@ -251,28 +322,56 @@ static __always_inline int idle_in_queue(const struct leg_key *k)
 	return w && w->kind == LEG_WORKER && READ_ONCE(w->state) == LEG_IDLE;
 }
 
-/* sweep_idle drops the idle queue's head entries whose leg is no longer idle
+/* sweep_pool drops a worker pool's head entries whose leg is no longer idle
  * (closed by its worker, or reaped). Only pops remove queue entries, and
  * without clients nothing pops: a worker that closes idle connections (a
- * keepalive timeout) would fill the queue with dead entries, as many per
- * timeout as the pool holds, until pop_idle's bounded tries find only dead
+ * keepalive timeout) would fill its pool with dead entries, as many per
+ * timeout as the pool holds, until pool_pop's bounded tries find only dead
  * ones and every client is dropped (no_idle_leg). Called on the packets that
  * end idle worker legs, which die in about the order they were queued. The
  * head is peeked first, so a live leg keeps its place in line. */
-static __always_inline void sweep_idle(void)
+static __always_inline void sweep_pool(__u32 worker)
 {
+	void *q = worker_pool(worker);
+
+	if (!q)
+		return;
 	for (int i = 0; i < XLB_IDLE_SWEEP; i++) {
 		struct leg_key k;
 
-		if (bpf_map_peek_elem(&xlb_idle, &k) || idle_in_queue(&k))
+		if (bpf_map_peek_elem(q, &k) || idle_in_queue(&k))
 			return;
-		if (bpf_map_pop_elem(&xlb_idle, &k))
+		if (bpf_map_pop_elem(q, &k))
 			return;
 		/* Another CPU popped between our peek and pop, so this may be
 		 * another entry, a live one: give it back (at the tail). */
 		if (idle_in_queue(&k))
-			bpf_map_push_elem(&xlb_idle, &k, BPF_EXIST);
+			bpf_map_push_elem(q, &k, BPF_EXIST);
 	}
+}
+
+/* quiescent: client leg c, bound with b to worker leg w, has no request in
+ * flight: the worker answered the current request, the client acknowledged
+ * the whole answer, the worker the whole request, nobody closed, and both
+ * peers have been silent for min_idle_ns. */
+static __always_inline int quiescent(const struct leg *c, const struct binding *b, const struct leg *w,
+				     __u64 min_idle_ns)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (c->kind != LEG_CLIENT || w->kind != LEG_WORKER)
+		return 0;
+	if ((READ_ONCE(c->rx_flags) | READ_ONCE(w->rx_flags)) & (LEG_RX_FIN | LEG_RX_RST))
+		return 0;
+	if (READ_ONCE(w->peer_hi) == READ_ONCE(c->req_mark))
+		return 0; /* not answered yet */
+	if (READ_ONCE(c->peer_acked) != bound_snd_nxt(b, w))
+		return 0;
+	if (READ_ONCE(w->peer_acked) != READ_ONCE(c->peer_hi) + b->seq_off)
+		return 0;
+	if (now - READ_ONCE(c->last_ns) < min_idle_ns || now - READ_ONCE(w->last_ns) < min_idle_ns)
+		return 0;
+	return 1;
 }
 
 #endif

@@ -51,14 +51,97 @@ struct xlb_map_def SEC("maps") xlb_hs = {
 	.max_entries = XLB_MAX_HANDSHAKES,
 };
 
-/* Idle worker legs, oldest first: popping the head gives a request to the
- * connection idle the longest. Entries may be stale (leg closed since): the
- * pop checks the leg's state. User space keeps it filled. */
-struct xlb_map_def SEC("maps") xlb_idle = {
+/* The pool: idle worker legs, one queue per worker (indexed by worker id;
+ * user space creates a worker's queue when it adds the worker), oldest first.
+ * Entries may be stale (the leg closed since): a pop checks the leg's state.
+ * User space keeps each filled. */
+struct xlb_map_def SEC("maps") xlb_pool = {
+	.type = BPF_MAP_TYPE_ARRAY_OF_MAPS,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = XLB_MAX_WORKERS,
+};
+
+struct xlb_map_def SEC("maps") xlb_pool_inner = {
 	.type = BPF_MAP_TYPE_QUEUE,
 	.key_size = 0,
 	.value_size = sizeof(struct leg_key),
+	.max_entries = XLB_POOL_MAX,
+};
+
+/* Policies jiq and sticky: one worker id per leg put in a pool, in the order
+ * they were put there. Popping a token then a leg of that worker gives the
+ * leg idle the longest over all pools. Tokens of legs taken otherwise (a
+ * rematch, a dead leg) are stale: their pop finds the pool empty or a later
+ * leg, which only makes that worker's turn come early. */
+struct xlb_map_def SEC("maps") xlb_ready = {
+	.type = BPF_MAP_TYPE_QUEUE,
+	.key_size = 0,
+	.value_size = sizeof(__u32),
 	.max_entries = XLB_MAX_LEGS,
+};
+
+/* Policies rr and least: worker ids, each as many times as its weight, in a
+ * smooth weighted round-robin order; xlb_config.sched_len entries are used.
+ * Written by user space (draining workers left out). */
+struct xlb_map_def SEC("maps") xlb_sched = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = XLB_SCHED_LEN,
+};
+
+/* Element 0: the round-robin position (atomic add). */
+struct xlb_map_def SEC("maps") xlb_rr = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
+	.max_entries = 1,
+};
+
+/* Per-worker load (struct worker_load), indexed by worker id. */
+struct xlb_map_def SEC("maps") xlb_wload = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct worker_load),
+	.max_entries = XLB_MAX_WORKERS,
+};
+
+/* xlb ctl rematch: client leg -> worker id its next request goes to. The data
+ * plane deletes the entry once the client moved. */
+struct xlb_map_def SEC("maps") xlb_rematch = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct leg_key),
+	.value_size = sizeof(__u32),
+	.max_entries = XLB_REMATCH_MAX,
+};
+
+/* Tail calls: slots XLB_PROG_BIND, _MAIN, _SLOW, _XLATE. Filled by user space
+ * at load; never pinned (a prog array empties when its last user reference
+ * goes, so the process that attached the programs holds it). */
+struct xlb_map_def SEC("maps") xlb_progs = {
+	.type = BPF_MAP_TYPE_PROG_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 4,
+};
+
+/* Not used by the programs: updating a map-in-map waits for an RCU grace
+ * period (the kernel's maybe_wait_bpf_programs), so that user space knows no
+ * program still runs with what it read before. Idle release needs that
+ * between parking a leg and unbinding it. */
+struct xlb_map_def SEC("maps") xlb_sync = {
+	.type = BPF_MAP_TYPE_ARRAY_OF_MAPS,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 1,
+};
+
+struct xlb_map_def SEC("maps") xlb_sync_inner = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 1,
 };
 
 /* Workers by address, so that their SYN-ACKs are learned. */
@@ -118,6 +201,8 @@ struct xlb_map_def SEC("maps") xlb_scratch = {
 struct bind_scratch {
 	struct binding to_worker;
 	struct binding to_client;
+	__u32 reentry; /* 1: xlb_bind bound the leg (or decided its boundary) and calls xlb_xdp again */
+	__u32 pad;
 };
 
 struct xlb_map_def SEC("maps") xlb_bscratch = {
@@ -126,6 +211,14 @@ struct xlb_map_def SEC("maps") xlb_bscratch = {
 	.value_size = sizeof(struct bind_scratch),
 	.max_entries = 1,
 };
+
+static __always_inline void count_n(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&xlb_stats, &idx);
+
+	if (v)
+		*v += n;
+}
 
 static __always_inline void count(__u32 idx)
 {
@@ -139,6 +232,19 @@ static __always_inline void count(__u32 idx)
 static __always_inline struct worker_stats *wstats(__u32 worker)
 {
 	return bpf_map_lookup_elem(&xlb_wstats, &worker);
+}
+
+static __always_inline struct worker_load *wload(__u32 worker)
+{
+	return bpf_map_lookup_elem(&xlb_wload, &worker);
+}
+
+static __always_inline void wload_add(__u32 worker, __s64 n)
+{
+	struct worker_load *l = wload(worker);
+
+	if (l)
+		__sync_fetch_and_add(&l->bound, n);
 }
 
 static __always_inline struct xlb_config *config(void)

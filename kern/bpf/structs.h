@@ -58,6 +58,11 @@ enum xlb_counter {
 	XLB_CNT_STAY_RESPONSE = 33,/* new data before the whole response was acked: stayed */
 	XLB_CNT_STAY_REQUEST = 34, /* worker had not acked the whole request: stayed */
 	XLB_CNT_RETIRED = 35,      /* idle worker leg retired (worker draining, pool trimmed) */
+	XLB_CNT_PARKED_DROP = 36,  /* drop: data on a client leg being released (the client retransmits) */
+	XLB_CNT_RELEASED = 37,     /* quiescent client gave its worker leg back (idle release) */
+	XLB_CNT_REMATCH = 38,      /* client moved to the worker named by xlb ctl rematch */
+	XLB_CNT_TAIL_FAIL = 39,    /* drop: the bind program could not be reached (tail call failed) */
+	XLB_CNT_BIND_RACE = 40,    /* drop: the leg changed between the two programs (the sender retransmits) */
 	XLB_CNT_MAX
 };
 
@@ -85,6 +90,7 @@ enum leg_state {
 	LEG_BOUND = 2,   /* bound to a partner (see xlb_binds) */
 	LEG_CLOSING = 3, /* FIN answered by the program; waiting for the last ACK */
 	LEG_DEAD = 4,    /* finished and reported; user space reaps it */
+	LEG_PARKED = 5,  /* client leg bound but being released (idle release): its data is dropped */
 };
 
 enum leg_opt {
@@ -192,6 +198,14 @@ enum worker_flag {
 struct worker_cfg {
 	__u32 flags;         /* enum worker_flag */
 	__s32 trim;          /* idle legs to retire (pool larger than wanted) */
+	__u32 weight;        /* share of requests (policy least compares bound legs / weight) */
+	__u32 pad;
+};
+
+/* Per-worker load, the array xlb_wload indexed by worker id: written by the
+ * data plane only, with atomic adds (policy least reads it). */
+struct worker_load {
+	__s64 bound;         /* worker legs bound to a client */
 };
 
 /* Per-worker counters, the per-CPU array xlb_wstats indexed by worker id. With
@@ -212,12 +226,39 @@ struct xlb_config {
 	__u8 our_wscale;       /* window scale the listener announces */
 	__u8 flags;            /* enum config_flag */
 	__u16 our_mss;         /* MSS the listener announces */
-	__u16 pad;
+	__u8 policy;           /* enum xlb_policy */
+	__u8 pad;
+	__u32 sched_len;       /* entries of xlb_sched in use (policies rr and least) */
+	__u32 pad2;
 };
 
 enum config_flag {
 	CFG_ROUTED = 1, /* forward rewritten packets out (XDP_TX/redirect) instead of to the local stack */
-	CFG_STICKY = 2, /* never remix at request boundaries (policy sticky) */
+};
+
+/* Who gets a request (DESIGN.md "Remix at a request boundary"). */
+enum xlb_policy {
+	POLICY_JIQ = 0,    /* the worker leg idle the longest (xlb_ready's order) */
+	POLICY_RR = 1,     /* the next worker of xlb_sched */
+	POLICY_LEAST = 2,  /* the worker of xlb_sched with the fewest bound legs per weight */
+	POLICY_STICKY = 3, /* no move at boundaries, except rematch and drain */
+};
+
+/* A command for the control program xlb_ctl, which user space runs with
+ * BPF_PROG_TEST_RUN (this struct is the "packet"): changes to a pair of legs
+ * that no packet would trigger, made by the data plane's own code under the
+ * same rules as packets. Returns XDP_PASS when done, XDP_DROP when refused. */
+struct ctl_msg {
+	__u32 op;            /* enum ctl_op */
+	__u32 pad;
+	__u64 min_idle_ns;   /* CTL_PARK: both legs silent for at least this long */
+	struct leg_key key;  /* the client leg */
+};
+
+enum ctl_op {
+	CTL_PARK = 1,    /* a bound, quiescent client leg stops taking data (LEG_PARKED) */
+	CTL_RELEASE = 2, /* after an RCU grace period: unbind a parked leg, its worker leg back to the pool */
+	CTL_UNPARK = 3,  /* a parked leg goes on as it was (no grace period could be had) */
 };
 
 enum event_type {

@@ -17,6 +17,20 @@
 #include "seq.h"
 #include "tcp_opts.h"
 #include "leg.h"
+#include "pick.h"
+
+/* The data plane is two programs built from the same code (and a third for
+ * control commands). xlb_xdp takes every packet; when a client leg must be
+ * bound (its first data, or a move at a request boundary) it tail-calls
+ * xlb_bind, which parses the packet again, binds the leg as the policy says
+ * and tail-calls xlb_xdp again, which now finds the binding and translates.
+ * Each program is verified on its own: the policies' loops in front of the
+ * translation, in one program, would pass the verifier's budget of a million
+ * instructions. */
+#define STAGE_MAIN 0
+#define STAGE_BIND 1
+#define STAGE_SLOW 2
+#define STAGE_XLATE 3
 
 static __always_inline int verdict(int action)
 {
@@ -354,14 +368,15 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 }
 
 /* remix moves client leg c (key ck), bound with binding b to worker leg w,
- * onto the worker leg idle the longest, at a request boundary: the one
+ * onto the worker leg the policy picks, at a request boundary: the one
  * well-defined rebind. Both legs' tx positions are materialised from the
- * pair first, w goes back to the idle queue (its worker may still retransmit
- * the tail of its answer, which the stale-segment path acknowledges), and c
- * is bound to the new leg from positions that do not include the packet at
- * hand yet. Returns the new binding of c, or NULL to stay on b. */
+ * pair first, w goes back to its pool (its worker may still retransmit the
+ * tail of its answer, which the stale-segment path acknowledges), and c is
+ * bound to the new leg from positions that do not include the packet at hand
+ * yet. Returns the new binding of c, or NULL to stay on b. */
 static __always_inline struct binding *remix(const struct leg_key *ck, struct leg *c,
-					      const struct binding *b, struct leg *w)
+					      const struct binding *b, struct leg *w,
+					      const struct xlb_config *cfg)
 {
 	struct binding *bw = bpf_map_lookup_elem(&xlb_binds, &b->to);
 	struct leg_key wk = b->to, nk;
@@ -370,7 +385,7 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 
 	if (!bw)
 		return NULL;
-	n = pop_idle(&nk);
+	n = pick_leg(cfg, ck, &nk, 0);
 	if (!n) {
 		count(XLB_CNT_REMIX_NO_IDLE);
 		return NULL;
@@ -379,23 +394,12 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 	materialize(w, bw, c);
 	if (bind_legs(ck, c, &nk, n, 0)) {
 		/* The pair is as it was (bind_legs wrote nothing that stays). */
-		n->state = LEG_IDLE;
-		bpf_map_push_elem(&xlb_idle, &nk, BPF_EXIST);
+		unpop(&nk, n, cfg);
 		return NULL;
 	}
 	bpf_map_delete_elem(&xlb_binds, &wk);
-	ws = wstats(w->worker);
-	if (should_retire(w->worker)) {
-		/* Counted as released, then retired: user space counts it out of
-		 * the idle pool when it takes it from xlb_retired, like any idle
-		 * leg retired. (Not released if another CPU ended it first.) */
-		if (retire(&wk, w, LEG_BOUND) && ws)
-			ws->releases++;
-	} else if (set_state(w, LEG_BOUND, LEG_IDLE)) {
-		bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
-		if (ws)
-			ws->releases++;
-	}
+	give_back(&wk, w, cfg);
+	wload_add(n->worker, 1);
 	ws = wstats(n->worker);
 	if (ws)
 		ws->binds++;
@@ -408,61 +412,66 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
  * new request (DESIGN.md "Remix at a request boundary")? New data (seq ==
  * peer_hi), after the worker answered since the current request started,
  * acknowledging the whole answer, with the whole request acknowledged by the
- * worker. Then, unless the policy is sticky, the client moves to another
- * worker leg. Whatever cannot be decided stays on the current binding
- * (always correct), and is counted. Returns the binding to translate with. */
-static __always_inline struct binding *client_data(struct pkt *p, struct leg *c, struct binding *b,
-						   struct xlb_config *cfg)
+ * worker. Then the client may move to another worker leg (want_move). What
+ * cannot be decided stays on the current binding (always correct), and is
+ * counted. *bp is the binding to translate with. Returns 1 when the packet
+ * must go to the bind program (STAGE_MAIN, a move), before anything changed. */
+static __always_inline int client_data(struct pkt *p, struct leg *c, struct binding **bp,
+				       struct xlb_config *cfg, int stage)
 {
-	struct binding *nb;
+	struct binding *b = *bp, *nb;
 	struct leg *w;
 	__u32 w_hi;
+	int move;
 
 	w = bpf_map_lookup_elem(&xlb_legs, &b->to);
 	if (!w)
-		return b;
+		return 0;
 	w_hi = READ_ONCE(w->peer_hi);
 	if (w_hi == c->req_mark)
-		return b; /* no answer since the request started: a continuation */
+		return 0; /* no answer since the request started: a continuation */
 	if (p->seq != READ_ONCE(c->peer_hi)) {
 		if (seq_gt(p->seq, READ_ONCE(c->peer_hi)))
 			count(XLB_CNT_STAY_GAP);
-		return b; /* a retransmission, or data after a gap */
+		return 0; /* a retransmission, or data after a gap */
 	}
 	if (!p->has_ack || p->ack != bound_snd_nxt(b, w)) {
 		count(XLB_CNT_STAY_RESPONSE);
-		return b;
+		return 0;
 	}
 	if (READ_ONCE(w->peer_acked) != READ_ONCE(c->peer_hi) + b->seq_off) {
 		count(XLB_CNT_STAY_REQUEST);
-		return b;
+		return 0;
 	}
-	count(XLB_CNT_REQUEST);
-	c->requests++;
-	nb = NULL;
 	/* A worker that closed its side after the answer (its FIN is in w_hi,
 	 * and the client just acknowledged it) must not go back to the pool,
 	 * and the client was told the stream ended: stay, and let the worker's
 	 * stack answer the data. */
-	if (!(cfg->flags & CFG_STICKY) && !p->fin && READ_ONCE(w->state) == LEG_BOUND &&
-	    !(READ_ONCE(w->rx_flags) & LEG_RX_FIN))
-		nb = remix(&p->key, c, b, w);
+	move = !p->fin && READ_ONCE(w->state) == LEG_BOUND && !(READ_ONCE(w->rx_flags) & LEG_RX_FIN) &&
+	       want_move(cfg, &p->key, w->worker);
+	if (stage == STAGE_MAIN && move)
+		return 1;
+	count(XLB_CNT_REQUEST);
+	c->requests++;
+	nb = NULL;
+	if (stage == STAGE_BIND && move)
+		nb = remix(&p->key, c, b, w, cfg);
 	if (!nb) {
 		struct worker_stats *ws = wstats(w->worker);
 
 		c->req_mark = w_hi;
 		if (ws)
 			ws->requests++;
-		return b;
+		return 0;
 	}
 	{
-		struct leg *n = bpf_map_lookup_elem(&xlb_legs, &nb->to);
-		struct worker_stats *ws = n ? wstats(n->worker) : NULL;
+		struct worker_stats *ws = wstats(nb->worker);
 
 		if (ws)
 			ws->requests++;
 	}
-	return nb;
+	*bp = nb;
+	return 0;
 }
 
 /* After a bound leg moved: both directions closed with FIN and both FINs
@@ -499,6 +508,7 @@ enum act {
 	ACT_DROP,      /* count `reason` and drop */
 	ACT_TRANSLATE, /* translate through `b` and send on */
 	ACT_REPLY,     /* answer ourselves on `leg`: seq, flags */
+	ACT_TAIL,      /* STAGE_MAIN: the bind program takes the packet */
 };
 
 struct decision {
@@ -526,6 +536,18 @@ static __always_inline int act_reply(struct decision *d, struct leg *leg, __u32 
 	return 0;
 }
 
+/* rst_exact: a RST that may change state (RFC 5961: exactly the next
+ * expected seq). After its FIN the peer's stack resets at the FIN's own seq
+ * (hi - 1): its last ACK did not cover our answer yet. Linux accepts that
+ * one too (tcp_reset_check), so the endpoint behind us dies of it; the
+ * pair must end with it rather than wait forever. */
+static __always_inline int rst_exact(const struct leg *leg, const struct pkt *p)
+{
+	__u32 hi = READ_ONCE(leg->peer_hi);
+
+	return p->seq == hi || ((READ_ONCE(leg->rx_flags) & LEG_RX_FIN) && p->seq == hi - 1);
+}
+
 /* A segment on a bound leg: positions and life cycle, then translate. */
 static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct binding *b, int ok,
 				     struct decision *d, struct xlb_config *cfg)
@@ -536,7 +558,7 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 		 * judge and moves no position: advancing peer_hi to it first
 		 * would make every in-window RST "exact" and let a blind RST
 		 * kill the pair. */
-		if (p->seq == READ_ONCE(leg->peer_hi)) {
+		if (rst_exact(leg, p)) {
 			struct leg *z = bpf_map_lookup_elem(&xlb_legs, &b->to);
 
 			__sync_fetch_and_or(&leg->rx_flags, LEG_RX_RST);
@@ -547,8 +569,10 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 			count(XLB_CNT_RST_IGNORED);
 		}
 	} else if (ok) {
-		if (leg->kind == LEG_CLIENT && p->payload)
-			b = client_data(p, leg, b, cfg);
+		if (leg->kind == LEG_CLIENT && p->payload && client_data(p, leg, &b, cfg, STAGE_MAIN)) {
+			d->act = ACT_TAIL;
+			return;
+		}
 		advance(leg, p);
 		if (p->has_ack)
 			check_closed(p, leg, b);
@@ -557,12 +581,77 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 	d->b = b;
 }
 
+/* The first data of a client leg (STAGE_BIND): bind it to the worker leg the
+ * policy picks. Returns 0, or the reason to drop the packet. */
+static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct xlb_config *cfg)
+{
+	struct worker_stats *ws;
+	struct leg_key wk;
+	struct leg *w = pick_leg(cfg, &p->key, &wk, 1);
+
+	if (!w) {
+		emit(EV_POOL_EMPTY, &p->key, leg, READ_ONCE(leg->state));
+		return XLB_CNT_NO_IDLE_LEG;
+	}
+	if (!set_state(leg, LEG_IDLE, LEG_BOUND)) {
+		/* Another CPU is binding this client: give the leg back. */
+		unpop(&wk, w, cfg);
+		return XLB_CNT_DEAD_LEG;
+	}
+	if (bind_legs(&p->key, leg, &wk, w, 0)) {
+		leg->state = LEG_IDLE;
+		unpop(&wk, w, cfg);
+		return XLB_CNT_NO_IDLE_LEG;
+	}
+	count(XLB_CNT_BIND);
+	wload_add(w->worker, 1);
+	leg->req_mark = READ_ONCE(w->peer_hi);
+	leg->requests++;
+	ws = wstats(w->worker);
+	if (ws) {
+		ws->binds++;
+		ws->requests++;
+	}
+	return 0;
+}
+
+/* The bind program's work on a client data segment: bind the leg, or decide
+ * a request boundary (move or stay). It never translates: xlb_xdp, called
+ * next, finds the new binding (and the boundary decided: req_mark moved)
+ * and forwards the segment. Returns 0, or the reason to drop the packet. */
+static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct xlb_config *cfg)
+{
+	struct binding *b;
+	__u32 state;
+
+	if (p->syn || p->rst || !p->payload || leg->kind != LEG_CLIENT || !plausible(leg, p))
+		return XLB_CNT_BIND_RACE; /* xlb_xdp sends only client data here */
+	state = READ_ONCE(leg->state);
+	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
+	if (!b) {
+		if (state != LEG_IDLE || seq_le(p->seq + p->payload, READ_ONCE(leg->peer_hi)))
+			return XLB_CNT_BIND_RACE;
+		return first_bind(p, leg, cfg);
+	}
+	if (state != LEG_BOUND)
+		return XLB_CNT_BIND_RACE;
+	client_data(p, leg, &b, cfg, STAGE_BIND);
+	return 0;
+}
+
 /* A segment on a leg that is not bound. */
 static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, struct decision *d)
 {
 	__u32 state = READ_ONCE(leg->state);
 	__u32 end = p->seq + p->payload;
 	__u32 hi = READ_ONCE(leg->peer_hi);
+	int first = ok && !p->rst && p->payload && seq_gt(end, hi) && leg->kind == LEG_CLIENT &&
+		    state == LEG_IDLE;
+
+	if (first) {
+		d->act = ACT_TAIL;
+		return;
+	}
 
 	if (!ok) {
 		act_drop(d, XLB_CNT_IMPLAUSIBLE);
@@ -572,7 +661,7 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 	/* A RST first, whatever it carries: it is never answered and never
 	 * binds a leg. Only the exact seq retires the leg (RFC 5961). */
 	if (p->rst) {
-		if (p->seq == hi) {
+		if (rst_exact(leg, p)) {
 			__sync_fetch_and_or(&leg->rx_flags, LEG_RX_RST);
 			finish(&p->key, leg);
 			act_drop(d, XLB_CNT_DEAD_LEG);
@@ -587,51 +676,6 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 	if (p->payload && seq_le(end, hi)) {
 		count(XLB_CNT_STALE_ACKED);
 		act_reply(d, leg, READ_ONCE(leg->snd_nxt), REPLY_ACK);
-		return;
-	}
-
-	if (p->payload && leg->kind == LEG_CLIENT && state == LEG_IDLE) {
-		/* First data: bind to the worker leg idle the longest. */
-		struct leg_key wk;
-		struct leg *w = pop_idle(&wk);
-
-		if (!w) {
-			emit(EV_POOL_EMPTY, &p->key, leg, READ_ONCE(leg->state));
-			act_drop(d, XLB_CNT_NO_IDLE_LEG);
-			return;
-		}
-		if (!set_state(leg, LEG_IDLE, LEG_BOUND)) {
-			/* Another CPU is binding this client: give the leg back. */
-			w->state = LEG_IDLE;
-			bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
-			act_drop(d, XLB_CNT_DEAD_LEG);
-			return;
-		}
-		if (bind_legs(&p->key, leg, &wk, w, 0)) {
-			leg->state = LEG_IDLE;
-			w->state = LEG_IDLE;
-			bpf_map_push_elem(&xlb_idle, &wk, BPF_EXIST);
-			act_drop(d, XLB_CNT_NO_IDLE_LEG);
-			return;
-		}
-		count(XLB_CNT_BIND);
-		leg->req_mark = READ_ONCE(w->peer_hi);
-		leg->requests++;
-		{
-			struct worker_stats *ws = wstats(w->worker);
-
-			if (ws) {
-				ws->binds++;
-				ws->requests++;
-			}
-		}
-		d->b = bpf_map_lookup_elem(&xlb_binds, &p->key);
-		if (!d->b) {
-			act_drop(d, XLB_CNT_DEAD_LEG);
-			return;
-		}
-		advance(leg, p);
-		d->act = ACT_TRANSLATE;
 		return;
 	}
 
@@ -678,6 +722,7 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 				   struct xlb_config *cfg)
 {
 	struct binding *b;
+	__u32 state;
 	int ok;
 
 	if (p->syn) {
@@ -697,6 +742,14 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 
 	WRITE_ONCE(leg->last_ns, bpf_ktime_get_ns());
 	ok = plausible(leg, p);
+	state = READ_ONCE(leg->state);
+	if (state == LEG_PARKED && p->payload) {
+		/* Being released (idle release): its worker leg may be handed to
+		 * another client any moment, so no data may go to it. The
+		 * client retransmits and binds anew. */
+		act_drop(d, XLB_CNT_PARKED_DROP);
+		return;
+	}
 
 	/* Each path counts its own reasons (implausible, rst_ignored) once:
 	 * the unbound path turns them into drop reasons. */
@@ -704,20 +757,110 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 	if (b) {
 		if (!ok)
 			count(XLB_CNT_IMPLAUSIBLE);
-		on_bound(p, leg, b, ok && READ_ONCE(leg->state) != LEG_DEAD, d, cfg);
+		on_bound(p, leg, b, ok && state != LEG_DEAD, d, cfg);
 		return;
 	}
-	if (READ_ONCE(leg->state) == LEG_DEAD) {
+	if (state == LEG_DEAD) {
 		act_drop(d, XLB_CNT_DEAD_LEG);
 		return;
 	}
 	on_unbound(p, leg, ok, d);
 	if (leg->kind == LEG_WORKER)
-		sweep_idle(); /* this packet may have ended an idle worker leg */
+		sweep_pool(leg->worker); /* this packet may have ended an idle worker leg */
 }
 
-SEC("xdp")
-int xlb_xdp(struct xdp_md *ctx)
+static __always_inline int translate_forward(struct pkt *p, const struct binding *b,
+					     struct xlb_config *cfg);
+
+/* The fast path of xlb_xdp: a plausible segment of a bound leg, no SYN, no
+ * RST: positions, then translate and send on. Everything else goes to
+ * xlb_slow, which decides, and has xlb_xlate translate when it must.
+ * Keeping the other cases out of this program keeps the translation's many
+ * option layouts from being walked by the verifier once per case. */
+static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
+				     struct bind_scratch *bs, __u32 reentry)
+{
+	struct binding *b;
+
+	if (!leg || p->syn || p->rst || p->bad_opts)
+		goto slow;
+	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
+	if (!b || READ_ONCE(leg->state) != LEG_BOUND || !plausible(leg, p))
+		goto slow;
+	WRITE_ONCE(leg->last_ns, bpf_ktime_get_ns());
+	if (leg->kind == LEG_CLIENT && p->payload && client_data(p, leg, &b, cfg, STAGE_MAIN)) {
+		if (reentry)
+			return drop(XLB_CNT_BIND_RACE); /* bound just now, yet a boundary: never loop */
+		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_BIND);
+		return drop(XLB_CNT_TAIL_FAIL);
+	}
+	advance(leg, p);
+	if (p->has_ack)
+		check_closed(p, leg, b);
+	return translate_forward(p, b, cfg);
+slow:
+	bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_SLOW);
+	return drop(XLB_CNT_TAIL_FAIL);
+}
+
+/* translate_forward translates the packet through binding b and sends it on.
+ * Inlined twice: in xlb_xdp's fast path and in xlb_xlate, never twice in one
+ * program (its option walks are most of a program's verifier budget). */
+static __always_inline int translate_forward(struct pkt *p, const struct binding *b,
+					     struct xlb_config *cfg)
+{
+	if (!b || translate(p, b))
+		return drop(XLB_CNT_BAD_OPTIONS);
+	{
+		struct worker_stats *ws = wstats(b->worker);
+		int to_client = b->flags & BIND_TO_CLIENT;
+
+		count(to_client ? XLB_CNT_FWD_TO_CLIENT : XLB_CNT_FWD_TO_WORKER);
+		if (ws) {
+			if (to_client)
+				ws->bytes_out += p->payload;
+			else
+				ws->bytes_in += p->payload;
+		}
+	}
+	return forward(p, cfg);
+}
+
+/* xlb_slow: every packet the fast path does not take. */
+static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
+				     struct bind_scratch *bs)
+{
+	struct decision d;
+
+	if (leg && p->syn && !p->has_ack && READ_ONCE(leg->state) == LEG_DEAD) {
+		/* A client reuses the port of a finished leg: forget the leg. */
+		bpf_map_delete_elem(&xlb_binds, &p->key);
+		bpf_map_delete_elem(&xlb_legs, &p->key);
+		leg = NULL;
+	}
+	if (!leg)
+		return no_leg(p, cfg);
+
+	__builtin_memset(&d, 0, sizeof(d));
+	on_leg(p, leg, &d, cfg);
+	switch (d.act) {
+	case ACT_TRANSLATE:
+		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_XLATE);
+		return drop(XLB_CNT_TAIL_FAIL);
+	case ACT_REPLY:
+		if (!d.leg || reply(p, d.leg, d.seq, d.flags))
+			return verdict(XDP_DROP);
+		return verdict(XDP_TX);
+	case ACT_PASS:
+		return verdict(XDP_PASS);
+	case ACT_TAIL:
+		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_BIND);
+		return drop(XLB_CNT_TAIL_FAIL);
+	}
+	return drop(d.reason);
+}
+
+static __always_inline int run(struct xdp_md *ctx, int stage)
 {
 	struct cursor c = {
 		.pos = (void *)(long)ctx->data,
@@ -728,9 +871,10 @@ int xlb_xdp(struct xdp_md *ctx)
 	struct iphdr *ip;
 	struct tcphdr *tcp;
 	struct leg *leg;
-	struct decision d;
 	struct pkt p;
 	__u32 ip_len, tcp_len, zero = 0;
+	struct bind_scratch *bs;
+	__u32 reentry = 0;
 	int r;
 
 	r = parse_eth(&c, &eth);
@@ -754,7 +898,17 @@ int xlb_xdp(struct xdp_md *ctx)
 		count(XLB_CNT_MALFORMED);
 		return verdict(XDP_PASS);
 	}
-	count(XLB_CNT_TCP);
+	bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
+	if (!bs)
+		return verdict(XDP_PASS);
+	if (stage == STAGE_MAIN) {
+		/* Back from xlb_bind, the packet was counted already. No branch
+		 * on it here: a branch would double the verifier's walk of the
+		 * whole fast path. */
+		reentry = READ_ONCE(bs->reentry) & 1;
+		bs->reentry = 0;
+		count_n(XLB_CNT_TCP, 1 - reentry);
+	}
 
 	cfg = config();
 	if (!cfg)
@@ -781,48 +935,121 @@ int xlb_xdp(struct xdp_md *ctx)
 	p.key.peer_port = tcp->source;
 	p.key.local_port = tcp->dest;
 	p.key.family = AF_INET;
+	leg = bpf_map_lookup_elem(&xlb_legs, &p.key);
+	if (stage == STAGE_BIND) {
+		/* Options are not needed to bind (xlb_xdp parses them next). */
+		__u32 reason = leg ? bind_stage(&p, leg, cfg) : XLB_CNT_BIND_RACE;
+
+		if (reason)
+			return drop(reason);
+		bs->reentry = 1;
+		bpf_tail_call(ctx, &xlb_progs, XLB_PROG_MAIN);
+		bs->reentry = 0;
+		return drop(XLB_CNT_TAIL_FAIL);
+	}
+
+	if (stage == STAGE_MAIN && !leg && !(p.syn && p.has_ack) && !is_service(&p, cfg)) {
+		/* Foreign traffic, the common case of a busy host: nothing
+		 * more to look at (no_leg would say the same). */
+		count(XLB_CNT_FOREIGN);
+		return verdict(XDP_PASS);
+	}
 	p.o = bpf_map_lookup_elem(&xlb_scratch, &zero);
 	if (!p.o)
 		return verdict(XDP_PASS);
 	p.bad_opts = parse_tcp_opts(p.opts, p.opt_len, p.end, p.o) != 0;
+	if (stage == STAGE_MAIN)
+		return fast_path(&p, leg, cfg, bs, reentry);
+	if (stage == STAGE_XLATE)
+		return translate_forward(&p, bpf_map_lookup_elem(&xlb_binds, &p.key), cfg);
+	return slow_path(&p, leg, cfg, bs);
+}
 
-	leg = bpf_map_lookup_elem(&xlb_legs, &p.key);
-	if (leg && p.syn && !p.has_ack && READ_ONCE(leg->state) == LEG_DEAD) {
-		/* A client reuses the port of a finished leg: forget the leg. */
-		bpf_map_delete_elem(&xlb_binds, &p.key);
-		bpf_map_delete_elem(&xlb_legs, &p.key);
-		leg = NULL;
-	}
-	if (!leg)
-		return no_leg(&p, cfg);
+SEC("xdp")
+int xlb_xdp(struct xdp_md *ctx)
+{
+	return run(ctx, STAGE_MAIN);
+}
 
-	__builtin_memset(&d, 0, sizeof(d));
-	on_leg(&p, leg, &d, cfg);
-	switch (d.act) {
-	case ACT_TRANSLATE:
-		if (!d.b || translate(&p, d.b))
-			return drop(XLB_CNT_BAD_OPTIONS);
-		{
-			struct worker_stats *ws = wstats(d.b->worker);
-			int to_client = d.b->flags & BIND_TO_CLIENT;
+/* The bind program: reached only by tail calls. */
+SEC("xdp/bind")
+int xlb_bind(struct xdp_md *ctx)
+{
+	return run(ctx, STAGE_BIND);
+}
 
-			count(to_client ? XLB_CNT_FWD_TO_CLIENT : XLB_CNT_FWD_TO_WORKER);
-			if (ws) {
-				if (to_client)
-					ws->bytes_out += p.payload;
-				else
-					ws->bytes_in += p.payload;
-			}
+/* The translation of what xlb_slow decided to forward. */
+SEC("xdp/xlate")
+int xlb_xlate(struct xdp_md *ctx)
+{
+	return run(ctx, STAGE_XLATE);
+}
+
+/* The slow program: reached only by the tail call of xlb_xdp. */
+SEC("xdp/slow")
+int xlb_slow(struct xdp_md *ctx)
+{
+	return run(ctx, STAGE_SLOW);
+}
+
+/* The control program: never attached; user space runs it with
+ * BPF_PROG_TEST_RUN on a struct ctl_msg (see there). Idle release is two
+ * commands with an RCU grace period between them (user space updates
+ * xlb_sync): after CTL_PARK no packet forwards new client data to the
+ * worker leg, and after the grace period no packet still being processed
+ * read the leg before it was parked; only then may CTL_RELEASE hand the
+ * worker leg to another client. */
+SEC("xdp/ctl")
+int xlb_ctl(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ctl_msg *m = data;
+	struct xlb_config *cfg;
+	struct leg_key k, wk;
+	struct binding *b, *bw;
+	struct leg *c, *w;
+
+	if ((void *)(m + 1) > data_end)
+		return XDP_DROP;
+	k = m->key;
+	cfg = config();
+	c = bpf_map_lookup_elem(&xlb_legs, &k);
+	b = bpf_map_lookup_elem(&xlb_binds, &k);
+	if (!cfg || !c || !b || c->kind != LEG_CLIENT)
+		return XDP_DROP;
+	wk = b->to;
+	w = bpf_map_lookup_elem(&xlb_legs, &wk);
+	if (!w)
+		return XDP_DROP;
+	switch (m->op) {
+	case CTL_PARK:
+		if (READ_ONCE(c->state) != LEG_BOUND || READ_ONCE(w->state) != LEG_BOUND ||
+		    !quiescent(c, b, w, m->min_idle_ns))
+			return XDP_DROP;
+		return set_state(c, LEG_BOUND, LEG_PARKED) ? XDP_PASS : XDP_DROP;
+	case CTL_RELEASE:
+		if (READ_ONCE(c->state) != LEG_PARKED)
+			return XDP_DROP;
+		bw = bpf_map_lookup_elem(&xlb_binds, &wk);
+		if (!bw || READ_ONCE(w->state) != LEG_BOUND || !quiescent(c, b, w, 0)) {
+			/* Something moved meanwhile (the worker talked, a FIN):
+			 * the pair goes on as it was. */
+			set_state(c, LEG_PARKED, LEG_BOUND);
+			return XDP_DROP;
 		}
-		return forward(&p, cfg);
-	case ACT_REPLY:
-		if (!d.leg || reply(&p, d.leg, d.seq, d.flags))
-			return verdict(XDP_DROP);
-		return verdict(XDP_TX);
-	case ACT_PASS:
-		return verdict(XDP_PASS);
+		materialize(c, b, w);
+		materialize(w, bw, c);
+		bpf_map_delete_elem(&xlb_binds, &wk);
+		bpf_map_delete_elem(&xlb_binds, &k);
+		give_back(&wk, w, cfg);
+		set_state(c, LEG_PARKED, LEG_IDLE);
+		count(XLB_CNT_RELEASED);
+		return XDP_PASS;
+	case CTL_UNPARK:
+		return set_state(c, LEG_PARKED, LEG_BOUND) ? XDP_PASS : XDP_DROP;
 	}
-	return drop(d.reason);
+	return XDP_DROP;
 }
 
 char _license[] SEC("license") = "GPL";

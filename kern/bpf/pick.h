@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Policies: which idle worker leg a request gets (DESIGN.md "Remix at a
+ * request boundary"). Used by the bind program only (xlb.c, STAGE_BIND). */
+#ifndef XLB_PICK_H
+#define XLB_PICK_H
+
+#include "bpf_helpers.h"
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "leg.h"
+
+/* jiq: the leg idle the longest over all pools, through the tokens. */
+static __always_inline struct leg *pick_jiq(struct leg_key *wk)
+{
+	for (int i = 0; i < XLB_READY_TRIES; i++) {
+		__u32 worker;
+		struct leg *w;
+
+		if (bpf_map_pop_elem(&xlb_ready, &worker))
+			return NULL;
+		w = pool_pop(worker, wk);
+		if (w)
+			return w;
+	}
+	return NULL;
+}
+
+/* rr: the next slot of the weighted schedule; a worker with nothing idle is
+ * skipped (its turn goes to the next). */
+static __always_inline struct leg *pick_rr(const struct xlb_config *cfg, struct leg_key *wk)
+{
+	__u32 zero = 0, len = cfg->sched_len;
+	__u64 *pos = bpf_map_lookup_elem(&xlb_rr, &zero);
+
+	if (!pos || !len)
+		return NULL;
+	for (int i = 0; i < XLB_PICK_TRIES; i++) {
+		__u32 slot = (__u32)(__sync_fetch_and_add(pos, 1) % len);
+		__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
+		struct leg *w;
+
+		if (!worker)
+			continue;
+		w = pool_pop(*worker, wk);
+		if (w)
+			return w;
+	}
+	return NULL;
+}
+
+/* least: of the workers in XLB_LEAST_SCAN schedule slots from a random one
+ * (all of them, for a few workers), the one with the fewest bound legs per
+ * unit of weight, else the runner-up. The random start breaks ties. */
+static __always_inline struct leg *pick_least(const struct xlb_config *cfg, struct leg_key *wk)
+{
+	__u32 len = cfg->sched_len, start, best = ~0u, second = ~0u;
+	__s64 best_load = 0, best_w = 1, second_load = 0, second_w = 1;
+	struct leg *w;
+
+	if (!len || len > XLB_SCHED_LEN)
+		return NULL;
+	start = bpf_get_prandom_u32() % len;
+	for (__u32 i = 0; i < XLB_LEAST_SCAN && i < len; i++) {
+		__u32 slot = (start + i) % len, id;
+		__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
+		struct worker_load *l;
+		struct worker_cfg *c;
+		__s64 load, weight;
+
+		if (!worker)
+			continue;
+		id = *worker;
+		if (id == best || id == second)
+			continue;
+		l = wload(id);
+		load = l ? READ_ONCE(l->bound) : 0;
+		c = bpf_map_lookup_elem(&xlb_wcfg, &id);
+		weight = c && c->weight ? c->weight : 1;
+		if (best == ~0u || load * best_w < best_load * weight) {
+			second = best;
+			second_load = best_load;
+			second_w = best_w;
+			best = id;
+			best_load = load;
+			best_w = weight;
+		} else if (second == ~0u || load * second_w < second_load * weight) {
+			second = id;
+			second_load = load;
+			second_w = weight;
+		}
+	}
+	if (best == ~0u)
+		return NULL;
+	w = pool_pop(best, wk);
+	if (w || second == ~0u)
+		return w;
+	return pool_pop(second, wk);
+}
+
+/* pick_leg takes an idle worker leg for client leg ck: the worker named by a
+ * pending rematch if it has one idle, else the policy's choice. With `must`
+ * zero (a boundary: the client could stay), a rematch whose worker has
+ * nothing idle yet keeps the client where it is and stays pending. */
+static __always_inline struct leg *pick_leg(const struct xlb_config *cfg, const struct leg_key *ck,
+					    struct leg_key *wk, int must)
+{
+	__u32 *target = bpf_map_lookup_elem(&xlb_rematch, ck);
+
+	if (target) {
+		struct leg *w = pool_pop(*target, wk);
+
+		if (w) {
+			bpf_map_delete_elem(&xlb_rematch, ck);
+			count(XLB_CNT_REMATCH);
+			return w;
+		}
+		if (!must)
+			return NULL;
+	}
+	switch (cfg->policy) {
+	case POLICY_RR:
+		return pick_rr(cfg, wk);
+	case POLICY_LEAST:
+		return pick_least(cfg, wk);
+	}
+	return pick_jiq(wk);
+}
+
+/* want_move: at a request boundary, may the client move? Always, except
+ * under sticky: then only to a worker named by rematch, or off a draining
+ * worker. */
+static __always_inline int want_move(const struct xlb_config *cfg, const struct leg_key *ck, __u32 worker)
+{
+	if (cfg->policy != POLICY_STICKY)
+		return 1;
+	return draining(worker) || bpf_map_lookup_elem(&xlb_rematch, ck) != NULL;
+}
+
+#endif

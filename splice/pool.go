@@ -1,0 +1,427 @@
+package splice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xlb-lb/xlb/ebpf"
+	"github.com/xlb-lb/xlb/kern"
+)
+
+// Pools, the schedule of the rr and least policies, and the control program
+// (idle release, rematch): the parts of the data plane that are per worker.
+
+// pools holds the fds of the workers' pool queues (inner maps of xlb_pool).
+type pools struct {
+	mu sync.Mutex
+	q  map[uint32]*ebpf.Map
+}
+
+// EnsurePool gives worker id its pool queue: the one already in xlb_pool
+// (state taken over with --reuse), or a new one.
+func (d *DataPlane) EnsurePool(id uint32) error {
+	d.pools.mu.Lock()
+	defer d.pools.mu.Unlock()
+	if d.pools.q == nil {
+		d.pools.q = map[uint32]*ebpf.Map{}
+	}
+	if d.pools.q[id] != nil {
+		return nil
+	}
+	outer := d.Objs.Pool
+	if innerID, err := outer.LookupInnerID(ebpf.Uint32Key(id)); err == nil {
+		q, err := ebpf.NewMapFromID(innerID)
+		if err != nil {
+			return fmt.Errorf("pool of worker %d: %w", id, err)
+		}
+		d.pools.q[id] = q
+		return nil
+	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("pool of worker %d: %w", id, err)
+	}
+	spec := *outer.Spec().InnerMap
+	spec.Name = fmt.Sprintf("xlb_pool_%d", id)
+	q, err := ebpf.NewMap(&spec)
+	if err != nil {
+		return fmt.Errorf("pool of worker %d: %w", id, err)
+	}
+	if err := outer.UpdateInner(ebpf.Uint32Key(id), q); err != nil {
+		q.Close()
+		return fmt.Errorf("pool of worker %d: %w", id, err)
+	}
+	d.pools.q[id] = q
+	return nil
+}
+
+// DropPool removes a forgotten worker's pool.
+func (d *DataPlane) DropPool(id uint32) {
+	d.pools.mu.Lock()
+	defer d.pools.mu.Unlock()
+	if q := d.pools.q[id]; q != nil {
+		q.Close()
+		delete(d.pools.q, id)
+	}
+	d.Objs.Pool.Delete(ebpf.Uint32Key(id))
+}
+
+// closePools closes our fds of the pool queues (the maps live on in xlb_pool
+// as long as it does).
+func (d *DataPlane) closePools() {
+	d.pools.mu.Lock()
+	defer d.pools.mu.Unlock()
+	for id, q := range d.pools.q {
+		q.Close()
+		delete(d.pools.q, id)
+	}
+}
+
+// PushIdle queues a worker leg as idle in its worker's pool and, for the
+// policies that take the leg idle the longest (jiq, sticky), gives the
+// worker a token in xlb_ready.
+func (d *DataPlane) PushIdle(key kern.LegKey, worker uint32, policy Policy) error {
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	d.pools.mu.Lock()
+	q := d.pools.q[worker]
+	d.pools.mu.Unlock()
+	if q == nil {
+		return fmt.Errorf("worker %d has no pool", worker)
+	}
+	if err := q.Push(k); err != nil {
+		return fmt.Errorf("pool of worker %d: %w", worker, err)
+	}
+	if policy.usesTokens() {
+		if err := d.Objs.Ready.Push(ebpf.Uint32Key(worker)); err != nil {
+			return fmt.Errorf("jiq tokens: %w", err)
+		}
+	}
+	return nil
+}
+
+func (p Policy) usesTokens() bool {
+	c := p.code()
+	return c == kern.PolicyJIQ || c == kern.PolicySticky
+}
+
+// SetSchedule writes the weighted schedule of the rr and least policies and
+// its length in the config.
+func (d *DataPlane) SetSchedule(slots []uint32) error {
+	if len(slots) > int(d.Objs.Sched.MaxEntries()) {
+		return fmt.Errorf("schedule of %d slots: at most %d", len(slots), d.Objs.Sched.MaxEntries())
+	}
+	for i, id := range slots {
+		if err := d.Objs.Sched.Update(ebpf.Uint32Key(uint32(i)), ebpf.Uint32Key(id), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("schedule: %w", err)
+		}
+	}
+	c, err := d.Config()
+	if err != nil {
+		return err
+	}
+	c.SchedLen = uint32(len(slots))
+	return d.SetConfig(c)
+}
+
+// schedule spreads worker ids over slots in smooth weighted round-robin
+// order (nginx's): each worker appears weight times, as evenly as it can.
+// Weights whose sum passes max are scaled down to fit (a weight above 0
+// keeps at least one slot).
+func schedule(ids []uint32, weights []int, max int) []uint32 {
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+	if total > max {
+		scaled, sum := make([]int, len(weights)), total
+		total = 0
+		for i, w := range weights {
+			if w > 0 {
+				scaled[i] = w * (max - len(weights)) / sum
+				scaled[i]++
+			}
+			total += scaled[i]
+		}
+		weights = scaled
+	}
+	out := make([]uint32, 0, total)
+	cur := make([]int, len(weights))
+	for range total {
+		best := -1
+		for i, w := range weights {
+			cur[i] += w
+			if w > 0 && (best < 0 || cur[i] > cur[best]) {
+				best = i
+			}
+		}
+		cur[best] -= total
+		out = append(out, ids[best])
+	}
+	return out
+}
+
+// updateSchedule writes the schedule of the workers that take requests
+// (not draining, weight above 0).
+func (lb *LB) updateSchedule() {
+	var ids []uint32
+	var weights []int
+	for _, w := range lb.workerList() {
+		w.mu.Lock()
+		if !w.draining && w.spec.Weight > 0 {
+			ids = append(ids, w.id)
+			weights = append(weights, w.spec.Weight)
+		}
+		w.mu.Unlock()
+	}
+	if err := lb.dp.SetSchedule(schedule(ids, weights, int(lb.dp.Objs.Sched.MaxEntries()))); err != nil {
+		lb.log.Error("writing the schedule of the data plane", "err", err)
+	}
+}
+
+// setupPools gives every worker its pool and writes the schedule, once the
+// data plane is loaded.
+func (lb *LB) setupPools() error {
+	for _, w := range lb.workerList() {
+		if err := lb.dp.EnsurePool(w.id); err != nil {
+			return err
+		}
+	}
+	lb.updateSchedule()
+	return nil
+}
+
+// ctl runs the control program on one command. It reports whether the data
+// plane carried it out.
+func (d *DataPlane) ctl(op kern.CtlOp, key kern.LegKey, minIdleNs uint64) (bool, error) {
+	msg := kern.CtlMsg{Op: op, Key: key, MinIdleNs: minIdleNs}
+	b, err := msg.MarshalBinary()
+	if err != nil {
+		return false, err
+	}
+	res, err := d.Objs.Ctl.TestRun(&ebpf.TestRunOptions{Data: b})
+	if err != nil {
+		return false, err
+	}
+	return res.Return == xdpPass, nil
+}
+
+const xdpPass = 2
+
+// sync waits until no program runs any more with what it read before the
+// call: updating a map-in-map makes the kernel wait for an RCU grace period.
+func (d *DataPlane) sync() error {
+	spec := *d.Objs.Sync.Spec().InnerMap
+	inner, err := ebpf.NewMap(&spec)
+	if err != nil {
+		return fmt.Errorf("grace period: %w", err)
+	}
+	defer inner.Close()
+	if err := d.Objs.Sync.UpdateInner(ebpf.Uint32Key(0), inner); err != nil {
+		return fmt.Errorf("grace period: %w", err)
+	}
+	return nil
+}
+
+// releaseReq asks to release client leg key if both peers have been silent
+// for minIdleNs.
+type releaseReq struct {
+	key       kern.LegKey
+	minIdleNs uint64
+}
+
+// release gives the worker legs of quiescent client legs back to their
+// pools: park them all (no more data goes to their worker legs), wait for a
+// grace period (no packet still in flight through the programs read them
+// before), then unbind each one still quiescent. It returns how many were
+// released.
+func (d *DataPlane) release(reqs []releaseReq) (int, error) {
+	var parked []kern.LegKey
+	for _, r := range reqs {
+		ok, err := d.ctl(kern.CtlPark, r.key, r.minIdleNs)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			parked = append(parked, r.key)
+		}
+	}
+	if len(parked) == 0 {
+		return 0, nil
+	}
+	op := kern.CtlRelease
+	syncErr := d.sync()
+	if syncErr != nil {
+		op = kern.CtlUnpark // without the grace period, releasing could race a packet
+	}
+	n := 0
+	for _, k := range parked {
+		ok, err := d.ctl(op, k, 0)
+		if err != nil {
+			return n, err
+		}
+		if ok && op == kern.CtlRelease {
+			n++
+		}
+	}
+	return n, syncErr
+}
+
+// Idle release (the many-clients-over-a-small-pool feature).
+const (
+	// DefaultIdleRelease is how long a client with no request in flight
+	// keeps its worker connection before giving it back.
+	DefaultIdleRelease = time.Second
+	// drainIdle is how long a client of a draining worker must be silent
+	// before it is moved off at once (it rebinds elsewhere on its next
+	// request).
+	drainIdle = 100 * time.Millisecond
+	// maxReleasePerTick bounds the legs one round parks.
+	maxReleasePerTick = 4096
+)
+
+// releaseTick is how often idle clients are looked for.
+func (lb *LB) releaseTick() time.Duration {
+	if lb.cfg.IdleRelease <= 0 {
+		return reapTick
+	}
+	return min(max(lb.cfg.IdleRelease/2, 10*time.Millisecond), time.Second)
+}
+
+// releaser gives idle clients' worker legs back until ctx ends.
+func (lb *LB) releaser(ctx context.Context) {
+	t := time.NewTicker(lb.releaseTick())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := lb.releaseIdle(); err != nil {
+			lb.log.Error("idle release", "err", err, "released", n)
+		}
+	}
+}
+
+// releaseIdle releases the bound client legs that have been idle long
+// enough: IdleRelease (unless the policy is sticky), or drainIdle on a
+// draining worker (any policy).
+func (lb *LB) releaseIdle() (int, error) {
+	draining := map[uint32]bool{}
+	for _, w := range lb.workerList() {
+		w.mu.Lock()
+		if w.draining {
+			draining[w.id] = true
+		}
+		w.mu.Unlock()
+	}
+	idle := lb.cfg.IdleRelease
+	if lb.cfg.Policy == PolicySticky {
+		idle = 0
+	}
+	if idle <= 0 && len(draining) == 0 {
+		return 0, nil
+	}
+	now := monotonicNs()
+	var reqs []releaseReq
+	err := lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
+		if l.Kind != kern.LegClient || l.State != kern.LegBound {
+			return true
+		}
+		silent := time.Duration(int64(now - l.LastNs)) // signed: a packet may be newer than now
+		if idle > 0 && silent >= idle {
+			reqs = append(reqs, releaseReq{k, uint64(idle)})
+		} else if len(draining) > 0 && silent >= drainIdle {
+			if b, err := lb.dp.Binding(k); err == nil && draining[b.Worker] {
+				reqs = append(reqs, releaseReq{k, uint64(drainIdle)})
+			}
+		}
+		return len(reqs) < maxReleasePerTick
+	})
+	if err != nil {
+		return 0, err
+	}
+	return lb.dp.release(reqs)
+}
+
+// Rematch moves a client's next request to a worker (xlb ctl rematch). The
+// data plane applies it at the client's next request boundary; a client
+// with no request in flight is released now, so that its next request binds
+// to that worker.
+func (lb *LB) Rematch(client, worker string) error {
+	ca, err := netip.ParseAddrPort(client)
+	if err != nil {
+		return fmt.Errorf("client %q: want HOST:PORT as the client connects from (see xlb ctl clients): %w", client, err)
+	}
+	w, err := lb.findWorker(worker)
+	if err != nil {
+		return err
+	}
+	if w.isDraining() {
+		return fmt.Errorf("worker %s is draining: it takes no new requests", w.spec.Addr)
+	}
+	var key kern.LegKey
+	found := false
+	lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
+		if l.Kind == kern.LegClient && k.Peer == ca && l.State != kern.LegDead {
+			key, found = k, true
+			return false
+		}
+		return true
+	})
+	if !found {
+		return fmt.Errorf("no client connection from %s (see xlb ctl clients)", ca)
+	}
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := lb.dp.Objs.Rematch.Update(k, ebpf.Uint32Key(w.id), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("rematch: %w", err)
+	}
+	if b, err := lb.dp.Binding(key); err == nil && b.Worker == w.id {
+		lb.dp.Objs.Rematch.Delete(k) // already there
+		return nil
+	}
+	_, err = lb.dp.release([]releaseReq{{key, 0}})
+	lb.log.Info("rematch", "client", ca, "worker", w.spec.Addr)
+	return err
+}
+
+// ClientInfo is a client connection as xlb ctl clients shows it.
+type ClientInfo struct {
+	Client   string `json:"client"`
+	State    string `json:"state"`
+	Worker   string `json:"worker,omitempty"` // bound: the worker serving it
+	Requests uint32 `json:"requests"`
+}
+
+// maxClientsListed bounds xlb ctl clients.
+const maxClientsListed = 100000
+
+// Clients lists the client connections the data plane knows.
+func (lb *LB) Clients() []ClientInfo {
+	var out []ClientInfo
+	lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
+		if l.Kind != kern.LegClient {
+			return true
+		}
+		ci := ClientInfo{Client: k.Peer.String(), State: l.State.String(), Requests: l.Requests}
+		if b, err := lb.dp.Binding(k); err == nil {
+			if w := lb.workerByID(b.Worker); w != nil {
+				ci.Worker = w.spec.Addr.String()
+			}
+		}
+		out = append(out, ci)
+		return len(out) < maxClientsListed
+	})
+	slices.SortFunc(out, func(a, b ClientInfo) int { return strings.Compare(a.Client, b.Client) })
+	return out
+}
