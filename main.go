@@ -44,6 +44,8 @@ func commands() []command {
 		{"demo-worker", "run a small HTTP/1.1 keep-alive worker for demos and tests", runDemoWorker},
 		{"demo-client", "drive keep-alive traffic and verify every response", runDemoClient},
 		{"ctl", "control a running xlb: list, add, drain, remove, weight", runCtl},
+		{"stats", "show a running xlb's workers, requests, bytes, drops and legs", runStats},
+		{"top", "xlb stats, refreshed live in the terminal", runTop},
 		{"status", "show whether xlb's XDP program is attached to an interface, and its counters", runStatus},
 		{"attach", "attach xlb's XDP program to an interface (pass-through, counting)", runAttach},
 		{"detach", "detach xlb's XDP program from an interface", runDetach},

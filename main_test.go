@@ -47,7 +47,7 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"ctl", "drain"}, exitUsage, "", "takes 1 argument(s), got 0"},
 		{[]string{"ctl", "--socket", "/nonexistent/x.sock", "list"}, exitFailure, "", "no xlb is running there"},
 		{[]string{"ctl", "--help"}, exitOK, "xlb ctl drain 127.0.0.1:4171", ""},
-		{[]string{"lo", "8080"}, exitUsage, "", "expected IFACE PORT WORKER..., got 2"},
+		{[]string{"lo", "8080"}, exitUsage, "", "no workers given"},
 		{[]string{"lo", "0", "127.0.0.1:1"}, exitUsage, "", "port \"0\": must be a number from 1 to 65535"},
 		{[]string{"lo", "8080", "127.0.0.1"}, exitUsage, "", "want HOST:PORT"},
 		{[]string{"--policy", "best", "lo", "8080", "127.0.0.1:1"}, exitUsage, "", "unknown policy"},

@@ -3,6 +3,8 @@ package splice
 import (
 	"os"
 	"sort"
+
+	"github.com/xlb-lb/xlb/kern"
 )
 
 // WorkerStatus is what `xlb stats` shows of a worker.
@@ -14,6 +16,7 @@ type WorkerStatus struct {
 	Legs     int    `json:"legs"`      // live pool connections (idle or bound)
 	Idle     int    `json:"idle"`      // of which idle
 	Binds    uint64 `json:"binds"`     // times a leg was taken for a client
+	Releases uint64 `json:"releases"`  // times a leg was given back at a remix
 	Requests uint64 `json:"requests"`  // requests started on its legs
 	BytesIn  uint64 `json:"bytes_in"`  // client -> worker payload
 	BytesOut uint64 `json:"bytes_out"` // worker -> client payload
@@ -29,6 +32,10 @@ type Status struct {
 	Unspliced  uint64         `json:"unspliced"`
 	Mismatches uint64         `json:"mismatches"`
 	Workers    []WorkerStatus `json:"workers"`
+	// Counters are the data plane's counters by name (kern.Counter), summed
+	// over CPUs; Legs counts the leg table by "kind/state", plus "bindings".
+	Counters map[string]uint64 `json:"counters,omitempty"`
+	Legs     map[string]int    `json:"legs,omitempty"`
 }
 
 // Status reports the load balancer's state.
@@ -43,7 +50,7 @@ func (lb *LB) Status() Status {
 		ws, _ := lb.dp.WorkerStats(w.id)
 		w.mu.Lock()
 		st := WorkerStatus{Addr: w.spec.Addr.String(), ID: w.id, Weight: w.spec.Weight, State: w.stateName(),
-			Legs: len(w.legs), Idle: idle, Binds: ws.Binds, Requests: ws.Requests, BytesIn: ws.BytesIn, BytesOut: ws.BytesOut}
+			Legs: len(w.legs), Idle: idle, Binds: ws.Binds, Releases: ws.Releases, Requests: ws.Requests, BytesIn: ws.BytesIn, BytesOut: ws.BytesOut}
 		if w.lastErr != nil {
 			st.Error = w.lastErr.Error()
 		}
@@ -51,5 +58,14 @@ func (lb *LB) Status() Status {
 		s.Workers = append(s.Workers, st)
 	}
 	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].ID < s.Workers[j].ID })
+	if c, err := kern.ReadCounters(lb.dp.Objs.Stats); err == nil {
+		s.Counters = make(map[string]uint64, len(c))
+		for i, v := range c {
+			s.Counters[kern.Counter(i).String()] = v
+		}
+	}
+	if legs, err := kern.LegCounts(lb.dp.Objs.Legs, lb.dp.Objs.Binds); err == nil {
+		s.Legs = legs
+	}
 	return s
 }

@@ -130,7 +130,7 @@ type worker struct {
 	draining   bool                         // xlb ctl drain/remove: no new requests
 	removing   bool                         // xlb ctl remove: forget it once drained
 	drained    bool                         // drain completion logged
-	bound      atomic.Int64 // legs busy with a client at the last fill
+	bound      atomic.Int64                 // legs busy with a client at the last fill
 	backoff    time.Duration
 	lastErr    error
 	kick       chan struct{}

@@ -1,0 +1,256 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// What an operator sees: xlb stats, xlb top, the metrics endpoint.
+
+// statsWorker and statsReport are the parts of `xlb stats --json` the tests
+// read.
+type statsWorker struct {
+	Addr     string `json:"addr"`
+	State    string `json:"state"`
+	Requests uint64 `json:"requests"`
+	BytesIn  uint64 `json:"bytes_in"`
+	BytesOut uint64 `json:"bytes_out"`
+	Releases uint64 `json:"releases"`
+}
+
+type statsReport struct {
+	Clients  int               `json:"clients"`
+	Workers  []statsWorker     `json:"workers"`
+	Counters map[string]uint64 `json:"counters"`
+	Legs     map[string]int    `json:"legs"`
+}
+
+func stats(t testing.TB, ns *testnet.NS, sock string) statsReport {
+	t.Helper()
+	out, err := ns.Command(xlbBin, "stats", "--json", "--socket", sock).Output()
+	if err != nil {
+		t.Fatalf("xlb stats --json: %v\n%s", err, out)
+	}
+	var r statsReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("xlb stats --json: %v\n%s", err, out)
+	}
+	return r
+}
+
+// scrape reads the metrics endpoint at addr (inside ns) and returns its
+// samples by "name{labels}".
+func scrape(t testing.TB, ns *testnet.NS, addr string) map[string]uint64 {
+	t.Helper()
+	c := dial(t, ns, addr)
+	defer c.c.Close()
+	c.c.SetDeadline(time.Now().Add(ioTimeout))
+	fmt.Fprintf(c.c, "GET /metrics HTTP/1.1\r\nHost: xlb\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Fatalf("scrape %s: %s, content type %q", addr, resp.Status, resp.Header.Get("Content-Type"))
+	}
+	m := map[string]uint64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || line == "" {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseUint(line[i+1:], 10, 64)
+		if i < 0 || err != nil {
+			t.Fatalf("scrape %s: bad sample line %q", addr, line)
+		}
+		m[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	return m
+}
+
+func workerRequests(m map[string]uint64, addr string) uint64 {
+	return m[`xlb_worker_requests_total{worker="`+addr+`"}`]
+}
+
+// TestMetricsMatchStats scrapes --metrics while clients send requests: the
+// request counters move, and lie between what `xlb stats` said just before
+// and just after; once the traffic stops, metrics and stats agree exactly.
+func TestMetricsMatchStats(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 2)
+	sock := t.TempDir() + "/ctl.sock"
+	const metricsAddr = "127.0.0.1:9464"
+	lb := startXLB(t, ns, "lo", 8080, workers, "--socket", sock, "--metrics", metricsAddr)
+	lb.waitOutput("serving metrics", 1, startTimeout)
+
+	m0 := scrape(t, ns, metricsAddr)
+	tr := startTraffic(t, ns, 3)
+	tr.wait(t, 300)
+	before := stats(t, ns, sock)
+	m1 := scrape(t, ns, metricsAddr)
+	after := stats(t, ns, sock)
+	moved := uint64(0)
+	for i, w := range before.Workers {
+		got := workerRequests(m1, w.Addr)
+		moved += got - workerRequests(m0, w.Addr)
+		if got < w.Requests || got > after.Workers[i].Requests {
+			t.Errorf("worker %s: scraped %d requests during traffic, outside what xlb stats said before (%d) and after (%d)",
+				w.Addr, got, w.Requests, after.Workers[i].Requests)
+		}
+	}
+	if moved < 100 {
+		t.Errorf("request counters moved by %d over at least 300 requests", moved)
+	}
+	if m1["xlb_client_legs_open"] != 3 {
+		t.Errorf("xlb_client_legs_open = %d, want 3", m1["xlb_client_legs_open"])
+	}
+
+	tr.stop.Store(true)
+	tr.wg.Wait()
+	for _, err := range tr.errs {
+		t.Error(err)
+	}
+	// Quiet now: the figures hold still, so both views must agree.
+	st := stats(t, ns, sock)
+	m2 := scrape(t, ns, metricsAddr)
+	var sum uint64
+	for _, w := range st.Workers {
+		sum += w.Requests
+		for name, v := range map[string]uint64{
+			"xlb_worker_requests_total":       w.Requests,
+			"xlb_worker_request_bytes_total":  w.BytesIn,
+			"xlb_worker_response_bytes_total": w.BytesOut,
+			"xlb_worker_releases_total":       w.Releases,
+		} {
+			if got := m2[name+`{worker="`+w.Addr+`"}`]; got != v {
+				t.Errorf("%s{worker=%q} = %d, xlb stats says %d", name, w.Addr, got, v)
+			}
+		}
+		if m2[`xlb_worker_up{worker="`+w.Addr+`"}`] != 1 || w.State != "up" {
+			t.Errorf("worker %s: state %q, xlb_worker_up %d", w.Addr, w.State, m2[`xlb_worker_up{worker="`+w.Addr+`"}`])
+		}
+	}
+	if n := uint64(tr.count.Load()); sum < n {
+		t.Errorf("xlb stats counts %d requests, the clients made %d", sum, n)
+	}
+	for _, c := range []string{"request", "remix", "no_idle_leg"} {
+		key := `xlb_dataplane_` + c + `_total`
+		if c == "no_idle_leg" {
+			key = `xlb_drops_total{reason="no_idle_leg"}`
+		}
+		if got, want := m2[key], st.Counters[c]; got != want {
+			t.Errorf("%s = %d, xlb stats says %d", key, got, want)
+		}
+	}
+	if st.Counters["request"] == 0 || st.Counters["fwd_to_worker"] == 0 {
+		t.Errorf("data-plane counters did not move: %v", st.Counters)
+	}
+	lb.stop()
+}
+
+// tmuxCapture runs args in a detached 80-column tmux session inside ns and
+// returns the screen once it shows until (or fails after ioTimeout).
+func tmuxCapture(t *testing.T, ns *testnet.NS, until string, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux not installed (apt-get install tmux)")
+	}
+	server := fmt.Sprintf("xlbt-%d-%d", os.Getpid(), time.Now().UnixNano())
+	tmux := func(a ...string) *exec.Cmd {
+		c := ns.Command("tmux", append([]string{"-L", server, "-f", "/dev/null"}, a...)...)
+		c.Env = append(os.Environ(), "TERM=xterm")
+		return c
+	}
+	// The pane's command ends by waiting on its terminal, so the screen
+	// stays until the session is killed.
+	script := `"$@"; echo "[exit $?]"; exec cat`
+	start := append([]string{"new-session", "-d", "-x", "80", "-y", "60", "sh", "-c", script, "sh"}, args...)
+	if out, err := tmux(start...).CombinedOutput(); err != nil {
+		t.Fatalf("tmux new-session: %v: %s", err, out)
+	}
+	t.Cleanup(func() { tmux("kill-server").Run() })
+	deadline := time.Now().Add(ioTimeout)
+	for {
+		// -J joins lines the terminal wrapped: a wrapped line shows as one
+		// longer than the pane.
+		out, err := tmux("capture-pane", "-p", "-J").Output()
+		if err != nil {
+			t.Fatalf("tmux capture-pane: %v", err)
+		}
+		if strings.Contains(string(out), until) {
+			return string(out)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the terminal never showed %q:\n%s", until, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkScreen checks that every line fits 80 columns and that the screen
+// shows each of want.
+func checkScreen(t *testing.T, what, screen string, want ...string) {
+	t.Helper()
+	for _, l := range strings.Split(screen, "\n") {
+		if n := len([]rune(strings.TrimRight(l, " "))); n > 80 {
+			t.Errorf("%s: line of %d columns: %q", what, n, l)
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(screen, w) {
+			t.Errorf("%s: screen lacks %q:\n%s", what, w, screen)
+		}
+	}
+}
+
+// TestStatsAndTopInTerminal runs `xlb stats` and `xlb top` in an 80-column
+// terminal (tmux) during traffic.
+func TestStatsAndTopInTerminal(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 3)
+	sock := t.TempDir() + "/ctl.sock"
+	lb := startXLB(t, ns, "lo", 8080, workers, "--socket", sock)
+	tr := startTraffic(t, ns, 2)
+	tr.wait(t, 100)
+
+	screen := tmuxCapture(t, ns, "[exit ", xlbBin, "stats", "--socket", sock)
+	t.Logf("xlb stats in 80 columns:\n%s", screen)
+	checkScreen(t, "xlb stats", screen, "[exit 0]", "WORKER", "IDLE/LEGS", "REQUESTS", "RELEASES",
+		workers[0], workers[1], workers[2], "2 client legs open",
+		"data plane verdicts:", "drop reasons:", "no_idle_leg", "data plane counters:", "fwd_to_worker", "leg table:", "client/bound")
+	for _, line := range strings.Split(screen, "\n") {
+		if f := strings.Fields(line); len(f) == 8 && f[0] == workers[0] {
+			if f[1] != "up" || f[4] == "0" {
+				t.Errorf("xlb stats: worker line %q: want state up and requests", line)
+			}
+		}
+	}
+
+	screen = tmuxCapture(t, ns, "[exit ", xlbBin, "top", "--socket", sock, "--interval", "300ms", "--count", "3")
+	t.Logf("xlb top in 80 columns:\n%s", screen)
+	checkScreen(t, "xlb top", screen, "[exit 0]", "REQ/S", "Ctrl-C to quit", workers[0], "drop reasons:")
+	if strings.Count(screen, "WORKER") != 1 {
+		t.Errorf("xlb top: want one frame on the screen (cleared between refreshes):\n%s", screen)
+	}
+	tr.stop.Store(true)
+	tr.wg.Wait()
+	lb.stop()
+}
