@@ -1,0 +1,523 @@
+package reliability
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/splice/demo"
+	"github.com/xlb-lb/xlb/testnet"
+	"golang.org/x/sys/unix"
+)
+
+// xlbBin is the binary under test: $XLB_BIN, or built once by TestMain.
+var xlbBin string
+
+// long selects the long versions of the scenarios (make reliability).
+var long = os.Getenv("XLB_RELIABILITY") == "long"
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "xlb-rel-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	xlbBin = os.Getenv("XLB_BIN")
+	if xlbBin == "" {
+		xlbBin = filepath.Join(dir, "xlb")
+		cmd := exec.Command("go", "build", "-o", xlbBin, "..")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building xlb (run make first: it builds the XDP object): %v\n%s", err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	if path := os.Getenv("XLB_RELIABILITY_REPORT"); path != "" {
+		if err := writeReport(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Bounds of every wait.
+const (
+	startTimeout = 15 * time.Second
+	stopTimeout  = 20 * time.Second
+	// requestTimeout bounds one request (demo.Get has its own 30s bound);
+	// a connection that needs longer counts as hung.
+	requestTimeout = 30 * time.Second
+	// reapTimeout bounds how long finished legs take to leave the tables
+	// (linger 3s, reaper tick, retransmissions under loss).
+	reapTimeout = 30 * time.Second
+)
+
+// The topology: C (client) -- L (xlb) -- W (workers), two TAP links.
+const (
+	clientAddr  = "10.1.0.2"
+	frontAddr   = "10.1.0.1" // L's side toward C: the service address
+	backAddr    = "10.2.0.1" // L's side toward W: source of the worker legs
+	workerAddr  = "10.2.0.2"
+	clientIface = "c0"
+	frontIface  = "l0"
+	backIface   = "l1"
+	workerIface = "w0"
+	servicePort = 8080
+	firstWorker = 4171
+)
+
+// proc is a process in a namespace whose output lines are kept.
+type proc struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+	err   error
+}
+
+func startProc(t testing.TB, ns *testnet.NS, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, cmd: ns.Command(args[0], args[1:]...), done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() || os.Getenv("XLB_RELIABILITY_VERBOSE") != "" {
+			t.Logf("--- output of %s:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+func (p *proc) count(substr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitLines waits until n output lines contain substr (polling: the
+// process's output has no event to wait on that is simpler and bounded).
+func (p *proc) waitLines(substr string, n int, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for p.count(substr) < n {
+		select {
+		case <-p.done:
+			p.t.Fatalf("%s exited (%v) before printing %q %d times:\n%s", p.name, p.err, substr, n, p.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s did not print %q %d times within %v:\n%s", p.name, substr, n, timeout, p.output())
+		}
+	}
+}
+
+// kill kills the process group (SIGKILL) and waits for it.
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+	default:
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// stop sends SIGINT and waits for the exit.
+func (p *proc) stop() error {
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(stopTimeout):
+		p.kill()
+		return fmt.Errorf("%s did not stop within %v", p.name, stopTimeout)
+	}
+}
+
+// topoOpts shapes a topology.
+type topoOpts struct {
+	routed  bool     // xlb --routed: XDP_TX/redirect instead of L's forwarding
+	workers int      // demo workers in W (default 3)
+	flags   []string // more xlb flags
+}
+
+// topo is a running routed topology: namespaces, links, workers, xlb.
+type topo struct {
+	t            testing.TB
+	c, l, w      *testnet.NS
+	front, back  *testnet.Link // C-L and L-W; A is the C side, resp. the L side
+	lb           *proc
+	workers      []*proc
+	workerAddrs  []string
+	routed       bool
+	startedAt    time.Time
+	baselineLegs map[string]int
+	clients      []net.Conn // every connection dial made
+}
+
+// newTopo builds C -- L -- W over clean TAP links, starts the workers and
+// xlb on L's front interface with the same program attached to the back
+// one, and waits until the pools are full.
+func newTopo(t testing.TB, o topoOpts) *topo {
+	t.Helper()
+	testnet.RequireRoot(t)
+	if o.workers == 0 {
+		o.workers = 3
+	}
+	tp := &topo{t: t, c: testnet.New(t), l: testnet.New(t), w: testnet.New(t), routed: o.routed, startedAt: time.Now()}
+	var pf, pb string
+	if dir := os.Getenv("XLB_RELIABILITY_PCAP"); dir != "" {
+		base := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+		pf, pb = base+"-front.pcap", base+"-back.pcap"
+	}
+	tp.front = testnet.TAP(t, tp.c, clientIface, clientAddr+"/24", tp.l, frontIface, frontAddr+"/24", testnet.TAPConfig{Pcap: pf})
+	tp.back = testnet.TAP(t, tp.l, backIface, backAddr+"/24", tp.w, workerIface, workerAddr+"/24", testnet.TAPConfig{Pcap: pb})
+	tp.c.Run("ip", "route", "add", "default", "via", frontAddr)
+	tp.w.Run("ip", "route", "add", "default", "via", backAddr)
+	var kv []string
+	for _, dev := range []string{"all", "default", frontIface, backIface} {
+		kv = append(kv,
+			// Translated packets carry L's own addresses as their source.
+			"net.ipv4.conf."+dev+".accept_local=1",
+			"net.ipv4.conf."+dev+".rp_filter=0",
+			"net.ipv4.conf."+dev+".send_redirects=0")
+	}
+	for _, s := range append([]string{"net.ipv4.ip_forward=1"}, kv...) {
+		tp.l.Run("sysctl", "-qw", s)
+	}
+
+	for i := 0; i < o.workers; i++ {
+		addr := fmt.Sprintf("%s:%d", workerAddr, firstWorker+i)
+		p := startProc(t, tp.w, "worker "+addr, xlbBin, "demo-worker", "--name", fmt.Sprintf("w%d", i+1), addr)
+		p.waitLines("listening on", 1, startTimeout)
+		tp.workers = append(tp.workers, p)
+		tp.workerAddrs = append(tp.workerAddrs, addr)
+	}
+
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	args := []string{xlbBin, "--listen", frontAddr, "--socket", sock, "--mode", "generic"}
+	if o.routed {
+		args = append(args, "--routed")
+	}
+	args = append(args, o.flags...)
+	args = append(args, frontIface, fmt.Sprint(servicePort))
+	args = append(args, tp.workerAddrs...)
+	t.Cleanup(func() { removeLeftovers(tp.l) }) // runs after xlb is gone
+	tp.lb = startProc(t, tp.l, "xlb", args...)
+	tp.lb.waitLines("data plane attached", 1, startTimeout)
+	tp.attachBack()
+	// The worker legs are learned from the SYN-ACKs arriving on the back
+	// interface: until the program is there, xlb retries (backoff).
+	tp.lb.waitLines("worker up", o.workers, startTimeout)
+	tp.baselineLegs = tp.waitPoolsFull()
+	return tp
+}
+
+// attachBack attaches xlb's program to L's back interface too. xlb serves
+// one interface: packets from the workers arrive on another one, so the
+// test attaches the same program (pinned by xlb) there, through iproute2.
+// See the report: the CLI should take several interfaces.
+func (tp *topo) attachBack() {
+	tp.t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(tp.l.Path(), &st); err != nil {
+		tp.t.Fatal(err)
+	}
+	pin := fmt.Sprintf("/sys/fs/bpf/xlb/net%d-%s/prog", st.Ino, frontIface)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if _, err := os.Stat(pin); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tp.t.Fatalf("xlb did not pin its program at %s within %v", pin, startTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tp.l.Run("ip", "link", "set", "dev", backIface, "xdpgeneric", "pinned", pin)
+}
+
+// removeLeftovers removes what an xlb killed in ns leaves behind: its pins
+// and control socket (they carry the namespace's inode in their names).
+func removeLeftovers(ns *testnet.NS) {
+	var st unix.Stat_t
+	if unix.Stat(ns.Path(), &st) != nil {
+		return
+	}
+	tag := fmt.Sprintf("net%d-", st.Ino)
+	pins, _ := filepath.Glob("/sys/fs/bpf/xlb/" + tag + "*")
+	socks, _ := filepath.Glob("/run/xlb/" + tag + "*")
+	for _, p := range append(pins, socks...) {
+		os.RemoveAll(p)
+	}
+	os.Remove("/sys/fs/bpf/xlb") // only if empty
+}
+
+// statusReport is `xlb status --json`.
+type statusReport struct {
+	Attached bool              `json:"attached"`
+	Mode     string            `json:"mode"`
+	Counters map[string]uint64 `json:"counters"`
+	Legs     map[string]int    `json:"legs"`
+}
+
+func (tp *topo) status() statusReport {
+	tp.t.Helper()
+	out, err := tp.l.Command(xlbBin, "status", "--json", frontIface).Output()
+	if err != nil {
+		tp.t.Fatalf("xlb status: %v", err)
+	}
+	var r statusReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		tp.t.Fatalf("xlb status: %v\n%s", err, out)
+	}
+	return r
+}
+
+// waitStatus polls xlb status until ok or the timeout.
+func (tp *topo) waitStatus(timeout time.Duration, what string, ok func(statusReport) bool) statusReport {
+	tp.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var seen map[string]int
+	start := time.Now()
+	for {
+		r := tp.status()
+		if ok(r) {
+			return r
+		}
+		if !sameLegs(r.Legs, seen) {
+			tp.t.Logf("%s: after %v legs %v", what, time.Since(start).Round(time.Millisecond), r.Legs)
+			seen = r.Legs
+		}
+		if time.Now().After(deadline) {
+			tp.t.Fatalf("waited %v for %s; legs %v counters %v", timeout, what, r.Legs, r.Counters)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitPoolsFull waits until the leg table holds only idle worker legs and
+// their count is stable, and returns that table: the baseline every
+// scenario's end is compared with.
+func (tp *topo) waitPoolsFull() map[string]int {
+	tp.t.Helper()
+	var last map[string]int
+	stable := 0
+	r := tp.waitStatus(startTimeout, "full worker pools", func(r statusReport) bool {
+		if sameLegs(r.Legs, last) && r.Legs["worker/idle"] > 0 {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = r.Legs
+		return stable >= 3
+	})
+	return r.Legs
+}
+
+// waitBaseline waits until the leg table holds idle worker legs only (no
+// client leg, binding, closing or dead leg: nothing hung), as many as the
+// baseline or a few more: legs a remix gave back to the pool while their
+// replacements were opened (the pool is topped up, not trimmed); extra is
+// the number of clients.
+func (tp *topo) waitBaseline(extra int) {
+	tp.t.Helper()
+	base := tp.baselineLegs["worker/idle"]
+	tp.waitStatus(reapTimeout, fmt.Sprintf("legs back to %d to %d idle worker legs only", base, base+2*extra+len(tp.workers)), func(r statusReport) bool {
+		n := 0
+		for k, v := range r.Legs {
+			if k != "worker/idle" && v != 0 {
+				return false
+			}
+			n = v
+		}
+		return n >= base && n <= base+2*extra+len(tp.workers)
+	})
+}
+
+// sameLegs reports whether two leg counts are equal, ignoring zero entries.
+func sameLegs(a, b map[string]int) bool {
+	for k, v := range a {
+		if v != b[k] {
+			return false
+		}
+	}
+	for k, v := range b {
+		if v != a[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// impair sets every direction of both links to im, each with its own seed.
+func (tp *topo) impair(im testnet.Impairment) {
+	seed := im.Seed
+	next := func() testnet.Impairment { x := im; x.Seed = seed; seed++; return x }
+	tp.front.Set(next(), next())
+	tp.back.Set(next(), next())
+}
+
+// linkStats sums the four directions.
+func (tp *topo) linkStats() testnet.Stats {
+	a, b := tp.front.Stats()
+	c, d := tp.back.Stats()
+	return a.Add(b).Add(c).Add(d)
+}
+
+// load is what the clients do: conns keep-alive connections, each sending
+// requests sequential GET /bytes/N, N cycling through sizes.
+type load struct {
+	conns, requests int
+	sizes           []int
+}
+
+// result is what the clients saw.
+type result struct {
+	requests  int
+	bytes     int64
+	failures  []error
+	perWorker map[string]int
+	took      time.Duration
+}
+
+// run drives the load from C. Every body is checked (demo.Get: hash header
+// and the exact expected bytes); every request is bounded by requestTimeout.
+func (tp *topo) run(l load) result {
+	tp.t.Helper()
+	res := result{perWorker: map[string]int{}}
+	var conns []net.Conn
+	for i := 0; i < l.conns; i++ {
+		conns = append(conns, tp.dial())
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := bufio.NewReaderSize(c, 64<<10)
+			for j := 0; j < l.requests; j++ {
+				n := l.sizes[(i+j)%len(l.sizes)]
+				worker, got, err := demo.Get(c, r, fmt.Sprintf("/bytes/%d", n))
+				mu.Lock()
+				if err != nil {
+					res.failures = append(res.failures, fmt.Errorf("connection %d (%s) request %d (%d bytes): %w", i, c.LocalAddr(), j, n, err))
+					mu.Unlock()
+					return
+				}
+				res.requests++
+				res.bytes += int64(got)
+				res.perWorker[worker]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.took = time.Since(start)
+	return res
+}
+
+// dial opens a client connection from C to the service (closed at the end of
+// the test).
+func (tp *topo) dial() net.Conn {
+	tp.t.Helper()
+	var c net.Conn
+	err := tp.c.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", frontAddr, servicePort), requestTimeout)
+		return err
+	})
+	if err != nil {
+		tp.t.Fatalf("dial the service from C: %v", err)
+	}
+	tp.t.Cleanup(func() { c.Close() })
+	tp.clients = append(tp.clients, c)
+	return c
+}
+
+// csumErrors sums the TCP checksum errors counted by the kernels of C, L
+// and W.
+func (tp *topo) csumErrors() int64 {
+	tp.t.Helper()
+	var n int64
+	for _, ns := range []*testnet.NS{tp.c, tp.l, tp.w} {
+		n += tcpMIB(tp.t, ns)["InCsumErrors"]
+	}
+	return n
+}
+
+// tcpMIB reads the Tcp: counters of /proc/net/snmp in ns.
+func tcpMIB(t testing.TB, ns *testnet.NS) map[string]int64 {
+	t.Helper()
+	out := ns.Run("cat", "/proc/net/snmp")
+	var names []string
+	m := map[string]int64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		for i, v := range f[1:] {
+			if i < len(names) {
+				var n int64
+				fmt.Sscan(v, &n)
+				m[names[i]] = n
+			}
+		}
+	}
+	if _, ok := m["InCsumErrors"]; !ok {
+		t.Fatalf("no Tcp InCsumErrors in /proc/net/snmp:\n%s", out)
+	}
+	return m
+}

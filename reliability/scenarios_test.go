@@ -1,0 +1,181 @@
+package reliability
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// routedForwarding: the scenarios run with xlb --routed (translated packets
+// leave by XDP redirect) unless XLB_RELIABILITY_FORWARD=stack, which lets
+// L's kernel forward them (xlb's behaviour without --routed).
+func routedForwarding() bool { return os.Getenv("XLB_RELIABILITY_FORWARD") != "stack" }
+
+func forwardingName(routed bool) string {
+	if routed {
+		return "xdp (--routed)"
+	}
+	return "L's stack"
+}
+
+// pick returns the long value under XLB_RELIABILITY=long.
+func pick[T any](short, long_ T) T {
+	if long {
+		return long_
+	}
+	return short
+}
+
+// scenario is a load under an impairment of every link direction.
+type scenario struct {
+	imp  testnet.Impairment
+	load load
+	opts topoOpts
+	// expectRemix: the default policy must have moved clients.
+	expectRemix bool
+}
+
+func describe(im testnet.Impairment) string {
+	var parts []string
+	if im.Drop > 0 {
+		parts = append(parts, fmt.Sprintf("drop %g%%", im.Drop*100))
+	}
+	if im.Duplicate > 0 {
+		parts = append(parts, fmt.Sprintf("duplicate %g%%", im.Duplicate*100))
+	}
+	if im.Reorder > 0 {
+		k := im.ReorderAfter
+		if k == 0 {
+			k = 3
+		}
+		parts = append(parts, fmt.Sprintf("reorder %g%% (after %d)", im.Reorder*100, k))
+	}
+	if im.Delay > 0 {
+		parts = append(parts, fmt.Sprintf("delay %v", im.Delay))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ") + fmt.Sprintf(", seed %d", im.Seed)
+}
+
+func linkSummary(s testnet.Stats) string {
+	return fmt.Sprintf("%d frames: %d dropped, %d duplicated, %d reordered", s.In, s.Dropped, s.Duplicated, s.Reordered)
+}
+
+// runScenario builds the topology, impairs every link direction, drives the
+// load and checks: every request answered with the exact bytes, no checksum
+// error in any kernel, the impairment really applied, traffic really
+// translated, and every leg back to the baseline once the clients leave.
+func runScenario(t *testing.T, s scenario) {
+	s.opts.routed = routedForwarding()
+	tp := newTopo(t, s.opts)
+	rec := record{Name: t.Name(), Impairment: describe(s.imp), Forwarding: forwardingName(s.opts.routed), Outcome: "FAIL"}
+	defer func() {
+		if !t.Failed() {
+			rec.Outcome = "pass"
+		}
+		addRecord(rec)
+	}()
+	csum0, st0, link0 := tp.csumErrors(), tp.status(), tp.linkStats()
+	tp.impair(s.imp)
+	res := tp.run(s.load)
+	tp.impair(testnet.Impairment{})
+	link := tp.linkStats()
+	link.In -= link0.In
+	rec.Requests, rec.Bytes, rec.Failures, rec.Took, rec.Link = res.requests, res.bytes, len(res.failures), res.took, linkSummary(link)
+	t.Logf("%d requests, %d bytes verified in %v, %d failures; workers %v; links %s",
+		res.requests, res.bytes, res.took.Round(time.Millisecond), len(res.failures), res.perWorker, linkSummary(link))
+	for _, err := range res.failures[:min(len(res.failures), 5)] {
+		t.Errorf("request failed: %v", err)
+	}
+	if want := s.load.conns * s.load.requests; res.requests != want {
+		t.Errorf("%d requests answered intact, want %d", res.requests, want)
+	}
+	if d := tp.csumErrors() - csum0; d != 0 {
+		t.Errorf("kernels of C, L and W counted %d TCP checksum errors", d)
+	}
+	if s.imp.Drop > 0 && link.Dropped == 0 || s.imp.Duplicate > 0 && link.Duplicated == 0 || s.imp.Reorder > 0 && link.Reordered == 0 {
+		t.Errorf("the impairment was not applied: %+v", link)
+	}
+	st := tp.status()
+	delta := func(name string) uint64 { return st.Counters[name] - st0.Counters[name] }
+	if delta("fwd_to_worker") == 0 || delta("fwd_to_client") == 0 {
+		t.Errorf("the data plane translated nothing: counters %v", st.Counters)
+	}
+	if s.opts.routed && delta("redirect")+delta("tx") == 0 {
+		t.Errorf("--routed, yet no packet left by XDP_TX or XDP_REDIRECT: counters %v", st.Counters)
+	}
+	if s.expectRemix && delta("remix") == 0 {
+		t.Errorf("no remix under the default policy: counters %v", st.Counters)
+	}
+	t.Logf("data plane: fwd_to_worker %d fwd_to_client %d redirect %d tx %d pass %d remix %d implausible %d fib_fail %d",
+		delta("fwd_to_worker"), delta("fwd_to_client"), delta("redirect"), delta("tx"), delta("pass"), delta("remix"), delta("implausible"), delta("fib_fail"))
+	if t.Failed() {
+		return
+	}
+	// The clients leave: every leg must go (zero hung connections).
+	tp.closeClients()
+	tp.waitBaseline(s.load.conns)
+}
+
+// closeClients runs the test's cleanups of the client connections now: the
+// clients close (FIN).
+func (tp *topo) closeClients() {
+	for _, c := range tp.clients {
+		c.Close()
+	}
+}
+
+var small = []int{100, 1000, 10000, 100000}
+
+func TestClean(t *testing.T) {
+	runScenario(t, scenario{load: load{conns: 4, requests: pick(20, 200), sizes: small}})
+}
+
+func TestLoss(t *testing.T) {
+	runScenario(t, scenario{
+		imp:  testnet.Impairment{Drop: 0.02, Seed: 100},
+		load: load{conns: 4, requests: pick(20, 300), sizes: small},
+	})
+}
+
+func TestReorder(t *testing.T) {
+	runScenario(t, scenario{
+		imp:  testnet.Impairment{Reorder: 0.05, Seed: 200},
+		load: load{conns: 4, requests: pick(20, 300), sizes: small},
+	})
+}
+
+func TestDuplicate(t *testing.T) {
+	runScenario(t, scenario{
+		imp:  testnet.Impairment{Duplicate: 0.01, Seed: 300},
+		load: load{conns: 4, requests: pick(20, 300), sizes: small},
+	})
+}
+
+func TestCombined(t *testing.T) {
+	runScenario(t, scenario{
+		imp:  testnet.Impairment{Drop: 0.02, Duplicate: 0.01, Reorder: 0.05, Delay: time.Millisecond, Seed: 400},
+		load: load{conns: 4, requests: pick(20, 300), sizes: small},
+	})
+}
+
+func TestLargeUnderLoss(t *testing.T) {
+	runScenario(t, scenario{
+		imp:  testnet.Impairment{Drop: 0.02, Seed: 500},
+		load: load{conns: 1, requests: pick(2, 8), sizes: []int{16 << 20}},
+	})
+}
+
+func TestManyShortRemix(t *testing.T) {
+	runScenario(t, scenario{
+		imp:         testnet.Impairment{Drop: 0.02, Reorder: 0.05, Seed: 600},
+		load:        load{conns: 8, requests: pick(40, 500), sizes: []int{10, 100, 1000, 3000}},
+		expectRemix: true,
+	})
+}
