@@ -22,7 +22,7 @@ else
 BIN := build/xlb-linux-$(GOARCH)
 endif
 
-.PHONY: all deps test test-unit bench clean
+.PHONY: all deps test test-unit bench clean reliability
 
 all: deps $(BIN)
 
@@ -48,6 +48,22 @@ test: deps
 	CGO_ENABLED=0 $(GO) vet ./...
 	CGO_ENABLED=0 XLB_TEST_ROOT=$$( [ "$$(id -u)" = 0 ] && echo 1 || echo 0 ) \
 		$(GO) test -count=1 -timeout 30m ./...
+
+# The benchmarks (bench/, writes docs/BENCHMARKS.md and docs/bench.png), as
+# root, about 15 minutes. A quick check of the harness:
+#   BENCH_DURATION=2s BENCH_ROUNDS=1 make bench
+# Other settings: BENCH_WARMUP, BENCH_OUT, BENCH_BALANCERS, BENCH_WORKLOADS,
+# BENCH_KERN=0 (see docs/BENCHMARKS.md).
+bench: deps
+	@bash scripts/deps.sh bench
+	$(MAKE) --no-print-directory xlb
+	CGO_ENABLED=0 $(GO) run ./bench
+
+# The adversity scenarios of reliability/ in their long versions (root: they
+# build namespaces and TAP links); writes docs/RELIABILITY.md.
+reliability: deps xlb
+	CGO_ENABLED=0 XLB_TEST_ROOT=1 XLB_RELIABILITY=long XLB_RELIABILITY_REPORT=$(CURDIR)/docs/RELIABILITY.md \
+		$(GO) test -count=1 -timeout 30m -v ./reliability
 
 clean:
 	rm -rf xlb build kern/bpf/*.o ebpf/testdata/*.o

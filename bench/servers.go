@@ -1,0 +1,279 @@
+package main
+
+// The servers of a run: three nginx and three redis-server workers, which
+// stay up for the whole run, and the balancers under comparison, started and
+// stopped around each configuration's turn in a round (an attached xlb would
+// otherwise tax every other configuration's packets on lo).
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Ports inside the namespace.
+const (
+	nginxPort0 = 4171 // nginx workers: 4171, 4172, 4173
+	redisPort0 = 6371 // redis workers: 6371, 6372, 6373
+	lbPort0    = 8080 // balancers listen from here, a new port for each start
+	nWorkers   = 3
+)
+
+// Bounds of the waits on servers.
+const (
+	startTimeout = 20 * time.Second
+	stopTimeout  = 25 * time.Second // xlb's default --shutdown-timeout is shorter
+)
+
+// Files the nginx workers serve (name -> size).
+var webFiles = map[string]int{"b100": 100, "b100k": 100 << 10, "b100m": 100 << 20}
+
+func nginxAddrs() []string { return addrs(nginxPort0) }
+func redisAddrs() []string { return addrs(redisPort0) }
+
+func addrs(port0 int) []string {
+	var a []string
+	for i := 0; i < nWorkers; i++ {
+		a = append(a, fmt.Sprintf("127.0.0.1:%d", port0+i))
+	}
+	return a
+}
+
+// makeWebRoot writes the served files (pseudo-random bytes: nothing on the
+// path compresses).
+func makeWebRoot(dir string) error {
+	root := filepath.Join(dir, "www")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	for name, size := range webFiles {
+		b := make([]byte, size)
+		x := uint64(0x9e3779b97f4a7c15)
+		for i := range b {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			b[i] = byte(x)
+		}
+		if err := os.WriteFile(filepath.Join(root, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startNginx starts one single-process nginx per worker address, keep-alive
+// without a request limit, no access log, sendfile on.
+func startNginx(ctx context.Context, ns *netns, dir string) error {
+	for i, addr := range nginxAddrs() {
+		wd := filepath.Join(dir, fmt.Sprintf("nginx%d", i+1))
+		if err := os.MkdirAll(wd, 0o755); err != nil {
+			return err
+		}
+		conf := fmt.Sprintf(`
+user root;
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile %[4]d;
+pid %[1]s/nginx.pid;
+error_log stderr error;
+events { worker_connections 8192; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s;
+	proxy_temp_path %[1]s;
+	fastcgi_temp_path %[1]s;
+	uwsgi_temp_path %[1]s;
+	scgi_temp_path %[1]s;
+	keepalive_requests 1000000;
+	keepalive_timeout 300s;
+	sendfile on;
+	tcp_nopush on;
+	server {
+		listen %[2]s backlog=4096;
+		root %[3]s;
+	}
+}
+`, wd, addr, filepath.Join(dir, "www"), nofile)
+		path := filepath.Join(wd, "nginx.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			return err
+		}
+		p, err := ns.start("nginx "+addr, "nginx", "-c", path)
+		if err != nil {
+			return err
+		}
+		if err := ns.waitPort(ctx, nginxPort0+i, p, startTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startRedis starts the redis workers: no persistence, in the foreground.
+func startRedis(ctx context.Context, ns *netns, dir string) error {
+	for i := range nWorkers {
+		port := redisPort0 + i
+		wd := filepath.Join(dir, fmt.Sprintf("redis%d", i+1))
+		if err := os.MkdirAll(wd, 0o755); err != nil {
+			return err
+		}
+		p, err := ns.start(fmt.Sprintf("redis :%d", port), "redis-server",
+			"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", wd,
+			"--save", "", "--appendonly", "no", "--daemonize", "no",
+			"--protected-mode", "no", "--maxclients", "10000", "--loglevel", "warning")
+		if err != nil {
+			return err
+		}
+		if err := ns.waitPort(ctx, port, p, startTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A balancer under comparison.
+type balancer struct {
+	name  string // short name, in tables and the chart
+	descr string // what it is, for the document
+	// kind: "" (direct to the first worker), "xlb", "haproxy"
+	kind   string
+	policy string // xlb --policy; "" for the default
+	mode   string // haproxy mode: http or tcp
+}
+
+var (
+	direct      = balancer{name: "direct", descr: "wrk straight to one worker (the physical limit)"}
+	xlbSticky   = balancer{name: "xlb-sticky", kind: "xlb", policy: "sticky", descr: "xlb --policy sticky (a client keeps its worker connection)"}
+	xlbDefault  = balancer{name: "xlb", kind: "xlb", descr: "xlb, default policy (jiq: per-request remix)"}
+	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
+	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
+)
+
+// running is a started balancer: where clients connect, and its process.
+type running struct {
+	b    balancer
+	port int
+	p    *proc // nil for direct
+}
+
+// lbStarts counts balancer starts: each start listens on a port of its
+// own, lbPort0 + lbStarts. A stopped xlb hands its client connections back
+// to the kernel, and those sockets' TIME-WAIT keeps the next xlb from
+// listening on the same port for a minute.
+var lbStarts int
+
+// startBalancer starts b in front of workers (addresses); direct needs
+// nothing started and sends clients to the first worker.
+func startBalancer(ctx context.Context, ns *netns, dir string, b balancer, workers []string) (*running, error) {
+	lbPort := lbPort0 + lbStarts%1000
+	lbStarts++
+	r := &running{b: b, port: lbPort}
+	var err error
+	switch b.kind {
+	case "":
+		var port int
+		fmt.Sscanf(workers[0][strings.LastIndex(workers[0], ":")+1:], "%d", &port)
+		r.port = port
+		return r, nil
+	case "xlb":
+		args := []string{xlbBin, "--socket", filepath.Join(dir, "xlb.sock"), "--log-level", "warn"}
+		if b.policy != "" {
+			args = append(args, "--policy", b.policy)
+		}
+		args = append(args, "lo", fmt.Sprint(lbPort))
+		args = append(args, workers...)
+		if r.p, err = ns.start(b.name, args...); err != nil {
+			return nil, err
+		}
+		// --log-level warn hides the start-up lines: wait for the port,
+		// then for the pool (the listener opens before the workers are up).
+		if err = ns.waitPort(ctx, lbPort, r.p, startTimeout); err == nil {
+			err = waitXLBWorkers(ctx, ns, dir, r.p)
+		}
+	case "haproxy":
+		path := filepath.Join(dir, "haproxy-"+b.mode+".cfg")
+		if err := os.WriteFile(path, []byte(haproxyConfig(b.mode, lbPort, workers)), 0o644); err != nil {
+			return nil, err
+		}
+		if r.p, err = ns.start(b.name, "haproxy", "-db", "-f", path); err != nil {
+			return nil, err
+		}
+		err = ns.waitPort(ctx, lbPort, r.p, startTimeout)
+	}
+	if err != nil {
+		r.stop()
+		// What holds the port, when that is why it failed.
+		ss, _, _ := ns.run(ctx, 5*time.Second, "ss", "-tanpe", fmt.Sprintf("( sport = :%d )", lbPort))
+		return nil, fmt.Errorf("%w\nsockets on port %d:\n%s", err, lbPort, lastLines(ss, 10))
+	}
+	return r, nil
+}
+
+// waitXLBWorkers waits until `xlb ctl list` shows every worker up.
+func waitXLBWorkers(ctx context.Context, ns *netns, dir string, p *proc) error {
+	deadline := time.Now().Add(startTimeout)
+	var out string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		out, _, _ = ns.run(ctx, 5*time.Second, xlbBin, "ctl", "--socket", filepath.Join(dir, "xlb.sock"), "list")
+		if strings.Count(out, " up") >= nWorkers {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("xlb exited (%v):\n%s", p.err, lastLines(p.output(), 20))
+		default:
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("xlb: workers not up after %v; xlb ctl list:\n%s\nxlb output:\n%s", startTimeout, out, lastLines(p.output(), 20))
+}
+
+func (r *running) stop() error {
+	if r == nil || r.p == nil {
+		return nil
+	}
+	err := r.p.stop(stopTimeout)
+	if err == nil && r.p.err != nil && r.b.kind == "xlb" {
+		err = fmt.Errorf("%s exited with %v:\n%s", r.b.name, r.p.err, lastLines(r.p.output(), 20))
+	}
+	return err
+}
+
+// haproxyConfig: one process, one thread (nbthread 1), round robin; in http
+// mode idle server connections are shared between clients (http-reuse
+// always), HAProxy's answer to per-request balancing over keep-alive.
+func haproxyConfig(mode string, port int, workers []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+	nbthread 1
+	maxconn %d
+	tune.bufsize 16384
+
+defaults
+	mode %s
+	timeout connect 5s
+	timeout client 300s
+	timeout server 300s
+	timeout http-keep-alive 300s
+	maxconn %d
+
+frontend fe
+	bind 127.0.0.1:%d backlog 4096
+	default_backend be
+
+backend be
+	balance roundrobin
+`, nofile/2-100, mode, nofile/2-100, port)
+	if mode == "http" {
+		b.WriteString("\thttp-reuse always\n")
+	}
+	for i, w := range workers {
+		fmt.Fprintf(&b, "\tserver w%d %s\n", i+1, w)
+	}
+	return b.String()
+}
