@@ -153,7 +153,7 @@ func TestManyIdleClients(t *testing.T) {
 		perConn  = 32
 	)
 	ns := testnet.New(t)
-	workers := startWorkers(t, ns, 4)
+	workers := startWorkers(t, ns, 8)
 	sock := ownSocket(t)
 	lb := startXLB(t, ns, "lo", 8080, workers, append(sock, "--pool", "16",
 		"--worker-conns", fmt.Sprint(perConn), "--idle-release", "20ms")...)
@@ -202,7 +202,7 @@ func TestManyIdleClients(t *testing.T) {
 			r := bufio.NewReaderSize(c, 4096)
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
 			// Spread the first requests over the time the dials take.
-			time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond)
+			time.Sleep(time.Duration(rng.IntN(5000)) * time.Millisecond)
 			for j := 0; j < requests; j++ {
 				n := 100 + rng.IntN(3000)
 				_, got, err := demo.Get(c, r, fmt.Sprintf("/bytes/%d", n))
@@ -212,7 +212,7 @@ func TestManyIdleClients(t *testing.T) {
 				}
 				served.Add(1)
 				bytes.Add(int64(got))
-				time.Sleep(time.Duration(2000+rng.IntN(3000)) * time.Millisecond)
+				time.Sleep(time.Duration(3000+rng.IntN(3000)) * time.Millisecond)
 			}
 		}(i)
 	}

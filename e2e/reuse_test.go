@@ -55,7 +55,7 @@ func TestReuseDuringTraffic(t *testing.T) {
 	}
 	waitRequests(200)
 
-	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--socket", sock, "lo", "8080", workers[0], workers[1], workers[2])
+	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--idle-release", "100ms", "--socket", sock, "lo", "8080", workers[0], workers[1], workers[2])
 	newer.waitLines("took over", 1, startTimeout)
 	select {
 	case <-old.done:
@@ -82,5 +82,21 @@ func TestReuseDuringTraffic(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d requests on %d connections that lived through the handover", requests.Load(), clients)
+
+	// Idle release works in the process that took over (its map-in-map
+	// templates come from the object, not from the pinned maps): the idle
+	// clients give their connections back, and the next request binds again.
+	r0 := status(t, ns, "lo")
+	waitStatus(t, ns, "lo", ioTimeout, "idle clients released", func(r statusReport) bool {
+		return r.Counters["released"] > r0.Counters["released"]
+	})
+	if _, _, err := c.get("/bytes/3000"); err != nil {
+		t.Fatalf("request after an idle release: %v", err)
+	}
+	select {
+	case <-newer.done:
+		t.Fatalf("the xlb that took over exited: %v", newer.err)
+	default:
+	}
 	newer.stop()
 }

@@ -62,6 +62,21 @@ type LoadOptions struct {
 	ReuseMaps map[string]*ebpf.Map
 }
 
+// InnerMapSpec is the inner map template of a map-in-map of the object (a
+// map opened from a pin or an ID has none).
+func InnerMapSpec(outer string) (*ebpf.MapSpec, error) {
+	spec, err := Spec()
+	if err != nil {
+		return nil, err
+	}
+	ms := spec.Maps[outer]
+	if ms == nil || ms.InnerMap == nil {
+		return nil, fmt.Errorf("embedded XDP object: %s is not a map-in-map", outer)
+	}
+	inner := *ms.InnerMap
+	return &inner, nil
+}
+
 // Load creates the maps and loads the program into the kernel.
 func Load() (*Objects, error) { return LoadWith(LoadOptions{}) }
 

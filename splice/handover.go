@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/xlb-lb/xlb/kern"
@@ -48,6 +49,7 @@ type handoverState struct {
 	Clients   []kern.LegKey    `json:"clients"`   // then these
 	Workers   []handoverWorker `json:"workers"`   // then each worker's legs
 	Reaps     []handoverReap   `json:"reaps"`
+	Ifaces    []string         `json:"ifaces,omitempty"` // the program is attached to these
 }
 
 type handoverAck struct {
@@ -113,7 +115,7 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 	}
 	lb.control.SetUnlinkOnClose(false) // the new process listens on that path now
 	lb.control.Close()
-	lb.attached, lb.pinned = false, false
+	lb.attached, lb.pinned = nil, false
 	lb.closeObjects()
 	lb.log.Info("handed over; exiting")
 	close(lb.done)
@@ -122,7 +124,7 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 // handoverSnapshot describes the paused load balancer and duplicates the
 // descriptors of its sockets, in the order of the description.
 func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
-	st := handoverState{Pid: os.Getpid()}
+	st := handoverState{Pid: os.Getpid(), Ifaces: lb.attached}
 	var files []*os.File
 	fail := func(err error) (handoverState, []*os.File, error) {
 		for _, f := range files {
@@ -355,22 +357,9 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	if err := lb.setupPools(); err != nil {
 		return err
 	}
-	cur, err := xdp.Query(cfg.Iface)
-	if err != nil {
+	if err := lb.replacePrograms(st.Ifaces, objs.Program.FD()); err != nil {
 		return err
 	}
-	if !cur.Attached {
-		return fmt.Errorf("no data plane is attached to %s any more", cfg.Iface)
-	}
-	oldProg, _, err := kern.AttachedMaps(cur.ProgID)
-	if err != nil {
-		return err
-	}
-	defer oldProg.Close()
-	if _, err := xdp.Attach(cfg.Iface, objs.Program.FD(), xdp.AttachOptions{Mode: cur.Mode, ReplaceFD: oldProg.FD()}); err != nil {
-		return fmt.Errorf("replacing the attached program: %w", err)
-	}
-	lb.attached = true
 	if err := objs.Pin(PinDir(cfg.Iface)); err != nil {
 		return err
 	}
@@ -380,6 +369,61 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	// the old one does not unlink it).
 	lb.control = nil
 	return lb.startLoopsAfterHandover()
+}
+
+// replacePrograms puts our program on every interface of the command line
+// in place of the old process's (atomically where one is attached, in the
+// first interface's mode where none is: an interface added to the list),
+// and removes the old program from the interfaces no longer listed (old, as
+// the old process reported them; empty from an xlb of one interface).
+func (lb *LB) replacePrograms(old []string, progFD int) error {
+	cfg := lb.cfg
+	cur, err := xdp.Query(cfg.Iface)
+	if err != nil {
+		return err
+	}
+	if !cur.Attached {
+		return fmt.Errorf("no data plane is attached to %s any more", cfg.Iface)
+	}
+	mode := cur.Mode
+	for _, ifc := range cfg.ifaces() {
+		if cur, err = xdp.Query(ifc); err != nil {
+			return err
+		}
+		opts := xdp.AttachOptions{Mode: mode}
+		if cur.Attached {
+			oldProg, stats, err := kern.Attached(cur.ProgID)
+			if err != nil {
+				return fmt.Errorf("%s: %w", ifc, err)
+			}
+			opts.Mode = cur.Mode
+			opts.ReplaceFD = oldProg.FD()
+			_, err = xdp.Attach(ifc, progFD, opts)
+			oldProg.Close()
+			stats.Close()
+			if err != nil {
+				return fmt.Errorf("replacing the attached program on %s: %w", ifc, err)
+			}
+		} else if _, err := xdp.Attach(ifc, progFD, opts); err != nil {
+			return err
+		}
+		lb.attached = append(lb.attached, ifc)
+	}
+	for _, ifc := range old {
+		if slices.Contains(cfg.ifaces(), ifc) {
+			continue
+		}
+		if cur, err := xdp.Query(ifc); err == nil && cur.Attached {
+			if p, stats, err := kern.Attached(cur.ProgID); err == nil { // ours
+				p.Close()
+				stats.Close()
+				if err := xdp.Detach(ifc, cur.ProgID); err != nil {
+					lb.log.Warn("removing the old program from an interface no longer listed", "iface", ifc, "err", err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // startLoopsAfterHandover starts the loops; the control socket is taken over

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,14 @@ import (
 
 // Config is what `xlb IFACE PORT WORKER...` asks for.
 type Config struct {
+	// Iface is the first interface of the command line's list: its
+	// addresses are listened on, and the pins and the control socket are
+	// named after it. Ifaces is the whole list, Iface first (empty: Iface
+	// alone); the program is attached to each, in the same mode. In routed
+	// mode the worker side's interface must be in it: SYN-ACKs and replies
+	// arrive there.
 	Iface   string
+	Ifaces  []string
 	Listen  netip.Addr // invalid: every IPv4 address of Iface
 	Port    uint16
 	Workers []WorkerSpec
@@ -150,7 +158,7 @@ type LB struct {
 
 	events   *ebpf.RingBufReader
 	control  *net.UnixListener
-	attached bool
+	attached []string // interfaces our program is attached to
 	pinned   bool
 	reused   map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
 	cancel   context.CancelFunc
@@ -205,9 +213,13 @@ func (lb *LB) start() error {
 	if len(cfg.Workers) == 0 {
 		return errors.New("no workers given: name at least one HOST:PORT")
 	}
+	if list, err := ParseIfaces(strings.Join(cfg.ifaces(), ",")); err != nil || list[0] != cfg.Iface {
+		return fmt.Errorf("Config.Ifaces %q must start with Config.Iface %q and name each interface once (%v)", cfg.Ifaces, cfg.Iface, err)
+	}
 	if err := ebpf.RemoveMemlockLimit(); err != nil {
 		return err
 	}
+	stale := map[string]bool{} // interfaces holding the program of an xlb that died
 	if cfg.Reuse {
 		err := lb.takeOver()
 		if err == nil || !errors.Is(err, ErrNoInstance) {
@@ -218,23 +230,27 @@ func (lb *LB) start() error {
 			return fmt.Errorf("removing stale pins: %w", err)
 		}
 		// A data plane left attached by an xlb that died is ours to replace.
-		if st, err := xdp.Query(cfg.Iface); err == nil && st.Attached {
-			if p, m, err := kern.Attached(st.ProgID); err == nil {
-				p.Close()
-				m.Close()
-				cfg.Force = true
+		for _, ifc := range cfg.ifaces() {
+			if st, err := xdp.Query(ifc); err == nil && st.Attached {
+				if p, m, err := kern.Attached(st.ProgID); err == nil {
+					p.Close()
+					m.Close()
+					stale[ifc] = true
+				}
 			}
 		}
 	}
-	st, err := xdp.Query(cfg.Iface)
-	if err != nil {
-		return err
-	}
-	if st.Attached && !cfg.Force {
-		if _, _, err := kern.Attached(st.ProgID); err == nil {
-			return fmt.Errorf("an xlb data plane is already attached to %s (program id %d): another xlb runs there; stop it, or restart with --reuse to take over", cfg.Iface, st.ProgID)
+	for _, ifc := range cfg.ifaces() {
+		st, err := xdp.Query(ifc)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("another XDP program (id %d) is attached to %s; use --force to replace it", st.ProgID, cfg.Iface)
+		if st.Attached && !cfg.Force && !stale[ifc] {
+			if _, _, err := kern.Attached(st.ProgID); err == nil {
+				return fmt.Errorf("an xlb data plane is already attached to %s (program id %d): another xlb runs there; stop it, or restart with --reuse to take over", ifc, st.ProgID)
+			}
+			return fmt.Errorf("another XDP program (id %d) is attached to %s; use --force to replace it", st.ProgID, ifc)
+		}
 	}
 	objs, err := kern.LoadWith(kern.LoadOptions{MaxLegs: cfg.MaxLegs})
 	if err != nil {
@@ -273,12 +289,15 @@ func (lb *LB) start() error {
 	if err := lb.checkControlFree(); err != nil {
 		return err
 	}
-	mode, err := xdp.Attach(cfg.Iface, objs.Program.FD(), xdp.AttachOptions{Mode: cfg.Mode, Force: cfg.Force})
-	if err != nil {
-		return err
+	mode := cfg.Mode
+	for _, ifc := range cfg.ifaces() {
+		// The first attach settles an auto mode; the others follow it.
+		if mode, err = xdp.Attach(ifc, objs.Program.FD(), xdp.AttachOptions{Mode: mode, Force: cfg.Force || stale[ifc]}); err != nil {
+			return err // teardown detaches from the ones before
+		}
+		lb.attached = append(lb.attached, ifc)
 	}
-	lb.attached = true
-	lb.log.Info("data plane attached", "iface", cfg.Iface, "mode", mode.String(), "listen", fmt.Sprint(addrs), "port", cfg.Port,
+	lb.log.Info("data plane attached", "iface", strings.Join(lb.attached, ","), "mode", mode.String(), "listen", fmt.Sprint(addrs), "port", cfg.Port,
 		"window_scale", wscale, "workers", len(cfg.Workers), "pool", cfg.Pool)
 
 	if err := lb.dp.Objs.Pin(PinDir(cfg.Iface)); err != nil {
@@ -713,14 +732,14 @@ func (lb *LB) teardown() error {
 	if lb.control != nil {
 		lb.control.Close()
 	}
-	if lb.attached {
-		if st, err := xdp.Query(lb.cfg.Iface); err == nil && st.Attached {
-			if err := xdp.Detach(lb.cfg.Iface, st.ProgID); err != nil {
+	for _, ifc := range lb.attached {
+		if st, err := xdp.Query(ifc); err == nil && st.Attached {
+			if err := xdp.Detach(ifc, st.ProgID); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		lb.attached = false
 	}
+	lb.attached = nil
 	if lb.pinned {
 		if err := os.RemoveAll(PinDir(lb.cfg.Iface)); err != nil {
 			errs = append(errs, fmt.Errorf("removing pins: %w", err))
@@ -790,6 +809,30 @@ func (lb *LB) inFlight() int {
 		return true
 	})
 	return n
+}
+
+// ParseIfaces parses the command line's IFACE: an interface name, or a
+// comma-separated list of names (routed mode: the clients' side and the
+// workers' side, e.g. eth0,eth1).
+func ParseIfaces(s string) ([]string, error) {
+	list := strings.Split(s, ",")
+	for i, name := range list {
+		if name == "" {
+			return nil, fmt.Errorf("interface list %q: name %d is empty (write IFACE or IFACE,IFACE,...)", s, i+1)
+		}
+		if slices.Contains(list[:i], name) {
+			return nil, fmt.Errorf("interface list %q: %s is named twice", s, name)
+		}
+	}
+	return list, nil
+}
+
+// ifaces returns every interface the data plane goes on, Iface first.
+func (c *Config) ifaces() []string {
+	if len(c.Ifaces) == 0 {
+		return []string{c.Iface}
+	}
+	return c.Ifaces
 }
 
 // pinPath is where a map or the program is pinned.

@@ -45,9 +45,12 @@ func (d *DataPlane) EnsurePool(id uint32) error {
 	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("pool of worker %d: %w", id, err)
 	}
-	spec := *outer.Spec().InnerMap
+	spec, err := kern.InnerMapSpec(kern.PoolMapName)
+	if err != nil {
+		return err
+	}
 	spec.Name = fmt.Sprintf("xlb_pool_%d", id)
-	q, err := ebpf.NewMap(&spec)
+	q, err := ebpf.NewMap(spec)
 	if err != nil {
 		return fmt.Errorf("pool of worker %d: %w", id, err)
 	}
@@ -217,8 +220,11 @@ const xdpPass = 2
 // sync waits until no program runs any more with what it read before the
 // call: updating a map-in-map makes the kernel wait for an RCU grace period.
 func (d *DataPlane) sync() error {
-	spec := *d.Objs.Sync.Spec().InnerMap
-	inner, err := ebpf.NewMap(&spec)
+	spec, err := kern.InnerMapSpec(kern.SyncMapName)
+	if err != nil {
+		return fmt.Errorf("grace period: %w", err)
+	}
+	inner, err := ebpf.NewMap(spec)
 	if err != nil {
 		return fmt.Errorf("grace period: %w", err)
 	}

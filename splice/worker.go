@@ -208,7 +208,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	// should; sizing each pool by its own idle count would give a slow
 	// worker more connections and undo that.
 	demand, weights := w.lb.demand()
-	target := w.lb.cfg.Pool*weight + ceilDiv(demand*weight, max(weights, 1))
+	target := w.lb.cfg.Pool*weight + demand*weight/max(weights, 1)
 	cfg := kern.WorkerCfg{Weight: uint32(max(weight, 1))}
 	if draining {
 		target = 0
@@ -259,8 +259,6 @@ func (lb *LB) demand() (bound, weights int) {
 	}
 	return bound, weights
 }
-
-func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 // checkDrained logs a drain's completion (no connection left) and, for a
 // removed worker, forgets it; it returns true when the worker is gone.
