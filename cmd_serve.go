@@ -21,11 +21,15 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			"(HOST:PORT[@WEIGHT]). Client connections are spliced onto pooled worker\n"+
 			"connections by the XDP program: no payload reaches user space. 'serve' may\n"+
 			"be left out: 'xlb lo 8080 ...' is the same. Ctrl-C or SIGTERM stop it\n"+
-			"cleanly: in-flight requests finish, connections are closed properly.",
+			"cleanly: in-flight requests finish, connections are closed properly.\n"+
+			"IFACE may be a comma-separated list (routed mode: the clients' side, then\n"+
+			"the workers' side): the program goes on each, in the same mode; the first\n"+
+			"one's addresses are listened on and it names the pins and control socket.",
 		"xlb lo 8080 127.0.0.1:4171 127.0.0.1:4172 127.0.0.1:4173\n"+
 			"xlb --listen 10.0.0.1 --pool 32 eth0 80 10.0.1.1:8080@2 10.0.1.2:8080\n"+
 			"xlb --metrics 127.0.0.1:9464 --log-format json --require-workers lo 8080 127.0.0.1:4171\n"+
-			"xlb --reuse lo 8080 127.0.0.1:4171   # restart: take over without dropping connections")
+			"xlb --reuse lo 8080 127.0.0.1:4171   # restart: take over without dropping connections\n"+
+			"xlb --routed eth0,eth1 80 10.0.1.1:8080   # clients on eth0, workers behind eth1")
 	cfg := splice.Config{}
 	listen := fs.String("listen", "", "address to listen on (default: every IPv4 address of IFACE)")
 	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "idle worker connections kept per worker")
@@ -36,7 +40,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
 	fs.BoolVar(&cfg.Reuse, "reuse", false, "take over from a running xlb on IFACE without dropping its connections")
 	fs.BoolVar(&cfg.Routed, "routed", false, "send rewritten packets out toward the next hop (XDP_TX/redirect after a FIB lookup) instead of to this host's stack")
-	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/net<netns inode>-IFACE.sock; xlb ctl finds it)")
+	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/net<netns inode>-IFACE.sock, the first IFACE; xlb ctl finds it)")
 	maxLegs := fs.Uint("max-legs", 65536, "size of the leg table (client and worker connections)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", splice.DefaultShutdownTimeout, "how long in-flight requests may take to finish on stop")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -53,7 +57,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var err error
-	cfg.Iface = fs.Arg(0)
+	if cfg.Ifaces, err = splice.ParseIfaces(fs.Arg(0)); err != nil {
+		return usagef("%v", err)
+	}
+	cfg.Iface = cfg.Ifaces[0]
 	cfg.Port, err = parsePort(fs.Arg(1))
 	if err != nil {
 		return err

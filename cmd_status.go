@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/xdp"
 )
 
@@ -27,8 +28,9 @@ type statusReport struct {
 func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", "IFACE",
 		"Show whether xlb's XDP program is attached to IFACE, in which mode, and the\n"+
-			"data plane's counters (verdicts and packet classes, summed over CPUs).",
-		"xlb status lo\nxlb status --json eth0")
+			"data plane's counters (verdicts and packet classes, summed over CPUs).\n"+
+			"IFACE may be a comma-separated list: one report each (--json: an array).",
+		"xlb status lo\nxlb status --json eth0\nxlb status eth0,eth1")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.parse(args, stdout); err != nil {
 		return err
@@ -36,14 +38,30 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err := fs.wantArgs(1, 1); err != nil {
 		return err
 	}
-	r, err := status(fs.Arg(0))
+	ifaces, err := splice.ParseIfaces(fs.Arg(0))
 	if err != nil {
-		return err
+		return usagef("%v", err)
+	}
+	var rs []*statusReport
+	for _, ifc := range ifaces {
+		r, err := status(ifc)
+		if err != nil {
+			return err
+		}
+		rs = append(rs, r)
+	}
+	if *asJSON && len(rs) == 1 {
+		return printJSON(stdout, rs[0])
 	}
 	if *asJSON {
-		return printJSON(stdout, r)
+		return printJSON(stdout, rs) // an array: one report per interface
 	}
-	printStatus(stdout, r)
+	for i, r := range rs {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		printStatus(stdout, r)
+	}
 	return nil
 }
 

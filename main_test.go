@@ -51,6 +51,11 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"lo", "0", "127.0.0.1:1"}, exitUsage, "", "port \"0\": must be a number from 1 to 65535"},
 		{[]string{"lo", "8080", "127.0.0.1"}, exitUsage, "", "want HOST:PORT"},
 		{[]string{"--policy", "best", "lo", "8080", "127.0.0.1:1"}, exitUsage, "", "unknown policy"},
+		{[]string{"lo,", "8080", "127.0.0.1:1"}, exitUsage, "", `interface list "lo,": name 2 is empty`},
+		{[]string{",lo", "8080", "127.0.0.1:1"}, exitUsage, "", "name 1 is empty"},
+		{[]string{"l0,l1,l0", "8080", "127.0.0.1:1"}, exitUsage, "", "l0 is named twice"},
+		{[]string{"status", "lo,,l1"}, exitUsage, "", "name 2 is empty"},
+		{[]string{"serve", "--help"}, exitOK, "comma-separated list", ""},
 	} {
 		code, out, errOut := runCLI(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.out) || !strings.Contains(errOut, tc.err) {

@@ -54,13 +54,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// requestTimeout bounds one request (and a dial); a connection that needs
+// longer counts as hung. XLB_RELIABILITY_REQUEST_TIMEOUT (a Go duration)
+// shortens it: TestSabotageIsCaught runs scenarios whose connections hang.
+var requestTimeout = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("XLB_RELIABILITY_REQUEST_TIMEOUT")); err == nil && d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}()
+
 // Bounds of every wait.
 const (
 	startTimeout = 15 * time.Second
 	stopTimeout  = 20 * time.Second
-	// requestTimeout bounds one request (demo.Get has its own 30s bound);
-	// a connection that needs longer counts as hung.
-	requestTimeout = 30 * time.Second
 	// reapTimeout bounds how long finished legs take to leave the tables
 	// (linger 3s, reaper tick, retransmissions under loss).
 	reapTimeout = 30 * time.Second
@@ -202,8 +209,9 @@ type topo struct {
 }
 
 // newTopo builds C -- L -- W over clean TAP links, starts the workers and
-// xlb on L's front interface with the same program attached to the back
-// one, and waits until the pools are full.
+// xlb on L's front and back interfaces (`xlb l0,l1 ...`: SYN-ACKs and
+// replies of the workers arrive on the back one), and waits until the pools
+// are full.
 func newTopo(t testing.TB, o topoOpts) *topo {
 	t.Helper()
 	testnet.RequireRoot(t)
@@ -246,12 +254,11 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 		args = append(args, "--routed")
 	}
 	args = append(args, o.flags...)
-	args = append(args, frontIface, fmt.Sprint(servicePort))
+	args = append(args, frontIface+","+backIface, fmt.Sprint(servicePort))
 	args = append(args, tp.workerAddrs...)
 	t.Cleanup(func() { removeLeftovers(tp.l) }) // runs after xlb is gone
 	tp.lb = startProc(t, tp.l, "xlb", args...)
 	tp.lb.waitLines("data plane attached", 1, startTimeout)
-	tp.attachBack()
 	// The worker legs are learned from the SYN-ACKs arriving on the back
 	// interface: until the program is there, xlb retries (backoff).
 	tp.lb.waitLines("worker up", o.workers, startTimeout)
@@ -259,28 +266,22 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 	return tp
 }
 
-// attachBack attaches xlb's program to L's back interface too. xlb serves
-// one interface: packets from the workers arrive on another one, so the
-// test attaches the same program (pinned by xlb) there, through iproute2.
-// See the report: the CLI should take several interfaces.
-func (tp *topo) attachBack() {
+// xdpAttached reports whether an XDP program is attached to iface in L
+// (`ip -j link`: an "xdp" object when one is).
+func (tp *topo) xdpAttached(iface string) bool {
 	tp.t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(tp.l.Path(), &st); err != nil {
-		tp.t.Fatal(err)
+	var links []struct {
+		XDP *struct {
+			Prog struct {
+				ID int `json:"id"`
+			} `json:"prog"`
+		} `json:"xdp"`
 	}
-	pin := fmt.Sprintf("/sys/fs/bpf/xlb/net%d-%s/prog", st.Ino, frontIface)
-	deadline := time.Now().Add(startTimeout)
-	for {
-		if _, err := os.Stat(pin); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			tp.t.Fatalf("xlb did not pin its program at %s within %v", pin, startTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	out := tp.l.Run("ip", "-j", "link", "show", "dev", iface)
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		tp.t.Fatalf("ip -j link show dev %s: %v\n%s", iface, err, out)
 	}
-	tp.l.Run("ip", "link", "set", "dev", backIface, "xdpgeneric", "pinned", pin)
+	return links[0].XDP != nil
 }
 
 // removeLeftovers removes what an xlb killed in ns leaves behind: its pins
@@ -446,7 +447,10 @@ func (tp *topo) run(l load) result {
 			r := bufio.NewReaderSize(c, 64<<10)
 			for j := 0; j < l.requests; j++ {
 				n := l.sizes[(i+j)%len(l.sizes)]
+				// demo.Get sets its own (longer) deadline: cut it short.
+				hung := time.AfterFunc(requestTimeout, func() { c.SetDeadline(time.Now()) })
 				worker, got, err := demo.Get(c, r, fmt.Sprintf("/bytes/%d", n))
+				hung.Stop()
 				mu.Lock()
 				if err != nil {
 					res.failures = append(res.failures, fmt.Errorf("connection %d (%s) request %d (%d bytes): %w", i, c.LocalAddr(), j, n, err))
