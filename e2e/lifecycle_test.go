@@ -259,7 +259,8 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	procs := startWorkersAt(t, ns, addrs...)
 	// Sticky: the clients below are tied to the worker that dies (with the
 	// default policy their next request would simply go elsewhere).
-	lb := startXLB(t, ns, "lo", 8080, addrs, append(ownSocket(t), "--policy", "sticky", "--pool", fmt.Sprint(lifecyclePool))...)
+	sock := ownSocket(t)
+	lb := startXLB(t, ns, "lo", 8080, addrs, append(sock, "--policy", "sticky", "--pool", fmt.Sprint(lifecyclePool))...)
 	full := len(addrs) * lifecyclePool
 	waitStatus(t, ns, "lo", startTimeout, "full pools", func(r statusReport) bool { return r.Legs["worker/idle"] == full })
 
@@ -286,9 +287,18 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	if _, err := inflight.r.Peek(1); err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
+	// The pools grow by the connections now busy (each worker its share):
+	// wait until they stop changing, then count w2's.
+	var last map[string]int
 	r0 := waitStatus(t, ns, "lo", 5*time.Second, "pools refilled after the binds", func(r statusReport) bool {
-		return r.Legs["worker/idle"] == full
+		settled := last != nil && sameLegs(last, r.Legs) && r.Legs["worker/idle"] > 0
+		last = r.Legs
+		if !settled {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return settled
 	})
+	w2Legs := ctlWorkers(t, ns, sock[1])[addrs[1]].Legs
 
 	procs[1].kill()
 	lb.waitOutput("worker down", 1, 10*time.Second)
@@ -322,8 +332,12 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	inflight.c.Close()
 	// The legs of w2 are finished: its idle ones, and every pair.
 	r := waitStatus(t, ns, "lo", 10*time.Second, "w2's legs closed", func(r statusReport) bool {
-		return r.Counters["leg_closed"] >= r0.Counters["leg_closed"]+uint64(lifecyclePool+2*len(bound["w2"])) &&
-			r.Legs["client/bound"] == len(bound["w1"])+len(bound["w3"])
+		// All of w2's connections, including any its pool opened since
+		// r0: one still open would take a new client's request and
+		// answer it with a reset.
+		return r.Counters["leg_closed"] >= r0.Counters["leg_closed"]+uint64(w2Legs+len(bound["w2"])) &&
+			r.Legs["client/bound"] == len(bound["w1"])+len(bound["w3"]) &&
+			ctlWorkers(t, ns, sock[1])[addrs[1]].Legs == 0
 	})
 	t.Logf("after the kill: legs %v, leg_closed +%d", r.Legs, r.Counters["leg_closed"]-r0.Counters["leg_closed"])
 	// The clients of the others are unaffected.
@@ -351,7 +365,9 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	startProc(t, ns, "worker 127.0.0.1:4172 (restarted)", xlbBin, "demo-worker", "--name", "w2", addrs[1]).
 		waitOutput("listening on", 1, startTimeout)
 	lb.waitOutput(`msg="worker up" worker=127.0.0.1:4172`, 2, 15*time.Second)
-	waitStatus(t, ns, "lo", 10*time.Second, "pools refilled", func(r statusReport) bool { return r.Legs["worker/idle"] >= full })
+	waitStatus(t, ns, "lo", 10*time.Second, "w2's pool refilled", func(r statusReport) bool {
+		return ctlWorkers(t, ns, sock[1])[addrs[1]].Legs >= lifecyclePool
+	})
 	served := map[string]int{}
 	for i := 0; i < 60 && served["w2"] == 0; i++ {
 		c := dialFrom(t, ns, "", "127.0.0.1:8080")
