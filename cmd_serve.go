@@ -35,6 +35,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "idle worker connections kept per worker")
 	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
 	policy := fs.String("policy", string(splice.PolicyJIQ), "who gets each request: jiq (the connection idle the longest), rr (round robin), least (fewest busy connections per weight), sticky (a client keeps its connection)")
+	fs.IntVar(&cfg.WorkerMSS, "worker-mss", 0, "TCP MSS of the connections to workers (default: 1400 on a 1500-byte network, else from IFACE's MTU); at most the smallest MSS of the clients' paths")
 	fs.IntVar(&cfg.WorkerConns, "worker-conns", 0, "at most this many connections to each worker, idle or busy (0: no limit)")
 	fs.DurationVar(&cfg.IdleRelease, "idle-release", splice.DefaultIdleRelease, "a client with no request in flight for this long gives its worker connection back (0: keep it until its next request)")
 	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
@@ -87,6 +88,15 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.Pool < 1 || cfg.Pool > 10000 {
 		return usagef("--pool %d: must be from 1 to 10000", cfg.Pool)
+	}
+	if cfg.WorkerMSS != 0 && (cfg.WorkerMSS < 88 || cfg.WorkerMSS > 32767) {
+		return usagef("--worker-mss %d: must be from 88 to 32767 (0: automatic)", cfg.WorkerMSS)
+	}
+	if cfg.WorkerConns < 0 {
+		return usagef("--worker-conns %d: must be 0 (no cap) or more", cfg.WorkerConns)
+	}
+	if cfg.IdleRelease < 0 {
+		return usagef("--idle-release %v: must be 0 (off) or more", cfg.IdleRelease)
 	}
 	if *maxLegs < 64 || *maxLegs > 1<<24 {
 		return usagef("--max-legs %d: must be from 64 to %d", *maxLegs, 1<<24)

@@ -120,9 +120,10 @@ func TestRetireOnFirstBind(t *testing.T) {
 			retired: []kern.LegKey{retireAKey}, boundTo: retireBKey},
 		{name: "trim credit 2", cfg0: kern.WorkerCfg{Trim: 2}, after0: kern.WorkerCfg{Trim: 1},
 			retired: []kern.LegKey{retireAKey}, boundTo: retireBKey},
-		// One credit, two legs of worker 0: the second is taken.
+		// One credit, two legs of worker 0: its pool is last in, first
+		// out, so W_c goes and W_a is taken.
 		{name: "trim credit 1, two legs of the worker", cfg0: kern.WorkerCfg{Trim: 1}, after0: kern.WorkerCfg{Trim: 0},
-			withC: true, retired: []kern.LegKey{retireAKey}, boundTo: retireCKey, stillIdle: []kern.LegKey{retireBKey}},
+			withC: true, retired: []kern.LegKey{retireCKey}, boundTo: retireAKey, stillIdle: []kern.LegKey{retireBKey}},
 		// Fixture 2: a drain retires W_a and stays.
 		{name: "drain", cfg0: kern.WorkerCfg{Flags: kern.WorkerDrain}, after0: kern.WorkerCfg{Flags: kern.WorkerDrain},
 			retired: []kern.LegKey{retireAKey}, boundTo: retireBKey},
@@ -134,9 +135,9 @@ func TestRetireOnFirstBind(t *testing.T) {
 		// worker 1's, reaches the live W_b.
 		{name: "drain, two legs of the worker", cfg0: kern.WorkerCfg{Flags: kern.WorkerDrain},
 			after0: kern.WorkerCfg{Flags: kern.WorkerDrain}, withC: true,
-			retired: []kern.LegKey{retireAKey, retireCKey}, boundTo: retireBKey},
+			retired: []kern.LegKey{retireCKey, retireAKey}, boundTo: retireBKey},
 		{name: "trim credit 2, two legs of the worker", cfg0: kern.WorkerCfg{Trim: 2}, after0: kern.WorkerCfg{Trim: 0},
-			withC: true, retired: []kern.LegKey{retireAKey, retireCKey}, boundTo: retireBKey},
+			withC: true, retired: []kern.LegKey{retireCKey, retireAKey}, boundTo: retireBKey},
 		// Fixture 5: no credit, nothing retired.
 		{name: "trim credit 0", boundTo: retireAKey, stillIdle: []kern.LegKey{retireBKey}},
 		{name: "trim credit -1", cfg0: kern.WorkerCfg{Trim: -1}, after0: kern.WorkerCfg{Trim: -1},

@@ -19,17 +19,18 @@ func TestFirstDataBinds(t *testing.T) {
 		{"one idle worker leg", func(d *dataPlane) { d.pushIdle(workerKey) }},
 		{"stale queue entries skipped", func(d *dataPlane) {
 			// XLB_IDLE_POP_TRIES (2) entries are examined per packet.
+			// The pool is last in, first out: the stale entry is on top.
 			gone := kern.LegKey{Peer: workerAddr, Local: mustAddrPort("10.0.0.100:50001")}
-			d.pushIdleTo(gone, stdWorkerLeg().Worker) // no such leg (reaped while queued)
 			d.pushIdle(workerKey)
+			d.pushIdleTo(gone, stdWorkerLeg().Worker) // no such leg (reaped while queued)
 		}},
 		{"dead queue entry skipped", func(d *dataPlane) {
 			dead := kern.LegKey{Peer: workerAddr, Local: mustAddrPort("10.0.0.100:50002")}
 			w := stdWorkerLeg()
 			w.State = kern.LegDead
 			d.putLeg(dead, w)
-			d.pushIdle(dead) // closed while queued
 			d.pushIdle(workerKey)
+			d.pushIdle(dead) // closed while queued, on top
 		}},
 	}
 	for _, tc := range tests {

@@ -42,6 +42,9 @@ type Config struct {
 	Routed  bool // rewritten packets leave by XDP_TX/redirect, not through the local stack
 	Socket  string
 	MaxLegs uint32
+	// WorkerMSS is the TCP_MAXSEG of worker connections (0: from Iface's
+	// MTU, see WorkerMSS).
+	WorkerMSS int
 	// WorkerConns caps the connections to each worker, idle or busy (0: no
 	// cap): a pool does not grow past it when clients are many.
 	WorkerConns int
@@ -144,6 +147,7 @@ type LB struct {
 	dp  *DataPlane
 
 	listeners []*net.TCPListener
+	workerMSS int // TCP_MAXSEG of worker legs (Config.WorkerMSS, or from the MTU)
 
 	wmu     sync.RWMutex // guards workers and byID (workers come and go: xlb ctl)
 	workers []*worker
@@ -196,6 +200,13 @@ func Start(cfg Config) (*LB, error) {
 		clients:   map[kern.LegKey]*net.TCPConn{},
 		pendingEv: map[kern.LegKey]kern.Event{},
 		done:      make(chan struct{}),
+		workerMSS: cfg.WorkerMSS,
+	}
+	if lb.workerMSS == 0 {
+		lb.workerMSS = WorkerMSS(1500)
+		if ifc, err := net.InterfaceByName(cfg.Iface); err == nil {
+			lb.workerMSS = WorkerMSS(ifc.MTU)
+		}
 	}
 	if err := lb.start(); err != nil {
 		lb.teardown()

@@ -2,6 +2,7 @@ package splice
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -148,5 +149,59 @@ func TestCheckClientLeg(t *testing.T) {
 	st.RcvWScale, st.SndNxt = 8, 11
 	if bad := CheckClientLeg(ev, st); len(bad) != 2 {
 		t.Errorf("two disagreements, got %v", bad)
+	}
+}
+
+func TestWorkerMSS(t *testing.T) {
+	for _, tc := range []struct{ mtu, want int }{
+		{1500, 1400}, {1280, 1180}, {576, 476}, {100, 88}, {9000, 8948}, {65536, 32767},
+	} {
+		if got := WorkerMSS(tc.mtu); got != tc.want {
+			t.Errorf("WorkerMSS(%d) = %d, want %d", tc.mtu, got, tc.want)
+		}
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	got := schedule([]uint32{7, 8, 9}, []int{5, 1, 1}, 1024)
+	if len(got) != 7 {
+		t.Fatalf("schedule %v: want 7 slots", got)
+	}
+	n := map[uint32]int{}
+	for i, id := range got {
+		n[id]++
+		if i > 0 && id == 8 && got[i-1] == 8 {
+			t.Errorf("schedule %v: weight-1 worker twice in a row", got)
+		}
+	}
+	if n[7] != 5 || n[8] != 1 || n[9] != 1 {
+		t.Errorf("schedule %v: counts %v, want 5/1/1", got, n)
+	}
+	// Smooth: the heavy worker is spread, not in one run of 5.
+	run, longest := 0, 0
+	for _, id := range got {
+		if id == 7 {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	if longest > 3 {
+		t.Errorf("schedule %v: worker 7 %d times in a row", got, longest)
+	}
+	// Scaled down to fit, every weight above 0 keeps a slot.
+	big := schedule([]uint32{1, 2}, []int{1000, 1}, 64)
+	if len(big) > 64 || len(big) < 2 {
+		t.Fatalf("scaled schedule has %d slots, want 2..64", len(big))
+	}
+	if c := slices.Index(big, 2); c < 0 {
+		t.Errorf("scaled schedule %v lost the weight-1 worker", big)
+	}
+	if s := schedule(nil, nil, 64); len(s) != 0 {
+		t.Errorf("empty schedule: %v", s)
+	}
+	if s := schedule([]uint32{1}, []int{0}, 64); len(s) != 0 {
+		t.Errorf("weight 0 only: %v", s)
 	}
 }
