@@ -41,7 +41,17 @@ func waitBaseline(t *testing.T, ns *testnet.NS, workers int, baseSockets []strin
 	if s := sockets(t, ns, "all", "( sport = :8080 )"); strings.Join(s, "\n") != strings.Join(baseSockets, "\n") {
 		t.Errorf("%s: sockets on port 8080:\n%s\nwant those of the start:\n%s", what, strings.Join(s, "\n"), strings.Join(baseSockets, "\n"))
 	}
-	if s := sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )"); len(s) != r.Legs["worker/idle"] {
+	// The sockets to the workers are the pools' legs: read both until they
+	// agree (a pool may be opening or losing one as we look).
+	var s []string
+	for i := 0; i < 50; i++ {
+		s = sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )")
+		if r = status(t, ns, "lo"); len(s) == r.Legs["worker/idle"] && atBaseline(r.Legs, workers) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(s) != r.Legs["worker/idle"] {
 		t.Errorf("%s: xlb holds %d connections to its workers, want the %d idle legs of its pools:\n%s", what, len(s), r.Legs["worker/idle"], strings.Join(s, "\n"))
 	}
 	return r

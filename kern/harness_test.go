@@ -166,11 +166,25 @@ func keyBytes(t testing.TB, k kern.LegKey) []byte {
 	return b
 }
 
+// putLeg stores a leg; a worker leg's local port is marked in xlb_ports, as
+// user space does.
 func (d *dataPlane) putLeg(k kern.LegKey, l kern.Leg) {
 	d.t.Helper()
 	v, _ := l.MarshalBinary()
 	if err := d.objs.Legs.Update(keyBytes(d.t, k), v, ebpf.UpdateAny); err != nil {
 		d.t.Fatal(err)
+	}
+	if l.Kind == kern.LegWorker {
+		port := k.Local.Port()
+		idx := ebpf.Uint32Key(uint32(port) / 64)
+		w := make([]byte, 8)
+		if err := d.objs.Ports.Lookup(idx, w); err != nil {
+			d.t.Fatal(err)
+		}
+		binary.NativeEndian.PutUint64(w, binary.NativeEndian.Uint64(w)|1<<(port%64))
+		if err := d.objs.Ports.Update(idx, w, ebpf.UpdateAny); err != nil {
+			d.t.Fatal(err)
+		}
 	}
 }
 

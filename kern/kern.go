@@ -29,6 +29,7 @@ const (
 	RematchMapName = "xlb_rematch"
 	ProgsMapName   = "xlb_progs"
 	SyncMapName    = "xlb_sync"
+	PortsMapName   = "xlb_ports"
 	WorkersMapName = "xlb_workers"
 	WStatsMapName  = "xlb_wstats"
 	WCfgMapName    = "xlb_wcfg"

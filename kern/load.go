@@ -38,6 +38,7 @@ type Objects struct {
 	Rematch    *ebpf.Map     // client LegKey -> worker id
 	Progs      *ebpf.Map     // tail-call slots
 	Sync       *ebpf.Map     // map-in-map updated only to wait for an RCU grace period
+	Ports      *ebpf.Map     // bitmap of the local ports of worker legs (1024 x uint64)
 	Workers    *ebpf.Map     // Endpoint -> WorkerInfo
 	WStats     *ebpf.Map     // per-CPU WorkerStats by worker id
 	WCfg       *ebpf.Map     // WorkerCfg by worker id
@@ -51,7 +52,7 @@ type Objects struct {
 // load, and it empties when the last process holding it goes.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
 	HandshakesName, PoolMapName, ReadyMapName, SchedMapName, RRMapName, WLoadMapName, RematchMapName,
-	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName}
+	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName, PortsMapName}
 
 // LoadOptions adjust the data plane before it is loaded.
 type LoadOptions struct {
@@ -118,6 +119,7 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		Rematch:    coll.Maps[RematchMapName],
 		Progs:      coll.Maps[ProgsMapName],
 		Sync:       coll.Maps[SyncMapName],
+		Ports:      coll.Maps[PortsMapName],
 		Workers:    coll.Maps[WorkersMapName],
 		WStats:     coll.Maps[WStatsMapName],
 		WCfg:       coll.Maps[WCfgMapName],

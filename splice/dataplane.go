@@ -1,9 +1,11 @@
 package splice
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
@@ -12,8 +14,25 @@ import (
 
 // DataPlane is typed access to the maps of a loaded data plane.
 type DataPlane struct {
-	Objs  *kern.Objects
-	pools pools
+	Objs   *kern.Objects
+	pools  pools
+	portMu sync.Mutex // xlb_ports words are read, changed and written back
+}
+
+// markPort sets port's bit in xlb_ports.
+func (d *DataPlane) markPort(port uint16) error {
+	d.portMu.Lock()
+	defer d.portMu.Unlock()
+	k := ebpf.Uint32Key(uint32(port) / 64)
+	v := make([]byte, 8)
+	if err := d.Objs.Ports.Lookup(k, v); err != nil {
+		return fmt.Errorf("port map: %w", err)
+	}
+	binary.NativeEndian.PutUint64(v, binary.NativeEndian.Uint64(v)|1<<(port%64))
+	if err := d.Objs.Ports.Update(k, v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("port map: %w", err)
+	}
+	return nil
 }
 
 // SetConfig writes the global settings.
@@ -79,11 +98,17 @@ func (d *DataPlane) Handshake(key kern.LegKey) (kern.Handshake, bool) {
 	return h, h.UnmarshalBinary(v) == nil
 }
 
-// RegisterLeg adds a leg; it fails if the key exists.
+// RegisterLeg adds a leg; it fails if the key exists. A worker leg's local
+// port is marked in xlb_ports, so that its packets are looked at.
 func (d *DataPlane) RegisterLeg(key kern.LegKey, leg *kern.Leg) error {
 	k, err := key.MarshalBinary()
 	if err != nil {
 		return err
+	}
+	if leg.Kind == kern.LegWorker {
+		if err := d.markPort(key.Local.Port()); err != nil {
+			return err
+		}
 	}
 	v, _ := leg.MarshalBinary()
 	if err := d.Objs.Legs.Update(k, v, ebpf.UpdateNoExist); err != nil {
@@ -169,9 +194,9 @@ func (d *DataPlane) ForEachLeg(fn func(kern.LegKey, *kern.Leg) bool) error {
 	return kern.ForEachLeg(d.Objs.Legs, fn)
 }
 
-// monotonicNs is bpf_ktime_get_ns()'s clock.
+// monotonicNs is the data plane's clock (now_ns(): CLOCK_MONOTONIC_COARSE).
 func monotonicNs() uint64 {
 	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts)
 	return uint64(ts.Nano())
 }

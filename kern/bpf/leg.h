@@ -357,7 +357,7 @@ static __always_inline void sweep_pool(__u32 worker)
 static __always_inline int quiescent(const struct leg *c, const struct binding *b, const struct leg *w,
 				     __u64 min_idle_ns)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = now_ns();
 
 	if (c->kind != LEG_CLIENT || w->kind != LEG_WORKER)
 		return 0;

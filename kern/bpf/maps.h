@@ -150,6 +150,16 @@ struct xlb_map_def SEC("maps") xlb_sync_inner = {
 	.max_entries = 1,
 };
 
+/* Local ports of worker legs, a bit each (65536 bits in 1024 words), for
+ * the pass-through of foreign traffic without a leg lookup. Written by user
+ * space only. */
+struct xlb_map_def SEC("maps") xlb_ports = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
+	.max_entries = 65536 / 64,
+};
+
 /* Workers by address, so that their SYN-ACKs are learned. */
 struct xlb_map_def SEC("maps") xlb_workers = {
 	.type = BPF_MAP_TYPE_HASH,

@@ -140,7 +140,7 @@ struct leg {
 	__u32 snd_win;       /* window field to send, unscaled */
 	/* life cycle */
 	__u32 state;         /* enum leg_state */
-	__u64 last_ns;       /* bpf_ktime_get_ns() of the last packet from the peer */
+	__u64 last_ns;       /* now_ns() (CLOCK_MONOTONIC_COARSE) of the last packet from the peer */
 };
 
 /* How packets arriving on one leg are turned into packets of its partner.

@@ -245,6 +245,21 @@ static __always_inline int translate(struct pkt *p, const struct binding *b)
 	return 0;
 }
 
+/* ports_mapped: packets to this local port may belong to a leg: the
+ * service's, or one of the worker legs' (xlb_ports, set by user space when
+ * it registers a leg; never cleared, so at worst a stale bit costs a leg
+ * lookup). */
+static __always_inline int ports_mapped(__be16 port, const struct xlb_config *cfg)
+{
+	__u32 p = bpf_ntohs(port), idx = p / 64;
+	__u64 *bits;
+
+	if (port == cfg->listen_port)
+		return 1;
+	bits = bpf_map_lookup_elem(&xlb_ports, &idx);
+	return bits && (*bits & (1ull << (p % 64)));
+}
+
 static __always_inline int is_service(const struct pkt *p, const struct xlb_config *cfg)
 {
 	if (!cfg->listen_port || p->tcp->dest != cfg->listen_port)
@@ -267,7 +282,7 @@ static __always_inline void learn_handshake(struct pkt *p, __u32 our_isn)
 		hs.opts |= LEG_OPT_SACK;
 	if (p->o->wscale != XLB_NO_WSCALE)
 		hs.opts |= LEG_OPT_WSCALE;
-	hs.ns = bpf_ktime_get_ns();
+	hs.ns = now_ns();
 	bpf_map_update_elem(&xlb_hs, &p->key, &hs, BPF_ANY);
 }
 
@@ -314,7 +329,7 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 	leg.snd_nxt = p->ack;
 	leg.snd_win = 0xffff >> leg.our_wscale;
 	leg.state = LEG_IDLE;
-	leg.last_ns = bpf_ktime_get_ns();
+	leg.last_ns = now_ns();
 	if (bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST))
 		return verdict(XDP_PASS); /* table full or a duplicate: the stack keeps it */
 	bpf_map_delete_elem(&xlb_hs, &p->key);
@@ -740,7 +755,7 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 		return;
 	}
 
-	WRITE_ONCE(leg->last_ns, bpf_ktime_get_ns());
+	WRITE_ONCE(leg->last_ns, now_ns());
 	ok = plausible(leg, p);
 	state = READ_ONCE(leg->state);
 	if (state == LEG_PARKED && p->payload) {
@@ -787,7 +802,7 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
 	if (!b || READ_ONCE(leg->state) != LEG_BOUND || !plausible(leg, p))
 		goto slow;
-	WRITE_ONCE(leg->last_ns, bpf_ktime_get_ns());
+	WRITE_ONCE(leg->last_ns, now_ns());
 	if (leg->kind == LEG_CLIENT && p->payload && client_data(p, leg, &b, cfg, STAGE_MAIN)) {
 		if (reentry)
 			return drop(XLB_CNT_BIND_RACE); /* bound just now, yet a boundary: never loop */
@@ -898,6 +913,17 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		count(XLB_CNT_MALFORMED);
 		return verdict(XDP_PASS);
 	}
+	cfg = config();
+	if (!cfg)
+		return verdict(XDP_PASS);
+	if (stage == STAGE_MAIN && !tcp->syn && !ports_mapped(tcp->dest, cfg)) {
+		/* Foreign traffic, the common case of a busy host: not to the
+		 * service, not to a port of a worker leg, not a handshake to
+		 * learn. No leg lookup (no_leg would say the same). */
+		count(XLB_CNT_TCP);
+		count(XLB_CNT_FOREIGN);
+		return verdict(XDP_PASS);
+	}
 	bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
 	if (!bs)
 		return verdict(XDP_PASS);
@@ -909,10 +935,6 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		bs->reentry = 0;
 		count_n(XLB_CNT_TCP, 1 - reentry);
 	}
-
-	cfg = config();
-	if (!cfg)
-		return verdict(XDP_PASS);
 
 	__builtin_memset(&p, 0, sizeof(p));
 	p.ctx = ctx;
