@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -124,19 +123,13 @@ func TestWorkerKilled(t *testing.T) {
 // response streams under 2% loss. Its kernel resets the connection; every
 // leg goes back to the baseline.
 //
-// Skipped unless XLB_RELIABILITY_KNOWN_BUGS=1: it fails (about half of the
-// runs) on a data-plane bug. The dying client's FIN goes first; its kernel
-// then answers the worker's in-flight segments, whose ack does not cover the
-// FIN, with RSTs at seq = peer_hi - 1. Linux accepts a RST at RCV.NXT - 1
-// after a FIN (tcp_reset_check), so the worker's connection is gone, but the
-// data plane accepts only peer_hi exactly (counted rst_ignored): the client
-// and worker legs stay bound forever.
+// It found a data-plane bug (fixed: rst_exact in kern/bpf/xlb.c). The dying
+// client's FIN goes first; its kernel then answers the worker's in-flight
+// segments, whose ack does not cover the FIN, with RSTs at seq = peer_hi - 1.
+// Linux accepts a RST at RCV.NXT - 1 after a FIN (tcp_reset_check), so the
+// worker's connection was gone while the data plane, accepting only
+// peer_hi, kept both legs bound forever.
 func TestClientKilled(t *testing.T) {
-	if os.Getenv("XLB_RELIABILITY_KNOWN_BUGS") == "" {
-		addRecord(record{Name: t.Name(), Impairment: "drop 2%, client SIGKILLed mid-response", Forwarding: forwardingName(routedForwarding()),
-			Outcome: "skipped: data-plane bug, RST at peer_hi-1 after FIN ignored, legs stay bound"})
-		t.Skip("data-plane bug: a RST at peer_hi-1 after the peer's FIN is ignored (Linux accepts it): the pair stays bound; XLB_RELIABILITY_KNOWN_BUGS=1 runs it")
-	}
 	tp := newTopo(t, topoOpts{routed: routedForwarding()})
 	rec := record{Name: t.Name(), Impairment: "drop 2%, client SIGKILLed mid-response", Forwarding: forwardingName(tp.routed), Outcome: "FAIL"}
 	defer func() {
@@ -396,4 +389,65 @@ func tcpChecksum(src, dst string, seg []byte) uint16 {
 		sum = sum&0xffff + sum>>16
 	}
 	return ^uint16(sum)
+}
+
+// TestReuseUnderLoss: the control plane restarts (xlb --reuse takes over the
+// sockets and the data plane) while clients run under 1% loss both ways:
+// no request fails, every body is intact, and the legs go back to the
+// baseline afterwards.
+func TestReuseUnderLoss(t *testing.T) {
+	tp := newTopo(t, topoOpts{routed: routedForwarding()})
+	rec := record{Name: t.Name(), Impairment: "drop 1%, xlb --reuse takeover during traffic", Forwarding: forwardingName(tp.routed), Outcome: "FAIL"}
+	defer func() {
+		if !t.Failed() {
+			rec.Outcome = "pass"
+		}
+		addRecord(rec)
+	}()
+	start := time.Now()
+	tp.impair(testnet.Impairment{Drop: 0.01, Seed: 900})
+	handedOver := make(chan struct{})
+	go func() {
+		defer close(handedOver)
+		time.Sleep(500 * time.Millisecond) // traffic under way
+		old := tp.lb
+		args := []string{xlbBin, "--reuse"}
+		for i, a := range old.cmd.Args { // nsenter --net=NS -- XLB ARGS...
+			if a == xlbBin {
+				args = append(args, old.cmd.Args[i+1:]...)
+				break
+			}
+		}
+		next := startProc(t, tp.l, "xlb (reuse)", args...)
+		next.waitLines("took over", 1, startTimeout)
+		select {
+		case <-old.done:
+		case <-time.After(stopTimeout):
+			t.Errorf("the old xlb did not exit after the handover")
+		}
+		tp.lb = next
+	}()
+	res := tp.runDuring(handedOver, load{conns: 4, requests: pick(20, 100), sizes: small})
+	<-handedOver
+	rec.Requests, rec.Bytes, rec.Failures, rec.Took = res.requests, res.bytes, len(res.failures), time.Since(start)
+	rec.Link = linkSummary(tp.linkStats())
+	for i, err := range res.failures {
+		if i < 3 {
+			t.Error(err)
+		}
+	}
+	if len(res.failures) > 0 {
+		t.Fatalf("%d requests failed through the handover", len(res.failures))
+	}
+	if tp.lb.count("took over") == 0 {
+		t.Fatal("no handover happened during the traffic")
+	}
+	// More after it, then every leg goes.
+	if r := tp.run(load{conns: 2, requests: 10, sizes: small}); len(r.failures) > 0 {
+		t.Fatalf("after the handover: %v", r.failures[0])
+	}
+	tp.impair(testnet.Impairment{})
+	tp.closeClients()
+	tp.waitBaseline(6)
+	t.Logf("%d requests, %d bytes verified through the handover in %v", res.requests, res.bytes, res.took)
 }
