@@ -82,3 +82,31 @@ func TestShutdownEndsConnectionsProperly(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRestartSamePort: xlb stopped and started again at once on the same
+// port comes up. The connections it handed back end in TIME-WAIT on the
+// service port; they must not keep the new listener out for a minute (the
+// repair mode used to read and hand back sockets clears address reuse).
+func TestRestartSamePort(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 2)
+	for round := 0; round < 2; round++ {
+		lb := startXLB(t, ns, "lo", 8080, workers, ownSocket(t)...)
+		var cs []*client
+		for i := 0; i < 4; i++ {
+			c := dial(t, ns, "127.0.0.1:8080")
+			if _, _, err := c.get("/bytes/2000"); err != nil {
+				t.Fatalf("round %d client %d: %v", round, i, err)
+			}
+			cs = append(cs, c)
+		}
+		lb.stop()
+		for _, c := range cs {
+			c.c.Close()
+		}
+		if tw := sockets(t, ns, "time-wait", "( sport = :8080 )"); round == 0 && len(tw) == 0 {
+			t.Logf("no TIME-WAIT on the service port after the stop (nothing to prove this round)")
+		}
+	}
+}

@@ -210,6 +210,13 @@ func repairedSocket(p legPositions) (int, error) {
 	if err := set("off", unix.TCP_REPAIR, 0); err != nil {
 		return -1, err
 	}
+	// Leaving repair mode clears the socket's address reuse (the kernel
+	// sets sk_reuse to SK_NO_REUSE), and the TIME-WAIT this connection ends
+	// in would keep the service port from a new xlb's listener for a
+	// minute. Reuse like the listener's accepted sockets.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return -1, fmt.Errorf("handed-back socket: SO_REUSEADDR: %w", err)
+	}
 	ok = true
 	return fd, nil
 }

@@ -158,6 +158,7 @@ type LB struct {
 	pendingEv  map[kern.LegKey]kern.Event // EV_CLIENT_LEG not yet matched with an accept
 	reapQueue  []reapItem
 	unspliced  atomic.Uint64 // accepted connections without a client leg
+	waiting    atomic.Int64  // clients that found the pool empty, this reaper tick
 	mismatches atomic.Uint64 // client legs whose numbers disagree with the socket
 
 	events   *ebpf.RingBufReader
@@ -577,6 +578,11 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, kind: kind, at: time.Now().Add(lb.cfg.Linger)})
 		lb.mu.Unlock()
 	case kern.EventPoolEmpty:
+		// A client's first request found no idle connection (it will
+		// retransmit): count it into the demand the pools are sized by,
+		// so that a burst of new clients gets its connections in one
+		// round rather than a few dozen per round.
+		lb.waiting.Add(1)
 		for _, w := range lb.workerList() {
 			w.poke()
 		}
@@ -595,6 +601,7 @@ func (lb *LB) reaper(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		lb.waiting.Store(0) // by now their connections are open (or the pools capped)
 		now := time.Now()
 		lb.mu.Lock()
 		var due []reapItem

@@ -50,9 +50,17 @@ var ErrRepair = errors.New("TCP_REPAIR refused (needs CAP_NET_ADMIN)")
 
 // ReadSocketState reads the state of the connection on fd. It switches the
 // socket into repair mode for the two queue reads and back out without the
-// window probe, which leaves the live connection as it was.
+// window probe, which leaves the live connection as it was. (Leaving repair
+// mode also clears address reuse, which is put back: a socket of the
+// service port that ended in TIME-WAIT without it kept a restarted xlb from
+// listening for a minute.)
 func ReadSocketState(fd int) (SocketState, error) {
 	var s SocketState
+	reuse, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR)
+	if err != nil {
+		return s, fmt.Errorf("SO_REUSEADDR: %w", err)
+	}
+	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, reuse)
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return s, ErrRepair

@@ -108,7 +108,7 @@ const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 5 * time.Second
 	// maxConnectsPerRound bounds the connections a pool opens in one round.
-	maxConnectsPerRound = 64
+	maxConnectsPerRound = 256
 )
 
 // WorkerMSS is the TCP_MAXSEG of worker legs for clients behind an interface
@@ -263,9 +263,10 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 }
 
 // demand is the connections busy with a client over the workers that take
-// requests, as each worker's last fill saw them, and the sum of their
-// weights.
+// requests, as each worker's last fill saw them, plus the clients that
+// found no idle connection lately; and the sum of the weights.
 func (lb *LB) demand() (bound, weights int) {
+	bound = int(lb.waiting.Load())
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		if !w.draining && w.spec.Weight > 0 {
