@@ -32,9 +32,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			"xlb --routed eth0,eth1 80 10.0.1.1:8080   # clients on eth0, workers behind eth1")
 	cfg := splice.Config{}
 	listen := fs.String("listen", "", "address to listen on (default: every IPv4 address of IFACE)")
-	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "idle worker connections kept per worker")
+	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "connections kept per worker and unit of weight, beyond its share of those busy with clients")
 	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
-	policy := fs.String("policy", string(splice.PolicyJIQ), "who gets each request: jiq (the connection idle the longest), rr (round robin), least (fewest busy connections per weight), sticky (a client keeps its connection)")
+	policy := fs.String("policy", string(splice.PolicyJIQ), "who gets each request: jiq (the worker idle the longest), rr (round robin), least (fewest busy connections per weight), sticky (a client keeps its connection)")
 	fs.IntVar(&cfg.WorkerMSS, "worker-mss", 0, "TCP MSS of the connections to workers (default: 1400 on a 1500-byte network, else from IFACE's MTU); at most the smallest MSS of the clients' paths")
 	fs.IntVar(&cfg.WorkerConns, "worker-conns", 0, "at most this many connections to each worker, idle or busy (0: no limit)")
 	fs.DurationVar(&cfg.IdleRelease, "idle-release", splice.DefaultIdleRelease, "a client with no request in flight for this long gives its worker connection back (0: keep it until its next request)")
