@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/xdp"
+
+	"github.com/xlb-lb/xlb/internal/runstate"
 )
 
 func runDetach(args []string, stdout, stderr io.Writer) error {
@@ -47,7 +48,7 @@ func runDetach(args []string, stdout, stderr io.Writer) error {
 	}
 	if _, err := splice.Status1(iface); err != nil {
 		// No xlb serves there: the pins are those of 'xlb attach'.
-		os.RemoveAll(splice.PinDir(iface))
+		runstate.RemovePins(iface)
 	}
 	fmt.Fprintf(stdout, "detached XDP program id %d from %s\n", st.ProgID, iface)
 	return nil

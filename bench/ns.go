@@ -12,12 +12,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/runstate"
 )
 
 // nsPrefix starts the name of every namespace the harness makes; the rest is
@@ -221,26 +222,13 @@ func (ns *netns) close() error {
 		}
 	}
 	if ns.ino != 0 {
-		removeXLBLeftovers(ns.ino)
+		runstate.RemoveLeftovers(ns.ino)
 	}
 	out, err := exec.Command(sbin("ip"), "netns", "del", ns.name).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip netns del %s: %v: %s", ns.name, err, out)
 	}
 	return nil
-}
-
-// removeXLBLeftovers removes the pins and control sockets of an xlb that ran
-// in the namespace with inode ino and was killed (a stopped one removes them
-// itself). Their names carry the namespace's inode.
-func removeXLBLeftovers(ino uint64) {
-	tag := fmt.Sprintf("net%d-", ino)
-	pins, _ := filepath.Glob("/sys/fs/bpf/xlb/" + tag + "*")
-	socks, _ := filepath.Glob("/run/xlb/" + tag + "*")
-	for _, p := range append(pins, socks...) {
-		os.RemoveAll(p)
-	}
-	os.Remove("/sys/fs/bpf/xlb") // only if empty
 }
 
 // removeStaleNamespaces deletes namespaces left by harness runs that were

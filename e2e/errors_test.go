@@ -103,7 +103,6 @@ func TestErrorWorkerUnreachable(t *testing.T) {
 		"start the workers first, or leave the flag out and xlb keeps retrying them")
 	assertDetached(t, ns)
 
-	t.Cleanup(func() { removeLeftovers(ns) })
 	lb := startProc(t, ns, "xlb", xlbBin, "--socket", sock, "--log-format", "json", "lo", "8080", "127.0.0.1:4179")
 	lb.waitOutput(`"msg":"worker down: pool connection failed, retrying","worker":"127.0.0.1:4179"`, 1, startTimeout)
 	startWorkersAt(t, ns, "127.0.0.1:4179")
@@ -208,7 +207,6 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 1)
-	t.Cleanup(func() { removeLeftovers(ns) })
 	caps := "-all,+bpf,+net_admin,+sys_admin,+perfmon"
 	lb := startProc(t, ns, "xlb", "setpriv", "--bounding-set="+caps, "--inh-caps=-all", xlbBin,
 		"--socket", t.TempDir()+"/ctl.sock", "lo", "8080", workers[0])

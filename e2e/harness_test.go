@@ -19,7 +19,6 @@ import (
 
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
-	"golang.org/x/sys/unix"
 )
 
 // xlbBin is the binary under test, built once by TestMain.
@@ -162,28 +161,10 @@ func startXLB(t testing.TB, ns *testnet.NS, iface string, port int, workers []st
 	args := append([]string{xlbBin}, flags...)
 	args = append(args, iface, fmt.Sprint(port))
 	args = append(args, workers...)
-	t.Cleanup(func() { removeLeftovers(ns) }) // runs after the process is gone
 	p := startProc(t, ns, "xlb", args...)
 	p.waitLines("data plane attached", 1, startTimeout)
 	p.waitLines("worker up", len(workers), startTimeout)
 	return p
-}
-
-// removeLeftovers removes what an xlb killed in ns leaves behind: its pins
-// and control socket (they carry the namespace's inode in their names). A
-// stopped xlb removes them itself; a killed one cannot.
-func removeLeftovers(ns *testnet.NS) {
-	var st unix.Stat_t
-	if unix.Stat(ns.Path(), &st) != nil {
-		return
-	}
-	tag := fmt.Sprintf("net%d-", st.Ino)
-	pins, _ := filepath.Glob("/sys/fs/bpf/xlb/" + tag + "*")
-	socks, _ := filepath.Glob("/run/xlb/" + tag + "*")
-	for _, p := range append(pins, socks...) {
-		os.RemoveAll(p)
-	}
-	os.Remove("/sys/fs/bpf/xlb")
 }
 
 // status runs `xlb status --json` in ns.

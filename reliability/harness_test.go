@@ -17,7 +17,6 @@ import (
 
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
-	"golang.org/x/sys/unix"
 )
 
 // xlbBin is the binary under test: $XLB_BIN, or built once by TestMain.
@@ -256,7 +255,6 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 	args = append(args, o.flags...)
 	args = append(args, frontIface+","+backIface, fmt.Sprint(servicePort))
 	args = append(args, tp.workerAddrs...)
-	t.Cleanup(func() { removeLeftovers(tp.l) }) // runs after xlb is gone
 	tp.lb = startProc(t, tp.l, "xlb", args...)
 	tp.lb.waitLines("data plane attached", 1, startTimeout)
 	// The worker legs are learned from the SYN-ACKs arriving on the back
@@ -282,22 +280,6 @@ func (tp *topo) xdpAttached(iface string) bool {
 		tp.t.Fatalf("ip -j link show dev %s: %v\n%s", iface, err, out)
 	}
 	return links[0].XDP != nil
-}
-
-// removeLeftovers removes what an xlb killed in ns leaves behind: its pins
-// and control socket (they carry the namespace's inode in their names).
-func removeLeftovers(ns *testnet.NS) {
-	var st unix.Stat_t
-	if unix.Stat(ns.Path(), &st) != nil {
-		return
-	}
-	tag := fmt.Sprintf("net%d-", st.Ino)
-	pins, _ := filepath.Glob("/sys/fs/bpf/xlb/" + tag + "*")
-	socks, _ := filepath.Glob("/run/xlb/" + tag + "*")
-	for _, p := range append(pins, socks...) {
-		os.RemoveAll(p)
-	}
-	os.Remove("/sys/fs/bpf/xlb") // only if empty
 }
 
 // statusReport is `xlb status --json`.

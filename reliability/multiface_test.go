@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/internal/runstate"
 )
 
 // TestMultiIface: xlb serves L's front and back interfaces (`xlb l0,l1`).
@@ -120,13 +122,13 @@ func (tp *topo) expectIntact(l load) {
 	tp.t.Logf("%d requests intact; workers %v", res.requests, res.perWorker)
 }
 
-// leftoverPins lists the pins of L's namespace under /sys/fs/bpf/xlb.
+// leftoverPins lists the pins of L's namespace under runstate.PinRoot.
 func leftoverPins(tp *topo) []string {
 	var st unix.Stat_t
 	if err := unix.Stat(tp.l.Path(), &st); err != nil {
 		tp.t.Fatal(err)
 	}
-	ents, _ := os.ReadDir("/sys/fs/bpf/xlb")
+	ents, _ := os.ReadDir(runstate.PinRoot)
 	var out []string
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), fmt.Sprintf("net%d-", st.Ino)) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/internal/runstate"
 )
 
 // The control socket: a unix stream socket, mode 0600 in a 0700 directory,
@@ -21,7 +23,7 @@ import (
 // (the handover also passes file descriptors, see handover.go).
 
 // DefaultSocket is the control socket of the instance on iface.
-func DefaultSocket(iface string) string { return filepath.Join("/run/xlb", netnsTag()+iface+".sock") }
+func DefaultSocket(iface string) string { return runstate.Socket(iface) }
 
 // Request is a control command.
 type Request struct {

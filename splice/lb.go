@@ -19,6 +19,8 @@ import (
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/xdp"
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/internal/runstate"
 )
 
 // Config is what `xlb IFACE PORT WORKER...` asks for.
@@ -82,8 +84,6 @@ const (
 	// stuckClosing is how long a leg may wait for the last ACK of a close
 	// the data plane answered before it is reaped anyway.
 	stuckClosing = 30 * time.Second
-	// pinRoot is where pinned state lives, one directory per interface.
-	pinRoot = ebpf.DefaultBPFFS + "/xlb"
 )
 
 // Policy decides which worker leg a request goes to.
@@ -124,22 +124,7 @@ var policyCodes = map[Policy]kern.Policy{
 func (p Policy) code() kern.Policy { return policyCodes[p] }
 
 // PinDir is where the state of the instance on iface is pinned.
-func PinDir(iface string) string {
-	// bpffs names cannot hold '.', which interface names (VLANs) can.
-	return pinRoot + "/" + strings.ReplaceAll(netnsTag()+iface, ".", "_")
-}
-
-// netnsTag keeps apart instances on same-named interfaces of different
-// network namespaces (every namespace has its lo): "net<inode>-" of the
-// namespace xlb runs in. (Whether that is the initial namespace cannot be
-// told without reading /proc/1, which may be denied.)
-func netnsTag() string {
-	var self unix.Stat_t
-	if unix.Stat("/proc/self/ns/net", &self) != nil {
-		return ""
-	}
-	return fmt.Sprintf("net%d-", self.Ino)
-}
+func PinDir(iface string) string { return runstate.PinDir(iface) }
 
 // LB is a running load balancer.
 type LB struct {
@@ -760,10 +745,9 @@ func (lb *LB) teardown() error {
 	}
 	lb.attached = nil
 	if lb.pinned {
-		if err := os.RemoveAll(PinDir(lb.cfg.Iface)); err != nil {
+		if err := runstate.RemovePins(lb.cfg.Iface); err != nil {
 			errs = append(errs, fmt.Errorf("removing pins: %w", err))
 		}
-		os.Remove(pinRoot) // if no other instance pins there
 		lb.pinned = false
 	}
 	for _, ln := range lb.listeners {

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/internal/runstate"
 )
 
 // rootEnv forces root-only tests to fail instead of skipping when not root.
@@ -98,6 +100,12 @@ func (ns *NS) cleanup() {
 				_ = unix.Kill(pid, unix.SIGKILL)
 			}
 		}
+	}
+	// An xlb killed above leaves its pins and control socket, named after
+	// the namespace: they go with it.
+	var st unix.Stat_t
+	if unix.Stat(ns.Path(), &st) == nil {
+		runstate.RemoveLeftovers(st.Ino)
 	}
 	if out, err := command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
 		ns.t.Errorf("testnet: deleting namespace %s: %v: %s", ns.Name, err, strings.TrimSpace(string(out)))
