@@ -73,7 +73,7 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterParkedDrop:   "Drops: data on a client leg being released (the client retransmits).",
 	kern.CounterReleased:     "Quiescent clients that gave their worker leg back (idle release).",
 	kern.CounterRematch:      "Clients moved to the worker named by xlb ctl rematch.",
-	kern.CounterTailFail:     "Drops: the bind program could not be reached (tail call failed).",
+	kern.CounterTailFail:     "Drops: a tail call to another program failed.",
 	kern.CounterBindRace:     "Drops: the leg changed between the two programs (the sender retransmits).",
 }
 

@@ -20,7 +20,7 @@
 #define XLB_LEAST_SCAN      16     /* least: schedule slots compared */
 #define XLB_IDLE_SWEEP      16     /* dead pool heads dropped per worker-leg event */
 #define XLB_PROG_BIND       0      /* xlb_progs slot of the bind program */
-#define XLB_PROG_MAIN       1      /* xlb_progs slot of xlb_xdp (xlb_bind and xlb_slow return there) */
+#define XLB_PROG_MAIN       1      /* xlb_progs slot of xlb_xdp (xlb_bind returns there) */
 #define XLB_PROG_SLOW       2      /* xlb_progs slot of the slow program */
 #define XLB_PROG_XLATE      3      /* xlb_progs slot of the translation for the slow program */
 #define XLB_CAS_TRIES       4      /* compare-and-swap retries for a position */

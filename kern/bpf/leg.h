@@ -161,9 +161,9 @@ static __always_inline int bind_legs(const struct leg_key *ck, const struct leg 
 	return 0;
 }
 
-/* tx_positions gives what has been sent to the peer of leg `a`, bound with
- * binding `b` to partner `z`: while bound, a's tx positions follow from z's
- * rx positions through the inverse offsets. */
+/* bound_snd_nxt and bound_our_tsval give what has been sent to the peer of
+ * leg `a`, bound with binding `b` to partner `z`: while bound, a's tx
+ * positions follow from z's rx positions through the inverse offsets. */
 static __always_inline __u32 bound_snd_nxt(const struct binding *b, const struct leg *z)
 {
 	return READ_ONCE(z->peer_hi) - b->ack_off;
@@ -238,7 +238,7 @@ static __always_inline int uses_tokens(const struct xlb_config *cfg)
 	return cfg->policy == POLICY_JIQ || cfg->policy == POLICY_STICKY;
 }
 
-/* pool_put queues an idle worker leg (state LEG_IDLE) at the tail of its
+/* pool_put puts an idle worker leg (state LEG_IDLE) on top of its
  * worker's pool, with a token in xlb_ready for the policies that use them.
  * Returns -1 if the worker has no pool (removed). BPF_EXIST: a full queue
  * drops its oldest entry rather than refuse. */
@@ -264,7 +264,7 @@ static __always_inline void unpop(const struct leg_key *k, struct leg *w, const 
 
 /* give_back ends worker leg w's binding (the caller holds it in state
  * `from`, LEG_BOUND): retired if its worker drains or its pool is trimmed,
- * else idle at the tail of its pool. Counted as a release either way (user
+ * else idle on top of its pool. Counted as a release either way (user
  * space counts a retired leg out of the pool when it takes it from
  * xlb_retired, like any idle leg retired). */
 static __always_inline void give_back(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
@@ -286,7 +286,7 @@ static __always_inline void give_back(const struct leg_key *k, struct leg *w, co
 		ws->releases++;
 }
 
-/* pool_pop takes the oldest live leg of a worker's pool. Entries can be stale
+/* pool_pop takes the live leg last put in a worker's pool. Entries can be stale
  * (the leg closed or was reaped while queued); those are skipped. The state
  * CAS makes sure that a leg is handed to one client only. */
 static __always_inline struct leg *pool_pop(__u32 worker, struct leg_key *wk)
@@ -322,14 +322,14 @@ static __always_inline int idle_in_queue(const struct leg_key *k)
 	return w && w->kind == LEG_WORKER && READ_ONCE(w->state) == LEG_IDLE;
 }
 
-/* sweep_pool drops a worker pool's head entries whose leg is no longer idle
- * (closed by its worker, or reaped). Only pops remove queue entries, and
- * without clients nothing pops: a worker that closes idle connections (a
- * keepalive timeout) would fill its pool with dead entries, as many per
- * timeout as the pool holds, until pool_pop's bounded tries find only dead
- * ones and every client is dropped (no_idle_leg). Called on the packets that
- * end idle worker legs, which die in about the order they were queued. The
- * head is peeked first, so a live leg keeps its place in line. */
+/* sweep_pool drops a worker pool's top entries whose leg is no longer idle
+ * (closed by its worker, or reaped). Only pops remove entries, and without
+ * clients nothing pops: a worker that closes idle connections (a keepalive
+ * timeout) would leave dead entries on top, until pool_pop's bounded tries
+ * find only dead ones and every client is dropped (no_idle_leg). Called on
+ * the packets that end idle worker legs. The top is peeked first, so a live
+ * leg keeps its place; dead entries further down are skipped by pool_pop or
+ * pushed out at the bottom when the pool is full. */
 static __always_inline void sweep_pool(__u32 worker)
 {
 	void *q = worker_pool(worker);
@@ -344,7 +344,7 @@ static __always_inline void sweep_pool(__u32 worker)
 		if (bpf_map_pop_elem(q, &k))
 			return;
 		/* Another CPU popped between our peek and pop, so this may be
-		 * another entry, a live one: give it back (at the tail). */
+		 * another entry, a live one: give it back. */
 		if (idle_in_queue(&k))
 			bpf_map_push_elem(q, &k, BPF_EXIST);
 	}

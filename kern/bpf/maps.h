@@ -76,8 +76,8 @@ struct xlb_map_def SEC("maps") xlb_pool_inner = {
 };
 
 /* Policies jiq and sticky: one worker id per leg put in a pool, in the order
- * they were put there. Popping a token then a leg of that worker gives the
- * leg idle the longest over all pools. Tokens of legs taken otherwise (a
+ * they were put there. Popping a token, then that worker's leg used last,
+ * gives the request to the worker idle the longest. Tokens of legs taken otherwise (a
  * rematch, a dead leg) are stale: their pop finds the pool empty or a later
  * leg, which only makes that worker's turn come early. */
 struct xlb_map_def SEC("maps") xlb_ready = {
@@ -123,8 +123,10 @@ struct xlb_map_def SEC("maps") xlb_rematch = {
 };
 
 /* Tail calls: slots XLB_PROG_BIND, _MAIN, _SLOW, _XLATE. Filled by user space
- * at load; never pinned (a prog array empties when its last user reference
- * goes, so the process that attached the programs holds it). */
+ * at load, pinned but never reused by a takeover (its slots are one load's
+ * programs). A prog array empties when its last user reference goes: the
+ * process that attached the programs holds it, and the pin keeps it if that
+ * process dies with the program attached. */
 struct xlb_map_def SEC("maps") xlb_progs = {
 	.type = BPF_MAP_TYPE_PROG_ARRAY,
 	.key_size = sizeof(__u32),

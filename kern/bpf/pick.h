@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Policies: which idle worker leg a request gets (DESIGN.md "Remix at a
- * request boundary"). Used by the bind program only (xlb.c, STAGE_BIND). */
+ * request boundary"). pick_leg runs in xlb_bind only; want_move also in
+ * xlb_xdp, to decide whether to call it. */
 #ifndef XLB_PICK_H
 #define XLB_PICK_H
 
@@ -10,7 +11,7 @@
 #include "maps.h"
 #include "leg.h"
 
-/* jiq: the leg idle the longest over all pools, through the tokens. */
+/* jiq: the worker idle the longest (the oldest token), its leg used last. */
 static __always_inline struct leg *pick_jiq(struct leg_key *wk)
 {
 	for (int i = 0; i < XLB_READY_TRIES; i++) {

@@ -61,7 +61,7 @@ enum xlb_counter {
 	XLB_CNT_PARKED_DROP = 36,  /* drop: data on a client leg being released (the client retransmits) */
 	XLB_CNT_RELEASED = 37,     /* quiescent client gave its worker leg back (idle release) */
 	XLB_CNT_REMATCH = 38,      /* client moved to the worker named by xlb ctl rematch */
-	XLB_CNT_TAIL_FAIL = 39,    /* drop: the bind program could not be reached (tail call failed) */
+	XLB_CNT_TAIL_FAIL = 39,    /* drop: a tail call to another program failed */
 	XLB_CNT_BIND_RACE = 40,    /* drop: the leg changed between the two programs (the sender retransmits) */
 	XLB_CNT_MAX
 };
@@ -213,7 +213,7 @@ struct worker_load {
  * worker's legs are idle. */
 struct worker_stats {
 	__u64 binds;     /* idle legs taken for a client */
-	__u64 releases;  /* legs the data plane gave back to the idle queue */
+	__u64 releases;  /* legs the data plane gave back to the pool */
 	__u64 requests;  /* requests started on this worker's legs */
 	__u64 bytes_in;  /* payload bytes client -> worker */
 	__u64 bytes_out; /* payload bytes worker -> client */

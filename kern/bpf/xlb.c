@@ -19,14 +19,16 @@
 #include "leg.h"
 #include "pick.h"
 
-/* The data plane is two programs built from the same code (and a third for
- * control commands). xlb_xdp takes every packet; when a client leg must be
- * bound (its first data, or a move at a request boundary) it tail-calls
- * xlb_bind, which parses the packet again, binds the leg as the policy says
- * and tail-calls xlb_xdp again, which now finds the binding and translates.
- * Each program is verified on its own: the policies' loops in front of the
- * translation, in one program, would pass the verifier's budget of a million
- * instructions. */
+/* The data plane is four programs built from the same code, joined by tail
+ * calls, and a fifth for control commands (xlb_ctl). xlb_xdp takes every
+ * packet: foreign traffic passes, a bound leg's segment is translated on
+ * the fast path. The rest goes to xlb_slow (handshakes, unbound legs,
+ * FIN/RST, stale segments, replies), which has xlb_xlate translate what it
+ * forwards. When a client leg must be bound (its first data, or a move at a
+ * request boundary), xlb_bind binds it as the policy says and tail-calls
+ * xlb_xdp again, which now finds the binding and translates. Each program
+ * is verified on its own: together they would pass the verifier's budget
+ * of a million instructions. */
 #define STAGE_MAIN 0
 #define STAGE_BIND 1
 #define STAGE_SLOW 2
@@ -514,10 +516,10 @@ static __always_inline void check_closed(const struct pkt *p, struct leg *a, con
 	finish(&b->to, z);
 }
 
-/* What to do with a packet of a leg. The actions that rewrite the packet
- * (translate, reply) are carried out in one place, xlb_xdp(), so that each is
- * inlined once: the verifier then walks each of them once, not once per path
- * that leads to it. */
+/* What xlb_slow does with a packet of a leg. The actions that rewrite the
+ * packet are carried out in one place each (reply in slow_path(), translate
+ * in xlb_xlate), so that each is inlined once: the verifier then walks each
+ * of them once, not once per path that leads to it. */
 enum act {
 	ACT_PASS = 1,
 	ACT_DROP,      /* count `reason` and drop */
@@ -793,11 +795,11 @@ static __always_inline int translate_forward(struct pkt *p, const struct binding
  * Keeping the other cases out of this program keeps the translation's many
  * option layouts from being walked by the verifier once per case. */
 static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
-				     struct bind_scratch *bs, __u32 reentry)
+				     __u32 reentry)
 {
 	struct binding *b;
 
-	if (!leg || p->syn || p->rst || p->bad_opts)
+	if (p->bad_opts)
 		goto slow;
 	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
 	if (!b || READ_ONCE(leg->state) != LEG_BOUND || !plausible(leg, p))
@@ -842,8 +844,7 @@ static __always_inline int translate_forward(struct pkt *p, const struct binding
 }
 
 /* xlb_slow: every packet the fast path does not take. */
-static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
-				     struct bind_scratch *bs)
+static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_config *cfg)
 {
 	struct decision d;
 
@@ -916,14 +917,18 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	cfg = config();
 	if (!cfg)
 		return verdict(XDP_PASS);
-	if (stage == STAGE_MAIN && !tcp->syn && !ports_mapped(tcp->dest, cfg)) {
+	if (stage == STAGE_MAIN && !(tcp->syn && tcp->ack) && !ports_mapped(tcp->dest, cfg)) {
 		/* Foreign traffic, the common case of a busy host: not to the
-		 * service, not to a port of a worker leg, not a handshake to
-		 * learn. No leg lookup (no_leg would say the same). */
+		 * service (a client's SYN included), not to a port of a worker
+		 * leg, not a worker's SYN-ACK to learn (its port is marked
+		 * once the connection is registered). No leg lookup. */
 		count(XLB_CNT_TCP);
 		count(XLB_CNT_FOREIGN);
 		return verdict(XDP_PASS);
 	}
+	/* The re-entry flag is of xlb_xdp and xlb_bind only, but leaving the
+	 * lookup out of xlb_xlate doubled the verifier's walk of translate()
+	 * there, past its budget (measured): keep it. */
 	bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
 	if (!bs)
 		return verdict(XDP_PASS);
@@ -957,7 +962,8 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	p.key.peer_port = tcp->source;
 	p.key.local_port = tcp->dest;
 	p.key.family = AF_INET;
-	leg = bpf_map_lookup_elem(&xlb_legs, &p.key);
+	/* xlb_xlate translates through the binding alone. */
+	leg = stage == STAGE_XLATE ? NULL : bpf_map_lookup_elem(&xlb_legs, &p.key);
 	if (stage == STAGE_BIND) {
 		/* Options are not needed to bind (xlb_xdp parses them next). */
 		__u32 reason = leg ? bind_stage(&p, leg, cfg) : XLB_CNT_BIND_RACE;
@@ -971,20 +977,30 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	}
 
 	if (stage == STAGE_MAIN && !leg && !(p.syn && p.has_ack) && !is_service(&p, cfg)) {
-		/* Foreign traffic, the common case of a busy host: nothing
+		/* Foreign traffic to a port a worker leg once had: nothing
 		 * more to look at (no_leg would say the same). */
 		count(XLB_CNT_FOREIGN);
 		return verdict(XDP_PASS);
 	}
+	if (stage == STAGE_MAIN && (!leg || p.syn || p.rst)) {
+		/* Handshakes, new legs, resets: xlb_slow's, which parses the
+		 * options itself. */
+		bpf_tail_call(ctx, &xlb_progs, XLB_PROG_SLOW);
+		return drop(XLB_CNT_TAIL_FAIL);
+	}
+	/* xlb_xlate does not need the parse (xlb_slow judged the options),
+	 * but without it translate() costs the verifier more than its budget:
+	 * the parse leaves its results in map memory, which the verifier does
+	 * not track, and that keeps the option walk's states few. */
 	p.o = bpf_map_lookup_elem(&xlb_scratch, &zero);
 	if (!p.o)
 		return verdict(XDP_PASS);
 	p.bad_opts = parse_tcp_opts(p.opts, p.opt_len, p.end, p.o) != 0;
 	if (stage == STAGE_MAIN)
-		return fast_path(&p, leg, cfg, bs, reentry);
+		return fast_path(&p, leg, cfg, reentry);
 	if (stage == STAGE_XLATE)
 		return translate_forward(&p, bpf_map_lookup_elem(&xlb_binds, &p.key), cfg);
-	return slow_path(&p, leg, cfg, bs);
+	return slow_path(&p, leg, cfg);
 }
 
 SEC("xdp")
