@@ -46,7 +46,7 @@ func runDetach(args []string, stdout, stderr io.Writer) error {
 	if err := xdp.Detach(iface, st.ProgID); err != nil {
 		return err
 	}
-	if _, err := splice.Status1(iface); err != nil {
+	if _, err := splice.Status1(iface); errors.Is(err, splice.ErrNoInstance) {
 		// No xlb serves there: the pins are those of 'xlb attach'.
 		runstate.RemovePins(iface)
 	}

@@ -168,3 +168,46 @@ func TestCtlAddAndDrain(t *testing.T) {
 	}
 	lb.stop()
 }
+
+// TestDrainWithoutTraffic: a drained worker's idle connections close even
+// when nothing takes them from its pool: no traffic, and under rr, where
+// the schedule leaves a draining worker out. Then remove forgets it.
+func TestDrainWithoutTraffic(t *testing.T) {
+	testnet.RequireRoot(t)
+	for _, policy := range []string{"rr", "jiq"} {
+		t.Run(policy, func(t *testing.T) {
+			ns := testnet.New(t)
+			workers := startWorkers(t, ns, 2)
+			sock := t.TempDir() + "/ctl.sock"
+			lb := startXLB(t, ns, "lo", 8080, workers, "--socket", sock, "--policy", policy, "--pool", "4")
+			defer lb.stop()
+			if w := ctlWorkers(t, ns, sock)[workers[0]]; w.Legs == 0 {
+				t.Fatalf("worker %s has no connection to drain: %+v", workers[0], w)
+			}
+			ctl(t, ns, sock, "drain", workers[0])
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				w := ctlWorkers(t, ns, sock)[workers[0]]
+				if w.State == "drained" && w.Legs == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("drained worker still %+v after 10s", w)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			ctl(t, ns, sock, "remove", workers[0])
+			deadline = time.Now().Add(10 * time.Second)
+			for _, ok := ctlWorkers(t, ns, sock)[workers[0]]; ok; _, ok = ctlWorkers(t, ns, sock)[workers[0]] {
+				if time.Now().After(deadline) {
+					t.Fatal("removed worker still listed after 10s")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			// The other still serves.
+			if w, _, err := dial(t, ns, "127.0.0.1:8080").get("/bytes/100"); err != nil || w != "w2" {
+				t.Fatalf("request after the remove: %q, %v", w, err)
+			}
+		})
+	}
+}

@@ -129,7 +129,7 @@ func TestLayoutsMatchC(t *testing.T) {
 		{"sizeof worker_cfg", WorkerCfgSize}, {"worker_cfg.trim", 4}, {"worker_cfg.weight", 8},
 		{"xlb_config.policy", 22}, {"xlb_config.sched_len", 24},
 		{"POLICY_JIQ", uint32(PolicyJIQ)}, {"POLICY_RR", uint32(PolicyRR)}, {"POLICY_LEAST", uint32(PolicyLeast)}, {"POLICY_STICKY", uint32(PolicySticky)},
-		{"sizeof ctl_msg", CtlMsgSize}, {"ctl_msg.min_idle_ns", 8}, {"ctl_msg.key", 16}, {"CTL_PARK", uint32(CtlPark)}, {"CTL_RELEASE", uint32(CtlRelease)}, {"CTL_UNPARK", uint32(CtlUnpark)},
+		{"sizeof ctl_msg", CtlMsgSize}, {"ctl_msg.min_idle_ns", 8}, {"ctl_msg.key", 16}, {"CTL_PARK", uint32(CtlPark)}, {"CTL_RELEASE", uint32(CtlRelease)}, {"CTL_UNPARK", uint32(CtlUnpark)}, {"CTL_RETIRE_IDLE", uint32(CtlRetireIdle)}, {"ctl_msg.worker", 4},
 		{"sizeof worker_load", WorkerLoadSize},
 	}
 	if len(got) != len(want) {

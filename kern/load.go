@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/xlb-lb/xlb/ebpf"
 )
@@ -63,10 +64,13 @@ type LoadOptions struct {
 	ReuseMaps map[string]*ebpf.Map
 }
 
+// cachedSpec is Spec parsed once, for lookups that must not modify it.
+var cachedSpec = sync.OnceValues(Spec)
+
 // InnerMapSpec is the inner map template of a map-in-map of the object (a
 // map opened from a pin or an ID has none).
 func InnerMapSpec(outer string) (*ebpf.MapSpec, error) {
-	spec, err := Spec()
+	spec, err := cachedSpec()
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +263,7 @@ func LegCounts(legs, binds *ebpf.Map) (map[string]int, error) {
 		return true
 	})
 	if err == nil && binds != nil {
-		err = binds.ForEach(func(_, _ []byte) bool {
+		err = binds.ForEachBatch(func(_, _ []byte) bool {
 			out["bindings"]++
 			return true
 		})

@@ -57,7 +57,13 @@ func (d *dataPlane) rematchPending(k kern.LegKey) bool {
 // ctl runs the control program; true when it carried the command out.
 func (d *dataPlane) ctl(op kern.CtlOp, k kern.LegKey, minIdleNs uint64) bool {
 	d.t.Helper()
-	b, err := (&kern.CtlMsg{Op: op, Key: k, MinIdleNs: minIdleNs}).MarshalBinary()
+	return d.ctl2(kern.CtlMsg{Op: op, Key: k, MinIdleNs: minIdleNs})
+}
+
+// ctl2 runs the control program on msg.
+func (d *dataPlane) ctl2(msg kern.CtlMsg) bool {
+	d.t.Helper()
+	b, err := msg.MarshalBinary()
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -281,4 +287,41 @@ func TestUnpark(t *testing.T) {
 	if d.ctl(kern.CtlRelease, clientKey, 0) {
 		t.Error("released a leg that was not parked")
 	}
+}
+
+// TestRetireIdle: CTL_RETIRE_IDLE empties a draining worker's pool, an entry
+// a run, retiring its idle legs (queued in xlb_retired for user space to
+// end); a leg in use (a stale entry) is left alone; a worker that does not
+// drain keeps its pool.
+func TestRetireIdle(t *testing.T) {
+	d := loadDataPlane(t)
+	inUse := retireWorkerLeg(0, 3)
+	inUse.State = kern.LegBound
+	d.putLeg(retireAKey, retireWorkerLeg(0, 1))
+	d.putLeg(retireCKey, inUse)
+	d.putLeg(retireBKey, retireWorkerLeg(1, 2))
+	for _, k := range []kern.LegKey{retireAKey, retireCKey, retireBKey} {
+		d.pushIdle(k)
+	}
+	if d.ctl2(kern.CtlMsg{Op: kern.CtlRetireIdle, Worker: 0}) {
+		t.Fatal("retired from a worker that does not drain")
+	}
+	d.setWorkerCfg(0, kern.WorkerCfg{Flags: kern.WorkerDrain})
+	runs := 0
+	for runs < 10 && d.ctl2(kern.CtlMsg{Op: kern.CtlRetireIdle, Worker: 0}) {
+		runs++
+	}
+	if runs != 2 {
+		t.Errorf("%d entries taken off worker 0's pool, want its 2", runs)
+	}
+	if s := d.mustLeg(retireAKey).State; s != kern.LegDead {
+		t.Errorf("idle leg of the draining worker is %v, want dead (retired)", s)
+	}
+	if s := d.mustLeg(retireCKey).State; s != kern.LegBound {
+		t.Errorf("leg in use is %v after its stale entry was taken, want bound", s)
+	}
+	if got := d.popKeys(d.objs.Retired); len(got) != 1 || got[0] != retireAKey {
+		t.Errorf("retired queue %v, want [%v]", got, retireAKey)
+	}
+	d.checkIdle("worker 1's pool", retireBKey)
 }

@@ -334,11 +334,14 @@ const (
 	CtlPark    CtlOp = 1
 	CtlRelease CtlOp = 2
 	CtlUnpark  CtlOp = 3
+	// CtlRetireIdle takes one entry off a draining worker's pool.
+	CtlRetireIdle CtlOp = 4
 )
 
 // CtlMsg is struct ctl_msg, the input of the control program.
 type CtlMsg struct {
 	Op        CtlOp
+	Worker    uint32 // CtlRetireIdle
 	MinIdleNs uint64
 	Key       LegKey
 }
@@ -349,7 +352,11 @@ const CtlMsgSize = 16 + LegKeySize
 func (m *CtlMsg) MarshalBinary() ([]byte, error) {
 	b := make([]byte, CtlMsgSize)
 	ne.PutUint32(b, uint32(m.Op))
+	ne.PutUint32(b[4:], m.Worker)
 	ne.PutUint64(b[8:], m.MinIdleNs)
+	if m.Key == (LegKey{}) {
+		return b, nil // a command of no leg (CtlRetireIdle)
+	}
 	if err := m.Key.put(b[16:]); err != nil {
 		return nil, err
 	}

@@ -305,14 +305,15 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	for _, hw := range st.Workers {
 		w := lb.workerByID(hw.ID)
 		if !adopted[hw.Addr] {
-			// Not on our command line any more: keep its legs until they
-			// finish (they are bound to clients), never refill it.
+			// Not on our command line any more: removed like `xlb ctl
+			// remove` does (drained: no new request, its legs retired as
+			// they come idle, then forgotten).
 			spec := WorkerSpec{Weight: 0}
 			if ap, err := netip.ParseAddrPort(hw.Addr); err == nil {
 				spec.Addr = ap
 			}
 			w = &worker{lb: lb, spec: spec, id: hw.ID, pushed: hw.Pushed, idleDeaths: hw.IdleDeaths,
-				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
+				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1), draining: true, removing: true}
 			lb.addWorker(w)
 		}
 		for _, k := range hw.Legs {

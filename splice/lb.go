@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -133,9 +132,11 @@ type LB struct {
 	dp  *DataPlane
 
 	listeners []*net.TCPListener
-	workerMSS int // TCP_MAXSEG of worker legs (Config.WorkerMSS, or from the MTU)
+	workerMSS int        // TCP_MAXSEG of worker legs (Config.WorkerMSS, or from the MTU)
+	schedMu   sync.Mutex // serialises updateSchedule
 
-	wmu     sync.RWMutex // guards workers and byID (workers come and go: xlb ctl)
+	wmu     sync.RWMutex // guards workers, byID and nextID (workers come and go: xlb ctl)
+	nextID  uint32       // the id of the next worker added
 	workers []*worker
 	byID    map[uint32]*worker
 
@@ -160,9 +161,8 @@ type LB struct {
 }
 
 type reapItem struct {
-	key  kern.LegKey
-	kind kern.LegKind
-	at   time.Time
+	key kern.LegKey
+	at  time.Time
 }
 
 // Start brings the load balancer up: data plane loaded and attached, pool
@@ -548,11 +548,7 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		}
 	case kern.EventLegClosed:
 		leg, err := lb.dp.Leg(ev.Key)
-		kind := leg.Kind
-		if err != nil {
-			kind = 0
-		}
-		if kind == kern.LegWorker && (ev.State == kern.LegIdle || ev.State == kern.LegClosing) {
+		if err == nil && leg.Kind == kern.LegWorker && (ev.State == kern.LegIdle || ev.State == kern.LegClosing) {
 			if w := lb.workerByID(leg.Worker); w != nil {
 				w.mu.Lock()
 				w.idleDeaths++
@@ -561,7 +557,7 @@ func (lb *LB) handleEvent(ev kern.Event) {
 			}
 		}
 		lb.mu.Lock()
-		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, kind: kind, at: time.Now().Add(lb.cfg.Linger)})
+		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, at: time.Now().Add(lb.cfg.Linger)})
 		lb.mu.Unlock()
 	case kern.EventPoolEmpty:
 		// A client's first request found no idle connection (it will
@@ -703,6 +699,7 @@ func (lb *LB) workerByID(id uint32) *worker {
 func (lb *LB) addWorker(w *worker) {
 	lb.wmu.Lock()
 	defer lb.wmu.Unlock()
+	lb.nextID = max(lb.nextID, w.id+1)
 	lb.workers = append(lb.workers, w)
 	lb.byID[w.id] = w
 }
@@ -837,6 +834,3 @@ func (c *Config) ifaces() []string {
 	}
 	return c.Ifaces
 }
-
-// pinPath is where a map or the program is pinned.
-func (lb *LB) pinPath(name string) string { return filepath.Join(PinDir(lb.cfg.Iface), name) }

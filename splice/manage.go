@@ -39,11 +39,11 @@ func (lb *LB) AddWorker(spec WorkerSpec) error {
 		}
 		return fmt.Errorf("worker %s is being removed; add it again once it is gone", spec.Addr)
 	}
+	// Ids are never reused in a run: the data plane's per-worker counters
+	// of a forgotten worker stay under its id.
 	lb.wmu.Lock()
-	id := uint32(0)
-	for _, w := range lb.workers {
-		id = max(id, w.id+1)
-	}
+	id := lb.nextID
+	lb.nextID++
 	lb.wmu.Unlock()
 	if id >= lb.dp.Objs.WCfg.MaxEntries() {
 		return fmt.Errorf("too many workers (at most %d ids over a run)", lb.dp.Objs.WCfg.MaxEntries())

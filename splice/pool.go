@@ -173,6 +173,8 @@ func schedule(ids []uint32, weights []int, max int) []uint32 {
 // updateSchedule writes the schedule of the workers that take requests
 // (not draining, weight above 0).
 func (lb *LB) updateSchedule() {
+	lb.schedMu.Lock() // the slots, then the length in the config: one writer at a time
+	defer lb.schedMu.Unlock()
 	var ids []uint32
 	var weights []int
 	for _, w := range lb.workerList() {
@@ -200,10 +202,25 @@ func (lb *LB) setupPools() error {
 	return nil
 }
 
+// RetireIdle empties a draining worker's pool, retiring each idle leg (the
+// reaper then ends it with a FIN). Pops retire them too, but nothing pops a
+// pool without traffic, or one the schedule (rr, least) leaves out.
+func (d *DataPlane) RetireIdle(worker uint32) error {
+	spec, err := kern.InnerMapSpec(kern.PoolMapName)
+	if err != nil {
+		return err
+	}
+	for range spec.MaxEntries {
+		if more, err := d.ctl(kern.CtlMsg{Op: kern.CtlRetireIdle, Worker: worker}); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 // ctl runs the control program on one command. It reports whether the data
 // plane carried it out.
-func (d *DataPlane) ctl(op kern.CtlOp, key kern.LegKey, minIdleNs uint64) (bool, error) {
-	msg := kern.CtlMsg{Op: op, Key: key, MinIdleNs: minIdleNs}
+func (d *DataPlane) ctl(msg kern.CtlMsg) (bool, error) {
 	b, err := msg.MarshalBinary()
 	if err != nil {
 		return false, err
@@ -250,7 +267,7 @@ type releaseReq struct {
 func (d *DataPlane) release(reqs []releaseReq) (int, error) {
 	var parked []kern.LegKey
 	for _, r := range reqs {
-		ok, err := d.ctl(kern.CtlPark, r.key, r.minIdleNs)
+		ok, err := d.ctl(kern.CtlMsg{Op: kern.CtlPark, Key: r.key, MinIdleNs: r.minIdleNs})
 		if err != nil {
 			return 0, err
 		}
@@ -268,7 +285,7 @@ func (d *DataPlane) release(reqs []releaseReq) (int, error) {
 	}
 	n := 0
 	for _, k := range parked {
-		ok, err := d.ctl(op, k, 0)
+		ok, err := d.ctl(kern.CtlMsg{Op: op, Key: k})
 		if err != nil {
 			return n, err
 		}

@@ -173,12 +173,6 @@ func (w *worker) isDraining() bool {
 	return w.draining
 }
 
-func (w *worker) specWeight() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.spec.Weight
-}
-
 // run keeps the worker's pool filled until ctx ends, or the worker is
 // removed and has no connection left.
 func (w *worker) run(ctx context.Context) {
@@ -243,6 +237,11 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 			w.lb.log.Error("worker settings for the data plane", "worker", w.spec.Addr, "err", err)
 		} else {
 			w.cfg = cfg
+		}
+	}
+	if draining && idle > 0 && w.cfg.Flags&kern.WorkerDrain != 0 {
+		if err := w.lb.dp.RetireIdle(w.id); err != nil {
+			w.lb.log.Error("retiring a draining worker's idle connections", "worker", w.spec.Addr, "err", err)
 		}
 	}
 	if c := w.lb.cfg.WorkerConns; c > 0 {

@@ -26,6 +26,6 @@ const unsigned int xlb_layout[] = {
 	sizeof(struct worker_cfg), OFF(worker_cfg, trim), OFF(worker_cfg, weight),
 	OFF(xlb_config, policy), OFF(xlb_config, sched_len),
 	POLICY_JIQ, POLICY_RR, POLICY_LEAST, POLICY_STICKY,
-	sizeof(struct ctl_msg), OFF(ctl_msg, min_idle_ns), OFF(ctl_msg, key), CTL_PARK, CTL_RELEASE, CTL_UNPARK,
+	sizeof(struct ctl_msg), OFF(ctl_msg, min_idle_ns), OFF(ctl_msg, key), CTL_PARK, CTL_RELEASE, CTL_UNPARK, CTL_RETIRE_IDLE, OFF(ctl_msg, worker),
 	sizeof(struct worker_load),
 };

@@ -250,7 +250,7 @@ enum xlb_policy {
  * same rules as packets. Returns XDP_PASS when done, XDP_DROP when refused. */
 struct ctl_msg {
 	__u32 op;            /* enum ctl_op */
-	__u32 pad;
+	__u32 worker;        /* CTL_RETIRE_IDLE: the worker id */
 	__u64 min_idle_ns;   /* CTL_PARK: both legs silent for at least this long */
 	struct leg_key key;  /* the client leg */
 };
@@ -259,6 +259,7 @@ enum ctl_op {
 	CTL_PARK = 1,    /* a bound, quiescent client leg stops taking data (LEG_PARKED) */
 	CTL_RELEASE = 2, /* after an RCU grace period: unbind a parked leg, its worker leg back to the pool */
 	CTL_UNPARK = 3,  /* a parked leg goes on as it was (no grace period could be had) */
+	CTL_RETIRE_IDLE = 4, /* take one entry off a draining worker's pool, retiring its leg */
 };
 
 enum event_type {

@@ -1050,6 +1050,20 @@ int xlb_ctl(struct xdp_md *ctx)
 
 	if ((void *)(m + 1) > data_end)
 		return XDP_DROP;
+	if (m->op == CTL_RETIRE_IDLE) {
+		/* A draining worker's idle legs are retired as pops meet them;
+		 * when nothing pops its pool (no traffic, or a policy that no
+		 * longer schedules it), user space empties it with this, an
+		 * entry a run: XDP_PASS while there was one. */
+		void *q = worker_pool(m->worker);
+
+		if (!q || !draining(m->worker) || bpf_map_pop_elem(q, &k))
+			return XDP_DROP;
+		w = bpf_map_lookup_elem(&xlb_legs, &k);
+		if (w && w->kind == LEG_WORKER)
+			retire(&k, w, LEG_IDLE); /* a stale entry of a leg in use stays as it is */
+		return XDP_PASS;
+	}
 	k = m->key;
 	cfg = config();
 	c = bpf_map_lookup_elem(&xlb_legs, &k);
