@@ -101,6 +101,10 @@ if [[ $status -ne 0 ]]; then
 	echo "VERDICT: errors (see above)"
 	exit 1
 fi
+if [[ ${held:-0} -eq 0 ]]; then
+	echo "VERDICT: could not find xlb's sockets with ss: nothing shown about user space"
+	exit 1
+fi
 if [[ ${recv:-0} -gt 0 ]]; then
 	echo "VERDICT: responses intact, but xlb's sockets received payload"
 	exit 1

@@ -162,9 +162,8 @@ type running struct {
 }
 
 // lbStarts counts balancer starts: each start listens on a port of its
-// own, lbPort0 + lbStarts. A stopped xlb hands its client connections back
-// to the kernel, and those sockets' TIME-WAIT keeps the next xlb from
-// listening on the same port for a minute.
+// own, lbPort0 + lbStarts, so that no configuration sees the connections a
+// previous one left in TIME-WAIT.
 var lbStarts int
 
 // startBalancer starts b in front of workers (addresses); direct needs

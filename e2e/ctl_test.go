@@ -29,17 +29,31 @@ func ctl(t testing.TB, ns *testnet.NS, sock string, args ...string) []byte {
 
 func ctlWorkers(t testing.TB, ns *testnet.NS, sock string) map[string]ctlWorker {
 	t.Helper()
+	m, err := listWorkers(ns, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// listWorkers is `xlb ctl list --json` by address, for goroutines other
+// than the test's (which may not call t.Fatal).
+func listWorkers(ns *testnet.NS, sock string) (map[string]ctlWorker, error) {
+	out, err := ns.Command(xlbBin, "ctl", "--socket", sock, "list", "--json").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("xlb ctl list: %v\n%s", err, out)
+	}
 	var st struct {
 		Workers []ctlWorker `json:"workers"`
 	}
-	if err := json.Unmarshal(ctl(t, ns, sock, "list", "--json"), &st); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, err
 	}
 	m := map[string]ctlWorker{}
 	for _, w := range st.Workers {
 		m[w.Addr] = w
 	}
-	return m
+	return m, nil
 }
 
 // traffic is a set of keep-alive clients sending requests until stopped,

@@ -35,7 +35,7 @@ func baselineLegs(workers int) map[string]int {
 func waitBaseline(t *testing.T, ns *testnet.NS, workers int, baseSockets []string, from statusReport, closed uint64, what string) statusReport {
 	t.Helper()
 	want := baselineLegs(workers)
-	r := waitStatus(t, ns, "lo", reapTimeout, what+": legs back to "+fmt.Sprint(want), func(r statusReport) bool {
+	r := waitStatus(t, ns, "lo", reapTimeout, what+": legs back to "+fmt.Sprint(want)+" (idle up to 2 more per worker)", func(r statusReport) bool {
 		return atBaseline(r.Legs, workers) && r.Counters["leg_closed"] >= from.Counters["leg_closed"]+closed
 	})
 	if s := sockets(t, ns, "all", "( sport = :8080 )"); strings.Join(s, "\n") != strings.Join(baseSockets, "\n") {

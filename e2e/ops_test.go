@@ -170,7 +170,7 @@ func TestMetricsMatchStats(t *testing.T) {
 func tmuxCapture(t *testing.T, ns *testnet.NS, until string, args ...string) string {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux not installed (apt-get install tmux)")
+		t.Fatal("tmux not installed (make test installs it: scripts/deps.sh test)")
 	}
 	server := fmt.Sprintf("xlbt-%d-%d", os.Getpid(), time.Now().UnixNano())
 	tmux := func(a ...string) *exec.Cmd {
@@ -236,12 +236,17 @@ func TestStatsAndTopInTerminal(t *testing.T) {
 	checkScreen(t, "xlb stats", screen, "[exit 0]", "WORKER", "IDLE/LEGS", "REQUESTS", "RELEASES",
 		workers[0], workers[1], workers[2], "2 client legs open",
 		"data plane verdicts:", "drop reasons:", "no_idle_leg", "data plane counters:", "fwd_to_worker", "leg table:", "client/bound")
+	workerLines := 0
 	for _, line := range strings.Split(screen, "\n") {
 		if f := strings.Fields(line); len(f) == 8 && f[0] == workers[0] {
+			workerLines++
 			if f[1] != "up" || f[4] == "0" {
 				t.Errorf("xlb stats: worker line %q: want state up and requests", line)
 			}
 		}
+	}
+	if workerLines != 1 {
+		t.Errorf("xlb stats: %d lines of 8 columns for %s, want 1 (the layout changed?)", workerLines, workers[0])
 	}
 
 	screen = tmuxCapture(t, ns, "[exit ", xlbBin, "top", "--socket", sock, "--interval", "300ms", "--count", "3")

@@ -160,12 +160,18 @@ func TestManyIdleClients(t *testing.T) {
 	defer lb.stop()
 
 	var maxLegs atomic.Int64
+	var watchErr error
 	stopWatch := make(chan struct{})
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
 		for i := 0; i < 10000; i++ {
-			for _, w := range ctlWorkers(t, ns, sock[1]) {
+			ws, err := listWorkers(ns, sock[1])
+			if err != nil {
+				watchErr = err
+				return
+			}
+			for _, w := range ws {
 				if int64(w.Legs) > maxLegs.Load() {
 					maxLegs.Store(int64(w.Legs))
 				}
@@ -220,6 +226,9 @@ func TestManyIdleClients(t *testing.T) {
 	wg.Wait()
 	close(stopWatch)
 	<-watched
+	if watchErr != nil {
+		t.Fatalf("watching the connections per worker: %v", watchErr)
+	}
 	close(errs)
 	n := 0
 	for err := range errs {

@@ -346,9 +346,9 @@ func (tp *topo) waitPoolsFull() map[string]int {
 
 // waitBaseline waits until the leg table holds idle worker legs only (no
 // client leg, binding, closing or dead leg: nothing hung), as many as the
-// baseline or a few more: legs a remix gave back to the pool while their
-// replacements were opened (the pool is topped up, not trimmed); extra is
-// the number of clients.
+// baseline or a few more: legs given back to the pools while replacements
+// were opened, which the trim leaves alone up to its slack; extra is the
+// number of clients.
 func (tp *topo) waitBaseline(extra int) {
 	tp.t.Helper()
 	base := tp.baselineLegs["worker/idle"]
