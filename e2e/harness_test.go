@@ -268,35 +268,6 @@ func sysctls(t testing.TB, ns *testnet.NS, kv ...string) {
 	}
 }
 
-// tcpMIB reads the Tcp: counters of /proc/net/snmp in ns (InSegs,
-// InCsumErrors, ...).
-func tcpMIB(t testing.TB, ns *testnet.NS) map[string]int64 {
-	t.Helper()
-	out := ns.Run("cat", "/proc/net/snmp")
-	var names []string
-	m := map[string]int64{}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "Tcp:" {
-			continue
-		}
-		if names == nil {
-			names = f[1:]
-			continue
-		}
-		for i, v := range f[1:] {
-			if i < len(names) {
-				var n int64
-				fmt.Sscan(v, &n)
-				m[names[i]] = n
-			}
-		}
-	}
-	if _, ok := m["InCsumErrors"]; !ok {
-		t.Fatalf("no Tcp InCsumErrors in /proc/net/snmp:\n%s", out)
-	}
-	return m
-}
 
 // getWant sends GET path and checks that the response is 200 with exactly
 // the body want (compared by SHA-256), for servers that send no hash header

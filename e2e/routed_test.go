@@ -96,7 +96,7 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 	}
 	lb.waitOutput("mode="+mode, 1, startTimeout)
 
-	before := tcpMIB(t, hostNS)
+	before := hostNS.TCPMIB(t)
 	c := dialFrom(t, hostNS, routedClientAddr, routedLBAddr+":8080")
 	total, requests := 0, 0
 	for _, n := range []int{1, 2, 100, 1000, 1400, 1401, 1460, 4096, 65535, 65536, 100000, 1 << 20, 1, 17} {
@@ -109,7 +109,7 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 			requests++
 		}
 	}
-	after := tcpMIB(t, hostNS)
+	after := hostNS.TCPMIB(t)
 	if d := after["InCsumErrors"] - before["InCsumErrors"]; d != 0 {
 		t.Errorf("host namespace counted %d TCP checksum errors during the run", d)
 	}
@@ -135,20 +135,20 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 	snd, rcv := connSeqs(t, c)
 	cport := uint16(c.c.LocalAddr().(*net.TCPAddr).Port)
 	seq, ack := snd+1<<31, rcv+1<<31
-	before = tcpMIB(t, hostNS)
+	before = hostNS.TCPMIB(t)
 	r0 := status(t, lbNS, routedLBIface)
 	src, dst := netip.MustParseAddr(routedClientAddr), netip.MustParseAddr(routedLBAddr)
 	sendRawTCP(t, hostNS, src, dst, cport, 8080, seq, ack, []byte("x"), false)
 	sendRawTCP(t, hostNS, src, dst, cport, 8080, seq, ack, []byte("x"), true)
 	deadline := time.Now().Add(5 * time.Second)
-	for tcpMIB(t, hostNS)["InCsumErrors"] == before["InCsumErrors"] {
+	for hostNS.TCPMIB(t)["InCsumErrors"] == before["InCsumErrors"] {
 		if time.Now().After(deadline) {
 			t.Fatalf("a translated segment with a wrong checksum was not counted as a checksum error by the receiver within 5s (counters %v)",
 				status(t, lbNS, routedLBIface).Counters)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if d := tcpMIB(t, hostNS)["InCsumErrors"] - before["InCsumErrors"]; d != 1 {
+	if d := hostNS.TCPMIB(t)["InCsumErrors"] - before["InCsumErrors"]; d != 1 {
 		t.Errorf("receiver counted %d checksum errors for one corrupted segment and one good one, want 1", d)
 	}
 	r1 := status(t, lbNS, routedLBIface)

@@ -474,36 +474,8 @@ func (tp *topo) csumErrors() int64 {
 	tp.t.Helper()
 	var n int64
 	for _, ns := range []*testnet.NS{tp.c, tp.l, tp.w} {
-		n += tcpMIB(tp.t, ns)["InCsumErrors"]
+		n += ns.TCPMIB(tp.t)["InCsumErrors"]
 	}
 	return n
 }
 
-// tcpMIB reads the Tcp: counters of /proc/net/snmp in ns.
-func tcpMIB(t testing.TB, ns *testnet.NS) map[string]int64 {
-	t.Helper()
-	out := ns.Run("cat", "/proc/net/snmp")
-	var names []string
-	m := map[string]int64{}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "Tcp:" {
-			continue
-		}
-		if names == nil {
-			names = f[1:]
-			continue
-		}
-		for i, v := range f[1:] {
-			if i < len(names) {
-				var n int64
-				fmt.Sscan(v, &n)
-				m[names[i]] = n
-			}
-		}
-	}
-	if _, ok := m["InCsumErrors"]; !ok {
-		t.Fatalf("no Tcp InCsumErrors in /proc/net/snmp:\n%s", out)
-	}
-	return m
-}

@@ -243,3 +243,33 @@ func isExecutable(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
+
+// TCPMIB reads the namespace's TCP counters (/proc/net/snmp, "Tcp:" lines)
+// by name, e.g. InCsumErrors, InSegs.
+func (ns *NS) TCPMIB(t testing.TB) map[string]int64 {
+	t.Helper()
+	out := ns.Run("cat", "/proc/net/snmp")
+	var names []string
+	m := map[string]int64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		for i, v := range f[1:] {
+			if i < len(names) {
+				var n int64
+				fmt.Sscan(v, &n)
+				m[names[i]] = n
+			}
+		}
+	}
+	if _, ok := m["InCsumErrors"]; !ok {
+		t.Fatalf("no Tcp InCsumErrors in /proc/net/snmp:\n%s", out)
+	}
+	return m
+}
