@@ -268,7 +268,6 @@ func sysctls(t testing.TB, ns *testnet.NS, kv ...string) {
 	}
 }
 
-
 // getWant sends GET path and checks that the response is 200 with exactly
 // the body want (compared by SHA-256), for servers that send no hash header
 // (nginx serving webRoot).

@@ -478,4 +478,3 @@ func (tp *topo) csumErrors() int64 {
 	}
 	return n
 }
-
