@@ -26,7 +26,8 @@ struct tcp_opts {
 	__u8 wscale;      /* XLB_NO_WSCALE if absent */
 	__u8 sack_perm;
 	__u16 mss;        /* 0 if absent */
-	__u16 pad;
+	__u8 ts_off;      /* offset of the timestamp option in the options */
+	__u8 sack_off;    /* offset of the SACK option in the options */
 	__u32 tsval;
 	__u32 tsecr;
 };
@@ -71,6 +72,8 @@ static __always_inline int parse_tcp_opts(__u8 *opts, __u32 opt_len, void *end, 
 	o->mss = 0;
 	o->tsval = 0;
 	o->tsecr = 0;
+	o->ts_off = 0;
+	o->sack_off = 0;
 
 	for (int k = 0; k < XLB_MAX_OPT_LEN; k++) {
 		__u8 *p;
@@ -101,12 +104,14 @@ static __always_inline int parse_tcp_opts(__u8 *opts, __u32 opt_len, void *end, 
 			if (len != 10 || (void *)(p + 10) > end || o->has_ts)
 				return -1;
 			o->has_ts = 1;
+			o->ts_off = off - len;
 			o->tsval = load_be32(p + 2);
 			o->tsecr = load_be32(p + 6);
 		} else if (kind == TCPOPT_SACK) {
 			if (len < 10 || len > 34 || (len - 2) % 8 != 0)
 				return -1;
 			o->sack_blocks = (len - 2) / 8;
+			o->sack_off = off - len;
 		} else if (kind == TCPOPT_MSS) {
 			if (len != 4 || (void *)(p + 4) > end)
 				return -1;
@@ -124,78 +129,66 @@ static __always_inline int parse_tcp_opts(__u8 *opts, __u32 opt_len, void *end, 
 	return 0;
 }
 
-/* rewrite_tcp_opts translates timestamps and SACK edges in place, adding each
- * change to the checksum accumulator. Options start at byte 20 of the TCP
- * header (even), so a word's parity in the header is that of its position
- * here. Only call it on options that parse_tcp_opts accepted. */
-static __always_inline int rewrite_tcp_opts(__u8 *opts, __u32 opt_len, void *end,
+/* rewrite_tcp_opts translates timestamps and SACK edges in place, at the
+ * offsets parse_tcp_opts found, adding each change to the checksum
+ * accumulator. Options start at byte 20 of the TCP header (even), so a word's
+ * parity in the header is that of its position here. No second walk: the
+ * offsets come from map memory (xlb_scratch), so the verifier sees one
+ * unknown value, bounded by a mask, whatever the layout. Only call it with
+ * what parse_tcp_opts accepted. */
+static __always_inline int rewrite_tcp_opts(__u8 *opts, void *end, const struct tcp_opts *o,
 					    __u32 tsval_off, __u32 tsecr_off,
 					    __u32 ack_off, struct csum_acc *acc)
 {
-	__u64 off = 0;
-
 #ifdef XLB_SABOTAGE_TS
 	/* Test hook, never set by `make`: reliability's TestSabotageIsCaught
 	 * builds with -DXLB_SABOTAGE_TS to leave timestamps untranslated (PAWS
 	 * then drops spliced segments) and shows that the scenarios fail. The
-	 * empty asm hides the zeros from clang, so the code keeps its shape
-	 * (dropping the branch instead blows the verifier's budget). */
+	 * empty asm hides the zeros from clang, so the code keeps its shape. */
 	tsval_off = 0;
 	tsecr_off = 0;
 	asm volatile("" : "+r"(tsval_off), "+r"(tsecr_off));
 #endif
-	for (int k = 0; k < XLB_MAX_OPT_LEN; k++) {
+	if (o->has_ts) {
+		__u64 off = o->ts_off;
 		__u8 *p;
-		__u8 kind, len;
+		__u32 v, e, nv, ne;
 
-		if (off >= XLB_MAX_OPT_LEN || off >= opt_len)
-			break;
-		p = opts + off;
-		if ((void *)(p + 2) > end)
-			break;
-		kind = p[0];
-		if (kind == TCPOPT_EOL)
-			break;
-		if (kind == TCPOPT_NOP) {
-			off++;
-			widen(off);
-			continue;
-		}
-		len = p[1];
-		if (kind == TCPOPT_TIMESTAMP) {
-			__u32 v, e, nv, ne;
-
-			if ((void *)(p + 10) > end)
-				return -1;
-			v = load_be32(p + 2);
-			e = load_be32(p + 6);
-			nv = v + tsval_off;
-			ne = e + tsecr_off;
-			store_be32(p + 2, nv);
-			store_be32(p + 6, ne);
-			csum_acc32_at(acc, off, bpf_htonl(v), bpf_htonl(nv));
-			csum_acc32_at(acc, off, bpf_htonl(e), bpf_htonl(ne));
-		} else if (kind == TCPOPT_SACK) {
-			for (__u32 j = 0; j < XLB_MAX_SACK_BLOCKS; j++) {
-				__u8 *e = p + 2 + j * 8;
-				__u32 l, r;
-
-				if (j * 8 + 2 >= len)
-					break;
-				if ((void *)(e + 8) > end)
-					return -1;
-				l = load_be32(e);
-				r = load_be32(e + 4);
-				store_be32(e, l + ack_off);
-				store_be32(e + 4, r + ack_off);
-				csum_acc32_at(acc, off, bpf_htonl(l), bpf_htonl(l + ack_off));
-				csum_acc32_at(acc, off, bpf_htonl(r), bpf_htonl(r + ack_off));
-			}
-		}
-		if (len < 2)
-			return -1;
-		off += len;
 		widen(off);
+		p = opts + off;
+		if ((void *)(p + 10) > end)
+			return -1;
+		v = load_be32(p + 2);
+		e = load_be32(p + 6);
+		nv = v + tsval_off;
+		ne = e + tsecr_off;
+		store_be32(p + 2, nv);
+		store_be32(p + 6, ne);
+		csum_acc32_at(acc, off, bpf_htonl(v), bpf_htonl(nv));
+		csum_acc32_at(acc, off, bpf_htonl(e), bpf_htonl(ne));
+	}
+	if (o->sack_blocks) {
+		__u64 off = o->sack_off;
+		__u32 n = o->sack_blocks;
+		__u8 *p;
+
+		widen(off);
+		p = opts + off;
+		for (__u32 j = 0; j < XLB_MAX_SACK_BLOCKS; j++) {
+			__u8 *e = p + 2 + j * 8;
+			__u32 l, r;
+
+			if (j >= n)
+				break;
+			if ((void *)(e + 8) > end)
+				return -1;
+			l = load_be32(e);
+			r = load_be32(e + 4);
+			store_be32(e, l + ack_off);
+			store_be32(e + 4, r + ack_off);
+			csum_acc32_at(acc, off, bpf_htonl(l), bpf_htonl(l + ack_off));
+			csum_acc32_at(acc, off, bpf_htonl(r), bpf_htonl(r + ack_off));
+		}
 	}
 	return 0;
 }

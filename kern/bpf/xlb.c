@@ -238,8 +238,7 @@ static __always_inline int translate(struct pkt *p, const struct binding *b)
 	csum_acc16(&tc, p->tcp->window, bpf_htons(nwin));
 	p->tcp->window = bpf_htons(nwin);
 
-	if (rewrite_tcp_opts(p->opts, p->opt_len, p->end, b->tsval_off, b->tsecr_off,
-			     b->ack_off, &tc))
+	if (rewrite_tcp_opts(p->opts, p->end, p->o, b->tsval_off, b->tsecr_off, b->ack_off, &tc))
 		return -1;
 
 	csum_apply(&p->ip->check, &ipc);
