@@ -15,7 +15,7 @@ const ctlUsage = `list                              workers: state, weight, conn
   drain HOST:PORT                   give it no new request; its connections close as they come idle
   remove HOST:PORT                  drain it, then forget it
   weight HOST:PORT WEIGHT           change its share (0: no new connections)
-  clients                           client connections: address, state, worker
+  clients                           client connections: address, state, worker, protocol, why pinned
   rematch CLIENT_HOST:PORT WORKER   send that client's next request to that worker`
 
 func runCtl(args []string, stdout, stderr io.Writer) error {
@@ -63,9 +63,13 @@ func runCtl(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, cl)
 		}
-		fmt.Fprintf(stdout, "%-22s %-8s %-22s %s\n", "CLIENT", "STATE", "WORKER", "REQUESTS")
+		fmt.Fprintf(stdout, "%-22s %-8s %-22s %-9s %-8s %s\n", "CLIENT", "STATE", "WORKER", "PROTOCOL", "REQUESTS", "PINNED")
 		for _, c := range cl {
-			fmt.Fprintf(stdout, "%-22s %-8s %-22s %d\n", c.Client, c.State, c.Worker, c.Requests)
+			pin := c.Pinned
+			if pin == "" {
+				pin = "-"
+			}
+			fmt.Fprintf(stdout, "%-22s %-8s %-22s %-9s %-8d %s\n", c.Client, c.State, c.Worker, c.Protocol, c.Requests, pin)
 		}
 		return nil
 	}

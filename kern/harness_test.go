@@ -331,14 +331,19 @@ func (d *dataPlane) addWorker(ep netip.AddrPort, id uint32) {
 }
 
 // bindPair stores c and w as a bound pair with the oracle's bindings, the way
-// the data plane leaves a pair it has just bound, mid-request: c.req_mark is
+// the data plane leaves a pair it has just bound, mid-request: w.req_mark is
 // w's peer_hi (the current request has had no answer yet), so more client
-// data is a continuation, never a request boundary.
+// data is a continuation, never a request boundary; w.sent_hi is what w's
+// worker has been sent. A client of no protocol yet becomes an HTTP client
+// (what the fixtures' requests are).
 func (d *dataPlane) bindPair(ck kern.LegKey, c kern.Leg, wk kern.LegKey, w kern.Leg) (toWorker, toClient kern.Binding) {
 	d.t.Helper()
+	if c.Proto == kern.ProtoNone {
+		c.Proto = kern.ProtoHTTP
+	}
 	toWorker, toClient = oracleBind(ck, c, wk, w)
 	c.State, w.State = kern.LegBound, kern.LegBound
-	c.ReqMark = w.PeerHi
+	w.ReqMark, w.SentHi = w.PeerHi, w.SndNxt
 	d.putLeg(ck, c)
 	d.putLeg(wk, w)
 	d.putBind(wk, toClient)
@@ -572,4 +577,39 @@ func (d *dataPlane) workerStats(id uint32) kern.WorkerStats {
 		s.AddPerCPU(v)
 	}
 	return s
+}
+
+// answer is the start of an HTTP answer padded to n bytes: what the first
+// segment of a worker's answer to the fixtures' requests carries (the data
+// plane reads the status line of HTTP answers).
+func answer(n int) []byte {
+	b := make([]byte, n)
+	copy(b, "HTTP/1.1 200 OK\r\nContent-Length: 0000000000\r\n\r\n")
+	return b
+}
+
+// firstBound is client c and worker leg w as the first data of c, a whole
+// HTTP request of n bytes in one write (PSH), with its TSval advanced by
+// tsAdd, leaves them: c classified HTTP and bound, w bound with its answer
+// to start at its peer_hi and n bytes sent to its worker. The bindings are
+// the oracle's for the classified client.
+func firstBound(c, w kern.Leg, n, tsAdd uint32) (wantC, wantW kern.Leg) {
+	wantC, wantW = c, w
+	wantC.Proto = kern.ProtoHTTP
+	wantC.Tail = kern.TailPSH
+	wantC.State = kern.LegBound
+	wantC.PeerHi += n
+	wantC.PeerTSval += tsAdd
+	wantC.Requests++
+	wantW.State = kern.LegBound
+	wantW.ReqMark = w.PeerHi
+	wantW.SentHi = w.SndNxt + n
+	return wantC, wantW
+}
+
+// httpClient is c classified HTTP (what oracleBind needs for the bindings
+// of a client bound by its first request).
+func httpClient(c kern.Leg) kern.Leg {
+	c.Proto = kern.ProtoHTTP
+	return c
 }

@@ -90,6 +90,17 @@ const (
 	CounterRematch
 	CounterTailFail
 	CounterBindRace
+	CounterPinTLS
+	CounterPinUpgrade
+	CounterPinInterim
+	CounterPinPipelined
+	CounterPinNotMsg
+	CounterPinRaw
+	CounterPinUnknown
+	CounterPinStateful
+	CounterInterim
+	CounterStayPinned
+	CounterStayTail
 	CounterMax
 )
 
@@ -135,6 +146,17 @@ var counterNames = [CounterMax]string{
 	CounterRematch:      "rematch",
 	CounterTailFail:     "tail_fail",
 	CounterBindRace:     "bind_race",
+	CounterPinTLS:       "pin_tls",
+	CounterPinUpgrade:   "pin_upgrade",
+	CounterPinInterim:   "pin_interim",
+	CounterPinPipelined: "pin_pipelined",
+	CounterPinNotMsg:    "pin_not_msg",
+	CounterPinRaw:       "pin_raw",
+	CounterPinUnknown:   "pin_unknown",
+	CounterPinStateful:  "pin_stateful",
+	CounterInterim:      "interim",
+	CounterStayPinned:   "stay_pinned",
+	CounterStayTail:     "stay_tail",
 }
 
 func (c Counter) String() string {

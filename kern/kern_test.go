@@ -110,7 +110,7 @@ func TestLayoutsMatchC(t *testing.T) {
 	}{
 		{"sizeof leg_key", LegKeySize}, {"leg_key.local_addr", 16}, {"leg_key.peer_port", 32}, {"leg_key.local_port", 34}, {"leg_key.family", 36},
 		{"sizeof leg", LegSize}, {"leg.worker", 8}, {"leg.win_bound", 12}, {"leg.peer_hi", 16}, {"leg.requests", 40},
-		{"leg.snd_nxt", 44}, {"leg.snd_win", 52}, {"leg.state", 56}, {"leg.last_ns", 64},
+		{"leg.snd_nxt", 44}, {"leg.snd_win", 52}, {"leg.state", 56}, {"leg.last_ns", 72},
 		{"sizeof binding", BindingSize}, {"binding.seq_off", 40}, {"binding.tsecr_off", 52}, {"binding.in_wscale", 56},
 		{"binding.flags", 58}, {"binding.worker", 60}, {"binding.ifindex", 64},
 		{"sizeof worker_stats", WorkerStatsSize}, {"worker_stats.requests", 16}, {"worker_stats.bytes_out", 32},
@@ -131,6 +131,15 @@ func TestLayoutsMatchC(t *testing.T) {
 		{"POLICY_JIQ", uint32(PolicyJIQ)}, {"POLICY_RR", uint32(PolicyRR)}, {"POLICY_LEAST", uint32(PolicyLeast)}, {"POLICY_STICKY", uint32(PolicySticky)},
 		{"sizeof ctl_msg", CtlMsgSize}, {"ctl_msg.min_idle_ns", 8}, {"ctl_msg.key", 16}, {"CTL_PARK", uint32(CtlPark)}, {"CTL_RELEASE", uint32(CtlRelease)}, {"CTL_UNPARK", uint32(CtlUnpark)}, {"CTL_RETIRE_IDLE", uint32(CtlRetireIdle)}, {"ctl_msg.worker", 4},
 		{"sizeof worker_load", WorkerLoadSize},
+		{"leg.sent_hi", 60}, {"leg.pin", 64}, {"leg.proto", 68}, {"leg.tail", 69}, {"binding.proto", 59}, {"xlb_config.protocol", 23},
+		{"PROTO_NONE", uint32(ProtoNone)}, {"PROTO_HTTP", uint32(ProtoHTTP)}, {"PROTO_RESP", uint32(ProtoRESP)},
+		{"PROTO_MEMCACHE", uint32(ProtoMemcache)}, {"PROTO_OPAQUE", uint32(ProtoOpaque)},
+		{"PIN_TLS", uint32(PinTLS)}, {"PIN_UPGRADE", uint32(PinUpgrade)}, {"PIN_INTERIM", uint32(PinInterim)},
+		{"PIN_PIPELINED", uint32(PinPipelined)}, {"PIN_NOT_MSG", uint32(PinNotMsg)}, {"PIN_RAW", uint32(PinRaw)},
+		{"PIN_UNKNOWN", uint32(PinUnknown)}, {"PIN_STATEFUL", uint32(PinStateful)},
+		{"CFG_PROTO_AUTO", uint32(ProtocolAuto)}, {"CFG_PROTO_HTTP", uint32(ProtocolHTTP)}, {"CFG_PROTO_RESP", uint32(ProtocolRESP)},
+		{"CFG_PROTO_MEMCACHE", uint32(ProtocolMemcache)}, {"CFG_PROTO_RAW", uint32(ProtocolRaw)}, {"TAIL_PSH", TailPSH}, {"TAIL_CRLF", TailCRLF},
+		{"XLB_CNT_PIN_TLS", uint32(CounterPinTLS)}, {"XLB_CNT_STAY_TAIL", uint32(CounterStayTail)}, {"XLB_CNT_MAX", uint32(CounterMax)},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("layout.c has %d entries, the test %d: keep them in the same order", len(got), len(want))
@@ -158,13 +167,14 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 	l := Leg{Kind: LegWorker, PeerWScale: 7, OurWScale: 9, Opts: OptTS | OptSACK, PeerMSS: 1460, OurMSS: 1400,
 		Worker: 3, WinBound: 1 << 20, PeerHi: 1, PeerAcked: 2, PeerTSval: 3, PeerWin: 4, ReqMark: 5, RxFlags: RxFIN,
-		Requests: 6, SndNxt: 7, OurTSval: 8, SndWin: 9, State: LegBound, LastNs: 1 << 40}
+		Requests: 6, SndNxt: 7, OurTSval: 8, SndWin: 9, State: LegBound, SentHi: 10, Pin: PinUpgrade,
+		Proto: ProtoRESP, Tail: TailPSH | TailCRLF, LastNs: 1 << 40}
 	lb, _ := l.MarshalBinary()
 	var l2 Leg
 	if err := l2.UnmarshalBinary(lb); err != nil || l2 != l {
 		t.Errorf("leg round trip: %+v %v", l2, err)
 	}
-	bd := Binding{To: k, SeqOff: 1, AckOff: 2, TSvalOff: 3, TSecrOff: 4, InWScale: 5, OutWScale: 6, Flags: BindToClient, Worker: 7, Ifindex: 8}
+	bd := Binding{To: k, SeqOff: 1, AckOff: 2, TSvalOff: 3, TSecrOff: 4, InWScale: 5, OutWScale: 6, Flags: BindToClient, Proto: ProtoHTTP, Worker: 7, Ifindex: 8}
 	bb, _ := bd.MarshalBinary()
 	var bd2 Binding
 	if err := bd2.UnmarshalBinary(bb); err != nil || bd2 != bd {

@@ -254,12 +254,20 @@ func ForEachLeg(legs *ebpf.Map, fn func(LegKey, *Leg) bool) error {
 	})
 }
 
+// PinnedLegs is the kind under which LegCounts counts live pinned client
+// legs by reason ("pinned/tls").
+const PinnedLegs = "pinned"
+
 // LegCounts counts the legs of a leg table by kind and state, e.g.
-// "client/bound": 3. Bindings are counted under "bindings".
+// "client/bound": 3. Bindings are counted under "bindings", live pinned
+// client legs again under "pinned/<reason>".
 func LegCounts(legs, binds *ebpf.Map) (map[string]int, error) {
 	out := map[string]int{}
 	err := ForEachLeg(legs, func(_ LegKey, l *Leg) bool {
 		out[l.Kind.String()+"/"+l.State.String()]++
+		if l.Kind == LegClient && l.Pin != PinNone && l.State != LegDead {
+			out[PinnedLegs+"/"+l.Pin.String()]++
+		}
 		return true
 	})
 	if err == nil && binds != nil {

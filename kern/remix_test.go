@@ -59,7 +59,6 @@ func (a answered) clientAfterRemix(cm kern.Leg) kern.Leg {
 	wantC.PeerTSval++
 	wantC.PeerWin = 401
 	wantC.PeerAcked = cm.SndNxt
-	wantC.ReqMark = a.w2.PeerHi
 	wantC.Requests = 2
 	return wantC
 }
@@ -68,10 +67,13 @@ func answeredPair() answered {
 	var a answered
 	a.c0, a.w0 = stdClientLeg(), stdWorkerLeg()
 	a.c0.Requests = 1
+	a.c0.Proto = kern.ProtoHTTP
 	a.toW1, a.toC = oracleBind(clientKey, a.c0, workerKey, a.w0)
 	a.c, a.w1 = a.c0, a.w0
 	a.c.State, a.w1.State = kern.LegBound, kern.LegBound
-	a.c.ReqMark = a.w0.PeerHi
+	a.w1.ReqMark = a.w0.PeerHi
+	a.w1.SentHi = a.w0.SndNxt + uint32(len(request))
+	a.c.Tail = kern.TailPSH // the request ended a write
 	a.c.PeerHi += uint32(len(request))
 	a.c.PeerTSval += 2
 	a.c.PeerWin = 400
@@ -124,7 +126,7 @@ func TestAnsweredPairIsReal(t *testing.T) {
 		fromClient(seg{seq: a.c0.PeerHi, ack: a.c0.SndNxt, flags: tcpACK | tcpPSH, win: 400,
 			opts: nopTS(a.c0.PeerTSval+2, a.c0.OurTSval), payload: request}).build(),
 		fromWorker(seg{seq: a.w0.PeerHi, ack: a.w0.SndNxt + n, flags: tcpACK | tcpPSH, win: 300,
-			opts: nopTS(a.w0.PeerTSval+40, a.w0.OurTSval+2), payload: make([]byte, ansLen)}).build(),
+			opts: nopTS(a.w0.PeerTSval+40, a.w0.OurTSval+2), payload: answer(ansLen)}).build(),
 	} {
 		v, _, _ := d.run(in)
 		checkVerdict(t, v, xdpPass)
@@ -211,6 +213,8 @@ func TestRemix(t *testing.T) {
 	}
 	wantW2 := a.w2
 	wantW2.State = kern.LegBound
+	wantW2.ReqMark = a.w2.PeerHi // its answer will start there
+	wantW2.SentHi = a.w2.SndNxt + uint32(len(request2))
 	checkLeg(t, "W2 after the remix", d.mustLeg(worker2Key), wantW2)
 	d.checkIdle("after the remix", workerKey)
 	if got, want := wsDelta(ws1, d.workerStats(1)), (kern.WorkerStats{Releases: 1}); got != want {
@@ -245,10 +249,11 @@ func TestRemix(t *testing.T) {
 	wantC.PeerHi += uint32(len(more))
 	wantC.PeerTSval++
 	checkLeg(t, "client leg after the continuation", d.mustLeg(clientKey), wantC)
+	wantW2.SentHi += uint32(len(more))
 
 	// 4. W2 answers 200 bytes, acknowledging the whole request.
 	in = on(worker2Key, seg{seq: a.w2.PeerHi, ack: wantC.PeerHi + toW2.SeqOff, flags: tcpACK | tcpPSH, win: 100,
-		opts: nopTS(a.w2.PeerTSval+7, a.w2.OurTSval+2), payload: make([]byte, 200)})
+		opts: nopTS(a.w2.PeerTSval+7, a.w2.OurTSval+2), payload: answer(200)})
 	v, out, delta = d.run(in)
 	checkVerdict(t, v, xdpPass)
 	checkCounters(t, delta, kern.CounterTCP, kern.CounterFwdToClient, kern.CounterPass)
@@ -285,9 +290,8 @@ func TestRemix(t *testing.T) {
 	d.checkBind("after the second remix", workerKey, toCb)
 	d.checkNoBind("after the second remix", worker2Key)
 	d.checkIdle("after the second remix", worker2Key)
-	gc := d.mustLeg(clientKey)
-	if gc.ReqMark != wantW1.PeerHi || gc.Requests != 3 {
-		t.Errorf("client req_mark %#x requests %d, want %#x, 3", gc.ReqMark, gc.Requests, wantW1.PeerHi)
+	if gc, gw1 := d.mustLeg(clientKey), d.mustLeg(workerKey); gw1.ReqMark != wantW1.PeerHi || gc.Requests != 3 {
+		t.Errorf("W1 req_mark %#x, client requests %d, want %#x, 3", gw1.ReqMark, gc.Requests, wantW1.PeerHi)
 	}
 	gw2 := d.mustLeg(worker2Key)
 	if gw2.State != kern.LegIdle || gw2.SndNxt != ww2.PeerAcked || gw2.OurTSval != wantC.PeerTSval+toW2.TSvalOff {
@@ -328,7 +332,7 @@ func TestRemixConditions(t *testing.T) {
 		{name: "worker has not acked the whole request", queue: true, want: []kern.Counter{kern.CounterStayRequest},
 			state: func(a *answered) { a.w1.PeerAcked-- }},
 		{name: "no answer since the request started (continuation)", queue: true,
-			state: func(a *answered) { a.w1.PeerHi = a.c.ReqMark }},
+			state: func(a *answered) { a.w1.PeerHi = a.w1.ReqMark }},
 		{name: "no idle worker leg", request: true, want: []kern.Counter{kern.CounterRequest, kern.CounterRemixNoIdle}},
 		{name: "idle queue holds a leg that is not idle", queue: true, request: true,
 			state: func(a *answered) { a.w2.State = kern.LegClosing },
@@ -369,15 +373,20 @@ func TestRemixConditions(t *testing.T) {
 			d.checkBind("stayed", clientKey, a.toW1)
 			d.checkBind("stayed", workerKey, a.toC)
 			d.checkNoBind("stayed", worker2Key)
-			checkLeg(t, "W1", d.mustLeg(workerKey), a.w1)
-			gc := d.mustLeg(clientKey)
-			wantMark, wantReq, wantWS1 := a.c.ReqMark, a.c.Requests, kern.WorkerStats{BytesIn: uint64(len(s.payload))}
+			gc, gw1 := d.mustLeg(clientKey), d.mustLeg(workerKey)
+			wantMark, wantReq, wantWS1 := a.w1.ReqMark, a.c.Requests, kern.WorkerStats{BytesIn: uint64(len(s.payload))}
 			if tc.request {
 				wantMark, wantReq = a.w1.PeerHi, a.c.Requests+1
 				wantWS1.Requests = 1
 			}
-			if gc.ReqMark != wantMark || gc.Requests != wantReq || gc.State != kern.LegBound {
-				t.Errorf("client req_mark %#x requests %d %s, want %#x, %d, bound", gc.ReqMark, gc.Requests, gc.State, wantMark, wantReq)
+			wantW1 := a.w1
+			wantW1.ReqMark = wantMark
+			if end := s.seq + uint32(len(s.payload)); int32(end-a.c.PeerHi) > 0 {
+				wantW1.SentHi = end + a.toW1.SeqOff // new client data reached W1's worker
+			}
+			checkLeg(t, "W1", gw1, wantW1)
+			if gc.Requests != wantReq || gc.State != kern.LegBound {
+				t.Errorf("client requests %d %s, want %d, bound", gc.Requests, gc.State, wantReq)
 			}
 			checkLeg(t, "W2", d.mustLeg(worker2Key), a.w2)
 			if tc.queue && a.w2.State == kern.LegIdle {

@@ -187,17 +187,13 @@ func TestRetireOnFirstBind(t *testing.T) {
 				checkVerdict(t, v, xdpPass)
 				checkCounters(t, delta, append(want, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)...)
 				w := legs[tc.boundTo]
-				toW, toC := oracleBind(clientKey, c, tc.boundTo, w)
+				toW, toC := oracleBind(clientKey, httpClient(c), tc.boundTo, w)
 				d.checkBind("bound", clientKey, toW)
 				d.checkBind("bound", tc.boundTo, toC)
 				checkTranslated(t, in, out, toW)
-				wantC := c
-				wantC.State = kern.LegBound
-				wantC.PeerHi += uint32(len(request))
-				wantC.PeerTSval += 7
-				wantC.ReqMark = w.PeerHi
-				wantC.Requests = 1
+				wantC, wantW := firstBound(c, w, uint32(len(request)), 7)
 				checkLeg(t, "client leg", d.mustLeg(clientKey), wantC)
+				legs[tc.boundTo] = wantW
 				checkEvents(t, d.drainEvents())
 			}
 
@@ -208,7 +204,6 @@ func TestRetireOnFirstBind(t *testing.T) {
 				want := legs[k]
 				switch {
 				case k == tc.boundTo:
-					want.State = kern.LegBound
 					boundWorker = want.Worker
 				case slices.Contains(tc.retired, k):
 					want.State = kern.LegDead
@@ -280,6 +275,8 @@ func TestRetireOnRemix(t *testing.T) {
 			checkLeg(t, "client leg", d.mustLeg(clientKey), a.clientAfterRemix(cm))
 			wantW2 := a.w2
 			wantW2.State = kern.LegBound
+			wantW2.ReqMark = a.w2.PeerHi
+			wantW2.SentHi = a.w2.SndNxt + uint32(len(request2))
 			checkLeg(t, "W2", d.mustLeg(worker2Key), wantW2)
 
 			// W1 materialised, then dead and queued for user space, or idle.
@@ -345,13 +342,16 @@ func TestRetireRemixCandidate(t *testing.T) {
 	d.checkBind("stayed", clientKey, a.toW1)
 	d.checkBind("stayed", workerKey, a.toC)
 	d.checkNoBind("stayed", worker2Key)
-	checkLeg(t, "W1", d.mustLeg(workerKey), a.w1)
+	wantW1 := a.w1
+	wantW1.ReqMark = a.w1.PeerHi // a new request, on W1
+	wantW1.SentHi += uint32(len(request2))
+	checkLeg(t, "W1", d.mustLeg(workerKey), wantW1)
 	wantW2 := a.w2
 	wantW2.State = kern.LegDead
 	checkLeg(t, "W2", d.mustLeg(worker2Key), wantW2)
 	gc := d.mustLeg(clientKey)
-	if gc.ReqMark != a.w1.PeerHi || gc.Requests != a.c.Requests+1 || gc.State != kern.LegBound {
-		t.Errorf("client req_mark %#x requests %d %s, want %#x, %d, bound", gc.ReqMark, gc.Requests, gc.State, a.w1.PeerHi, a.c.Requests+1)
+	if gc.Requests != a.c.Requests+1 || gc.State != kern.LegBound {
+		t.Errorf("client requests %d %s, want %d, bound", gc.Requests, gc.State, a.c.Requests+1)
 	}
 	d.checkIdle("stayed")
 	d.checkRetired("stayed", worker2Key)

@@ -139,11 +139,102 @@ type Leg struct {
 	OurTSval   uint32
 	SndWin     uint32
 	State      LegState
+	SentHi     uint32    // worker legs: end of the client data forwarded to the worker
+	Pin        PinReason // the pair is pinned for life (PinNone: free)
+	Proto      Proto     // client legs: the protocol
+	Tail       uint8     // client legs: TailPSH | TailCRLF of the data that ended at PeerHi
 	LastNs     uint64
 }
 
 // LegSize is sizeof(struct leg).
-const LegSize = 72
+const LegSize = 80
+
+// Tail flags of a client leg (enum leg_tail).
+const (
+	TailPSH  = 1
+	TailCRLF = 2
+)
+
+// Proto is enum xlb_proto: the protocol of a client connection.
+type Proto uint8
+
+const (
+	ProtoNone     Proto = 0
+	ProtoHTTP     Proto = 1
+	ProtoRESP     Proto = 2
+	ProtoMemcache Proto = 3
+	ProtoOpaque   Proto = 4
+)
+
+func (p Proto) String() string {
+	switch p {
+	case ProtoNone:
+		return "-"
+	case ProtoHTTP:
+		return "http"
+	case ProtoRESP:
+		return "resp"
+	case ProtoMemcache:
+		return "memcache"
+	case ProtoOpaque:
+		return "opaque"
+	}
+	return fmt.Sprintf("proto(%d)", uint8(p))
+}
+
+// PinReason is enum pin_reason: why a pair stays together for life.
+type PinReason uint32
+
+const (
+	PinNone PinReason = iota
+	PinTLS
+	PinUpgrade
+	PinInterim
+	PinPipelined
+	PinNotMsg
+	PinRaw
+	PinUnknown
+	PinStateful
+	PinMax
+)
+
+var pinNames = [PinMax]string{
+	PinNone:      "",
+	PinTLS:       "tls",
+	PinUpgrade:   "upgrade",
+	PinInterim:   "interim",
+	PinPipelined: "pipelined",
+	PinNotMsg:    "not-a-message-start",
+	PinRaw:       "raw",
+	PinUnknown:   "unknown-protocol",
+	PinStateful:  "stateful",
+}
+
+func (r PinReason) String() string {
+	if r < PinMax {
+		return pinNames[r]
+	}
+	return fmt.Sprintf("pin(%d)", uint32(r))
+}
+
+// Counter is the data-plane counter of pins for this reason.
+func (r PinReason) Counter() Counter { return CounterPinTLS - 1 + Counter(r) }
+
+// Protocol is enum cfg_protocol: --protocol.
+type Protocol uint8
+
+const (
+	ProtocolAuto     Protocol = 0
+	ProtocolHTTP     Protocol = 1
+	ProtocolRESP     Protocol = 2
+	ProtocolMemcache Protocol = 3
+	ProtocolRaw      Protocol = 4
+)
+
+// Protocols are the values of --protocol, by name.
+var Protocols = map[string]Protocol{
+	"auto": ProtocolAuto, "http": ProtocolHTTP, "resp": ProtocolRESP, "memcache": ProtocolMemcache, "raw": ProtocolRaw,
+}
 
 func (l *Leg) MarshalBinary() ([]byte, error) {
 	b := make([]byte, LegSize)
@@ -154,7 +245,10 @@ func (l *Leg) MarshalBinary() ([]byte, error) {
 		l.ReqMark, l.RxFlags, l.Requests, l.SndNxt, l.OurTSval, l.SndWin, uint32(l.State)} {
 		ne.PutUint32(b[8+4*i:], v)
 	}
-	ne.PutUint64(b[64:], l.LastNs)
+	ne.PutUint32(b[60:], l.SentHi)
+	ne.PutUint32(b[64:], uint32(l.Pin))
+	b[68], b[69] = uint8(l.Proto), l.Tail
+	ne.PutUint64(b[72:], l.LastNs)
 	return b, nil
 }
 
@@ -169,7 +263,9 @@ func (l *Leg) UnmarshalBinary(b []byte) error {
 	l.Worker, l.WinBound, l.PeerHi, l.PeerAcked, l.PeerTSval, l.PeerWin = u(0), u(1), u(2), u(3), u(4), u(5)
 	l.ReqMark, l.RxFlags, l.Requests, l.SndNxt, l.OurTSval, l.SndWin = u(6), u(7), u(8), u(9), u(10), u(11)
 	l.State = LegState(u(12))
-	l.LastNs = ne.Uint64(b[64:])
+	l.SentHi, l.Pin = u(13), PinReason(u(14))
+	l.Proto, l.Tail = Proto(b[68]), b[69]
+	l.LastNs = ne.Uint64(b[72:])
 	return nil
 }
 
@@ -183,6 +279,7 @@ type Binding struct {
 	InWScale  uint8
 	OutWScale uint8
 	Flags     uint8
+	Proto     Proto // the client's protocol
 	Worker    uint32
 	Ifindex   uint32
 }
@@ -202,7 +299,7 @@ func (bd *Binding) UnmarshalBinary(b []byte) error {
 	}
 	bd.SeqOff, bd.AckOff = ne.Uint32(b[40:]), ne.Uint32(b[44:])
 	bd.TSvalOff, bd.TSecrOff = ne.Uint32(b[48:]), ne.Uint32(b[52:])
-	bd.InWScale, bd.OutWScale, bd.Flags = b[56], b[57], b[58]
+	bd.InWScale, bd.OutWScale, bd.Flags, bd.Proto = b[56], b[57], b[58], Proto(b[59])
 	bd.Worker, bd.Ifindex = ne.Uint32(b[60:]), ne.Uint32(b[64:])
 	return nil
 }
@@ -216,7 +313,7 @@ func (bd *Binding) MarshalBinary() ([]byte, error) {
 	ne.PutUint32(b[44:], bd.AckOff)
 	ne.PutUint32(b[48:], bd.TSvalOff)
 	ne.PutUint32(b[52:], bd.TSecrOff)
-	b[56], b[57], b[58] = bd.InWScale, bd.OutWScale, bd.Flags
+	b[56], b[57], b[58], b[59] = bd.InWScale, bd.OutWScale, bd.Flags, uint8(bd.Proto)
 	ne.PutUint32(b[60:], bd.Worker)
 	ne.PutUint32(b[64:], bd.Ifindex)
 	return b, nil
@@ -388,6 +485,7 @@ type Config struct {
 	Flags      uint8
 	OurMSS     uint16
 	Policy     Policy
+	Protocol   Protocol
 	SchedLen   uint32 // entries of xlb_sched in use
 }
 
@@ -412,7 +510,7 @@ func (c *Config) UnmarshalBinary(b []byte) error {
 	c.ListenPort = binary.BigEndian.Uint16(b[16:])
 	c.OurWScale, c.Flags = b[18], b[19]
 	c.OurMSS = ne.Uint16(b[20:])
-	c.Policy = Policy(b[22])
+	c.Policy, c.Protocol = Policy(b[22]), Protocol(b[23])
 	c.SchedLen = ne.Uint32(b[24:])
 	return nil
 }
@@ -429,7 +527,7 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 	binary.BigEndian.PutUint16(b[16:], c.ListenPort)
 	b[18], b[19] = c.OurWScale, c.Flags
 	ne.PutUint16(b[20:], c.OurMSS)
-	b[22] = byte(c.Policy)
+	b[22], b[23] = byte(c.Policy), byte(c.Protocol)
 	ne.PutUint32(b[24:], c.SchedLen)
 	return b, nil
 }

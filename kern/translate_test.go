@@ -47,7 +47,7 @@ func TestFirstDataBinds(t *testing.T) {
 			checkVerdict(t, v, xdpPass)
 			checkCounters(t, delta, kern.CounterTCP, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)
 
-			wantToWorker, wantToClient := oracleBind(clientKey, c, workerKey, w)
+			wantToWorker, wantToClient := oracleBind(clientKey, httpClient(c), workerKey, w)
 			if got, ok := d.bind(clientKey); !ok || got != wantToWorker {
 				t.Errorf("client binding:\n got  %+v (present %v)\n want %+v", got, ok, wantToWorker)
 			}
@@ -56,15 +56,8 @@ func TestFirstDataBinds(t *testing.T) {
 			}
 			checkTranslated(t, in, out, wantToWorker)
 
-			wantC := c
-			wantC.State = kern.LegBound
-			wantC.PeerHi = c.PeerHi + uint32(len(request))
-			wantC.PeerTSval = c.PeerTSval + 7
-			wantC.ReqMark = w.PeerHi
-			wantC.Requests = 1
+			wantC, wantW := firstBound(c, w, uint32(len(request)), 7)
 			checkLeg(t, "client leg", d.mustLeg(clientKey), wantC)
-			wantW := w
-			wantW.State = kern.LegBound
 			checkLeg(t, "worker leg", d.mustLeg(workerKey), wantW)
 			if q := d.idleQueue(); len(q) != 0 {
 				t.Errorf("idle queue still holds %v", q)
@@ -183,7 +176,7 @@ func TestTranslateBound(t *testing.T) {
 			opts:    cat(nopTS(wp.c.PeerTSval+5, wp.c.OurTSval), optNOP, optNOP, optSACK([2]uint32{wp.c.PeerAcked + 0x30, wp.c.PeerAcked + 0x40})),
 			payload: make([]byte, 1000)}, true},
 		{"worker data across the wrap", wp, seg{seq: wp.w.PeerHi, ack: wp.w.PeerAcked + 0x100, flags: tcpACK | tcpPSH, win: 128,
-			opts: nopTS(wp.w.PeerTSval+0x20, wp.w.OurTSval), payload: make([]byte, 1400)}, false},
+			opts: nopTS(wp.w.PeerTSval+0x20, wp.w.OurTSval), payload: answer(1400)}, false},
 		{"FIN without ACK flag", stdPair(), seg{seq: c.PeerHi, ack: 0xdeadbeef, flags: tcpFIN, win: 502,
 			opts: nopTS(c.PeerTSval, c.OurTSval)}, true},
 	}
@@ -257,9 +250,11 @@ func TestPositions(t *testing.T) {
 			c.PeerAcked += 3000
 			c.PeerTSval += 9
 			c.PeerWin = 77
+			c.Tail = 0 // no PSH: the write goes on
+			w.SentHi += uint32(len(request))
 		}},
 		{"worker data advances the worker leg", seg{seq: w.PeerHi, ack: w.PeerAcked, flags: tcpACK, win: 60,
-			opts: nopTS(w.PeerTSval+1000, w.OurTSval), payload: make([]byte, 1400)}, false, false, func(c, w *kern.Leg) {
+			opts: nopTS(w.PeerTSval+1000, w.OurTSval), payload: answer(1400)}, false, false, func(c, w *kern.Leg) {
 			w.PeerHi += 1400
 			w.PeerTSval += 1000
 			w.PeerWin = 60
@@ -341,7 +336,7 @@ func TestRequestBoundaries(t *testing.T) {
 	step("more of the first request", fromClient(seg{seq: c.PeerHi + n, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
 		opts: nopTS(c.PeerTSval+2, c.OurTSval), payload: request}).build(), 1, fwdW...)
 	step("worker answers 100 bytes", fromWorker(seg{seq: w.PeerHi, ack: w.SndNxt + 2*n, flags: tcpACK | tcpPSH, win: 128,
-		opts: nopTS(w.PeerTSval+1, w.OurTSval+2), payload: make([]byte, 100)}).build(), 1, fwdC...)
+		opts: nopTS(w.PeerTSval+1, w.OurTSval+2), payload: answer(100)}).build(), 1, fwdC...)
 	step("new data acking 50 of 100 bytes", fromClient(seg{seq: c.PeerHi + 2*n, ack: c.SndNxt + 50, flags: tcpACK | tcpPSH, win: 502,
 		opts: nopTS(c.PeerTSval+3, c.OurTSval), payload: request}).build(), 1,
 		append(fwdW, kern.CounterStayResponse)...)
@@ -350,7 +345,7 @@ func TestRequestBoundaries(t *testing.T) {
 		append(fwdW, kern.CounterStayRequest)...)
 	step("worker acks every request byte", fromWorker(seg{seq: w.PeerHi + 100, ack: w.SndNxt + 4*n, flags: tcpACK, win: 128,
 		opts: nopTS(w.PeerTSval+2, w.OurTSval+4)}).build(), 1, fwdC...)
-	if got := d.mustLeg(clientKey); got.ReqMark != w.PeerHi {
+	if got := d.mustLeg(workerKey); got.ReqMark != w.PeerHi {
 		t.Errorf("req_mark %#x before the boundary, want the worker's peer_hi at the bind %#x", got.ReqMark, w.PeerHi)
 	}
 	step("next request: a boundary, no idle leg to move to", fromClient(seg{seq: c.PeerHi + 4*n, ack: c.SndNxt + 100, flags: tcpACK | tcpPSH, win: 502,
@@ -358,7 +353,7 @@ func TestRequestBoundaries(t *testing.T) {
 		append(fwdW, kern.CounterRequest, kern.CounterRemixNoIdle)...)
 	step("its retransmission: a continuation", fromClient(seg{seq: c.PeerHi + 4*n, ack: c.SndNxt + 100, flags: tcpACK | tcpPSH, win: 502,
 		opts: nopTS(c.PeerTSval+5, c.OurTSval), payload: request}).build(), 2, fwdW...)
-	if got := d.mustLeg(clientKey); got.ReqMark != w.PeerHi+100 {
+	if got := d.mustLeg(workerKey); got.ReqMark != w.PeerHi+100 {
 		t.Errorf("req_mark %#x, want the worker's peer_hi at the boundary %#x", got.ReqMark, w.PeerHi+100)
 	}
 	if _, ok := d.bind(clientKey); !ok {

@@ -106,6 +106,46 @@ func (lb *LB) handBackAll() int {
 	return n
 }
 
+// endPair closes client leg ck and the worker leg it is bound to: both are
+// handed back to the kernel with their positions and closed, so each peer
+// gets a FIN. A drain's last resort for a pair that never comes apart.
+func (lb *LB) endPair(ck kern.LegKey) error {
+	c, err := lb.dp.Leg(ck)
+	if err != nil {
+		return err
+	}
+	b, err := lb.dp.Binding(ck)
+	if err != nil {
+		return err
+	}
+	w, err := lb.dp.Leg(b.To)
+	if err != nil {
+		return err
+	}
+	// Positions of both first, while the bindings exist.
+	pc, err := lb.positionsOf(ck, &c)
+	if err != nil {
+		return err
+	}
+	pw, err := lb.positionsOf(b.To, &w)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range []legPositions{pc, pw} {
+		conn := lb.takeConn(p.key)
+		if conn == nil {
+			lb.dp.ForgetLeg(p.key)
+			continue
+		}
+		if err := lb.handBack(conn, p); err != nil {
+			lb.dp.ForgetLeg(p.key)
+			errs = append(errs, fmt.Errorf("leg %s: %w", p.key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // takeConn removes and returns the socket held for a leg.
 func (lb *LB) takeConn(k kern.LegKey) *net.TCPConn {
 	lb.mu.Lock()

@@ -313,7 +313,8 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 				spec.Addr = ap
 			}
 			w = &worker{lb: lb, spec: spec, id: hw.ID, pushed: hw.Pushed, idleDeaths: hw.IdleDeaths,
-				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1), draining: true, removing: true}
+				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1), draining: true, removing: true,
+				drainSince: time.Now()}
 			lb.addWorker(w)
 		}
 		for _, k := range hw.Legs {
@@ -346,6 +347,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	}
 	kc.Flags = kc.Flags&^kern.ConfigRouted | cfg.routedFlag()
 	kc.Policy = cfg.Policy.code()
+	kc.Protocol = cfg.Protocol
 	if err := lb.dp.SetConfig(kc); err != nil {
 		return err
 	}

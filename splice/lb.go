@@ -52,6 +52,14 @@ type Config struct {
 	// IdleRelease is how long a client with no request in flight keeps
 	// its worker connection (0: until its next request).
 	IdleRelease time.Duration
+	// Protocol is how message boundaries are told (--protocol): the
+	// data plane classifies each connection (auto), or applies one rule
+	// set, or pins every connection (raw).
+	Protocol kern.Protocol
+	// DrainTimeout bounds how long a draining worker waits for clients
+	// pinned to it (a TLS session, an upgraded stream) to leave; then
+	// their connections are closed (0: wait for ever).
+	DrainTimeout time.Duration
 
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// when xlb stops.
@@ -72,7 +80,9 @@ const (
 	// workers, a pool of 8 gave p99 of 80-150 ms, 32 gave 1.4 ms.
 	DefaultPool            = 32
 	DefaultShutdownTimeout = 10 * time.Second
-	DefaultLinger          = 3 * time.Second
+	// DefaultDrainTimeout is how long a drain waits for pinned clients.
+	DefaultDrainTimeout = 5 * time.Minute
+	DefaultLinger       = 3 * time.Second
 	// quietPeriod is how long a connection must be silent, all bytes
 	// acknowledged, to count as having no request in flight.
 	quietPeriod = 500 * time.Millisecond
@@ -106,6 +116,17 @@ const (
 
 // Policies lists the policy names, for help and errors.
 const Policies = "jiq, rr, least or sticky"
+
+// Protocols lists the --protocol values, for help and errors.
+const Protocols = "auto, http, resp, memcache or raw"
+
+// ParseProtocol checks a --protocol value.
+func ParseProtocol(s string) (kern.Protocol, error) {
+	if p, ok := kern.Protocols[s]; ok {
+		return p, nil
+	}
+	return 0, fmt.Errorf("unknown protocol %q: want %s", s, Protocols)
+}
 
 // ParsePolicy checks a policy name.
 func ParsePolicy(s string) (Policy, error) {
@@ -267,7 +288,8 @@ func (lb *LB) start() error {
 	if err != nil {
 		return fmt.Errorf("probing the listener's window scale: %w", err)
 	}
-	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.routedFlag(), Policy: cfg.Policy.code()}
+	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.routedFlag(), Policy: cfg.Policy.code(),
+		Protocol: cfg.Protocol}
 	if len(addrs) == 1 {
 		kc.ListenAddr = addrs[0]
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/xlb-lb/xlb/kern"
 )
@@ -73,6 +74,9 @@ func (lb *LB) DrainWorker(addr string) error {
 		return err
 	}
 	w.mu.Lock()
+	if !w.draining {
+		w.drainSince = time.Now()
+	}
 	w.draining = true
 	w.mu.Unlock()
 	lb.updateSchedule()
@@ -88,6 +92,9 @@ func (lb *LB) RemoveWorker(addr string) error {
 		return err
 	}
 	w.mu.Lock()
+	if !w.draining {
+		w.drainSince = time.Now()
+	}
 	w.draining, w.removing = true, true
 	w.mu.Unlock()
 	lb.updateSchedule()

@@ -75,6 +75,17 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterRematch:      "Clients moved to the worker named by xlb ctl rematch.",
 	kern.CounterTailFail:     "Drops: a tail call to another program failed.",
 	kern.CounterBindRace:     "Drops: the leg changed between the two programs (the sender retransmits).",
+	kern.CounterPinTLS:       "Connections pinned to their worker connection for life: the client speaks TLS.",
+	kern.CounterPinUpgrade:   "Connections pinned: 101 Switching Protocols, CONNECT or the HTTP/2 preface.",
+	kern.CounterPinInterim:   "Connections pinned: an interim (1xx) answer that did not end in its segment.",
+	kern.CounterPinPipelined: "Connections pinned: the worker answered before it had the whole request (pipelining, an early answer).",
+	kern.CounterPinNotMsg:    "Connections pinned: new data at a request boundary did not start a message of the protocol.",
+	kern.CounterPinRaw:       "Connections pinned: --protocol raw.",
+	kern.CounterPinUnknown:   "Connections pinned: the first bytes are of no protocol xlb knows (--protocol auto).",
+	kern.CounterPinStateful:  "Connections pinned: a command that gives the connection state (AUTH, SELECT, MULTI, SUBSCRIBE...).",
+	kern.CounterInterim:      "Interim HTTP answers (100 Continue, 103 Early Hints) passed over: the exchange went on.",
+	kern.CounterStayPinned:   "Request boundaries on a pinned connection: the client stayed.",
+	kern.CounterStayTail:     "Request boundaries after client data that did not end a write (or a line): the client stayed.",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.
@@ -167,10 +178,14 @@ func WriteMetrics(w io.Writer, s Status) error {
 		family("xlb_legs", "gauge", "Entries of the data plane's leg table, by kind and state.")
 		for _, k := range slices.Sorted(maps.Keys(s.Legs)) {
 			kind, state, ok := strings.Cut(k, "/")
-			if !ok {
+			if !ok || kind == kern.PinnedLegs {
 				continue
 			}
 			sample("xlb_legs", uint64(s.Legs[k]), "kind", kind, "state", state)
+		}
+		family("xlb_client_legs_pinned", "gauge", "Live client connections pinned to their worker connection for life, by reason.")
+		for r := kern.PinTLS; r < kern.PinMax; r++ {
+			sample("xlb_client_legs_pinned", uint64(s.Legs[kern.PinnedLegs+"/"+r.String()]), "reason", r.String())
 		}
 		family("xlb_bindings", "gauge", "Entries of the data plane's binding table (two per spliced pair).")
 		sample("xlb_bindings", uint64(s.Legs["bindings"]))

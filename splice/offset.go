@@ -17,6 +17,7 @@ func Bind(ck kern.LegKey, c *kern.Leg, wk kern.LegKey, w *kern.Leg) (toWorker, t
 		TSecrOff:  w.PeerTSval - c.OurTSval,
 		InWScale:  c.PeerWScale,
 		OutWScale: w.OurWScale,
+		Proto:     c.Proto,
 		Worker:    w.Worker,
 	}
 	toClient = kern.Binding{
@@ -28,6 +29,7 @@ func Bind(ck kern.LegKey, c *kern.Leg, wk kern.LegKey, w *kern.Leg) (toWorker, t
 		InWScale:  w.PeerWScale,
 		OutWScale: c.OurWScale,
 		Flags:     kern.BindToClient,
+		Proto:     c.Proto,
 		Worker:    w.Worker,
 	}
 	return toWorker, toClient

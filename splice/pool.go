@@ -402,6 +402,10 @@ func (lb *LB) Rematch(client, worker string) error {
 	if !found {
 		return fmt.Errorf("no client connection from %s (see xlb ctl clients)", ca)
 	}
+	if l, err := lb.dp.Leg(key); err == nil && l.Pin != kern.PinNone {
+		return fmt.Errorf("client %s is pinned to its worker connection for life (%s): it cannot be moved; "+
+			"xlb ctl drain its worker to close it after --drain-timeout", ca, l.Pin)
+	}
 	k, err := key.MarshalBinary()
 	if err != nil {
 		return err
@@ -424,6 +428,8 @@ type ClientInfo struct {
 	State    string `json:"state"`
 	Worker   string `json:"worker,omitempty"` // bound: the worker serving it
 	Requests uint32 `json:"requests"`
+	Protocol string `json:"protocol"`         // what its first bytes were (- before any)
+	Pinned   string `json:"pinned,omitempty"` // why it stays on its worker connection for life
 }
 
 // maxClientsListed bounds xlb ctl clients.
@@ -436,7 +442,8 @@ func (lb *LB) Clients() []ClientInfo {
 		if l.Kind != kern.LegClient {
 			return true
 		}
-		ci := ClientInfo{Client: k.Peer.String(), State: l.State.String(), Requests: l.Requests}
+		ci := ClientInfo{Client: k.Peer.String(), State: l.State.String(), Requests: l.Requests,
+			Protocol: l.Proto.String(), Pinned: l.Pin.String()}
 		if b, err := lb.dp.Binding(k); err == nil {
 			if w := lb.workerByID(b.Worker); w != nil {
 				ci.Worker = w.spec.Addr.String()

@@ -145,6 +145,7 @@ type worker struct {
 	idleDeaths uint64                       // legs that died while idle
 	cfg        kern.WorkerCfg               // what the data plane was last told (drain, trim)
 	draining   bool                         // xlb ctl drain/remove: no new requests
+	drainSince time.Time                    // when the drain began
 	removing   bool                         // xlb ctl remove: forget it once drained
 	drained    bool                         // drain completion logged
 	bound      atomic.Int64                 // legs busy with a client at the last fill
@@ -239,6 +240,9 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 			w.cfg = cfg
 		}
 	}
+	if draining {
+		w.drainTimeout()
+	}
 	if draining && idle > 0 && w.cfg.Flags&kern.WorkerDrain != 0 {
 		if err := w.lb.dp.RetireIdle(w.id); err != nil {
 			w.lb.log.Error("retiring a draining worker's idle connections", "worker", w.spec.Addr, "err", err)
@@ -295,6 +299,41 @@ func (w *worker) checkDrained() bool {
 		return true
 	}
 	return false
+}
+
+// drainTimeout closes the connections of clients still on a draining
+// worker once --drain-timeout has passed: clients pinned to it (a TLS
+// session, an upgraded stream) never move on their own.
+func (w *worker) drainTimeout() {
+	w.mu.Lock()
+	since := w.drainSince
+	w.mu.Unlock()
+	limit := w.lb.cfg.DrainTimeout
+	if limit <= 0 || since.IsZero() || time.Since(since) < limit {
+		return
+	}
+	var pairs []kern.LegKey
+	w.lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
+		if l.Kind == kern.LegClient && (l.State == kern.LegBound || l.State == kern.LegParked) {
+			if b, err := w.lb.dp.Binding(k); err == nil && b.Worker == w.id {
+				pairs = append(pairs, k)
+			}
+		}
+		return true
+	})
+	if len(pairs) == 0 {
+		return
+	}
+	closed := 0
+	for _, k := range pairs {
+		if err := w.lb.endPair(k); err != nil {
+			w.lb.log.Warn("drain timeout: closing a client's connections", "worker", w.spec.Addr, "client", k.Peer, "err", err)
+			continue
+		}
+		closed++
+	}
+	w.lb.log.Warn("drain timeout: closed the connections of clients still on the worker", "worker", w.spec.Addr,
+		"clients", closed, "after", limit)
 }
 
 // trimSlack is how far above its target a pool may grow before it is trimmed:

@@ -24,6 +24,8 @@
 #define XLB_PROG_SLOW       2      /* xlb_progs slot of the slow program */
 #define XLB_PROG_XLATE      3      /* xlb_progs slot of the translation for the slow program */
 #define XLB_CAS_TRIES       4      /* compare-and-swap retries for a position */
+#define XLB_PEEK_MAX        48     /* payload bytes a decision may read */
+#define XLB_METHOD_MAX      16     /* longest HTTP method token taken for a request start */
 #define XLB_MAX_WIN_BOUND   (1u << 30) /* 65535 << 14: the largest window TCP can advertise */
 
 #define XLB_NO_OPT          0xff   /* offset of an option that is absent */

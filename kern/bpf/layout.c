@@ -28,4 +28,9 @@ const unsigned int xlb_layout[] = {
 	POLICY_JIQ, POLICY_RR, POLICY_LEAST, POLICY_STICKY,
 	sizeof(struct ctl_msg), OFF(ctl_msg, min_idle_ns), OFF(ctl_msg, key), CTL_PARK, CTL_RELEASE, CTL_UNPARK, CTL_RETIRE_IDLE, OFF(ctl_msg, worker),
 	sizeof(struct worker_load),
+	OFF(leg, sent_hi), OFF(leg, pin), OFF(leg, proto), OFF(leg, tail), OFF(binding, proto), OFF(xlb_config, protocol),
+	PROTO_NONE, PROTO_HTTP, PROTO_RESP, PROTO_MEMCACHE, PROTO_OPAQUE,
+	PIN_TLS, PIN_UPGRADE, PIN_INTERIM, PIN_PIPELINED, PIN_NOT_MSG, PIN_RAW, PIN_UNKNOWN, PIN_STATEFUL,
+	CFG_PROTO_AUTO, CFG_PROTO_HTTP, CFG_PROTO_RESP, CFG_PROTO_MEMCACHE, CFG_PROTO_RAW, TAIL_PSH, TAIL_CRLF,
+	XLB_CNT_PIN_TLS, XLB_CNT_STAY_TAIL, XLB_CNT_MAX,
 };

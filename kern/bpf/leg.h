@@ -21,10 +21,11 @@ struct pkt {
 	__u8 *opts;
 	__u32 opt_len;
 	__u32 payload;  /* payload bytes */
+	__u32 payload_off; /* offset of the payload from the start of the frame */
 	__u32 seq;
 	__u32 ack;
 	__u16 win;      /* window field, unscaled */
-	__u8 fin, syn, rst, has_ack;
+	__u8 fin, syn, rst, has_ack, psh;
 	__u8 bad_opts;  /* parse_tcp_opts refused the options */
 	struct tcp_opts *o; /* in xlb_scratch: see there */
 	struct leg_key key;
@@ -108,6 +109,33 @@ static __always_inline void advance(struct leg *leg, const struct pkt *p)
 		__sync_fetch_and_or(&leg->rx_flags, LEG_RX_FIN);
 }
 
+/* pin_pair pins client leg c and worker leg w for life (either may be
+ * NULL): never moved, never released, the worker leg never reused. The
+ * first reason stays; the pin is counted once, on the client leg. */
+static __always_inline void pin_pair(struct leg *c, struct leg *w, __u32 reason)
+{
+	if (w)
+		__sync_val_compare_and_swap(&w->pin, 0, reason);
+	if (c && __sync_val_compare_and_swap(&c->pin, 0, reason) == 0)
+		count(XLB_CNT_PIN_TLS - 1 + reason);
+}
+
+static __always_inline int pinned(const struct leg *c, const struct leg *w)
+{
+	return READ_ONCE(c->pin) || READ_ONCE(w->pin);
+}
+
+/* tail_ok: the client's data before now ended a write (PSH) and, for the
+ * line protocols, a line: a message may end there. */
+static __always_inline int tail_ok(const struct leg *c)
+{
+	__u8 t = READ_ONCE(c->tail);
+
+	if (!(t & TAIL_PSH))
+		return 0;
+	return (c->proto != PROTO_RESP && c->proto != PROTO_MEMCACHE) || (t & TAIL_CRLF);
+}
+
 /* bind_legs makes the binding pair between client leg c and worker leg w from
  * their current positions: bytes the client sends next (from c->peer_hi) land
  * right after what w's worker has received (w->snd_nxt), acks map c->snd_nxt
@@ -133,7 +161,7 @@ static __always_inline int bind_legs(const struct leg_key *ck, const struct leg 
 	bc->in_wscale = c->peer_wscale;
 	bc->out_wscale = w->our_wscale;
 	bc->flags = 0;
-	bc->pad = 0;
+	bc->proto = c->proto;
 	bc->ifindex = ifindex;
 	bc->worker = w->worker;
 
@@ -146,7 +174,7 @@ static __always_inline int bind_legs(const struct leg_key *ck, const struct leg 
 	bw->in_wscale = w->peer_wscale;
 	bw->out_wscale = c->our_wscale;
 	bw->flags = BIND_TO_CLIENT;
-	bw->pad = 0;
+	bw->proto = c->proto;
 	bw->ifindex = ifindex;
 	bw->worker = w->worker;
 
@@ -272,7 +300,9 @@ static __always_inline void give_back(const struct leg_key *k, struct leg *w, co
 	struct worker_stats *ws = wstats(w->worker);
 	__u32 worker = w->worker;
 
-	if (should_retire(worker)) {
+	if (READ_ONCE(w->pin) || should_retire(worker)) {
+		/* A pinned leg's worker holds state of its client (a TLS
+		 * session, an upgraded stream): never reused. */
 		if (!retire(k, w, LEG_BOUND))
 			return; /* another CPU ended it first */
 	} else {
@@ -353,7 +383,8 @@ static __always_inline void sweep_pool(__u32 worker)
 /* quiescent: client leg c, bound with b to worker leg w, has no request in
  * flight: the worker answered the current request, the client acknowledged
  * the whole answer, the worker the whole request, nobody closed, and both
- * peers have been silent for min_idle_ns. */
+ * peers have been silent for min_idle_ns. A pinned pair, or a client whose
+ * last data did not end a write, is never quiescent. */
 static __always_inline int quiescent(const struct leg *c, const struct binding *b, const struct leg *w,
 				     __u64 min_idle_ns)
 {
@@ -363,7 +394,9 @@ static __always_inline int quiescent(const struct leg *c, const struct binding *
 		return 0;
 	if ((READ_ONCE(c->rx_flags) | READ_ONCE(w->rx_flags)) & (LEG_RX_FIN | LEG_RX_RST))
 		return 0;
-	if (READ_ONCE(w->peer_hi) == READ_ONCE(c->req_mark))
+	if (pinned(c, w) || !tail_ok(c))
+		return 0; /* no evidence that the conversation is between messages */
+	if (READ_ONCE(w->peer_hi) == READ_ONCE(w->req_mark))
 		return 0; /* not answered yet */
 	if (READ_ONCE(c->peer_acked) != bound_snd_nxt(b, w))
 		return 0;

@@ -214,6 +214,23 @@ struct xlb_map_def SEC("maps") xlb_scratch = {
 	.max_entries = 1,
 };
 
+/* The first payload bytes of the packet at hand, copied where a decision
+ * reads them (proto.h). In map memory for the same reason as xlb_scratch:
+ * every byte read is one unknown value to the verifier, whatever the
+ * packet, and no read needs a bounds check against the packet. */
+struct peek_buf {
+	__u8 b[XLB_PEEK_MAX + 16]; /* zero past len, so a word read near the end is defined */
+	__u32 len;                 /* payload bytes copied, at most XLB_PEEK_MAX */
+	__u32 pad;
+};
+
+struct xlb_map_def SEC("maps") xlb_peek = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct peek_buf),
+	.max_entries = 1,
+};
+
 /* Per-CPU room for the two bindings bind_legs() writes: on the stack they
  * would push the program past the 512-byte BPF stack. */
 struct bind_scratch {

@@ -63,6 +63,18 @@ enum xlb_counter {
 	XLB_CNT_REMATCH = 38,      /* client moved to the worker named by xlb ctl rematch */
 	XLB_CNT_TAIL_FAIL = 39,    /* drop: a tail call to another program failed */
 	XLB_CNT_BIND_RACE = 40,    /* drop: the leg changed between the two programs (the sender retransmits) */
+	/* A pair pinned for life, one counter per enum pin_reason, in its order. */
+	XLB_CNT_PIN_TLS = 41,      /* the client's first bytes are a TLS record */
+	XLB_CNT_PIN_UPGRADE = 42,  /* 101 Switching Protocols, CONNECT, HTTP/2 preface */
+	XLB_CNT_PIN_INTERIM = 43,  /* an interim (1xx) answer that does not end in its segment */
+	XLB_CNT_PIN_PIPELINED = 44,/* the worker answered before it had the whole request */
+	XLB_CNT_PIN_NOT_MSG = 45,  /* new data at a boundary does not start a message of the protocol */
+	XLB_CNT_PIN_RAW = 46,      /* --protocol raw: every connection */
+	XLB_CNT_PIN_UNKNOWN = 47,  /* --protocol auto: the first bytes are of no protocol we know */
+	XLB_CNT_PIN_STATEFUL = 48, /* a command that gives the connection state (AUTH, SELECT, MULTI, SUBSCRIBE...) */
+	XLB_CNT_INTERIM = 49,      /* an interim answer (100 Continue, 103): the exchange goes on */
+	XLB_CNT_STAY_PINNED = 50,  /* boundary on a pinned pair: stayed */
+	XLB_CNT_STAY_TAIL = 51,    /* boundary, but the client's previous data did not end a write (PSH) or a line: stayed */
 	XLB_CNT_MAX
 };
 
@@ -131,7 +143,7 @@ struct leg {
 	__u32 peer_acked;    /* highest ack received from the peer */
 	__u32 peer_tsval;    /* highest TSval received from the peer */
 	__u32 peer_win;      /* last window field from the peer, unscaled */
-	__u32 req_mark;      /* client legs: partner's peer_hi when the current request started */
+	__u32 req_mark;      /* worker legs: peer_hi when the current request started (its answer starts there) */
 	__u32 rx_flags;      /* enum leg_rx_flag */
 	__u32 requests;      /* client legs: requests seen (new data after a response) */
 	/* tx (valid while not bound) */
@@ -140,7 +152,43 @@ struct leg {
 	__u32 snd_win;       /* window field to send, unscaled */
 	/* life cycle */
 	__u32 state;         /* enum leg_state */
+	/* remix safety (DESIGN.md "Remix safety") */
+	__u32 sent_hi;       /* worker legs, bound: end of the highest client data forwarded to the
+	                      * worker, worker's sequence space (written by the client path) */
+	__u32 pin;           /* enum pin_reason: never moved, never released (0: free); set once, CAS */
+	__u8 proto;          /* client legs: enum xlb_proto, from the first bytes */
+	__u8 tail;           /* client legs: enum leg_tail, of the segment that ended at peer_hi */
+	__u8 pad[2];
 	__u64 last_ns;       /* now_ns() (CLOCK_MONOTONIC_COARSE) of the last packet from the peer */
+};
+
+/* What the client's protocol is (--protocol, or classified from the first
+ * bytes of the connection under --protocol auto). */
+enum xlb_proto {
+	PROTO_NONE = 0,     /* no data seen yet */
+	PROTO_HTTP = 1,     /* HTTP/1.x: a message starts with a method token */
+	PROTO_RESP = 2,     /* Redis RESP: a command is an array (*N) */
+	PROTO_MEMCACHE = 3, /* memcached text: a command word */
+	PROTO_OPAQUE = 4,   /* no message boundaries can be seen (TLS, raw, unknown): pinned */
+};
+
+/* Why a pair is pinned; XLB_CNT_PIN_TLS - 1 + reason counts it. */
+enum pin_reason {
+	PIN_NONE = 0,
+	PIN_TLS = 1,
+	PIN_UPGRADE = 2,
+	PIN_INTERIM = 3,
+	PIN_PIPELINED = 4,
+	PIN_NOT_MSG = 5,
+	PIN_RAW = 6,
+	PIN_UNKNOWN = 7,
+	PIN_STATEFUL = 8,
+};
+
+/* How the client's data before a candidate boundary ended. */
+enum leg_tail {
+	TAIL_PSH = 1,  /* its segment carried PSH: the end of a write */
+	TAIL_CRLF = 2, /* its last two bytes were CRLF (checked for RESP and memcache only) */
 };
 
 /* How packets arriving on one leg are turned into packets of its partner.
@@ -155,7 +203,7 @@ struct binding {
 	__u8 in_wscale;      /* our leg's peer_wscale */
 	__u8 out_wscale;     /* partner's our_wscale */
 	__u8 flags;          /* enum binding_flag */
-	__u8 pad;
+	__u8 proto;          /* the client leg's enum xlb_proto (the worker path reads HTTP status lines) */
 	__u32 worker;        /* worker id of the pair's worker leg (per-worker stats) */
 	__u32 ifindex;       /* routed mode: egress device (0 = look it up) */
 };
@@ -227,9 +275,18 @@ struct xlb_config {
 	__u8 flags;            /* enum config_flag */
 	__u16 our_mss;         /* MSS the listener announces */
 	__u8 policy;           /* enum xlb_policy */
-	__u8 pad;
+	__u8 protocol;         /* enum cfg_protocol */
 	__u32 sched_len;       /* entries of xlb_sched in use (policies rr and least) */
 	__u32 pad2;
+};
+
+/* --protocol: which rules tell a message boundary. */
+enum cfg_protocol {
+	CFG_PROTO_AUTO = 0,     /* classify each connection from its first bytes */
+	CFG_PROTO_HTTP = 1,     /* PROTO_HTTP for every connection */
+	CFG_PROTO_RESP = 2,     /* PROTO_RESP */
+	CFG_PROTO_MEMCACHE = 3, /* PROTO_MEMCACHE */
+	CFG_PROTO_RAW = 4,      /* none: every connection pinned (an L4 splice) */
 };
 
 enum config_flag {

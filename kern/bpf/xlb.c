@@ -18,6 +18,7 @@
 #include "tcp_opts.h"
 #include "leg.h"
 #include "pick.h"
+#include "proto.h"
 
 /* The data plane is four programs built from the same code, joined by tail
  * calls, and a fifth for control commands (xlb_ctl). xlb_xdp takes every
@@ -383,6 +384,15 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 	return verdict(XDP_PASS);
 }
 
+/* start_request marks where worker leg w's answer to a new request will
+ * start, and that nothing of the request has reached it yet. Written before
+ * w is bound (its worker cannot answer before the request it has not had). */
+static __always_inline void start_request(struct leg *w)
+{
+	WRITE_ONCE(w->req_mark, READ_ONCE(w->peer_hi));
+	WRITE_ONCE(w->sent_hi, READ_ONCE(w->snd_nxt));
+}
+
 /* remix moves client leg c (key ck), bound with binding b to worker leg w,
  * onto the worker leg the policy picks, at a request boundary: the one
  * well-defined rebind. Both legs' tx positions are materialised from the
@@ -406,6 +416,7 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 		count(XLB_CNT_REMIX_NO_IDLE);
 		return NULL;
 	}
+	start_request(n);
 	materialize(c, b, w);
 	materialize(w, bw, c);
 	if (bind_legs(ck, c, &nk, n, 0)) {
@@ -420,7 +431,6 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 	if (ws)
 		ws->binds++;
 	count(XLB_CNT_REMIX);
-	c->req_mark = READ_ONCE(n->peer_hi);
 	return bpf_map_lookup_elem(&xlb_binds, ck);
 }
 
@@ -428,23 +438,24 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
  * new request (DESIGN.md "Remix at a request boundary")? New data (seq ==
  * peer_hi), after the worker answered since the current request started,
  * acknowledging the whole answer, with the whole request acknowledged by the
- * worker. Then the client may move to another worker leg (want_move). What
- * cannot be decided stays on the current binding (always correct), and is
- * counted. *bp is the binding to translate with. Returns 1 when the packet
- * must go to the bind program (STAGE_MAIN, a move), before anything changed. */
-static __always_inline int client_data(struct pkt *p, struct leg *c, struct binding **bp,
-				       struct xlb_config *cfg, int stage)
+ * worker: a candidate. Those conditions are necessary, not sufficient
+ * (proto.h): the client moves only if the new data starts a message of its
+ * protocol, its data before ended a write, and the pair is not pinned; new
+ * data that does not start a message pins the pair. Then the client may move
+ * to another worker leg (want_move). What cannot be decided stays on the
+ * current binding (always correct), and is counted. *bp is the binding to
+ * translate with. Returns 1 when the packet must go to the bind program
+ * (STAGE_MAIN, a move), before anything changed. */
+static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding **bp, struct leg *w,
+				    struct xlb_config *cfg, int stage)
 {
 	struct binding *b = *bp, *nb;
-	struct leg *w;
-	__u32 w_hi;
-	int move;
+	struct peek_buf *k;
+	__u32 w_hi, reason;
+	int move, evidence;
 
-	w = bpf_map_lookup_elem(&xlb_legs, &b->to);
-	if (!w)
-		return 0;
 	w_hi = READ_ONCE(w->peer_hi);
-	if (w_hi == c->req_mark)
+	if (w_hi == READ_ONCE(w->req_mark))
 		return 0; /* no answer since the request started: a continuation */
 	if (p->seq != READ_ONCE(c->peer_hi)) {
 		if (seq_gt(p->seq, READ_ONCE(c->peer_hi)))
@@ -459,12 +470,26 @@ static __always_inline int client_data(struct pkt *p, struct leg *c, struct bind
 		count(XLB_CNT_STAY_REQUEST);
 		return 0;
 	}
+	/* A candidate boundary: now the evidence. */
+	evidence = 0;
+	if (pinned(c, w)) {
+		count(XLB_CNT_STAY_PINNED);
+	} else {
+		k = peek_load(p);
+		reason = k ? msg_start(k, c->proto) : PIN_NOT_MSG;
+		if (reason)
+			pin_pair(c, w, reason);
+		else if (!tail_ok(c))
+			count(XLB_CNT_STAY_TAIL);
+		else
+			evidence = 1;
+	}
 	/* A worker that closed its side after the answer (its FIN is in w_hi,
 	 * and the client just acknowledged it) must not go back to the pool,
 	 * and the client was told the stream ended: stay, and let the worker's
 	 * stack answer the data. */
-	move = !p->fin && READ_ONCE(w->state) == LEG_BOUND && !(READ_ONCE(w->rx_flags) & LEG_RX_FIN) &&
-	       want_move(cfg, &p->key, w->worker);
+	move = evidence && !p->fin && READ_ONCE(w->state) == LEG_BOUND &&
+	       !(READ_ONCE(w->rx_flags) & LEG_RX_FIN) && want_move(cfg, &p->key, w->worker);
 	if (stage == STAGE_MAIN && move)
 		return 1;
 	count(XLB_CNT_REQUEST);
@@ -475,7 +500,7 @@ static __always_inline int client_data(struct pkt *p, struct leg *c, struct bind
 	if (!nb) {
 		struct worker_stats *ws = wstats(w->worker);
 
-		c->req_mark = w_hi;
+		WRITE_ONCE(w->req_mark, w_hi);
 		if (ws)
 			ws->requests++;
 		return 0;
@@ -488,6 +513,82 @@ static __always_inline int client_data(struct pkt *p, struct leg *c, struct bind
 	}
 	*bp = nb;
 	return 0;
+}
+
+/* track_client notes, for a client data segment that the pair forwards,
+ * how it ended (the evidence tail_ok() reads at the next candidate) and
+ * how far the worker has been sent (the evidence worker_data() reads). Only
+ * the segment that ends at the new peer_hi counts. Reads two payload bytes
+ * on a segment that ends a write, for the line protocols only. */
+static __always_inline void track_client(const struct pkt *p, struct leg *c, const struct binding *b,
+					 struct leg *w)
+{
+	__u32 end = p->seq + p->payload;
+	__u8 tail = 0;
+
+	if (!seq_gt(end, READ_ONCE(c->peer_hi)))
+		return;
+	if (p->psh) {
+		tail = TAIL_PSH;
+		if ((c->proto == PROTO_RESP || c->proto == PROTO_MEMCACHE) && payload_tail(p, 2) == CRLF)
+			tail |= TAIL_CRLF;
+	}
+	WRITE_ONCE(c->tail, tail);
+	seq_advance(&w->sent_hi, end + b->seq_off);
+}
+
+/* client_data: a client data segment on a bound leg. Returns 1 when the
+ * packet must go to the bind program (see boundary()). */
+static __always_inline int client_data(struct pkt *p, struct leg *c, struct binding **bp,
+				       struct xlb_config *cfg, int stage)
+{
+	struct leg *w = bpf_map_lookup_elem(&xlb_legs, &(*bp)->to);
+	int r;
+
+	if (!w)
+		return 0;
+	r = boundary(p, c, bp, w, cfg, stage);
+	/* xlb_bind only decides; xlb_xdp, called next, forwards and tracks
+	 * (with the binding of the move, if there was one). */
+	if (r || stage == STAGE_BIND)
+		return r;
+	track_client(p, c, *bp, w);
+	return 0;
+}
+
+/* worker_data: a worker data segment on a bound leg, before its positions
+ * move. New data whose ACK is below the client data already sent to the
+ * worker: it answered a request it did not have whole (pipelining, an early
+ * answer): pinned. The first segment of an HTTP answer: an interim answer
+ * (1xx) that ends in its segment moves the start of the answer past it;
+ * 101, an interim answer that goes on, or no status line pin the pair. */
+static __always_inline void worker_data(const struct pkt *p, struct leg *w, const struct binding *b)
+{
+	__u32 end = p->seq + p->payload, mark;
+	struct peek_buf *k;
+	__u32 reason = 0;
+	int st;
+
+	if (READ_ONCE(w->pin) || !seq_gt(end, READ_ONCE(w->peer_hi)))
+		return;
+	mark = READ_ONCE(w->req_mark);
+	if (p->has_ack && seq_lt(p->ack, READ_ONCE(w->sent_hi))) {
+		reason = PIN_PIPELINED;
+	} else if (b->proto == PROTO_HTTP && p->seq == mark) {
+		k = peek_load(p);
+		st = k ? http_status(k) : -1;
+		if (st == 101)
+			reason = PIN_UPGRADE;
+		else if (st < 0)
+			reason = PIN_NOT_MSG;
+		else if (st < 200 && payload_tail(p, 4) == CRLFCRLF &&
+			 __sync_val_compare_and_swap(&w->req_mark, mark, end) == mark)
+			count(XLB_CNT_INTERIM);
+		else if (st < 200)
+			reason = PIN_INTERIM;
+	}
+	if (reason)
+		pin_pair(bpf_map_lookup_elem(&xlb_legs, &b->to), w, reason);
 }
 
 /* After a bound leg moved: both directions closed with FIN and both FINs
@@ -589,6 +690,8 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 			d->act = ACT_TAIL;
 			return;
 		}
+		if (leg->kind == LEG_WORKER && p->payload)
+			worker_data(p, leg, b);
 		advance(leg, p);
 		if (p->has_ack)
 			check_closed(p, leg, b);
@@ -597,13 +700,18 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 	d->b = b;
 }
 
-/* The first data of a client leg (STAGE_BIND): bind it to the worker leg the
- * policy picks. Returns 0, or the reason to drop the packet. */
+/* The first data of a client leg (STAGE_BIND), or its first after an idle
+ * release: bind it to the worker leg the policy picks. The first data of the
+ * connection tells its protocol (classify); later, data that does not start
+ * a message is bound all the same (there is no other place for it) and the
+ * pair pinned. Returns 0, or the reason to drop the packet. */
 static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct xlb_config *cfg)
 {
 	struct worker_stats *ws;
 	struct leg_key wk;
 	struct leg *w = pick_leg(cfg, &p->key, &wk, 1);
+	struct peek_buf *k;
+	__u32 pin = 0, proto, start;
 
 	if (!w) {
 		emit(EV_POOL_EMPTY, &p->key, leg, READ_ONCE(leg->state));
@@ -614,6 +722,19 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 		unpop(&wk, w, cfg);
 		return XLB_CNT_DEAD_LEG;
 	}
+	k = peek_load(p);
+	if (!k) {
+		leg->state = LEG_IDLE;
+		unpop(&wk, w, cfg);
+		return XLB_CNT_BIND_RACE;
+	}
+	proto = leg->requests == 0 ? first_proto(k, cfg) : leg->proto;
+	start = msg_start(k, proto);
+	if (leg->requests == 0)
+		pin = classify(k, leg, cfg, proto, start); /* before bind_legs: the bindings carry the protocol */
+	else if (!READ_ONCE(leg->pin))
+		pin = start;
+	start_request(w);
 	if (bind_legs(&p->key, leg, &wk, w, 0)) {
 		leg->state = LEG_IDLE;
 		unpop(&wk, w, cfg);
@@ -621,7 +742,10 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 	}
 	count(XLB_CNT_BIND);
 	wload_add(w->worker, 1);
-	leg->req_mark = READ_ONCE(w->peer_hi);
+	if (!pin)
+		pin = READ_ONCE(leg->pin); /* a pinned client stays pinned on its new leg */
+	if (pin)
+		pin_pair(leg, w, pin);
 	leg->requests++;
 	ws = wstats(w->worker);
 	if (ws) {
@@ -810,6 +934,8 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_BIND);
 		return drop(XLB_CNT_TAIL_FAIL);
 	}
+	if (leg->kind == LEG_WORKER && p->payload)
+		worker_data(p, leg, b);
 	advance(leg, p);
 	if (p->has_ack)
 		check_closed(p, leg, b);
@@ -949,6 +1075,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	p.opts = (__u8 *)(tcp + 1);
 	p.opt_len = tcp_len - sizeof(struct tcphdr);
 	p.payload = bpf_ntohs(ip->tot_len) - ip_len - tcp_len;
+	p.payload_off = sizeof(struct ethhdr) + ip_len + tcp_len;
 	p.seq = bpf_ntohl(tcp->seq);
 	p.ack = bpf_ntohl(tcp->ack_seq);
 	p.win = bpf_ntohs(tcp->window);
@@ -956,6 +1083,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	p.syn = tcp->syn;
 	p.rst = tcp->rst;
 	p.has_ack = tcp->ack;
+	p.psh = tcp->psh;
 	p.key.peer_addr[0] = ip->saddr;
 	p.key.local_addr[0] = ip->daddr;
 	p.key.peer_port = tcp->source;
