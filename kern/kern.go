@@ -101,6 +101,7 @@ const (
 	CounterInterim
 	CounterStayPinned
 	CounterStayTail
+	CounterClientLeft
 	CounterMax
 )
 
@@ -157,6 +158,7 @@ var counterNames = [CounterMax]string{
 	CounterInterim:      "interim",
 	CounterStayPinned:   "stay_pinned",
 	CounterStayTail:     "stay_tail",
+	CounterClientLeft:   "client_left",
 }
 
 func (c Counter) String() string {

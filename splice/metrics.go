@@ -86,6 +86,7 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterInterim:      "Interim HTTP answers (100 Continue, 103 Early Hints) passed over: the exchange went on.",
 	kern.CounterStayPinned:   "Request boundaries on a pinned connection: the client stayed.",
 	kern.CounterStayTail:     "Request boundaries after client data that did not end a write (or a line): the client stayed.",
+	kern.CounterClientLeft:   "Clients that closed between exchanges: their worker connection went back to the pool.",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.

@@ -75,6 +75,7 @@ enum xlb_counter {
 	XLB_CNT_INTERIM = 49,      /* an interim answer (100 Continue, 103): the exchange goes on */
 	XLB_CNT_STAY_PINNED = 50,  /* boundary on a pinned pair: stayed */
 	XLB_CNT_STAY_TAIL = 51,    /* boundary, but the client's previous data did not end a write (PSH) or a line: stayed */
+	XLB_CNT_CLIENT_LEFT = 52,  /* a client closed between exchanges: its worker leg went back to the pool */
 	XLB_CNT_MAX
 };
 

@@ -665,10 +665,80 @@ static __always_inline int rst_exact(const struct leg *leg, const struct pkt *p)
 	return p->seq == hi || ((READ_ONCE(leg->rx_flags) & LEG_RX_FIN) && p->seq == hi - 1);
 }
 
+/* between_exchanges: client leg c, bound with b to worker leg w, closes
+ * (FIN or RST segment p) between two exchanges: its data ended, the worker
+ * answered all of it and acknowledged it, the client acknowledged the whole
+ * answer (on this segment or before), nobody closed yet, the pair is not
+ * pinned. Then the worker need not know the client left. */
+static __always_inline int between_exchanges(const struct pkt *p, const struct leg *c, const struct binding *b,
+					     const struct leg *w)
+{
+	__u32 sent = bound_snd_nxt(b, w);
+
+	if (c->kind != LEG_CLIENT || w->kind != LEG_WORKER || p->payload || p->seq != READ_ONCE(c->peer_hi))
+		return 0;
+	if (READ_ONCE(w->state) != LEG_BOUND || pinned(c, w) || !tail_ok(c))
+		return 0;
+	if ((READ_ONCE(c->rx_flags) | READ_ONCE(w->rx_flags)) & (LEG_RX_FIN | LEG_RX_RST))
+		return 0;
+	if (READ_ONCE(w->peer_hi) == READ_ONCE(w->req_mark))
+		return 0; /* the request has had no answer */
+	if (READ_ONCE(w->peer_acked) != READ_ONCE(c->peer_hi) + b->seq_off)
+		return 0; /* the worker has not acknowledged the whole request */
+	return READ_ONCE(c->peer_acked) == sent || (p->has_ack && p->ack == sent);
+}
+
+/* client_leaves: a client closes between exchanges (between_exchanges):
+ * the data plane completes the close itself and gives the worker leg back
+ * to its pool, for the next client. Its FIN is answered with our FIN (the
+ * leg waits for the last ACK in LEG_CLOSING), its RST ends the leg. The
+ * worker never sees the client go. After its FIN or RST the client sends
+ * no new data, so no grace period is needed before the worker leg serves
+ * another client (idle release needs one): a late retransmission of the
+ * client finds the leg unbound and is answered as stale. Returns 1 when it
+ * took the segment (d says what to do with it). */
+static __always_inline int client_leaves(struct pkt *p, struct leg *c, const struct binding *b,
+					 struct decision *d, struct xlb_config *cfg)
+{
+	struct leg_key wk = b->to;
+	struct binding *bw;
+	struct leg *w;
+	__u32 seq;
+
+	if (!(p->fin || p->rst) || (p->rst && !rst_exact(c, p)))
+		return 0;
+	w = bpf_map_lookup_elem(&xlb_legs, &wk);
+	bw = bpf_map_lookup_elem(&xlb_binds, &wk);
+	if (!w || !bw || !between_exchanges(p, c, b, w))
+		return 0;
+	if (!set_state(c, LEG_BOUND, LEG_CLOSING))
+		return 0;
+	materialize(c, b, w);
+	materialize(w, bw, c);
+	bpf_map_delete_elem(&xlb_binds, &wk);
+	bpf_map_delete_elem(&xlb_binds, &p->key);
+	give_back(&wk, w, cfg);
+	count(XLB_CNT_CLIENT_LEFT);
+	if (p->rst) {
+		__sync_fetch_and_or(&c->rx_flags, LEG_RX_RST);
+		finish(&p->key, c);
+		act_drop(d, XLB_CNT_DEAD_LEG);
+		return 1;
+	}
+	advance(c, p);
+	seq = READ_ONCE(c->snd_nxt);
+	WRITE_ONCE(c->snd_nxt, seq + 1); /* our FIN */
+	count(XLB_CNT_FIN_ANSWERED);
+	act_reply(d, c, seq, REPLY_ACK | REPLY_FIN);
+	return 1;
+}
+
 /* A segment on a bound leg: positions and life cycle, then translate. */
 static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct binding *b, int ok,
 				     struct decision *d, struct xlb_config *cfg)
 {
+	if (ok && leg->kind == LEG_CLIENT && client_leaves(p, leg, b, d, cfg))
+		return;
 	if (ok && p->rst) {
 		/* RFC 5961: a RST changes state only at exactly the next
 		 * expected seq. Any other RST is forwarded for the endpoint to
@@ -1109,9 +1179,9 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		count(XLB_CNT_FOREIGN);
 		return verdict(XDP_PASS);
 	}
-	if (stage == STAGE_MAIN && (!leg || p.syn || p.rst)) {
-		/* Handshakes, new legs, resets: xlb_slow's, which parses the
-		 * options itself. */
+	if (stage == STAGE_MAIN && (!leg || p.syn || p.rst || p.fin)) {
+		/* Handshakes, new legs, resets, closes: xlb_slow's, which
+		 * parses the options itself. */
 		bpf_tail_call(ctx, &xlb_progs, XLB_PROG_SLOW);
 		return drop(XLB_CNT_TAIL_FAIL);
 	}

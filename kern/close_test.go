@@ -1,0 +1,193 @@
+package kern_test
+
+// Fixtures of a client's close and the fate of its worker leg: a client that
+// leaves between two exchanges gives its worker leg back to the pool (the
+// data plane completes its close; the worker never knows); a client that
+// leaves in the middle of an exchange takes its worker leg with it (the FIN
+// or RST goes to the worker, the pair ends).
+
+import (
+	"testing"
+
+	"github.com/xlb-lb/xlb/kern"
+)
+
+// TestClientLeavesBetweenExchanges: after a whole answer, acknowledged on
+// the FIN itself or before it, the client's FIN is answered by the data
+// plane and W1 goes back to its pool with its positions; the client's last
+// ACK ends the client leg. A late retransmission from W1's worker is then
+// answered as stale, and the next client binds W1.
+func TestClientLeavesBetweenExchanges(t *testing.T) {
+	for _, ackedBefore := range []bool{true, false} {
+		name := "answer acknowledged on the FIN"
+		if ackedBefore {
+			name = "answer acknowledged before the FIN"
+		}
+		t.Run(name, func(t *testing.T) {
+			d := loadDataPlane(t)
+			var a answered
+			if ackedBefore {
+				a = quiescentPair(t, d)
+			} else {
+				a = answeredPair()
+				a.store(d, false)
+				d.setLoad(1, 1)
+			}
+			ws1 := d.workerStats(1)
+			cm := a.materializedClient()
+			fin := fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400,
+				opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())})
+			in := fin.build()
+			v, out, delta := d.run(in)
+			checkVerdict(t, v, xdpTX)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterClientLeft, kern.CounterFINAnswered, kern.CounterTX)
+			wantC := cm
+			wantC.State = kern.LegClosing
+			wantC.PeerHi++
+			wantC.PeerAcked = a.cSndNxt()
+			wantC.PeerTSval++
+			wantC.RxFlags |= kern.RxFIN
+			wantC.SndNxt = cm.SndNxt + 1 // our FIN
+			checkReply(t, in, out, wantC, cm.SndNxt, tcpFIN|tcpACK)
+			checkLeg(t, "client leg after its FIN", d.mustLeg(clientKey), wantC)
+			d.checkNoBind("after the client left", clientKey)
+			d.checkNoBind("after the client left", workerKey)
+			wantW1 := a.w1
+			wantW1.State = kern.LegIdle
+			wantW1.SndNxt = a.c.PeerHi + a.toW1.SeqOff
+			wantW1.OurTSval = a.c.PeerTSval + a.toW1.TSvalOff
+			wantW1.SndWin = scaledWin(a.c.PeerWin, a.c.PeerWScale, a.w1.OurWScale)
+			checkLeg(t, "W1 back in its pool", d.mustLeg(workerKey), wantW1)
+			if ackedBefore {
+				d.checkIdle("after the client left", workerKey, worker2Key) // quiescentPair queues W2
+			} else {
+				d.checkIdle("after the client left", workerKey)
+			}
+			if got := wsDelta(ws1, d.workerStats(1)); got != (kern.WorkerStats{Releases: 1}) {
+				t.Errorf("worker 1 stats moved %+v, want one release", got)
+			}
+			if d.load(1) != 0 {
+				t.Errorf("worker 1 load %d, want 0", d.load(1))
+			}
+			checkEvents(t, d.drainEvents())
+
+			// The FIN again (our FIN+ACK was lost): the same answer.
+			v, out, delta = d.run(in)
+			checkVerdict(t, v, xdpTX)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterFINAnswered, kern.CounterTX)
+			checkReply(t, in, out, wantC, cm.SndNxt, tcpFIN|tcpACK)
+
+			// The client's last ACK ends its leg.
+			v, _, delta = d.run(fromClient(seg{seq: wantC.PeerHi, ack: wantC.SndNxt, flags: tcpACK, win: 400,
+				opts: nopTS(a.c.PeerTSval+2, cm.OurTSval)}).build())
+			checkVerdict(t, v, xdpDrop)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterLegClosed, kern.CounterUnboundACK, kern.CounterDrop)
+			checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventLegClosed, Key: clientKey})
+
+			// W1's worker never saw the ACK that rode on the FIN: its
+			// retransmitted tail is answered by the data plane.
+			stale := fromWorker(seg{seq: a.w1.PeerHi - 100, ack: a.w1.PeerAcked, flags: tcpACK | tcpPSH, win: 300,
+				opts: nopTS(a.w1.PeerTSval+3, wantW1.OurTSval), payload: make([]byte, 100)}).build()
+			v, out, delta = d.run(stale)
+			checkVerdict(t, v, xdpTX)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterStaleAcked, kern.CounterTX)
+			checkReply(t, stale, out, wantW1, wantW1.SndNxt, tcpACK)
+
+			// The next client's request binds W1, right after the first
+			// client's request in the worker's stream.
+			c2 := stdClientLeg()
+			d.putLeg(client2Key, c2)
+			req := on(client2Key, seg{seq: c2.PeerHi, ack: c2.SndNxt, flags: tcpACK | tcpPSH, win: 502,
+				opts: nopTS(c2.PeerTSval+1, c2.OurTSval), payload: request})
+			v, out, delta = d.run(req)
+			checkVerdict(t, v, xdpPass)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)
+			if o := mustParse(t, out); o.seq != wantW1.SndNxt || o.ack != wantW1.PeerHi || o.dst != workerAddr {
+				t.Errorf("next client's request reaches %s at seq %#x ack %#x, want W1's worker at %#x, %#x",
+					o.dst, o.seq, o.ack, wantW1.SndNxt, wantW1.PeerHi)
+			}
+		})
+	}
+}
+
+// TestClientRSTBetweenExchanges: a RST at the exact seq after a whole answer
+// ends the client leg alone; W1 goes back to its pool, its worker never sees
+// the RST.
+func TestClientRSTBetweenExchanges(t *testing.T) {
+	d := loadDataPlane(t)
+	a := quiescentPair(t, d)
+	v, _, delta := d.run(fromClient(seg{seq: a.c.PeerHi, flags: tcpRST}).build())
+	checkVerdict(t, v, xdpDrop)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterClientLeft, kern.CounterLegClosed, kern.CounterDeadLeg, kern.CounterDrop)
+	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventLegClosed, Key: clientKey})
+	if gc := d.mustLeg(clientKey); gc.State != kern.LegDead || gc.RxFlags&kern.RxRST == 0 {
+		t.Errorf("client leg %s rx %#x, want dead after a RST", gc.State, gc.RxFlags)
+	}
+	if gw := d.mustLeg(workerKey); gw.State != kern.LegIdle {
+		t.Errorf("W1 %s, want idle", gw.State)
+	}
+	d.checkNoBind("after the RST", workerKey)
+	d.checkIdle("after the RST", workerKey, worker2Key)
+}
+
+// TestClientLeavesMidExchange: a FIN or RST before the exchange is over goes
+// to the worker, and the worker leg ends with the client's (never reused: the
+// worker may still answer into it).
+func TestClientLeavesMidExchange(t *testing.T) {
+	tests := []struct {
+		name  string
+		state func(a *answered)
+		seg   func(a answered) seg
+	}{
+		{"FIN before the answer", func(a *answered) { a.w1.PeerHi = a.w1.ReqMark },
+			func(a answered) seg {
+				return seg{seq: a.c.PeerHi, ack: a.c0.SndNxt, flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.c0.OurTSval)}
+			}},
+		{"FIN with half the answer acknowledged", nil, func(a answered) seg {
+			return seg{seq: a.c.PeerHi, ack: a.cSndNxt() - ansLen/2, flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}
+		}},
+		{"FIN before the worker acknowledged the request", func(a *answered) { a.w1.PeerAcked -= 10 }, func(a answered) seg {
+			return seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}
+		}},
+		{"FIN with data (the last request)", nil, func(a answered) seg {
+			return seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK | tcpPSH, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval()),
+				payload: request2}
+		}},
+		{"FIN on a pinned pair", func(a *answered) { a.c.Pin, a.w1.Pin = kern.PinTLS, kern.PinTLS }, func(a answered) seg {
+			return seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}
+		}},
+		{"FIN after a write that went on (no PSH)", func(a *answered) { a.c.Tail = 0 }, func(a answered) seg {
+			return seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}
+		}},
+		{"RST before the answer", func(a *answered) { a.w1.PeerHi = a.w1.ReqMark }, func(a answered) seg {
+			return seg{seq: a.c.PeerHi, flags: tcpRST}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := loadDataPlane(t)
+			a := answeredPair()
+			if tc.state != nil {
+				tc.state(&a)
+			}
+			a.store(d, true)
+			s := fromClient(tc.seg(a))
+			in := s.build()
+			v, out, delta := d.run(in)
+			checkVerdict(t, v, xdpPass)
+			if delta[kern.CounterClientLeft] != 0 {
+				t.Fatal("the client was taken as leaving between exchanges")
+			}
+			checkTranslated(t, in, out, a.toW1)
+			d.checkBind("forwarded", clientKey, a.toW1)
+			if s.flags&tcpRST != 0 {
+				if gw := d.mustLeg(workerKey); gw.State != kern.LegDead {
+					t.Errorf("W1 %s after the client's RST, want dead", gw.State)
+				}
+			} else if gw := d.mustLeg(workerKey); gw.State != kern.LegBound {
+				t.Errorf("W1 %s after the client's FIN, want bound until the worker closes too", gw.State)
+			}
+			d.checkIdle("forwarded", worker2Key)
+		})
+	}
+}
