@@ -325,3 +325,32 @@ func TestRetireIdle(t *testing.T) {
 	}
 	d.checkIdle("worker 1's pool", retireBKey)
 }
+
+// TestFirstBindFindsAnyIdleLeg: jiq's tokens can outnumber a worker's idle
+// legs (entries of legs that died idle, or were retired by a trim, leave
+// their tokens); a client's first data still binds if any worker of the
+// schedule has an idle leg, rather than being dropped to wait for its
+// retransmission timer. At a boundary the client just stays.
+func TestFirstBindFindsAnyIdleLeg(t *testing.T) {
+	d := loadDataPlane(t)
+	d.setSchedule(1, 2)
+	c, w2 := stdClientLeg(), stdWorker2Leg()
+	d.putLeg(clientKey, c)
+	d.putLeg(worker2Key, w2)
+	if err := d.pool(2).Push(keyBytes(t, worker2Key)); err != nil { // no token
+		t.Fatal(err)
+	}
+	for range 5 { // tokens of worker 1, whose pool is empty
+		if err := d.objs.Ready.Push(ebpf.Uint32Key(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := fromClient(seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
+		opts: nopTS(c.PeerTSval+1, c.OurTSval), payload: request}).build()
+	v, _, delta := d.run(in)
+	checkVerdict(t, v, xdpPass)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)
+	if b, ok := d.bind(clientKey); !ok || b.To != worker2Key {
+		t.Errorf("client bound to %v (%v), want W2, the one idle leg", b.To, ok)
+	}
+}

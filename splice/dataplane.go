@@ -188,6 +188,16 @@ func (d *DataPlane) WorkerStats(id uint32) (kern.WorkerStats, error) {
 	return w, nil
 }
 
+// Bound is the data plane's exact count of a worker's legs bound to a
+// client (xlb_wload, kept with atomics by the data plane).
+func (d *DataPlane) Bound(id uint32) (int, error) {
+	v := make([]byte, kern.WorkerLoadSize)
+	if err := d.Objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
+		return 0, fmt.Errorf("load of worker %d: %w", id, err)
+	}
+	return int(max(int64(binary.NativeEndian.Uint64(v)), 0)), nil
+}
+
 // ForEachLeg calls fn for every leg (a snapshot walk: legs may come and go
 // meanwhile). It stops early if fn returns false.
 func (d *DataPlane) ForEachLeg(fn func(kern.LegKey, *kern.Leg) bool) error {

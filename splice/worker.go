@@ -209,10 +209,20 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		w.lb.log.Error("reading worker stats", "worker", w.spec.Addr, "err", err)
 		return backoffMax
 	}
+	bound, err := w.lb.dp.Bound(w.id)
+	if err != nil {
+		w.lb.log.Error("reading worker load", "worker", w.spec.Addr, "err", err)
+		return backoffMax
+	}
 	w.mu.Lock()
-	weight, draining, legs := w.spec.Weight, w.draining, len(w.legs)
+	weight, draining := w.spec.Weight, w.draining
 	w.mu.Unlock()
-	w.bound.Store(int64(max(legs-idle, 0)))
+	// The worker's live connections: idle, or busy with a client. Finished
+	// ones that linger (their entries wait for late retransmissions) are
+	// no longer its: a worker that closes after every answer would
+	// otherwise look busier the faster it is.
+	legs := idle + bound
+	w.bound.Store(int64(bound))
 	// A worker's share of the connections follows its weight, not how
 	// long its requests take: the pool, plus its share of the connections
 	// busy over all workers. A slow worker then has fewer idle, and the
@@ -249,9 +259,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		}
 	}
 	if c := w.lb.cfg.WorkerConns; c > 0 {
-		w.mu.Lock()
-		want = min(want, c-len(w.legs))
-		w.mu.Unlock()
+		want = min(want, c-legs)
 	}
 	for i := 0; i < min(want, maxConnectsPerRound); i++ {
 		if ctx.Err() != nil {

@@ -99,10 +99,38 @@ static __always_inline struct leg *pick_least(const struct xlb_config *cfg, stru
 	return pool_pop(second, wk);
 }
 
+/* pick_any: any worker of the schedule with an idle leg, from a random
+ * slot. A client's first data must find a leg if one is idle anywhere: the
+ * policy's choice can come back empty though legs are idle (jiq's tokens
+ * can outnumber a worker's idle legs: entries of legs that died idle, or
+ * retired by a trim, leave their tokens behind), and a drop costs the client
+ * a retransmission timeout. */
+static __always_inline struct leg *pick_any(const struct xlb_config *cfg, struct leg_key *wk)
+{
+	__u32 len = cfg->sched_len, start;
+
+	if (!len || len > XLB_SCHED_LEN)
+		return NULL;
+	start = bpf_get_prandom_u32() % len;
+	for (__u32 i = 0; i < XLB_PICK_ANY && i < len; i++) {
+		__u32 slot = (start + i) % len;
+		__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
+		struct leg *w;
+
+		if (!worker)
+			continue;
+		w = pool_pop(*worker, wk);
+		if (w)
+			return w;
+	}
+	return NULL;
+}
+
 /* pick_leg takes an idle worker leg for client leg ck: the worker named by a
  * pending rematch if it has one idle, else the policy's choice. With `must`
  * zero (a boundary: the client could stay), a rematch whose worker has
- * nothing idle yet keeps the client where it is and stays pending. */
+ * nothing idle yet keeps the client where it is and stays pending; with
+ * `must` set (a first bind) any idle leg does when the policy finds none. */
 static __always_inline struct leg *pick_leg(const struct xlb_config *cfg, const struct leg_key *ck,
 					    struct leg_key *wk, int must)
 {
@@ -119,13 +147,23 @@ static __always_inline struct leg *pick_leg(const struct xlb_config *cfg, const 
 		if (!must)
 			return NULL;
 	}
-	switch (cfg->policy) {
-	case POLICY_RR:
-		return pick_rr(cfg, wk);
-	case POLICY_LEAST:
-		return pick_least(cfg, wk);
+	{
+		struct leg *w;
+
+		switch (cfg->policy) {
+		case POLICY_RR:
+			w = pick_rr(cfg, wk);
+			break;
+		case POLICY_LEAST:
+			w = pick_least(cfg, wk);
+			break;
+		default:
+			w = pick_jiq(wk);
+		}
+		if (w || !must)
+			return w;
 	}
-	return pick_jiq(wk);
+	return pick_any(cfg, wk);
 }
 
 /* want_move: at a request boundary, may the client move? Always, except
