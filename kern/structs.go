@@ -558,7 +558,9 @@ type Event struct {
 	Type       EventType
 	State      LegState
 	Key        LegKey
-	Other      LegKey
+	Worker     uint32  // worker legs: the worker id
+	Kind       LegKind // the leg's kind
+	Pin        PinReason
 	PeerHi     uint32
 	SndNxt     uint32
 	PeerTSval  uint32
@@ -571,7 +573,7 @@ type Event struct {
 }
 
 // EventSize is sizeof(struct xlb_event).
-const EventSize = 112
+const EventSize = 80
 
 func (e *Event) UnmarshalBinary(b []byte) error {
 	if len(b) < EventSize {
@@ -581,14 +583,10 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 	if err := e.Key.UnmarshalBinary(b[8:]); err != nil {
 		return err
 	}
-	if b[48+36] == afInet {
-		if err := e.Other.UnmarshalBinary(b[48:]); err != nil {
-			return err
-		}
-	}
-	e.PeerHi, e.SndNxt = ne.Uint32(b[88:]), ne.Uint32(b[92:])
-	e.PeerTSval, e.OurTSval = ne.Uint32(b[96:]), ne.Uint32(b[100:])
-	e.PeerWScale, e.OurWScale, e.Opts, e.RxFlags = b[104], b[105], b[106], b[107]
-	e.PeerMSS = ne.Uint16(b[108:])
+	e.Worker, e.Kind, e.Pin = ne.Uint32(b[48:]), LegKind(b[52]), PinReason(b[53])
+	e.PeerHi, e.SndNxt = ne.Uint32(b[56:]), ne.Uint32(b[60:])
+	e.PeerTSval, e.OurTSval = ne.Uint32(b[64:]), ne.Uint32(b[68:])
+	e.PeerWScale, e.OurWScale, e.Opts, e.RxFlags = b[72], b[73], b[74], b[75]
+	e.PeerMSS = ne.Uint16(b[76:])
 	return nil
 }

@@ -89,7 +89,9 @@ func (lb *LB) handBackAll() int {
 	for _, it := range items {
 		c := lb.takeConn(it.k)
 		p, ok := pos[it.k]
-		if !ok || c == nil {
+		// A client leg's socket was destroyed when it was adopted: its
+		// repaired socket is made from the positions alone.
+		if !ok || (c == nil && it.l.Kind != kern.LegClient) {
 			lb.dp.ForgetLeg(it.k)
 			if c != nil {
 				closeSilently(c)
@@ -134,7 +136,7 @@ func (lb *LB) endPair(ck kern.LegKey) error {
 	var errs []error
 	for _, p := range []legPositions{pc, pw} {
 		conn := lb.takeConn(p.key)
-		if conn == nil {
+		if conn == nil && p.key != ck { // a client's socket: destroyed at its adoption
 			lb.dp.ForgetLeg(p.key)
 			continue
 		}
@@ -148,13 +150,7 @@ func (lb *LB) endPair(ck kern.LegKey) error {
 
 // takeConn removes and returns the socket held for a leg.
 func (lb *LB) takeConn(k kern.LegKey) *net.TCPConn {
-	lb.mu.Lock()
-	c := lb.clients[k]
-	delete(lb.clients, k)
-	lb.mu.Unlock()
-	if c != nil {
-		return c
-	}
+	var c *net.TCPConn
 	for _, w := range lb.workerList() {
 		if c = w.forget(k); c != nil {
 			return c
@@ -167,8 +163,10 @@ func (lb *LB) takeConn(k kern.LegKey) *net.TCPConn {
 // leg's positions, makes the data plane forget the leg, and closes the new
 // socket: the kernel sends a proper FIN.
 func (lb *LB) handBack(c *net.TCPConn, p legPositions) error {
-	if err := closeSilently(c); err != nil {
-		return err
+	if c != nil {
+		if err := closeSilently(c); err != nil {
+			return err
+		}
 	}
 	fd, err := repairedSocket(p)
 	if err != nil {

@@ -46,8 +46,7 @@ type handoverState struct {
 	Error     string           `json:"error,omitempty"`
 	Pid       int              `json:"pid"`
 	Listeners []string         `json:"listeners"` // descriptors first, in this order
-	Clients   []kern.LegKey    `json:"clients"`   // then these
-	Workers   []handoverWorker `json:"workers"`   // then each worker's legs
+	Workers   []handoverWorker `json:"workers"`   // then each worker's legs (clients have no socket)
 	Reaps     []handoverReap   `json:"reaps"`
 	Ifaces    []string         `json:"ifaces,omitempty"` // the program is attached to these
 }
@@ -96,12 +95,6 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 	}
 	// The new process holds every socket now. Close our descriptors (the
 	// sockets live on in the new process) and leave the data plane as is.
-	lb.mu.Lock()
-	for _, cc := range lb.clients {
-		cc.Close()
-	}
-	lb.clients = map[kern.LegKey]*net.TCPConn{}
-	lb.mu.Unlock()
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		for _, wc := range w.legs {
@@ -141,15 +134,6 @@ func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
 		st.Listeners = append(st.Listeners, ln.Addr().String())
 	}
 	lb.mu.Lock()
-	for k, c := range lb.clients {
-		f, err := c.File()
-		if err != nil {
-			lb.mu.Unlock()
-			return fail(err)
-		}
-		files = append(files, f)
-		st.Clients = append(st.Clients, k)
-	}
 	now := time.Now()
 	for _, r := range lb.reapQueue {
 		st.Reaps = append(st.Reaps, handoverReap{Key: r.key, InMs: r.at.Sub(now).Milliseconds()})
@@ -238,7 +222,7 @@ func (lb *LB) takeOver() (err error) {
 	if st.Error != "" {
 		return fmt.Errorf("handover refused: %s", st.Error)
 	}
-	n := len(st.Listeners) + len(st.Clients)
+	n := len(st.Listeners)
 	for _, w := range st.Workers {
 		n += len(w.Legs)
 	}
@@ -259,7 +243,14 @@ func (lb *LB) takeOver() (err error) {
 	if err := lb.adoptState(st, files); err != nil {
 		return fmt.Errorf("handover: %w", err)
 	}
-	lb.log.Info("took over", "from_pid", st.Pid, "clients", len(st.Clients), "iface", cfg.Iface)
+	clients := 0
+	lb.dp.ForEachLeg(func(_ kern.LegKey, l *kern.Leg) bool {
+		if l.Kind == kern.LegClient && l.State != kern.LegDead {
+			clients++
+		}
+		return true
+	})
+	lb.log.Info("took over", "from_pid", st.Pid, "clients", clients, "iface", cfg.Iface)
 	return nil
 }
 
@@ -274,13 +265,6 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 			return err
 		}
 		lb.listeners = append(lb.listeners, l.(*net.TCPListener))
-	}
-	for _, k := range st.Clients {
-		nc, err := net.FileConn(take())
-		if err != nil {
-			return err
-		}
-		lb.clients[k] = nc.(*net.TCPConn)
 	}
 	// Workers: those of the old process keep their ids and pool accounting;
 	// workers new on our command line get fresh ids.

@@ -162,9 +162,8 @@ type LB struct {
 	byID    map[uint32]*worker
 
 	mu         sync.Mutex
-	clients    map[kern.LegKey]*net.TCPConn
-	pendingEv  map[kern.LegKey]kern.Event // EV_CLIENT_LEG not yet matched with an accept
 	reapQueue  []reapItem
+	adopted    atomic.Uint64 // client connections adopted
 	unspliced  atomic.Uint64 // accepted connections without a client leg
 	waiting    atomic.Int64  // clients that found the pool empty, this reaper tick
 	mismatches atomic.Uint64 // client legs whose numbers disagree with the socket
@@ -205,8 +204,6 @@ func Start(cfg Config) (*LB, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		byID:      map[uint32]*worker{},
-		clients:   map[kern.LegKey]*net.TCPConn{},
-		pendingEv: map[kern.LegKey]kern.Event{},
 		done:      make(chan struct{}),
 		workerMSS: cfg.WorkerMSS,
 	}
@@ -478,8 +475,7 @@ func probeListener(ap netip.AddrPort, ln *net.TCPListener) (uint8, uint16, error
 	return 0, 0, errors.New("the probe connection was not accepted")
 }
 
-// accept holds every client connection: the kernel must keep the socket as
-// long as the client leg lives, though no byte is ever read from it.
+// accept adopts every client connection.
 func (lb *LB) accept(ln *net.TCPListener) {
 	for {
 		c, err := ln.AcceptTCP()
@@ -491,17 +487,33 @@ func (lb *LB) accept(ln *net.TCPListener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		lb.adoptClient(c)
+		key, err := legKeyOf(c)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		lb.adoptClient(c, key)
 	}
 }
 
-func (lb *LB) adoptClient(c *net.TCPConn) {
-	key, err := legKeyOf(c)
+// crossCheckEvery: the first crossCheckFirst client sockets, then one in
+// this many, are compared with the leg the data plane built from the
+// handshake (reading a socket in repair mode costs eight system calls).
+const (
+	crossCheckFirst = 64
+	crossCheckEvery = 64
+)
+
+// adoptClient takes over an accepted client connection. The data plane
+// learnt its leg from the handshake and handles every packet of it from now
+// on; the kernel's socket, which will never see a packet of it again, is
+// destroyed silently. Keeping it would keep the 4-tuple: a client that
+// reconnects from the same port (it closed second, so it has no TIME-WAIT)
+// would have its SYN taken by the stale socket, answered with a challenge
+// ACK, and retried a second later.
+func (lb *LB) adoptClient(c *net.TCPConn, key kern.LegKey) {
+	leg, err := lb.dp.Leg(key)
 	if err != nil {
-		c.Close()
-		return
-	}
-	if _, err := lb.dp.Leg(key); err != nil {
 		// No client leg: the handshake happened before the data plane was
 		// attached, or the leg table is full. The kernel owns this
 		// connection; end it properly.
@@ -510,13 +522,21 @@ func (lb *LB) adoptClient(c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	lb.mu.Lock()
-	lb.clients[key] = c
-	ev, ok := lb.pendingEv[key]
-	delete(lb.pendingEv, key)
-	lb.mu.Unlock()
-	if ok {
-		lb.crossCheck(key, c, ev)
+	check := false
+	if n := lb.adopted.Add(1); n <= crossCheckFirst || n%crossCheckEvery == 0 {
+		check = true
+	}
+	err = rawControl(c, func(fd int) error {
+		if check {
+			lb.crossCheck(key, fd, leg)
+		}
+		return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn)
+	})
+	if cerr := c.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		lb.log.Warn("destroying an adopted client socket", "client", key.Peer, "err", err)
 	}
 	// Every client takes a worker leg at its first request: top the pools up
 	// now, while the client is still writing it.
@@ -525,13 +545,18 @@ func (lb *LB) adoptClient(c *net.TCPConn) {
 	}
 }
 
-func (lb *LB) crossCheck(key kern.LegKey, c *net.TCPConn, ev kern.Event) {
-	st, err := connState(c)
+// crossCheck compares the client leg the data plane built from the
+// handshake with the socket the kernel made of it: options and window
+// scales always; sequence numbers while the leg has had no data yet (after
+// that the data plane has moved them on).
+func (lb *LB) crossCheck(key kern.LegKey, fd int, leg kern.Leg) {
+	st, err := ReadSocketState(fd)
 	if err != nil {
 		lb.log.Warn("reading a client socket", "client", key.Peer, "err", err)
 		return
 	}
-	if bad := CheckClientLeg(ev, st); len(bad) > 0 {
+	fresh := leg.State == kern.LegIdle && leg.Requests == 0 && leg.Proto == kern.ProtoNone
+	if bad := CheckClientLeg(leg, st, fresh); len(bad) > 0 {
 		lb.mismatches.Add(1)
 		lb.log.Warn("client leg built from the handshake disagrees with the socket", "client", key.Peer, "diff", strings.Join(bad, "; "))
 	}
@@ -559,19 +584,10 @@ func (lb *LB) readEvents(r *ebpf.RingBufReader) {
 func (lb *LB) handleEvent(ev kern.Event) {
 	switch ev.Type {
 	case kern.EventClientLeg:
-		lb.mu.Lock()
-		c, ok := lb.clients[ev.Key]
-		if !ok {
-			lb.pendingEv[ev.Key] = ev
-		}
-		lb.mu.Unlock()
-		if ok {
-			lb.crossCheck(ev.Key, c, ev)
-		}
+		// Nothing to do: the client is adopted when accepted.
 	case kern.EventLegClosed:
-		leg, err := lb.dp.Leg(ev.Key)
-		if err == nil && leg.Kind == kern.LegWorker && (ev.State == kern.LegIdle || ev.State == kern.LegClosing) {
-			if w := lb.workerByID(leg.Worker); w != nil {
+		if ev.Kind == kern.LegWorker && (ev.State == kern.LegIdle || ev.State == kern.LegClosing) {
+			if w := lb.workerByID(ev.Worker); w != nil {
 				w.mu.Lock()
 				w.idleDeaths++
 				w.mu.Unlock()
@@ -588,6 +604,11 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		// round rather than a few dozen per round.
 		lb.waiting.Add(1)
 		for _, w := range lb.workerList() {
+			if lb.log.Enabled(context.Background(), slog.LevelDebug) {
+				idle, _ := w.idle()
+				b, _ := lb.dp.Bound(w.id)
+				lb.log.Debug("pool empty", "worker", w.spec.Addr, "idle", idle, "bound", b)
+			}
 			w.poke()
 		}
 	}

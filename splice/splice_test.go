@@ -141,14 +141,17 @@ func TestWorkerLeg(t *testing.T) {
 }
 
 func TestCheckClientLeg(t *testing.T) {
-	ev := kern.Event{SndNxt: 10, PeerHi: 20, Opts: kern.OptTS | kern.OptWScale, PeerWScale: 7, OurWScale: 9}
+	ev := kern.Leg{SndNxt: 10, PeerHi: 20, Opts: kern.OptTS | kern.OptWScale, PeerWScale: 7, OurWScale: 9}
 	st := SocketState{SndNxt: 10, RcvNxt: 20, Options: tcpiOptTimestamps | tcpiOptWScale, SndWScale: 7, RcvWScale: 9}
-	if bad := CheckClientLeg(ev, st); len(bad) != 0 {
+	if bad := CheckClientLeg(ev, st, true); len(bad) != 0 {
 		t.Errorf("agreeing numbers reported: %v", bad)
 	}
 	st.RcvWScale, st.SndNxt = 8, 11
-	if bad := CheckClientLeg(ev, st); len(bad) != 2 {
+	if bad := CheckClientLeg(ev, st, true); len(bad) != 2 {
 		t.Errorf("two disagreements, got %v", bad)
+	}
+	if bad := CheckClientLeg(ev, st, false); len(bad) != 1 {
+		t.Errorf("without positions, one disagreement (window scales), got %v", bad)
 	}
 }
 

@@ -3,6 +3,7 @@ package splice
 import (
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/xlb-lb/xlb/kern"
 )
@@ -42,9 +43,6 @@ type Status struct {
 func (lb *LB) Status() Status {
 	s := Status{Pid: os.Getpid(), Iface: lb.cfg.Iface, Port: lb.cfg.Port,
 		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load()}
-	lb.mu.Lock()
-	s.Clients = len(lb.clients)
-	lb.mu.Unlock()
 	for _, w := range lb.workerList() {
 		idle, _ := w.idle()
 		ws, _ := lb.dp.WorkerStats(w.id)
@@ -66,6 +64,11 @@ func (lb *LB) Status() Status {
 	}
 	if legs, err := kern.LegCounts(lb.dp.Objs.Legs, lb.dp.Objs.Binds); err == nil {
 		s.Legs = legs
+		for k, n := range legs {
+			if state, ok := strings.CutPrefix(k, kern.LegClient.String()+"/"); ok && state != kern.LegDead.String() {
+				s.Clients += n
+			}
+		}
 	}
 	return s
 }

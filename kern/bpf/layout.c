@@ -17,7 +17,7 @@ const unsigned int xlb_layout[] = {
 	sizeof(struct endpoint), OFF(endpoint, port), OFF(endpoint, family),
 	sizeof(struct worker_info),
 	sizeof(struct xlb_config), OFF(xlb_config, listen_port), OFF(xlb_config, our_wscale), OFF(xlb_config, our_mss),
-	sizeof(struct xlb_event), OFF(xlb_event, key), OFF(xlb_event, other), OFF(xlb_event, peer_hi),
+	sizeof(struct xlb_event), OFF(xlb_event, key), OFF(xlb_event, worker), OFF(xlb_event, peer_hi),
 	OFF(xlb_event, peer_wscale), OFF(xlb_event, peer_mss),
 	LEG_CLIENT, LEG_WORKER, LEG_IDLE, LEG_BOUND, LEG_CLOSING, LEG_DEAD, LEG_PARKED,
 	LEG_OPT_TS, LEG_OPT_SACK, LEG_OPT_WSCALE, LEG_OPT_PEER_TS, LEG_RX_FIN, LEG_RX_RST,

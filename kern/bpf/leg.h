@@ -51,6 +51,9 @@ static __always_inline void emit(__u32 type, const struct leg_key *key, const st
 		ev.opts = leg->opts;
 		ev.rx_flags = leg->rx_flags;
 		ev.peer_mss = leg->peer_mss;
+		ev.worker = leg->worker;
+		ev.kind = leg->kind;
+		ev.pin = leg->pin;
 	}
 	if (bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0))
 		count(XLB_CNT_EVENT_LOST);

@@ -331,7 +331,10 @@ struct xlb_event {
 	__u32 type;          /* enum event_type */
 	__u32 state;         /* leg state; for EV_LEG_CLOSED, the state before it died */
 	struct leg_key key;  /* the leg concerned */
-	struct leg_key other;/* EV_BIND: the worker leg */
+	__u32 worker;        /* worker legs: the worker id */
+	__u8 kind;           /* enum leg_kind */
+	__u8 pin;            /* enum pin_reason */
+	__u16 pad2;
 	__u32 peer_hi;
 	__u32 snd_nxt;
 	__u32 peer_tsval;
