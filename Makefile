@@ -8,9 +8,13 @@ MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # The BPF object is the same for every target architecture (XDP programs see
-# only packet data); the UAPI headers come from the build host.
-BPF_CFLAGS := -O2 -mcpu=v3 -target bpf -Wall -Wextra -Werror -Wno-unused-parameter \
+# only packet data); the UAPI headers come from the build host. -g makes clang
+# write BTF (.BTF, .BTF.ext): the loader passes it with each program, for
+# global functions and source lines in verifier logs. Source paths in it are
+# relative to the repository, so the build directory stays out of the binary.
+BPF_CFLAGS := -O2 -g -fdebug-prefix-map=$(CURDIR)=. -mcpu=v3 -target bpf -Wall -Wextra -Werror -Wno-unused-parameter \
 	-I/usr/include/$(MULTIARCH)
+LLVM_STRIP ?= llvm-strip
 
 KERN_SRC := $(wildcard kern/bpf/*.c kern/bpf/*.h)
 TEST_BPF := $(patsubst %.c,%.o,$(wildcard ebpf/testdata/*.c))
@@ -29,10 +33,12 @@ all: deps $(BIN)
 deps:
 	@bash scripts/deps.sh build
 
-kern/bpf/xlb.o: $(KERN_SRC)
+# The embedded object keeps its BTF but not the DWARF -g also writes.
+kern/bpf/xlb.o: $(KERN_SRC) Makefile
 	$(CLANG) $(BPF_CFLAGS) -c kern/bpf/xlb.c -o $@
+	$(LLVM_STRIP) -g $@
 
-ebpf/testdata/%.o: ebpf/testdata/%.c
+ebpf/testdata/%.o: ebpf/testdata/%.c Makefile
 	$(CLANG) $(BPF_CFLAGS) -Ikern/bpf -c $< -o $@
 
 $(BIN): kern/bpf/xlb.o $(GO_SRC)

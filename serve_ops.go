@@ -126,6 +126,11 @@ func explainStartError(err error, iface string) error {
 		}
 		return fmt.Errorf("%w; the full verifier log is in %s: this build of xlb does not suit kernel %s, report it with that file", err, path, kernelRelease())
 	}
+	var berr *ebpf.BTFError
+	if errors.As(err, &berr) {
+		// The loader saved the log of the BTF checks (kern.LoadWith).
+		return fmt.Errorf("%w: kernel %s refused the type information (BTF) of this build of xlb, report it with that file", err, kernelRelease())
+	}
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		return fmt.Errorf("%w: kernel %s lacks a BPF feature xlb needs (XDP, BPF ring buffers, queue maps; Linux 6.1 or later has them all)", err, kernelRelease())
 	}

@@ -106,3 +106,19 @@ func TestMissingKernelFeatureExplained(t *testing.T) {
 		}
 	}
 }
+
+// TestBTFRejectionExplained: BTF the kernel refuses is named as such, with
+// the file the loader saved its log to.
+func TestBTFRejectionExplained(t *testing.T) {
+	be := &ebpf.BTFError{Errno: unix.EINVAL, Log: "[44] DATASEC license size=0 vlen=1 size == 0\n"}
+	err := fmt.Errorf("loading the XDP program: %w; the whole verifier log is in /tmp/x.log", be)
+	got := explainStartError(err, "lo")
+	for _, want := range []string{"kernel rejected the object's BTF", "size == 0", "/tmp/x.log", "refused the type information (BTF)", kernelRelease()} {
+		if !strings.Contains(got.Error(), want) {
+			t.Errorf("message %q lacks %q", got, want)
+		}
+	}
+	if !errors.Is(got, unix.EINVAL) {
+		t.Error("the explained error no longer wraps the errno")
+	}
+}

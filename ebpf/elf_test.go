@@ -51,19 +51,24 @@ func TestLoadXLBObject(t *testing.T) {
 	}
 }
 
-func TestLoadSeveralPrograms(t *testing.T) {
-	obj := compileBPFSource(t, "multi", `
+// severalPrograms is an object with three programs and a static function
+// in .text two of them call.
+const severalPrograms = `
 #include "bpf_helpers.h"
 #include "structs.h"
 struct xlb_map_def SEC("maps") counters = { .type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 8, .max_entries = 4 };
 struct xlb_map_def SEC("maps") other = { .type = BPF_MAP_TYPE_HASH, .key_size = 8, .value_size = 4, .max_entries = 16 };
 static __always_inline void bump(__u32 k) { __u64 *v = bpf_map_lookup_elem(&counters, &k); if (v) *v += 1; }
-SEC("xdp/one") int prog_one(struct xdp_md *ctx) { bump(0); return XDP_PASS; }
+static __attribute__((noinline)) int count(__u32 k) { __u64 *v = bpf_map_lookup_elem(&counters, &k); if (v) *v += 1; return 0; }
+SEC("xdp/one") int prog_one(struct xdp_md *ctx) { bump(0); return count(3) + XDP_PASS; }
 SEC("xdp/two") int prog_two(struct xdp_md *ctx) { bump(1); __u64 k = 0; bpf_map_lookup_elem(&other, &k); return XDP_DROP; }
-SEC("socket") int prog_sock(struct __sk_buff *skb) { bump(2); return 0; }
+SEC("socket") int prog_sock(struct __sk_buff *skb) { bump(2); return count(3); }
 char _license[] SEC("license") = "Dual MIT/GPL";
 int unused_global_var = 3;
-`)
+`
+
+func TestLoadSeveralPrograms(t *testing.T) {
+	obj := compileBPFSource(t, "multi", severalPrograms)
 	spec, err := LoadCollectionSpec(obj)
 	if err != nil {
 		t.Fatal(err)
@@ -84,8 +89,47 @@ int unused_global_var = 3;
 	if got := len(spec.Programs["prog_two"].MapReferences); got != 2 {
 		t.Errorf("prog_two: %d map references, want 2", got)
 	}
+	// count(), a static function in .text, is linked into both programs
+	// that call it, with its map reference; prog_two does not get it.
+	for name, want := range map[string]int{"prog_one": 2, "prog_two": 1, "prog_sock": 2} {
+		p := spec.Programs[name]
+		if len(p.FuncInfo) != want || len(p.MapReferences) != 2 {
+			t.Errorf("%s: %d functions, %d map references; want %d and 2", name, len(p.FuncInfo), len(p.MapReferences), want)
+		}
+		for idx := range p.MapReferences {
+			if p.Instructions[idx].OpCode != OpLoadImm64 {
+				t.Errorf("%s: map reference on instruction %d, %v", name, idx, p.Instructions[idx])
+			}
+		}
+	}
 	if spec.Maps["other"] == nil || spec.Maps["other"].KeySize != 8 || spec.License != "Dual MIT/GPL" {
 		t.Errorf("maps %v license %q", sortedKeys(spec.Maps), spec.License)
+	}
+}
+
+// TestLoadSeveralProgramsKernel runs a program whose .text callee updates a
+// map: the callee's map reference was moved with it.
+func TestLoadSeveralProgramsKernel(t *testing.T) {
+	requireRoot(t)
+	spec, err := LoadCollectionSpec(compileBPFSource(t, "multi", severalPrograms))
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := NewCollection(spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	res, err := coll.Programs["prog_one"].TestRun(&TestRunOptions{Data: tcpPacket()})
+	if err != nil || res.Return != xdpPass {
+		t.Fatalf("prog_one: %+v, %v", res, err)
+	}
+	for k, want := range map[uint32]uint64{0: 1, 3: 1} {
+		v := make([]byte, 8)
+		err := coll.Maps["counters"].Lookup(Uint32Key(k), v)
+		if err != nil || binary.LittleEndian.Uint64(v) != want {
+			t.Errorf("counters[%d] = %x, %v; want %d", k, v, err, want)
+		}
 	}
 }
 
@@ -103,13 +147,18 @@ func TestLoadBrokenObjects(t *testing.T) {
 			"global variables are not supported"},
 		{"rodata variable", header + "volatile const __u32 verdict = XDP_PASS;\nSEC(\"xdp\") int p(struct xdp_md *ctx) { return verdict; }\n" + license,
 			"global variables are not supported"},
-		{"non-empty .text", header + "__attribute__((noinline)) int helper(int x) { return x + 1; }\nSEC(\"xdp\") int p(struct xdp_md *ctx) { return helper(1); }\n" + license,
-			"function calls are not supported: mark helpers static __always_inline"},
+		{"function in a program section", header + "__attribute__((noinline, section(\"xdp\"))) int helper(int x) { return x + 1; }\nSEC(\"xdp\") int p(struct xdp_md *ctx) { return helper(1); }\n" + license,
+			"one program per section; put the functions it calls in .text (no SEC())"},
+		{"call to an extern function", header + "extern int helper(int x);\nSEC(\"xdp\") int p(struct xdp_md *ctx) { return helper(1); }\n" + license,
+			"call to helper, which is not a function in .text"},
 		{"bad map size", header + "struct big { __u32 a[6]; };\nstruct big SEC(\"maps\") m = {};\nSEC(\"xdp\") int p(struct xdp_md *ctx) { return XDP_PASS; }\n" + license,
 			"map m: definition is 24 bytes, want 20"},
 		{"unknown code section", header + "SEC(\"kprobe/foo\") int p(void *ctx) { return 0; }\n" + license,
 			"section kprobe/foo holds code but is not a program section"},
 		{"no programs", header + mapDef + license, "no program sections"},
+		{"BTF-defined map", header + "struct { int (*type)[BPF_MAP_TYPE_ARRAY]; int (*max_entries)[1]; __u32 *key; __u64 *value; } bm SEC(\".maps\");\n" + mapDef + useMap + license,
+			"section .maps: BTF-defined maps are not supported"},
+		{"only .text", header + "__attribute__((noinline)) int helper(int x) { return x + 1; }\n" + license, "no program sections"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,7 +211,7 @@ func TestLoadPatchedObjects(t *testing.T) {
 		{"relocation symbol out of range", patch(func(b []byte) { binary.LittleEndian.PutUint32(b[rel.Offset+12:], 9999) }),
 			"bad symbol index 9999"},
 		{"relocation off the program", patch(func(b []byte) { binary.LittleEndian.PutUint64(b[rel.Offset:], 1<<20) }),
-			"outside the program"},
+			"relocation at offset 1048576 is outside the section"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,7 +24,7 @@ func requireRoot(t *testing.T) {
 // bpfCFlags mirror BPF_CFLAGS of the Makefile.
 func bpfCFlags() []string {
 	multiarch := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
-	return []string{"-O2", "-mcpu=v3", "-target", "bpf", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+	return []string{"-O2", "-g", "-mcpu=v3", "-target", "bpf", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
 		"-I/usr/include/" + multiarch, "-I../kern/bpf"}
 }
 

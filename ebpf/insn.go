@@ -22,6 +22,7 @@ const (
 const (
 	PseudoMapFD uint8 = 1 // BPF_PSEUDO_MAP_FD on ld_imm64: imm is a map fd
 	PseudoCall  uint8 = 1 // BPF_PSEUDO_CALL on call: a bpf-to-bpf call
+	PseudoFunc  uint8 = 4 // BPF_PSEUDO_FUNC on ld_imm64: imm is a function's offset (a callback)
 )
 
 // Register is a BPF register, R0 to R10.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,19 @@ type ProgramSpec struct {
 	// the map whose fd NewCollection writes into it (from the ELF
 	// relocations). LoadProgram ignores it.
 	MapReferences map[int]string
+	// BTF is the type information FuncInfo and LineInfo refer to (the
+	// object's, from clang -g); nil without. LoadProgram loads it into the
+	// kernel and passes it with the program (NewCollection loads it once
+	// for all programs).
+	BTF *BTF
+	// FuncInfo gives the BTF func of each function of the program (the
+	// program itself at instruction 0, then each bpf-to-bpf callee), and
+	// LineInfo the source line of the instructions; offsets are in
+	// Instructions. The verifier needs FuncInfo to verify a global function
+	// once on its own rather than at each call; LineInfo puts source lines
+	// in its log.
+	FuncInfo []FuncInfo
+	LineInfo []LineInfo
 }
 
 // Program is a loaded BPF program.
@@ -81,16 +95,7 @@ type VerifierError struct {
 }
 
 func (e *VerifierError) Error() string {
-	lines := strings.Split(strings.TrimRight(e.Log, "\n"), "\n")
-	var tail []string
-	for i := len(lines) - 1; i >= 0 && len(tail) < 3; i-- {
-		l := strings.TrimSpace(lines[i])
-		if l == "" || strings.HasPrefix(l, "processed ") || strings.HasPrefix(l, "verification time") ||
-			strings.HasPrefix(l, "stack depth") {
-			continue
-		}
-		tail = append([]string{l}, tail...)
-	}
+	tail, n := logSummary(e.Log)
 	msg := "verifier rejected program " + e.Program
 	if e.Errno != nil {
 		msg += " (" + e.Errno.Error() + ")"
@@ -99,14 +104,57 @@ func (e *VerifierError) Error() string {
 	if e.Truncated {
 		trunc = ", truncated"
 	}
-	return fmt.Sprintf("%s: %s (full log: %d lines%s)", msg, strings.Join(tail, " | "), len(lines), trunc)
+	return fmt.Sprintf("%s: %s (full log: %d lines%s)", msg, tail, n, trunc)
+}
+
+// logSummary is the last three lines of a verifier log that say something
+// (not its statistics), joined, and the number of lines. With line info, the
+// last source line the log names is added if those three lack one.
+func logSummary(log string) (string, int) {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	var tail []string
+	source := ""
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if strings.HasPrefix(l, "; ") {
+			if source == "" {
+				source = l
+			}
+			if len(tail) >= 3 {
+				break
+			}
+		}
+		if len(tail) >= 3 || l == "" || strings.HasPrefix(l, "processed ") || strings.HasPrefix(l, "verification time") ||
+			strings.HasPrefix(l, "stack depth") {
+			continue
+		}
+		tail = append([]string{l}, tail...)
+	}
+	if source != "" && !slices.Contains(tail, source) {
+		tail = append([]string{source}, tail...)
+	}
+	return strings.Join(tail, " | "), len(lines)
 }
 
 func (e *VerifierError) Unwrap() error { return e.Errno }
 
 // LoadProgram loads spec into the kernel (BPF_PROG_LOAD). Map references must
-// already hold map fds (NewCollection does that).
+// already hold map fds (NewCollection does that). With FuncInfo or LineInfo,
+// spec.BTF is loaded first and passed with the program.
 func LoadProgram(spec *ProgramSpec) (*Program, error) {
+	if spec.BTF == nil || len(spec.FuncInfo) == 0 && len(spec.LineInfo) == 0 {
+		return loadProgram(spec, nil)
+	}
+	h, err := LoadBTF(spec.BTF)
+	if err != nil {
+		return nil, fmt.Errorf("program %s: %w", spec.Name, err)
+	}
+	defer h.Close()
+	return loadProgram(spec, h)
+}
+
+// loadProgram is LoadProgram with the BTF already loaded (nil: none).
+func loadProgram(spec *ProgramSpec, btf *BTFHandle) (*Program, error) {
 	if len(spec.Instructions) == 0 {
 		return nil, fmt.Errorf("program %s: no instructions", spec.Name)
 	}
@@ -121,6 +169,19 @@ func LoadProgram(spec *ProgramSpec) (*Program, error) {
 		Insns:    bytePtr(insns),
 		License:  bytePtr(license),
 		ProgName: objName(spec.Name),
+	}
+	switch {
+	case btf != nil:
+		funcInfo, lineInfo := marshalFuncInfo(spec.FuncInfo), marshalLineInfo(spec.LineInfo)
+		attr.ProgBTFFD = uint32(btf.fd)
+		if len(spec.FuncInfo) > 0 {
+			attr.FuncInfoRecSize, attr.FuncInfo, attr.FuncInfoCnt = funcInfoRecordSize, bytePtr(funcInfo), uint32(len(spec.FuncInfo))
+		}
+		if len(spec.LineInfo) > 0 {
+			attr.LineInfoRecSize, attr.LineInfo, attr.LineInfoCnt = lineInfoRecordSize, bytePtr(lineInfo), uint32(len(spec.LineInfo))
+		}
+	case len(spec.FuncInfo) > 0 || len(spec.LineInfo) > 0:
+		return nil, fmt.Errorf("program %s: func_info or line_info without BTF (ProgramSpec.BTF)", spec.Name)
 	}
 	var stats []byte
 	if os.Getenv("XLB_VERIFIER_STATS") != "" {
@@ -137,40 +198,22 @@ func LoadProgram(spec *ProgramSpec) (*Program, error) {
 		return &Program{fd: fd, name: spec.Name, typ: spec.Type}, nil
 	}
 
-	// Load again with a log to say why, growing the buffer while the kernel
-	// reports it too small.
-	for size := uint32(verifierLogMinSize); ; {
-		log := make([]byte, size)
-		attr.LogLevel = logLevelVerbose
-		attr.LogSize = size
-		attr.LogBuf = bytePtr(log)
-		attr.LogTrueSize = 0
-		fd, err = progLoad(&attr)
-		if err == nil {
-			return &Program{fd: fd, name: spec.Name, typ: spec.Type}, nil
-		}
-		text := cName(log)
-		if errors.Is(err, unix.ENOSPC) && size < verifierLogMaxSize {
-			next := size * 4
-			if attr.LogTrueSize > size {
-				next = attr.LogTrueSize
-			}
-			size = min(next, verifierLogMaxSize)
-			continue
-		}
-		if text == "" {
-			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-				return nil, fmt.Errorf("program %s: load: %w", spec.Name, ErrNotPermitted)
-			}
-			return nil, fmt.Errorf("program %s: load: %w", spec.Name, sysErrno(err))
-		}
-		return nil, &VerifierError{
-			Program:   spec.Name,
-			Errno:     err,
-			Log:       text,
-			Truncated: errors.Is(err, unix.ENOSPC),
-		}
+	// Load again with a log to say why.
+	fd, log, truncated, err := retryWithLog(func(buf []byte) (int, uint32, error) {
+		attr.LogLevel, attr.LogSize, attr.LogBuf, attr.LogTrueSize = logLevelVerbose, uint32(len(buf)), bytePtr(buf), 0
+		fd, err := progLoad(&attr)
+		return fd, attr.LogTrueSize, err
+	})
+	if err == nil {
+		return &Program{fd: fd, name: spec.Name, typ: spec.Type}, nil
 	}
+	if log == "" {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("program %s: load: %w", spec.Name, ErrNotPermitted)
+		}
+		return nil, fmt.Errorf("program %s: load: %w", spec.Name, sysErrno(err))
+	}
+	return nil, &VerifierError{Program: spec.Name, Errno: err, Log: log, Truncated: truncated}
 }
 
 // progLoad is BPF_PROG_LOAD retried on EAGAIN.
@@ -262,6 +305,14 @@ type ProgramInfo struct {
 	MapIDs    []uint32
 	RunTimeNs uint64
 	RunCount  uint64
+	// BTFID is the ID of the program's BTF (0 without), FuncInfoCount and
+	// LineInfoCount the records the kernel kept.
+	BTFID         uint32
+	FuncInfoCount uint32
+	LineInfoCount uint32
+	// VerifiedInstructions is the number of instructions the verifier
+	// processed ("processed N insns" in its log; kernel 5.16 on).
+	VerifiedInstructions uint32
 }
 
 // Info is BPF_OBJ_GET_INFO_BY_FD on the program, with the IDs of its maps.
@@ -288,6 +339,11 @@ func (p *Program) Info() (*ProgramInfo, error) {
 		MapIDs:    ids,
 		RunTimeNs: info.RunTimeNs,
 		RunCount:  info.RunCnt,
+
+		BTFID:                info.BTFID,
+		FuncInfoCount:        info.NrFuncInfo,
+		LineInfoCount:        info.NrLineInfo,
+		VerifiedInstructions: info.VerifiedInsns,
 	}, nil
 }
 

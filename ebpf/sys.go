@@ -22,6 +22,7 @@ const (
 	cmdMapGetFDByID       = 14
 	cmdObjGetInfoByFD     = 15
 	cmdMapLookupAndDelete = 21
+	cmdBTFLoad            = 18
 	cmdMapLookupBatch     = 24
 )
 
@@ -103,6 +104,28 @@ type progLoadAttr struct {
 	CoreRelos          unsafe.Pointer
 	CoreReloRecSize    uint32
 	LogTrueSize        uint32 // set by the kernel since 6.4
+}
+
+// btfLoadAttr is BPF_BTF_LOAD.
+type btfLoadAttr struct {
+	BTF            unsafe.Pointer
+	BTFLogBuf      unsafe.Pointer
+	BTFSize        uint32
+	BTFLogSize     uint32
+	BTFLogLevel    uint32
+	BTFLogTrueSize uint32 // set by the kernel since 6.4
+	BTFFlags       uint32
+	BTFTokenFD     int32
+}
+
+// btfInfo is struct bpf_btf_info.
+type btfInfo struct {
+	BTF       unsafe.Pointer
+	BTFSize   uint32
+	ID        uint32
+	Name      unsafe.Pointer
+	NameLen   uint32
+	KernelBTF uint32
 }
 
 // objAttr is BPF_OBJ_PIN and BPF_OBJ_GET.
@@ -251,6 +274,12 @@ func sysMapBatch(cmd uintptr, attr *mapBatchAttr) error {
 
 func sysProgLoad(attr *progLoadAttr) (int, error) {
 	fd, err := bpf(cmdProgLoad, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
+	runtime.KeepAlive(attr)
+	return int(fd), err
+}
+
+func sysBTFLoad(attr *btfLoadAttr) (int, error) {
+	fd, err := bpf(cmdBTFLoad, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
 	runtime.KeepAlive(attr)
 	return int(fd), err
 }

@@ -37,6 +37,17 @@ func TestAttrLayout(t *testing.T) {
 		{"progInfo.NetnsDev", unsafe.Offsetof(progInfo{}.NetnsDev), 88},
 		{"progInfo.RunTimeNs", unsafe.Offsetof(progInfo{}.RunTimeNs), 192},
 		{"progInfo.AttachBTFID", unsafe.Offsetof(progInfo{}.AttachBTFID), 224},
+		{"progInfo.BTFID", unsafe.Offsetof(progInfo{}.BTFID), 128},
+		{"progInfo.NrLineInfo", unsafe.Offsetof(progInfo{}.NrLineInfo), 148},
+		{"progInfo.VerifiedInsns", unsafe.Offsetof(progInfo{}.VerifiedInsns), 216},
+		{"progLoadAttr.ProgBTFFD", unsafe.Offsetof(progLoadAttr{}.ProgBTFFD), 72},
+		{"progLoadAttr.FuncInfo", unsafe.Offsetof(progLoadAttr{}.FuncInfo), 80},
+		{"progLoadAttr.LineInfo", unsafe.Offsetof(progLoadAttr{}.LineInfo), 96},
+		{"btfLoadAttr", unsafe.Sizeof(btfLoadAttr{}), 40},
+		{"btfLoadAttr.BTFLogTrueSize", unsafe.Offsetof(btfLoadAttr{}.BTFLogTrueSize), 28},
+		{"btfLoadAttr.BTFTokenFD", unsafe.Offsetof(btfLoadAttr{}.BTFTokenFD), 36},
+		{"btfInfo", unsafe.Sizeof(btfInfo{}), 32},
+		{"btfInfo.ID", unsafe.Offsetof(btfInfo{}.ID), 12},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

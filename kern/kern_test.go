@@ -10,7 +10,10 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/xlb-lb/xlb/ebpf"
 )
 
 // TestCountersMatchHeader checks that the Go mirror of enum xlb_counter agrees
@@ -67,6 +70,47 @@ func TestSpecParsesEmbeddedObject(t *testing.T) {
 	}
 }
 
+// layoutFacts are the sizes, offsets and enum values of structs.h the Go
+// mirror relies on, in the order of bpf/layout.c: "sizeof S", "S.member" or
+// the constant's name.
+var layoutFacts = []struct {
+	name string
+	v    uint32
+}{
+	{"sizeof leg_key", LegKeySize}, {"leg_key.local_addr", 16}, {"leg_key.peer_port", 32}, {"leg_key.local_port", 34}, {"leg_key.family", 36},
+	{"sizeof leg", LegSize}, {"leg.worker", 8}, {"leg.win_bound", 12}, {"leg.peer_hi", 16}, {"leg.requests", 40},
+	{"leg.snd_nxt", 44}, {"leg.snd_win", 52}, {"leg.state", 56}, {"leg.last_ns", 72},
+	{"sizeof binding", BindingSize}, {"binding.seq_off", 40}, {"binding.tsecr_off", 52}, {"binding.in_wscale", 56},
+	{"binding.flags", 58}, {"binding.worker", 60}, {"binding.ifindex", 64},
+	{"sizeof worker_stats", WorkerStatsSize}, {"worker_stats.requests", 16}, {"worker_stats.bytes_out", 32},
+	{"sizeof handshake", HandshakeSize}, {"handshake.peer_mss", 8}, {"handshake.peer_wscale", 10}, {"handshake.our_isn", 12}, {"handshake.ns", 16},
+	{"sizeof endpoint", EndpointSize}, {"endpoint.port", 16}, {"endpoint.family", 18},
+	{"sizeof worker_info", WorkerInfoSize},
+	{"sizeof xlb_config", ConfigSize}, {"xlb_config.listen_port", 16}, {"xlb_config.our_wscale", 18}, {"xlb_config.our_mss", 20},
+	{"sizeof xlb_event", EventSize}, {"xlb_event.key", 8}, {"xlb_event.worker", 48}, {"xlb_event.peer_hi", 56},
+	{"xlb_event.peer_wscale", 72}, {"xlb_event.peer_mss", 76},
+	{"LEG_CLIENT", uint32(LegClient)}, {"LEG_WORKER", uint32(LegWorker)}, {"LEG_IDLE", uint32(LegIdle)},
+	{"LEG_BOUND", uint32(LegBound)}, {"LEG_CLOSING", uint32(LegClosing)}, {"LEG_DEAD", uint32(LegDead)}, {"LEG_PARKED", uint32(LegParked)},
+	{"LEG_OPT_TS", OptTS}, {"LEG_OPT_SACK", OptSACK}, {"LEG_OPT_WSCALE", OptWScale}, {"LEG_OPT_PEER_TS", OptPeerTS},
+	{"LEG_RX_FIN", RxFIN}, {"LEG_RX_RST", RxRST},
+	{"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted},
+	{"EV_CLIENT_LEG", uint32(EventClientLeg)}, {"EV_LEG_CLOSED", uint32(EventLegClosed)}, {"EV_POOL_EMPTY", uint32(EventPoolEmpty)},
+	{"sizeof worker_cfg", WorkerCfgSize}, {"worker_cfg.trim", 4}, {"worker_cfg.weight", 8},
+	{"xlb_config.policy", 22}, {"xlb_config.sched_len", 24},
+	{"POLICY_JIQ", uint32(PolicyJIQ)}, {"POLICY_RR", uint32(PolicyRR)}, {"POLICY_LEAST", uint32(PolicyLeast)}, {"POLICY_STICKY", uint32(PolicySticky)},
+	{"sizeof ctl_msg", CtlMsgSize}, {"ctl_msg.min_idle_ns", 8}, {"ctl_msg.key", 16}, {"CTL_PARK", uint32(CtlPark)}, {"CTL_RELEASE", uint32(CtlRelease)}, {"CTL_UNPARK", uint32(CtlUnpark)}, {"CTL_RETIRE_IDLE", uint32(CtlRetireIdle)}, {"ctl_msg.worker", 4},
+	{"sizeof worker_load", WorkerLoadSize},
+	{"leg.sent_hi", 60}, {"leg.pin", 64}, {"leg.proto", 68}, {"leg.tail", 69}, {"binding.proto", 59}, {"xlb_config.protocol", 23},
+	{"PROTO_NONE", uint32(ProtoNone)}, {"PROTO_HTTP", uint32(ProtoHTTP)}, {"PROTO_RESP", uint32(ProtoRESP)},
+	{"PROTO_MEMCACHE", uint32(ProtoMemcache)}, {"PROTO_OPAQUE", uint32(ProtoOpaque)},
+	{"PIN_TLS", uint32(PinTLS)}, {"PIN_UPGRADE", uint32(PinUpgrade)}, {"PIN_INTERIM", uint32(PinInterim)},
+	{"PIN_PIPELINED", uint32(PinPipelined)}, {"PIN_NOT_MSG", uint32(PinNotMsg)}, {"PIN_RAW", uint32(PinRaw)},
+	{"PIN_UNKNOWN", uint32(PinUnknown)}, {"PIN_STATEFUL", uint32(PinStateful)},
+	{"CFG_PROTO_AUTO", uint32(ProtocolAuto)}, {"CFG_PROTO_HTTP", uint32(ProtocolHTTP)}, {"CFG_PROTO_RESP", uint32(ProtocolRESP)},
+	{"CFG_PROTO_MEMCACHE", uint32(ProtocolMemcache)}, {"CFG_PROTO_RAW", uint32(ProtocolRaw)}, {"TAIL_PSH", TailPSH}, {"TAIL_CRLF", TailCRLF},
+	{"XLB_CNT_PIN_TLS", uint32(CounterPinTLS)}, {"XLB_CNT_STAY_TAIL", uint32(CounterStayTail)}, {"XLB_CNT_MAX", uint32(CounterMax)},
+}
+
 // TestLayoutsMatchC compiles bpf/layout.c, which lists sizes, offsets and
 // enum values of structs.h, and compares them with the Go mirror.
 func TestLayoutsMatchC(t *testing.T) {
@@ -104,43 +148,7 @@ func TestLayoutsMatchC(t *testing.T) {
 			got = append(got, binary.LittleEndian.Uint32(raw[i:]))
 		}
 	}
-	want := []struct {
-		name string
-		v    uint32
-	}{
-		{"sizeof leg_key", LegKeySize}, {"leg_key.local_addr", 16}, {"leg_key.peer_port", 32}, {"leg_key.local_port", 34}, {"leg_key.family", 36},
-		{"sizeof leg", LegSize}, {"leg.worker", 8}, {"leg.win_bound", 12}, {"leg.peer_hi", 16}, {"leg.requests", 40},
-		{"leg.snd_nxt", 44}, {"leg.snd_win", 52}, {"leg.state", 56}, {"leg.last_ns", 72},
-		{"sizeof binding", BindingSize}, {"binding.seq_off", 40}, {"binding.tsecr_off", 52}, {"binding.in_wscale", 56},
-		{"binding.flags", 58}, {"binding.worker", 60}, {"binding.ifindex", 64},
-		{"sizeof worker_stats", WorkerStatsSize}, {"worker_stats.requests", 16}, {"worker_stats.bytes_out", 32},
-		{"sizeof handshake", HandshakeSize}, {"handshake.peer_mss", 8}, {"handshake.peer_wscale", 10}, {"handshake.our_isn", 12}, {"handshake.ns", 16},
-		{"sizeof endpoint", EndpointSize}, {"endpoint.port", 16}, {"endpoint.family", 18},
-		{"sizeof worker_info", WorkerInfoSize},
-		{"sizeof xlb_config", ConfigSize}, {"xlb_config.listen_port", 16}, {"xlb_config.our_wscale", 18}, {"xlb_config.our_mss", 20},
-		{"sizeof xlb_event", EventSize}, {"xlb_event.key", 8}, {"xlb_event.worker", 48}, {"xlb_event.peer_hi", 56},
-		{"xlb_event.peer_wscale", 72}, {"xlb_event.peer_mss", 76},
-		{"LEG_CLIENT", uint32(LegClient)}, {"LEG_WORKER", uint32(LegWorker)}, {"LEG_IDLE", uint32(LegIdle)},
-		{"LEG_BOUND", uint32(LegBound)}, {"LEG_CLOSING", uint32(LegClosing)}, {"LEG_DEAD", uint32(LegDead)}, {"LEG_PARKED", uint32(LegParked)},
-		{"LEG_OPT_TS", OptTS}, {"LEG_OPT_SACK", OptSACK}, {"LEG_OPT_WSCALE", OptWScale}, {"LEG_OPT_PEER_TS", OptPeerTS},
-		{"LEG_RX_FIN", RxFIN}, {"LEG_RX_RST", RxRST},
-		{"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted},
-		{"EV_CLIENT_LEG", uint32(EventClientLeg)}, {"EV_LEG_CLOSED", uint32(EventLegClosed)}, {"EV_POOL_EMPTY", uint32(EventPoolEmpty)},
-		{"sizeof worker_cfg", WorkerCfgSize}, {"worker_cfg.trim", 4}, {"worker_cfg.weight", 8},
-		{"xlb_config.policy", 22}, {"xlb_config.sched_len", 24},
-		{"POLICY_JIQ", uint32(PolicyJIQ)}, {"POLICY_RR", uint32(PolicyRR)}, {"POLICY_LEAST", uint32(PolicyLeast)}, {"POLICY_STICKY", uint32(PolicySticky)},
-		{"sizeof ctl_msg", CtlMsgSize}, {"ctl_msg.min_idle_ns", 8}, {"ctl_msg.key", 16}, {"CTL_PARK", uint32(CtlPark)}, {"CTL_RELEASE", uint32(CtlRelease)}, {"CTL_UNPARK", uint32(CtlUnpark)}, {"CTL_RETIRE_IDLE", uint32(CtlRetireIdle)}, {"ctl_msg.worker", 4},
-		{"sizeof worker_load", WorkerLoadSize},
-		{"leg.sent_hi", 60}, {"leg.pin", 64}, {"leg.proto", 68}, {"leg.tail", 69}, {"binding.proto", 59}, {"xlb_config.protocol", 23},
-		{"PROTO_NONE", uint32(ProtoNone)}, {"PROTO_HTTP", uint32(ProtoHTTP)}, {"PROTO_RESP", uint32(ProtoRESP)},
-		{"PROTO_MEMCACHE", uint32(ProtoMemcache)}, {"PROTO_OPAQUE", uint32(ProtoOpaque)},
-		{"PIN_TLS", uint32(PinTLS)}, {"PIN_UPGRADE", uint32(PinUpgrade)}, {"PIN_INTERIM", uint32(PinInterim)},
-		{"PIN_PIPELINED", uint32(PinPipelined)}, {"PIN_NOT_MSG", uint32(PinNotMsg)}, {"PIN_RAW", uint32(PinRaw)},
-		{"PIN_UNKNOWN", uint32(PinUnknown)}, {"PIN_STATEFUL", uint32(PinStateful)},
-		{"CFG_PROTO_AUTO", uint32(ProtocolAuto)}, {"CFG_PROTO_HTTP", uint32(ProtocolHTTP)}, {"CFG_PROTO_RESP", uint32(ProtocolRESP)},
-		{"CFG_PROTO_MEMCACHE", uint32(ProtocolMemcache)}, {"CFG_PROTO_RAW", uint32(ProtocolRaw)}, {"TAIL_PSH", TailPSH}, {"TAIL_CRLF", TailCRLF},
-		{"XLB_CNT_PIN_TLS", uint32(CounterPinTLS)}, {"XLB_CNT_STAY_TAIL", uint32(CounterStayTail)}, {"XLB_CNT_MAX", uint32(CounterMax)},
-	}
+	want := layoutFacts
 	if len(got) != len(want) {
 		t.Fatalf("layout.c has %d entries, the test %d: keep them in the same order", len(got), len(want))
 	}
@@ -148,6 +156,86 @@ func TestLayoutsMatchC(t *testing.T) {
 		if got[i] != w.v {
 			t.Errorf("%s: C says %d, Go says %d", w.name, got[i], w.v)
 		}
+	}
+}
+
+// TestLayoutsFromBTF reads the sizes and offsets of layoutFacts from BTF
+// instead of layout.c. The data plane's object has no BTF for these structs
+// (clang writes BTF for the types of global variables and of the arguments
+// of functions that are not inlined; see ebpf's TestXLBObjectLayouts), so
+// this compiles structs.h with one global pointer per struct, the anchor
+// that puts a type into BTF. The same anchors in bpf/ (or BTF-defined maps
+// naming their key and value types) would let this test read the real
+// object and retire layout.c and its hand-kept order.
+func TestLayoutsFromBTF(t *testing.T) {
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		t.Fatalf("clang not found (a build dependency; run make deps): %v", err)
+	}
+	structs := map[string]bool{}
+	for _, f := range layoutFacts {
+		if s, ok := strings.CutPrefix(f.name, "sizeof "); ok {
+			structs[s] = true
+		}
+	}
+	src := "#include \"structs.h\"\n"
+	for s := range structs {
+		src += "struct " + s + " *anchor_" + s + ";\n"
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "anchors.c"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	multiarch := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
+	obj := filepath.Join(dir, "anchors.o")
+	if out, err := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-I/usr/include/"+multiarch, "-Ibpf",
+		"-c", filepath.Join(dir, "anchors.c"), "-o", obj).CombinedOutput(); err != nil {
+		t.Fatalf("clang: %v\n%s", err, out)
+	}
+	f, err := elf.Open(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	raw, err := f.Section(".BTF").Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	btf, err := ebpf.ParseBTF(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, fact := range layoutFacts {
+		if s, ok := strings.CutPrefix(fact.name, "sizeof "); ok {
+			l, err := btf.StructLayout(s)
+			if err != nil {
+				t.Errorf("%s: %v", fact.name, err)
+			} else if l.Size != fact.v {
+				t.Errorf("%s: BTF says %d, Go says %d", fact.name, l.Size, fact.v)
+			}
+			checked++
+			continue
+		}
+		s, member, ok := strings.Cut(fact.name, ".")
+		if !ok {
+			continue // an enum constant: in BTF only if a type uses the enum
+		}
+		l, err := btf.StructLayout(s)
+		if err != nil {
+			t.Errorf("%s: %v", fact.name, err)
+			continue
+		}
+		m, ok := l.Member(member)
+		if !ok {
+			t.Errorf("%s: no such member in BTF", fact.name)
+		} else if m.Offset != fact.v {
+			t.Errorf("%s: BTF says offset %d, Go says %d", fact.name, m.Offset, fact.v)
+		}
+		checked++
+	}
+	if checked < len(structs) {
+		t.Fatalf("checked %d facts", checked)
 	}
 }
 

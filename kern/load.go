@@ -150,11 +150,20 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 	return o, nil
 }
 
-// saveVerifierLog writes the whole verifier log of a rejected program to a
-// file and returns where, for the error message (the summary is short).
+// saveVerifierLog writes the whole log of a rejected program (or of the
+// object's BTF, which the kernel checks first) to a file and returns where,
+// for the error message (the summary is short).
 func saveVerifierLog(err error) string {
 	var ve *ebpf.VerifierError
-	if !errors.As(err, &ve) || ve.Log == "" {
+	var be *ebpf.BTFError
+	var log string
+	switch {
+	case errors.As(err, &ve):
+		log = ve.Log
+	case errors.As(err, &be):
+		log = be.Log
+	}
+	if log == "" {
 		return ""
 	}
 	f, ferr := os.CreateTemp("", "xlb-verifier-*.log")
@@ -162,7 +171,7 @@ func saveVerifierLog(err error) string {
 		return ""
 	}
 	defer f.Close()
-	if _, ferr := f.WriteString(ve.Log); ferr != nil {
+	if _, ferr := f.WriteString(log); ferr != nil {
 		return ""
 	}
 	return "; the whole verifier log is in " + f.Name()

@@ -9,6 +9,7 @@ set -euo pipefail
 build=(
 	"clang:clang"
 	"llvm-readelf:llvm"
+	"llvm-strip:llvm"
 	"/usr/include/linux/bpf.h:linux-libc-dev"
 	"gcc:gcc"
 	"file:file"
