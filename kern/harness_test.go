@@ -146,6 +146,16 @@ func (d *dataPlane) load(id uint32) int64 {
 	return int64(binary.NativeEndian.Uint64(v))
 }
 
+// idleCount is the data plane's count of worker id's idle legs.
+func (d *dataPlane) idleCount(id uint32) int64 {
+	d.t.Helper()
+	v := make([]byte, kern.WorkerLoadSize)
+	if err := d.objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
+		d.t.Fatal(err)
+	}
+	return int64(binary.NativeEndian.Uint64(v[8:]))
+}
+
 func (d *dataPlane) setConfig(c kern.Config) {
 	d.t.Helper()
 	v, err := c.MarshalBinary()

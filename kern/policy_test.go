@@ -38,7 +38,9 @@ func (d *dataPlane) setSchedule(ids ...uint32) {
 
 func (d *dataPlane) setLoad(id uint32, n int64) {
 	d.t.Helper()
-	if err := d.objs.WLoad.Update(ebpf.Uint32Key(id), binary.NativeEndian.AppendUint64(nil, uint64(n)), ebpf.UpdateAny); err != nil {
+	v := binary.NativeEndian.AppendUint64(nil, uint64(n))
+	v = binary.NativeEndian.AppendUint64(v, uint64(d.idleCount(id)))
+	if err := d.objs.WLoad.Update(ebpf.Uint32Key(id), v, ebpf.UpdateAny); err != nil {
 		d.t.Fatal(err)
 	}
 }

@@ -40,6 +40,7 @@ const (
 	LegClosing LegState = 3
 	LegDead    LegState = 4
 	LegParked  LegState = 5
+	LegNew     LegState = 6 // a worker leg registered, not yet in its pool (CtlPool)
 )
 
 func (s LegState) String() string {
@@ -54,6 +55,8 @@ func (s LegState) String() string {
 		return "dead"
 	case LegParked:
 		return "parked"
+	case LegNew:
+		return "new"
 	}
 	return fmt.Sprintf("state(%d)", uint32(s))
 }
@@ -390,6 +393,7 @@ type WorkerCfg struct {
 	Flags  uint32
 	Trim   int32
 	Weight uint32
+	Low    uint32 // EventPoolLow when a take leaves this many idle legs (0: never)
 }
 
 // WorkerCfgSize is sizeof(struct worker_cfg).
@@ -400,6 +404,7 @@ func (w *WorkerCfg) MarshalBinary() ([]byte, error) {
 	ne.PutUint32(b, w.Flags)
 	ne.PutUint32(b[4:], uint32(w.Trim))
 	ne.PutUint32(b[8:], w.Weight)
+	ne.PutUint32(b[12:], w.Low)
 	return b, nil
 }
 
@@ -407,12 +412,26 @@ func (w *WorkerCfg) UnmarshalBinary(b []byte) error {
 	if len(b) < WorkerCfgSize {
 		return fmt.Errorf("worker cfg: %d bytes, want %d", len(b), WorkerCfgSize)
 	}
-	w.Flags, w.Trim, w.Weight = ne.Uint32(b), int32(ne.Uint32(b[4:])), ne.Uint32(b[8:])
+	w.Flags, w.Trim, w.Weight, w.Low = ne.Uint32(b), int32(ne.Uint32(b[4:])), ne.Uint32(b[8:]), ne.Uint32(b[12:])
 	return nil
 }
 
-// WorkerLoadSize is sizeof(struct worker_load): an int64 of bound legs.
-const WorkerLoadSize = 8
+// WorkerLoad is struct worker_load, kept by the data plane with atomics.
+type WorkerLoad struct {
+	Bound int64 // legs bound to a client
+	Idle  int64 // legs in state LegIdle
+}
+
+// WorkerLoadSize is sizeof(struct worker_load).
+const WorkerLoadSize = 16
+
+func (w *WorkerLoad) UnmarshalBinary(b []byte) error {
+	if len(b) < WorkerLoadSize {
+		return fmt.Errorf("worker load: %d bytes, want %d", len(b), WorkerLoadSize)
+	}
+	w.Bound, w.Idle = int64(ne.Uint64(b)), int64(ne.Uint64(b[8:]))
+	return nil
+}
 
 // Policy is enum xlb_policy.
 type Policy uint8
@@ -433,6 +452,8 @@ const (
 	CtlUnpark  CtlOp = 3
 	// CtlRetireIdle takes one entry off a draining worker's pool.
 	CtlRetireIdle CtlOp = 4
+	// CtlPool puts a new worker leg (LegNew) into its worker's pool.
+	CtlPool CtlOp = 5
 )
 
 // CtlMsg is struct ctl_msg, the input of the control program.
@@ -539,6 +560,7 @@ const (
 	EventClientLeg EventType = 1
 	EventLegClosed EventType = 2
 	EventPoolEmpty EventType = 3
+	EventPoolLow   EventType = 4
 )
 
 func (t EventType) String() string {
@@ -549,6 +571,8 @@ func (t EventType) String() string {
 		return "leg-closed"
 	case EventPoolEmpty:
 		return "pool-empty"
+	case EventPoolLow:
+		return "pool-low"
 	}
 	return fmt.Sprintf("event(%d)", uint32(t))
 }
@@ -580,8 +604,10 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("event: %d bytes, want %d", len(b), EventSize)
 	}
 	e.Type, e.State = EventType(ne.Uint32(b[0:])), LegState(ne.Uint32(b[4:]))
-	if err := e.Key.UnmarshalBinary(b[8:]); err != nil {
-		return err
+	if e.Type != EventPoolLow { // about a worker, not a leg
+		if err := e.Key.UnmarshalBinary(b[8:]); err != nil {
+			return err
+		}
 	}
 	e.Worker, e.Kind, e.Pin = ne.Uint32(b[48:]), LegKind(b[52]), PinReason(b[53])
 	e.PeerHi, e.SndNxt = ne.Uint32(b[56:]), ne.Uint32(b[60:])

@@ -156,6 +156,17 @@ func (d *DataPlane) ForgetLeg(key kern.LegKey) {
 	d.Objs.Handshakes.Delete(k)
 }
 
+// forgetFinished deletes a finished leg's entries, but not the handshake
+// under its key, which may be a new connection's.
+func (d *DataPlane) forgetFinished(key kern.LegKey) {
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return
+	}
+	d.Objs.Binds.Delete(k)
+	d.Objs.Legs.Delete(k)
+}
+
 // SetWorkerCfg writes a worker's settings for the data plane.
 func (d *DataPlane) SetWorkerCfg(id uint32, c kern.WorkerCfg) error {
 	v, _ := c.MarshalBinary()
@@ -188,14 +199,18 @@ func (d *DataPlane) WorkerStats(id uint32) (kern.WorkerStats, error) {
 	return w, nil
 }
 
-// Bound is the data plane's exact count of a worker's legs bound to a
-// client (xlb_wload, kept with atomics by the data plane).
-func (d *DataPlane) Bound(id uint32) (int, error) {
+// Load is the data plane's exact count of a worker's legs bound to a
+// client and idle in its pool (xlb_wload, kept with atomics).
+func (d *DataPlane) Load(id uint32) (bound, idle int, err error) {
 	v := make([]byte, kern.WorkerLoadSize)
 	if err := d.Objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
-		return 0, fmt.Errorf("load of worker %d: %w", id, err)
+		return 0, 0, fmt.Errorf("load of worker %d: %w", id, err)
 	}
-	return int(max(int64(binary.NativeEndian.Uint64(v)), 0)), nil
+	var l kern.WorkerLoad
+	if err := l.UnmarshalBinary(v); err != nil {
+		return 0, 0, err
+	}
+	return int(max(l.Bound, 0)), int(max(l.Idle, 0)), nil
 }
 
 // ForEachLeg calls fn for every leg (a snapshot walk: legs may come and go

@@ -37,8 +37,9 @@ type handoverWorker struct {
 }
 
 type handoverReap struct {
-	Key  kern.LegKey `json:"key"`
-	InMs int64       `json:"in_ms"`
+	Key    kern.LegKey `json:"key"`
+	InMs   int64       `json:"in_ms"`
+	PeerHi uint32      `json:"peer_hi"`
 }
 
 // handoverState is what the old process sends before the descriptors.
@@ -136,12 +137,12 @@ func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
 	lb.mu.Lock()
 	now := time.Now()
 	for _, r := range lb.reapQueue {
-		st.Reaps = append(st.Reaps, handoverReap{Key: r.key, InMs: r.at.Sub(now).Milliseconds()})
+		st.Reaps = append(st.Reaps, handoverReap{Key: r.key, InMs: r.at.Sub(now).Milliseconds(), PeerHi: r.peerHi})
 	}
 	lb.mu.Unlock()
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
-		hw := handoverWorker{Addr: w.spec.Addr.String(), ID: w.id, Pushed: w.pushed, IdleDeaths: w.idleDeaths}
+		hw := handoverWorker{Addr: w.spec.Addr.String(), ID: w.id}
 		for k, c := range w.legs {
 			f, err := c.File()
 			if err != nil {
@@ -278,7 +279,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	for _, ws := range cfg.Workers {
 		w := &worker{lb: lb, spec: ws, legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
 		if hw, ok := old[ws.Addr.String()]; ok {
-			w.id, w.pushed, w.idleDeaths = hw.ID, hw.Pushed, hw.IdleDeaths
+			w.id = hw.ID
 			adopted[hw.Addr] = true
 		} else {
 			w.id = nextID
@@ -296,7 +297,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 			if ap, err := netip.ParseAddrPort(hw.Addr); err == nil {
 				spec.Addr = ap
 			}
-			w = &worker{lb: lb, spec: spec, id: hw.ID, pushed: hw.Pushed, idleDeaths: hw.IdleDeaths,
+			w = &worker{lb: lb, spec: spec, id: hw.ID,
 				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1), draining: true, removing: true,
 				drainSince: time.Now()}
 			lb.addWorker(w)
@@ -311,7 +312,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	}
 	now := time.Now()
 	for _, r := range st.Reaps {
-		lb.reapQueue = append(lb.reapQueue, reapItem{key: r.Key, at: now.Add(time.Duration(r.InMs) * time.Millisecond)})
+		lb.reapQueue = append(lb.reapQueue, reapItem{key: r.Key, at: now.Add(time.Duration(r.InMs) * time.Millisecond), peerHi: r.PeerHi})
 	}
 
 	// The data plane: our program against the pinned maps.

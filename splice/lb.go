@@ -95,6 +95,26 @@ const (
 	stuckClosing = 30 * time.Second
 )
 
+// wantFiles is the descriptor limit xlb asks for: it holds a socket for
+// every worker connection, and one that ended holds its port for Linger
+// (a worker that closes after every answer, at 10k requests a second,
+// holds 30k).
+const wantFiles = 1 << 20
+
+// raiseFileLimit raises RLIMIT_NOFILE towards wantFiles (Go already took
+// the soft limit up to the hard one); without CAP_SYS_RESOURCE it says
+// what the limit stays at.
+func raiseFileLimit(log *slog.Logger) {
+	var l unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &l) != nil || l.Max >= wantFiles {
+		return
+	}
+	want := unix.Rlimit{Cur: wantFiles, Max: wantFiles}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+		log.Info("open files limited", "limit", l.Max, "err", err)
+	}
+}
+
 // Policy decides which worker leg a request goes to.
 type Policy string
 
@@ -181,8 +201,9 @@ type LB struct {
 }
 
 type reapItem struct {
-	key kern.LegKey
-	at  time.Time
+	key    kern.LegKey
+	at     time.Time
+	peerHi uint32 // the finished leg's, which tells it from a new leg of the same 4-tuple
 }
 
 // Start brings the load balancer up: data plane loaded and attached, pool
@@ -200,6 +221,7 @@ func Start(cfg Config) (*LB, error) {
 	if cfg.Linger <= 0 {
 		cfg.Linger = DefaultLinger
 	}
+	raiseFileLimit(cfg.Log)
 	lb := &LB{
 		cfg:       cfg,
 		log:       cfg.Log,
@@ -586,16 +608,27 @@ func (lb *LB) handleEvent(ev kern.Event) {
 	case kern.EventClientLeg:
 		// Nothing to do: the client is adopted when accepted.
 	case kern.EventLegClosed:
-		if ev.Kind == kern.LegWorker && (ev.State == kern.LegIdle || ev.State == kern.LegClosing) {
+		if ev.Kind == kern.LegWorker {
 			if w := lb.workerByID(ev.Worker); w != nil {
-				w.mu.Lock()
-				w.idleDeaths++
-				w.mu.Unlock()
-				w.poke()
+				// Its socket goes now (silently: the connection ended
+				// through the data plane); the entries linger for late
+				// retransmissions. Holding sockets until then would hold
+				// a descriptor and a port per connection for Linger: a
+				// worker that closes after each answer, at 10k requests
+				// a second, would take 30k of each.
+				if c := w.forget(ev.Key); c != nil {
+					if err := closeSilently(c); err != nil {
+						lb.log.Warn("closing a finished worker connection", "leg", ev.Key, "err", err)
+					}
+				}
+				w.deaths.Add(1)
+				if ev.State == kern.LegIdle || ev.State == kern.LegClosing {
+					w.poke() // an idle connection is gone: replace it
+				}
 			}
 		}
 		lb.mu.Lock()
-		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, at: time.Now().Add(lb.cfg.Linger)})
+		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, at: time.Now().Add(lb.cfg.Linger), peerHi: ev.PeerHi})
 		lb.mu.Unlock()
 	case kern.EventPoolEmpty:
 		// A client's first request found no idle connection (it will
@@ -604,11 +637,11 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		// round rather than a few dozen per round.
 		lb.waiting.Add(1)
 		for _, w := range lb.workerList() {
-			if lb.log.Enabled(context.Background(), slog.LevelDebug) {
-				idle, _ := w.idle()
-				b, _ := lb.dp.Bound(w.id)
-				lb.log.Debug("pool empty", "worker", w.spec.Addr, "idle", idle, "bound", b)
-			}
+			w.poke()
+		}
+	case kern.EventPoolLow:
+		// A take left a pool at its low watermark: refill it now.
+		if w := lb.workerByID(ev.Worker); w != nil {
 			w.poke()
 		}
 	}
@@ -641,7 +674,7 @@ func (lb *LB) reaper(ctx context.Context) {
 		lb.reapQueue = rest
 		lb.mu.Unlock()
 		for _, it := range due {
-			lb.reap(it.key)
+			lb.reap(it)
 		}
 		lb.endRetired()
 		if now.Sub(lastScan) > stuckClosing/4 {
@@ -651,18 +684,18 @@ func (lb *LB) reaper(ctx context.Context) {
 	}
 }
 
-// reap forgets a finished leg: map entries first, so that the data plane no
-// longer knows it, then the socket, silently.
-func (lb *LB) reap(key kern.LegKey) {
-	leg, err := lb.dp.Leg(key)
-	if err == nil && leg.State != kern.LegDead {
-		return // reused meanwhile (a client reusing its port)
-	}
-	lb.dp.ForgetLeg(key)
-	if c := lb.takeConn(key); c != nil {
-		if err := closeSilently(c); err != nil {
-			lb.log.Warn("closing a finished leg", "leg", key, "err", err)
-		}
+// reap forgets a finished leg's entries once its linger is over (its
+// socket, if it had one, is gone already).
+//
+// A client may have reconnected from the same port meanwhile (it closed
+// second, so it has no TIME-WAIT): the data plane then forgot the finished
+// leg at the new SYN, and the entries under the key are the new
+// connection's, its handshake included. Only the finished leg itself is
+// forgotten, told by its positions; a finished leg whose positions moved
+// after its death is left to reapStuck.
+func (lb *LB) reap(it reapItem) {
+	if leg, err := lb.dp.Leg(it.key); err == nil && leg.State == kern.LegDead && leg.PeerHi == it.peerHi {
+		lb.dp.forgetFinished(it.key)
 	}
 }
 
@@ -678,11 +711,6 @@ func (lb *LB) endRetired() {
 		l, err := lb.dp.Leg(k)
 		if err != nil {
 			continue
-		}
-		if w := lb.workerByID(l.Worker); w != nil {
-			w.mu.Lock()
-			w.idleDeaths++
-			w.mu.Unlock()
 		}
 		c := lb.takeConn(k)
 		if c == nil {
@@ -704,22 +732,18 @@ func (lb *LB) endRetired() {
 // our FIN) and finishes them.
 func (lb *LB) reapStuck() {
 	now := monotonicNs()
-	stuck := map[kern.LegKey]kern.Leg{}
+	var stuck []kern.LegKey
 	lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
-		if l.State == kern.LegClosing && int64(now-l.LastNs) > int64(stuckClosing) {
-			stuck[k] = *l
+		// A finished leg the reaper left (it was told from another by
+		// its positions, which moved) is forgotten here, long after.
+		if (l.State == kern.LegClosing || l.State == kern.LegDead) && int64(now-l.LastNs) > int64(stuckClosing) {
+			stuck = append(stuck, k)
 		}
 		return true
 	})
-	for k, l := range stuck {
+	for _, k := range stuck {
 		lb.log.Info("reaping a leg stuck in closing", "leg", k)
 		lb.dp.ForgetLeg(k)
-		if w := lb.workerByID(l.Worker); l.Kind == kern.LegWorker && w != nil {
-			// It closed while idle and never reported its death.
-			w.mu.Lock()
-			w.idleDeaths++
-			w.mu.Unlock()
-		}
 		if c := lb.takeConn(k); c != nil {
 			closeSilently(c)
 		}

@@ -43,7 +43,7 @@ func WorkerLeg(st SocketState, hs kern.Handshake, worker uint32, now uint64) (ke
 		PeerAcked: st.SndNxt,
 		SndNxt:    st.SndNxt,
 		OurTSval:  st.TSClock,
-		State:     kern.LegIdle,
+		State:     kern.LegNew, // the control program pools it (DataPlane.PushIdle)
 		LastNs:    now,
 	}
 	if st.Options&tcpiOptWScale != 0 {

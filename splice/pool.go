@@ -84,27 +84,17 @@ func (d *DataPlane) closePools() {
 	}
 }
 
-// PushIdle queues a worker leg as idle in its worker's pool and, for the
-// policies that take the leg idle the longest (jiq, sticky), gives the
-// worker a token in xlb_ready.
-func (d *DataPlane) PushIdle(key kern.LegKey, worker uint32, policy Policy) error {
-	k, err := key.MarshalBinary()
+// PushIdle puts a newly registered worker leg (LegNew) into its worker's
+// pool, with a jiq token, through the control program: the data plane
+// counts it idle (an exact count, the pool's size), unless it died
+// meanwhile.
+func (d *DataPlane) PushIdle(key kern.LegKey, worker uint32) error {
+	ok, err := d.ctl(kern.CtlMsg{Op: kern.CtlPool, Key: key, Worker: worker})
 	if err != nil {
-		return err
-	}
-	d.pools.mu.Lock()
-	q := d.pools.q[worker]
-	d.pools.mu.Unlock()
-	if q == nil {
-		return fmt.Errorf("worker %d has no pool", worker)
-	}
-	if err := q.Push(k); err != nil {
 		return fmt.Errorf("pool of worker %d: %w", worker, err)
 	}
-	if policy.usesTokens() {
-		if err := d.Objs.Ready.Push(ebpf.Uint32Key(worker)); err != nil {
-			return fmt.Errorf("jiq tokens: %w", err)
-		}
+	if !ok {
+		return fmt.Errorf("pool of worker %d: leg %s was not pooled (it ended, or the worker has no pool)", worker, key)
 	}
 	return nil
 }

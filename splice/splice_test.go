@@ -119,7 +119,7 @@ func TestWorkerLeg(t *testing.T) {
 	}
 	want := kern.Leg{Kind: kern.LegWorker, PeerWScale: 7, OurWScale: 9, Opts: kern.OptTS | kern.OptSACK | kern.OptWScale | kern.OptPeerTS,
 		PeerMSS: 1400, OurMSS: 1460, Worker: 3, WinBound: 0xffff<<9 + 0xffff, PeerHi: 9001, PeerAcked: 500, PeerTSval: 42,
-		PeerWin: 65535, SndNxt: 500, OurTSval: 1234, SndWin: 1000, State: kern.LegIdle, LastNs: 99}
+		PeerWin: 65535, SndNxt: 500, OurTSval: 1234, SndWin: 1000, State: kern.LegNew, LastNs: 99}
 	if l != want {
 		t.Errorf("leg\n %+v\nwant\n %+v", l, want)
 	}

@@ -141,31 +141,26 @@ type worker struct {
 	mu         sync.Mutex
 	state      WorkerState
 	legs       map[kern.LegKey]*net.TCPConn // live legs (idle or bound)
-	pushed     uint64                       // legs we queued as idle
-	idleDeaths uint64                       // legs that died while idle
 	cfg        kern.WorkerCfg               // what the data plane was last told (drain, trim)
 	draining   bool                         // xlb ctl drain/remove: no new requests
 	drainSince time.Time                    // when the drain began
 	removing   bool                         // xlb ctl remove: forget it once drained
 	drained    bool                         // drain completion logged
 	bound      atomic.Int64                 // legs busy with a client at the last fill
+	deaths     atomic.Uint64                // legs that ended (reported by the data plane)
+	lastDeaths uint64                       // deaths at the last fill
+	lastFill   time.Time
+	turnover   float64 // legs ended per second, smoothed
 	backoff    time.Duration
 	lastErr    error
 	kick       chan struct{}
 }
 
-// idle is the number of this worker's legs in the idle queue: those we
-// queued, plus those the data plane gave back, minus those it took and those
-// that died idle.
+// idle is the number of this worker's legs idle in its pool, as the data
+// plane counts them.
 func (w *worker) idle() (int, error) {
-	st, err := w.lb.dp.WorkerStats(w.id)
-	if err != nil {
-		return 0, err
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := int64(w.pushed) + int64(st.Releases) - int64(st.Binds) - int64(w.idleDeaths)
-	return int(max(n, 0)), nil
+	_, idle, err := w.lb.dp.Load(w.id)
+	return idle, err
 }
 
 func (w *worker) isDraining() bool {
@@ -204,12 +199,7 @@ func (w *worker) run(ctx context.Context) {
 // fill opens legs until the worker has its pool of idle ones. It returns how
 // long to back off after a failure (0 when all went well).
 func (w *worker) fill(ctx context.Context) time.Duration {
-	idle, err := w.idle()
-	if err != nil {
-		w.lb.log.Error("reading worker stats", "worker", w.spec.Addr, "err", err)
-		return backoffMax
-	}
-	bound, err := w.lb.dp.Bound(w.id)
+	bound, idle, err := w.lb.dp.Load(w.id)
 	if err != nil {
 		w.lb.log.Error("reading worker load", "worker", w.spec.Addr, "err", err)
 		return backoffMax
@@ -217,6 +207,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	w.mu.Lock()
 	weight, draining := w.spec.Weight, w.draining
 	w.mu.Unlock()
+	turnover := w.updateTurnover()
 	// The worker's live connections: idle, or busy with a client. Finished
 	// ones that linger (their entries wait for late retransmissions) are
 	// no longer its: a worker that closes after every answer would
@@ -231,7 +222,14 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	// worker more connections and undo that.
 	demand, weights := w.lb.demand()
 	target := w.lb.cfg.Pool*weight + demand*weight/max(weights, 1)
+	// A worker that ends its connections (Connection: close, HTTP/1.0,
+	// health checks) uses one up per request: keep what it uses up while a
+	// refill takes, on top.
+	target += int(turnover*refillHorizon.Seconds() + 0.5)
 	cfg := kern.WorkerCfg{Weight: uint32(max(weight, 1))}
+	// The data plane says when a take leaves half the idle target: the
+	// refill starts before the pool runs dry.
+	cfg.Low = uint32(max(1, (target-bound)/2))
 	if draining {
 		target = 0
 		cfg.Flags = kern.WorkerDrain
@@ -308,6 +306,34 @@ func (w *worker) checkDrained() bool {
 	}
 	return false
 }
+
+// refillHorizon is how long a pool's refill may take: a worker's pool
+// holds, beyond its target, the connections its clients use up in that
+// time (turnover).
+const refillHorizon = 50 * time.Millisecond
+
+// updateTurnover is the rate at which the worker's connections end, legs a
+// second, smoothed over the fills.
+func (w *worker) updateTurnover() float64 {
+	now := time.Now()
+	d := w.deaths.Load()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.lastFill.IsZero() {
+		if dt := now.Sub(w.lastFill).Seconds(); dt > 0.001 {
+			rate := float64(d-w.lastDeaths) / dt
+			a := min(dt/turnoverWindow.Seconds(), 1)
+			w.turnover += a * (rate - w.turnover)
+		} else {
+			return w.turnover
+		}
+	}
+	w.lastFill, w.lastDeaths = now, d
+	return w.turnover
+}
+
+// turnoverWindow is the time constant of the turnover's smoothing.
+const turnoverWindow = time.Second
 
 // drainTimeout closes the connections of clients still on a draining
 // worker once --drain-timeout has passed: clients pinned to it (a TLS
@@ -426,16 +452,13 @@ func (w *worker) openLeg(ctx context.Context) error {
 		c.Close()
 		return err
 	}
-	if err := w.lb.dp.PushIdle(key, w.id, w.lb.cfg.Policy); err != nil {
+	if err := w.lb.dp.PushIdle(key, w.id); err != nil {
 		// Registered but not queued: nobody can take it; retire it.
 		w.lb.dp.ForgetLeg(key)
 		w.forget(key)
 		closeSilently(c)
 		return err
 	}
-	w.mu.Lock()
-	w.pushed++
-	w.mu.Unlock()
 	return nil
 }
 

@@ -14,7 +14,7 @@
 #define XLB_POOL_MAX        4096   /* idle legs one worker's pool can hold */
 #define XLB_SCHED_LEN       1024   /* slots of the weighted schedule (policies rr, least) */
 #define XLB_REMATCH_MAX     4096   /* pending xlb ctl rematch requests */
-#define XLB_IDLE_POP_TRIES  2      /* pool entries examined for a live leg */
+#define XLB_IDLE_POP_TRIES  3      /* pool entries examined for a live leg */
 #define XLB_READY_TRIES     3      /* jiq: worker tokens examined for a pool with a live leg */
 #define XLB_PICK_TRIES      3      /* rr: schedule slots tried */
 #define XLB_LEAST_SCAN      16     /* least: schedule slots compared */

@@ -77,6 +77,8 @@ static __always_inline void finish(const struct leg_key *key, struct leg *leg)
 		if (set_state(leg, s, LEG_DEAD)) {
 			if (s == LEG_BOUND && leg->kind == LEG_WORKER)
 				wload_add(leg->worker, -1);
+			if (s == LEG_IDLE && leg->kind == LEG_WORKER)
+				idle_add(leg->worker, -1);
 			count(XLB_CNT_LEG_CLOSED);
 			emit(EV_LEG_CLOSED, key, leg, s);
 			return;
@@ -221,7 +223,7 @@ static __always_inline void materialize(struct leg *a, const struct binding *b, 
  * about to go back into it) leaves the pool instead: its worker is draining,
  * or the pool is larger than user space wants (a trim: one of the trim
  * credits is taken, atomically). */
-static __always_inline int should_retire(__u32 worker)
+static __always_inline int should_retire(__u32 worker, int may_trim)
 {
 	struct worker_cfg *c = bpf_map_lookup_elem(&xlb_wcfg, &worker);
 
@@ -229,7 +231,7 @@ static __always_inline int should_retire(__u32 worker)
 		return 0;
 	if (READ_ONCE(c->flags) & WORKER_DRAIN)
 		return 1;
-	if (READ_ONCE(c->trim) <= 0)
+	if (!may_trim || READ_ONCE(c->trim) <= 0)
 		return 0;
 	if (__sync_fetch_and_add(&c->trim, -1) > 0)
 		return 1;
@@ -253,6 +255,8 @@ static __always_inline int retire(const struct leg_key *k, struct leg *w, __u32 
 {
 	if (!set_state(w, from, LEG_DEAD))
 		return 0;
+	if (from == LEG_IDLE)
+		idle_add(w->worker, -1);
 	count(XLB_CNT_RETIRED);
 	if (bpf_map_push_elem(&xlb_retired, k, BPF_EXIST))
 		count(XLB_CNT_EVENT_LOST);
@@ -289,6 +293,7 @@ static __always_inline int pool_put(const struct leg_key *k, __u32 worker, const
 static __always_inline void unpop(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
 {
 	w->state = LEG_IDLE;
+	idle_add(w->worker, 1);
 	if (pool_put(k, w->worker, cfg))
 		retire(k, w, LEG_IDLE);
 }
@@ -303,7 +308,7 @@ static __always_inline void give_back(const struct leg_key *k, struct leg *w, co
 	struct worker_stats *ws = wstats(w->worker);
 	__u32 worker = w->worker;
 
-	if (READ_ONCE(w->pin) || should_retire(worker)) {
+	if (READ_ONCE(w->pin) || should_retire(worker, 1)) {
 		/* A pinned leg's worker holds state of its client (a TLS
 		 * session, an upgraded stream): never reused. */
 		if (!retire(k, w, LEG_BOUND))
@@ -311,12 +316,31 @@ static __always_inline void give_back(const struct leg_key *k, struct leg *w, co
 	} else {
 		if (!set_state(w, LEG_BOUND, LEG_IDLE))
 			return;
+		idle_add(worker, 1);
 		if (pool_put(k, worker, cfg))
 			retire(k, w, LEG_IDLE);
 	}
 	wload_add(worker, -1);
 	if (ws)
 		ws->releases++;
+}
+
+/* note_take counts an idle leg taken from worker's pool, and notes for
+ * the bind program when the take leaves the pool at its low watermark: it
+ * tells user space (EV_POOL_LOW), which opens connections before the
+ * pool runs dry and a client's first data is dropped. */
+static __always_inline void note_take(__u32 worker)
+{
+	struct worker_cfg *c = bpf_map_lookup_elem(&xlb_wcfg, &worker);
+	__s64 before = idle_add(worker, -1);
+	__u32 zero = 0;
+	struct bind_scratch *s;
+
+	if (!c || !c->low || before != (__s64)c->low + 1)
+		return;
+	s = bpf_map_lookup_elem(&xlb_bscratch, &zero);
+	if (s)
+		s->low = worker + 1;
 }
 
 /* pool_pop takes the live leg last put in a worker's pool. Entries can be stale
@@ -338,7 +362,11 @@ static __always_inline struct leg *pool_pop(__u32 worker, struct leg_key *wk)
 			continue;
 		if (!set_state(w, LEG_IDLE, LEG_BOUND))
 			continue;
-		if (should_retire(w->worker)) {
+		note_take(w->worker);
+		/* A trim never costs the client its leg: the last try keeps
+		 * what it took (a drain retires all: the client goes to
+		 * another worker). */
+		if (should_retire(w->worker, i + 1 < XLB_IDLE_POP_TRIES)) {
 			retire(wk, w, LEG_BOUND);
 			continue;
 		}

@@ -237,7 +237,7 @@ struct bind_scratch {
 	struct binding to_worker;
 	struct binding to_client;
 	__u32 reentry; /* 1: xlb_bind bound the leg (or decided its boundary) and calls xlb_xdp again */
-	__u32 pad;
+	__u32 low;     /* worker id + 1 whose pool a take just left at its low watermark (0: none) */
 };
 
 struct xlb_map_def SEC("maps") xlb_bscratch = {
@@ -280,6 +280,16 @@ static __always_inline void wload_add(__u32 worker, __s64 n)
 
 	if (l)
 		__sync_fetch_and_add(&l->bound, n);
+}
+
+/* idle_add counts a worker leg entering (1) or leaving (-1) LEG_IDLE: the
+ * exact count of a worker's idle legs, which user space sizes its pool by.
+ * Returns the count before. */
+static __always_inline __s64 idle_add(__u32 worker, __s64 n)
+{
+	struct worker_load *l = wload(worker);
+
+	return l ? __sync_fetch_and_add(&l->idle, n) : 0;
 }
 
 static __always_inline struct xlb_config *config(void)

@@ -104,6 +104,7 @@ enum leg_state {
 	LEG_CLOSING = 3, /* FIN answered by the program; waiting for the last ACK */
 	LEG_DEAD = 4,    /* finished and reported; user space reaps it */
 	LEG_PARKED = 5,  /* client leg bound but being released (idle release): its data is dropped */
+	LEG_NEW = 6,     /* worker leg registered by user space, not in its pool yet (CTL_POOL puts it there) */
 };
 
 enum leg_opt {
@@ -248,13 +249,14 @@ struct worker_cfg {
 	__u32 flags;         /* enum worker_flag */
 	__s32 trim;          /* idle legs to retire (pool larger than wanted) */
 	__u32 weight;        /* share of requests (policy least compares bound legs / weight) */
-	__u32 pad;
+	__u32 low;           /* EV_POOL_LOW when a take leaves this many idle legs (0: never) */
 };
 
 /* Per-worker load, the array xlb_wload indexed by worker id: written by the
  * data plane only, with atomic adds (policy least reads it). */
 struct worker_load {
 	__s64 bound;         /* worker legs bound to a client */
+	__s64 idle;          /* worker legs in state LEG_IDLE (in the pool, or being put there) */
 };
 
 /* Per-worker counters, the per-CPU array xlb_wstats indexed by worker id. With
@@ -318,12 +320,14 @@ enum ctl_op {
 	CTL_RELEASE = 2, /* after an RCU grace period: unbind a parked leg, its worker leg back to the pool */
 	CTL_UNPARK = 3,  /* a parked leg goes on as it was (no grace period could be had) */
 	CTL_RETIRE_IDLE = 4, /* take one entry off a draining worker's pool, retiring its leg */
+	CTL_POOL = 5,    /* a new worker leg (LEG_NEW) goes into its worker's pool */
 };
 
 enum event_type {
 	EV_CLIENT_LEG = 1, /* a client leg was created from its handshake */
 	EV_LEG_CLOSED = 2, /* a leg finished: destroy its socket silently, delete its entries */
 	EV_POOL_EMPTY = 3, /* a client had data but no worker leg was idle: grow the pool */
+	EV_POOL_LOW = 4,   /* a take left a worker with worker_cfg.low idle legs: grow its pool (key zero) */
 };
 
 /* What the program tells user space through the xlb_events ring buffer. */

@@ -829,7 +829,7 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
  * a request boundary (move or stay). It never translates: xlb_xdp, called
  * next, finds the new binding (and the boundary decided: req_mark moved)
  * and forwards the segment. Returns 0, or the reason to drop the packet. */
-static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct xlb_config *cfg)
+static __always_inline __u32 bind_decide(struct pkt *p, struct leg *leg, struct xlb_config *cfg)
 {
 	struct binding *b;
 	__u32 state;
@@ -847,6 +847,27 @@ static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct x
 		return XLB_CNT_BIND_RACE;
 	client_data(p, leg, &b, cfg, STAGE_BIND);
 	return 0;
+}
+
+/* bind_stage is bind_decide, then the low-watermark report of a take it
+ * made (note_take). */
+static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
+					struct bind_scratch *bs)
+{
+	__u32 reason, low;
+
+	bs->low = 0;
+	reason = bind_decide(p, leg, cfg);
+	low = bs->low;
+	if (low) {
+		struct xlb_event ev = {};
+
+		ev.type = EV_POOL_LOW;
+		ev.worker = low - 1;
+		if (bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0))
+			count(XLB_CNT_EVENT_LOST);
+	}
+	return reason;
 }
 
 /* A segment on a leg that is not bound. */
@@ -908,6 +929,8 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 				act_drop(d, XLB_CNT_DEAD_LEG);
 				return;
 			}
+			if (leg->kind == LEG_WORKER)
+				idle_add(leg->worker, -1);
 			advance(leg, p);
 			leg->snd_nxt = seq + 1; /* our FIN */
 		} else if (state == LEG_CLOSING) {
@@ -1043,8 +1066,12 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 {
 	struct decision d;
 
-	if (leg && p->syn && !p->has_ack && READ_ONCE(leg->state) == LEG_DEAD) {
-		/* A client reuses the port of a finished leg: forget the leg. */
+	if (leg && p->syn && READ_ONCE(leg->state) == LEG_DEAD &&
+	    (!p->has_ack || leg->kind == LEG_WORKER)) {
+		/* A client reuses the port of a finished leg, or a new pool
+		 * connection does (user space destroys a finished worker
+		 * leg's socket at once, which frees its port): forget the
+		 * leg, learn the new handshake. */
 		bpf_map_delete_elem(&xlb_binds, &p->key);
 		bpf_map_delete_elem(&xlb_legs, &p->key);
 		leg = NULL;
@@ -1163,7 +1190,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	leg = stage == STAGE_XLATE ? NULL : bpf_map_lookup_elem(&xlb_legs, &p.key);
 	if (stage == STAGE_BIND) {
 		/* Options are not needed to bind (xlb_xdp parses them next). */
-		__u32 reason = leg ? bind_stage(&p, leg, cfg) : XLB_CNT_BIND_RACE;
+		__u32 reason = leg ? bind_stage(&p, leg, cfg, bs) : XLB_CNT_BIND_RACE;
 
 		if (reason)
 			return drop(reason);
@@ -1247,6 +1274,22 @@ int xlb_ctl(struct xdp_md *ctx)
 
 	if ((void *)(m + 1) > data_end)
 		return XDP_DROP;
+	if (m->op == CTL_POOL) {
+		/* A worker leg user space just registered (LEG_NEW) goes into
+		 * its pool, counted idle: through here rather than a map push
+		 * from user space, so that the idle count stays exact (the leg
+		 * may die before it is pooled). */
+		cfg = config();
+		w = bpf_map_lookup_elem(&xlb_legs, &m->key);
+		if (!cfg || !w || w->kind != LEG_WORKER || w->worker != m->worker || !set_state(w, LEG_NEW, LEG_IDLE))
+			return XDP_DROP;
+		idle_add(m->worker, 1);
+		if (pool_put(&m->key, m->worker, cfg)) {
+			retire(&m->key, w, LEG_IDLE);
+			return XDP_DROP;
+		}
+		return XDP_PASS;
+	}
 	if (m->op == CTL_RETIRE_IDLE) {
 		/* A draining worker's idle legs are retired as pops meet them;
 		 * when nothing pops its pool (no traffic, or a policy that no
