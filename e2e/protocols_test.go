@@ -34,7 +34,8 @@ import (
 // protoFlags are the xlb flags of the protocol tests: a control socket of
 // its own, then extra, then $XLB_PROTO_FLAGS. That variable is for checking
 // the tests themselves: with `--policy sticky --idle-release 0` xlb never
-// moves a client, and every test here must pass.
+// moves a client, and every test here must pass (TestRedisOneCommandAtATime
+// then does not check the balance).
 func protoFlags(t testing.TB, extra ...string) []string {
 	flags := append(ownSocket(t), extra...)
 	return append(flags, strings.Fields(os.Getenv("XLB_PROTO_FLAGS"))...)
