@@ -517,15 +517,21 @@ func pipelineSizes() []int {
 // KB batch: more than the worker's first receive window, so that nginx
 // answers the first requests while the rest is still arriving; a 50 KB batch
 // arrives whole first), on lo's own MTU (64 KB segments) and on lo with MTU
-// 1500 (about 140 segments).
+// 1500 (about 140 segments). A third shape streams the batch in pieces of
+// 3001 bytes 3 ms apart, the way a client sends requests as it thinks of
+// them: nginx answers every complete request before the next piece comes,
+// the client acknowledges every answer, and the next piece starts in the
+// middle of a request.
 func TestHTTPPipelining(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		mtu  int
-		pad  int
+		name  string
+		mtu   int
+		pad   int
+		piece int // write the batch in pieces of this size, 3 ms apart (0: at once)
 	}{
-		{"lo-mtu-65536", 0, 2000},
-		{"lo-mtu-1500", 1500, 2000},
+		{"lo-mtu-65536", 0, 2000, 0},
+		{"lo-mtu-1500", 1500, 2000, 0},
+		{"streamed-pieces", 0, 2000, 3001},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testnet.RequireRoot(t)
@@ -548,7 +554,23 @@ func TestHTTPPipelining(t *testing.T) {
 			// is still going out, and a client that only wrote could
 			// fill both directions' buffers.
 			werr := make(chan error, 1)
-			go func() { _, err := cl.c.Write(batch); werr <- err }()
+			go func() {
+				if tc.piece == 0 {
+					_, err := cl.c.Write(batch)
+					werr <- err
+					return
+				}
+				for k := 0; k < len(batch); k += tc.piece {
+					if k > 0 {
+						time.Sleep(3 * time.Millisecond) // the client's pace, not a wait for an event
+					}
+					if _, err := cl.c.Write(batch[k:min(k+tc.piece, len(batch))]); err != nil {
+						werr <- err
+						return
+					}
+				}
+				werr <- nil
+			}()
 			for i, n := range sizes {
 				if err := readFile(cl.r, n); err != nil {
 					t.Errorf("response %d of %d (batch of %d bytes): %v; the workers logged %v", i, len(sizes), len(batch), err, perWorker(farm.requests(t)))
