@@ -629,3 +629,65 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(ks)
 	return ks
 }
+
+var abField = regexp.MustCompile(`(?m)^(Complete requests|Failed requests|Non-2xx responses|Keep-Alive requests):\s+(\d+)`)
+
+// TestAbKeepAlive: ApacheBench (HTTP/1.0 keep-alive, -k -c 2) through xlb
+// to three nginx, over plain HTTP and over TLS: every request complete, no
+// failed request (ab checks every response's length against the first),
+// every one kept alive. Over plain HTTP the requests must also spread over
+// the three workers (per-request balancing of a client that follows the
+// rules).
+func TestAbKeepAlive(t *testing.T) {
+	for _, scheme := range []string{"http", "https"} {
+		t.Run(scheme, func(t *testing.T) {
+			testnet.RequireRoot(t)
+			needTools(t, "nginx", "ab")
+			ns := testnet.New(t)
+			var cert, key string
+			if scheme == "https" {
+				var err error
+				if cert, key, err = testproto.SelfSignedCert(t.TempDir()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			farm := startNginxFarm(t, ns, 3, webRoot(t, 1000, 20000), cert, key)
+			lb := startXLB(t, ns, "lo", 8080, farm.addrs, protoFlags(t)...)
+			const n = 600
+			total := 0
+			for _, size := range []int{1000, 20000} {
+				cmd := ns.Command("ab", "-k", "-c", "2", "-n", fmt.Sprint(n/2), "-s", "20", fmt.Sprintf("%s://127.0.0.1:8080/b%d", scheme, size))
+				out, err := runBounded(cmd, 60*time.Second)
+				got := map[string]string{}
+				for _, m := range abField.FindAllStringSubmatch(string(out), -1) {
+					got[m[1]] = m[2]
+				}
+				if err != nil || got["Complete requests"] != fmt.Sprint(n/2) || got["Failed requests"] != "0" || got["Non-2xx responses"] != "" || got["Keep-Alive requests"] != fmt.Sprint(n/2) {
+					t.Errorf("ab -k -c 2 -n %d %s://.../b%d: %v %v\n%s", n/2, scheme, size, err, got, curlTail(out, 30))
+					continue
+				}
+				total += n / 2
+			}
+			if t.Failed() {
+				t.Fatalf("the workers logged %s", perWorker(farm.requests(t)))
+			}
+			lines := farm.waitRequests(t, total)
+			t.Logf("%d requests; the workers logged %s", total, perWorker(lines))
+			if len(lines) != total {
+				t.Errorf("the workers logged %d requests, want %d", len(lines), total)
+			}
+			if scheme == "http" && os.Getenv("XLB_PROTO_FLAGS") == "" {
+				per := map[string]int{}
+				for _, l := range lines {
+					per[l.worker]++
+				}
+				for _, w := range farm.addrs {
+					if per[w] < total/10 {
+						t.Errorf("worker %s served %d of %d requests: per-request balancing should give each at least a tenth", w, per[w], total)
+					}
+				}
+			}
+			lb.stop()
+		})
+	}
+}
