@@ -248,6 +248,7 @@ func TestRedisOneCommandAtATime(t *testing.T) {
 	sizes := []int{0, 1, 100, 1400, 5000, 65536, 100000}
 	const n = 300
 	sent := map[string]int{}
+	var took []time.Duration
 	for i := 0; i < n; i++ {
 		var args []string
 		var ok func(testproto.Reply) bool
@@ -263,7 +264,9 @@ func TestRedisOneCommandAtATime(t *testing.T) {
 			args = []string{"PING"}
 			ok = func(r testproto.Reply) bool { return r.Kind == '+' && r.Str == "PONG" }
 		}
+		t0 := time.Now()
 		r, err := redisDo(c, args...)
+		took = append(took, time.Since(t0))
 		if err != nil || !ok(r) {
 			t.Fatalf("command %d (%s, %d bytes): reply %v (%v)", i, args[0], len(testproto.RESP(args...)), r, err)
 		}
@@ -294,7 +297,18 @@ func TestRedisOneCommandAtATime(t *testing.T) {
 	} else if low {
 		t.Errorf("commands per server %s: each should get at least %d of %d (per-request balancing)", strings.Join(spread, ", "), n/10, n)
 	}
-	t.Logf("%d commands, one at a time, every reply right; per server %s", n, strings.Join(spread, ", "))
+	slow := 0
+	for _, d := range took {
+		if d > 100*time.Millisecond {
+			slow++
+		}
+	}
+	if slow > 0 {
+		t.Logf("%d of %d commands took over 100 ms (a retransmission timeout?); data plane counters %v", slow, n, status(t, ns, "lo").Counters)
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	t.Logf("%d commands, one at a time, every reply right; per server %s; latency p50 %v p90 %v max %v",
+		n, strings.Join(spread, ", "), took[n/2].Round(time.Microsecond), took[n*9/10].Round(time.Microsecond), took[n-1].Round(time.Microsecond))
 	lb.stop()
 }
 
