@@ -339,8 +339,13 @@ func TestExpectContinueUploads(t *testing.T) {
 			if k > 0 {
 				args = append(args, "--next")
 			}
-			args = append(args, "-sS", "-v", "--max-time", "15", "-H", "Expect: 100-continue",
-				"--data-binary", "@"+filepath.Join(dir, fmt.Sprintf("up%d", i)),
+			args = append(args, "-sS", "-v", "--max-time", "15")
+			if g < 2 {
+				// The last run relies on curl's own choice (it asks
+				// for large bodies); the count of 100s checks it did.
+				args = append(args, "-H", "Expect: 100-continue")
+			}
+			args = append(args, "--data-binary", "@"+filepath.Join(dir, fmt.Sprintf("up%d", i)),
 				"-o", filepath.Join(dir, fmt.Sprintf("answer%d", i)),
 				"http://127.0.0.1:8080"+demo.UploadPath)
 		}
