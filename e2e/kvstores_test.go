@@ -536,3 +536,120 @@ func TestMemcachedText(t *testing.T) {
 	t.Logf("batch of %d gets, %d bytes in one write: every answer right, in order", batched, len(batch))
 	lb.stop()
 }
+
+// cleanClient matches CLIENT INFO of a connection in its initial state.
+var cleanClient = regexp.MustCompile(`\bdb=0 sub=0 psub=0 (ssub=0 )?multi=-1\b`)
+
+// TestRedisStatefulCommands: commands sent one at a time that tie a
+// connection to its server: a transaction (MULTI, commands queued, EXEC),
+// SELECT of a database followed by SETs, and SUBSCRIBE, after which the
+// server speaks without being asked, also after the client was silent for
+// longer than --idle-release (200ms here). Every reply is checked, and on
+// each server directly: the SELECTed keys all in that database of one
+// server, every PUBLISH received by exactly one subscriber. Once those
+// clients left, no worker connection may carry their state to a new client
+// (CLIENT INFO: database 0, no transaction, no subscription).
+func TestRedisStatefulCommands(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	servers := startRedisFarm(t, ns, 3)
+	direct := make([]*client, len(servers))
+	for i, a := range servers {
+		direct[i] = dial(t, ns, a)
+	}
+	lb := startXLB(t, ns, "lo", 8080, servers, protoFlags(t, "--idle-release", "200ms")...)
+	expect := func(t *testing.T, c *client, what string, want string, args ...string) {
+		t.Helper()
+		r, err := redisDo(c, args...)
+		if err != nil || r.String() != want {
+			t.Fatalf("%s: %s: %v (%v), want %s", what, strings.Join(args, " "), r, err, want)
+		}
+	}
+
+	t.Run("transactions", func(t *testing.T) {
+		tx := dial(t, ns, "127.0.0.1:8080")
+		for i := 0; i < 10; i++ {
+			key := fmt.Sprintf("tx%d", i)
+			what := fmt.Sprintf("transaction %d", i)
+			expect(t, tx, what, `+"OK"`, "MULTI")
+			expect(t, tx, what, `+"QUEUED"`, "SET", key, "41")
+			expect(t, tx, what, `+"QUEUED"`, "INCR", key)
+			expect(t, tx, what, `*2[+"OK" :42]`, "EXEC")
+		}
+	})
+
+	t.Run("select", func(t *testing.T) {
+		const db, keys = "3", 20
+		sel := dial(t, ns, "127.0.0.1:8080")
+		expect(t, sel, "select", `+"OK"`, "SELECT", db)
+		for i := 0; i < keys; i++ {
+			key, val := fmt.Sprintf("sel%d", i), fmt.Sprintf("v%d", i)
+			expect(t, sel, "after SELECT "+db, `+"OK"`, "SET", key, val)
+			expect(t, sel, "after SELECT "+db, fmt.Sprintf("$%q", val), "GET", key)
+		}
+		var where []string
+		for i, d := range direct {
+			for _, n := range []string{"0", db} {
+				redisMust(t, d, "SELECT", n)
+				if k := redisMust(t, d, "KEYS", "sel*").Elems; len(k) > 0 {
+					where = append(where, fmt.Sprintf("%s db %s: %d", servers[i], n, len(k)))
+				}
+			}
+			redisMust(t, d, "SELECT", "0")
+		}
+		if len(where) != 1 || !strings.HasSuffix(where[0], fmt.Sprintf("db %s: %d", db, keys)) {
+			t.Errorf("after SELECT %s, the %d keys set are at %v, want all in db %s of one server", db, keys, where, db)
+		}
+	})
+
+	t.Run("subscribe", func(t *testing.T) {
+		sub := dial(t, ns, "127.0.0.1:8080")
+		expect(t, sub, "subscribe", `*3[$"subscribe" $"news" :1]`, "SUBSCRIBE", "news")
+		for i := 0; i < 3; i++ {
+			time.Sleep(600 * time.Millisecond) // the silence is the point: xlb's idle release runs meanwhile
+			msg := fmt.Sprintf("hello %d %s", i, demo.Body(2000))
+			receivers := 0
+			for _, d := range direct {
+				receivers += int(redisMust(t, d, "PUBLISH", "news", msg).Int)
+			}
+			if receivers != 1 {
+				t.Fatalf("PUBLISH %d: %d subscribers on the three servers, want 1", i, receivers)
+			}
+			sub.c.SetDeadline(time.Now().Add(ioTimeout))
+			r, err := testproto.ReadReply(sub.r)
+			if want := (testproto.Reply{Kind: '*', Int: 3, Elems: []testproto.Reply{{Kind: '$', Str: "message", Int: 7}, {Kind: '$', Str: "news", Int: 4}, {Kind: '$', Str: msg, Int: int64(len(msg))}}}); err != nil || r.String() != want.String() {
+				t.Fatalf("message %d after %v of silence: %v (%v), want %v", i, 600*time.Millisecond, r, err, want)
+			}
+		}
+	})
+
+	// The clients above have left (their connections closed at the end of
+	// each subtest): the worker connections they dirtied (an open MULTI, a
+	// SELECTed database, a subscription) must not serve anyone else.
+	t.Run("pool stays clean", func(t *testing.T) {
+		c := dial(t, ns, "127.0.0.1:8080")
+		dirty := 0
+		for i := 0; i < 200; i++ {
+			r, err := redisDo(c, "CLIENT", "INFO")
+			if err != nil {
+				t.Fatalf("CLIENT INFO %d: %v", i, err)
+			}
+			if r.Kind != '$' || !cleanClient.MatchString(r.Str) {
+				dirty++
+				if dirty <= 3 {
+					t.Errorf("CLIENT INFO %d on a new connection: %v: a worker connection left in another client's state", i, r)
+				}
+			}
+		}
+		if dirty > 0 {
+			if os.Getenv("XLB_PROTO_FLAGS") != "" {
+				t.Skipf("XLB_PROTO_FLAGS=%q: %d of 200 dirty, not checked", os.Getenv("XLB_PROTO_FLAGS"), dirty)
+			}
+			t.Errorf("%d of 200 commands on a new connection met a worker connection in another client's state", dirty)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	lb.stop()
+}
