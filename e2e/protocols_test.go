@@ -53,7 +53,8 @@ func needTools(t testing.TB, tools ...string) {
 }
 
 // nginxFarm is n nginx workers on 127.0.0.1:4171.. serving root, each logging
-// its requests to its own file; with TLS when cert is set.
+// its requests to its own file and naming itself in X-Worker; with TLS when
+// cert is set.
 type nginxFarm struct {
 	addrs []string
 	logs  []string
@@ -66,7 +67,8 @@ func startNginxFarm(t testing.TB, ns *testnet.NS, n int, root, cert, key string)
 	for i := 0; i < n; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", 4171+i)
 		log := filepath.Join(dir, fmt.Sprintf("access-%d.log", 4171+i))
-		startNginxConf(t, ns, testproto.Nginx{Listen: addr, Root: root, Cert: cert, Key: key, AccessLog: log})
+		startNginxConf(t, ns, testproto.Nginx{Listen: addr, Root: root, Cert: cert, Key: key, AccessLog: log,
+			Server: "add_header X-Worker $server_addr:$server_port always;"})
 		f.addrs = append(f.addrs, addr)
 		f.logs = append(f.logs, log)
 	}
@@ -242,7 +244,7 @@ func tlsGet(c *tls.Conn, r *bufio.Reader, size int) error {
 		return fmt.Errorf("GET /b%d: body after %d bytes: %w", size, len(body), err)
 	}
 	if resp.StatusCode != 200 || !bytes.Equal(body, demo.Body(size)) {
-		return fmt.Errorf("GET /b%d: %s, %d bytes, intact=%v", size, resp.Status, len(body), bytes.Equal(body, demo.Body(size)))
+		return fmt.Errorf("GET /b%d: %s from %s, %d bytes, intact=%v", size, resp.Status, resp.Header.Get("X-Worker"), len(body), bytes.Equal(body, demo.Body(size)))
 	}
 	return nil
 }
@@ -307,6 +309,9 @@ func TestTLSPausesPastIdleRelease(t *testing.T) {
 	lb.stop()
 }
 
+// xWorker finds the last X-Worker header in curl's header dump (-D).
+var xWorker = regexp.MustCompile(`(?mi)^x-worker: (\S+)`)
+
 // uploadSizes are the bodies of TestExpectContinueUploads: 2 to 8 MB, none
 // a round number.
 var uploadSizes = []int{2 << 20, 3<<20 + 1, 8 << 20, 2<<20 + 333, 5<<20 + 7, 4 << 20, 6<<20 - 5, 2<<20 + 4096, 7<<20 + 100, 3 << 20}
@@ -345,7 +350,8 @@ func TestExpectContinueUploads(t *testing.T) {
 				// for large bodies); the count of 100s checks it did.
 				args = append(args, "-H", "Expect: 100-continue")
 			}
-			args = append(args, "--data-binary", "@"+filepath.Join(dir, fmt.Sprintf("up%d", i)),
+			args = append(args, "-D", filepath.Join(dir, fmt.Sprintf("headers%d", i)),
+				"--data-binary", "@"+filepath.Join(dir, fmt.Sprintf("up%d", i)),
 				"-o", filepath.Join(dir, fmt.Sprintf("answer%d", i)),
 				"http://127.0.0.1:8080"+demo.UploadPath)
 		}
@@ -363,7 +369,14 @@ func TestExpectContinueUploads(t *testing.T) {
 			got, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("answer%d", i)))
 			if string(got) != want[i]+"\n" {
 				bad++
-				t.Errorf("upload %d (%d bytes, curl run %d): the worker answered %q, want the body's SHA-256 %s", i, uploadSizes[i], g, bytes.TrimSpace(got[:min(len(got), 200)]), want[i])
+				hdr, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("headers%d", i)))
+				worker := "no response:"
+				if m := xWorker.FindAllSubmatch(hdr, -1); m != nil {
+					worker = string(m[len(m)-1][1])
+				} else if len(hdr) > 0 {
+					worker = "a worker's HTTP server itself (no X-Worker, the handler never ran)"
+				}
+				t.Errorf("upload %d (%d bytes, curl run %d): %s answered %q, want the body's SHA-256 %s", i, uploadSizes[i], g, worker, bytes.TrimSpace(got[:min(len(got), 200)]), want[i])
 			}
 		}
 	}
@@ -616,11 +629,11 @@ func readFile(r *bufio.Reader, size int) error {
 		return fmt.Errorf("/b%d: body after %d bytes: %w", size, len(body), err)
 	}
 	if resp.StatusCode != 200 {
-		return fmt.Errorf("/b%d: %s", size, resp.Status)
+		return fmt.Errorf("/b%d: %s from %s", size, resp.Status, resp.Header.Get("X-Worker"))
 	}
 	if !bytes.Equal(body, demo.Body(size)) {
 		sum := sha256.Sum256(body)
-		return fmt.Errorf("/b%d: %d bytes hashing to %s, not the file", size, len(body), hex.EncodeToString(sum[:8]))
+		return fmt.Errorf("/b%d: %d bytes from %s hashing to %s..., not the file", size, len(body), resp.Header.Get("X-Worker"), hex.EncodeToString(sum[:8]))
 	}
 	return nil
 }
