@@ -19,6 +19,10 @@ func runDemoWorker(args []string, stdout, stderr io.Writer) error {
 		"A small HTTP/1.1 keep-alive server for demos and tests. It answers\n"+
 			"  GET /        with its name,\n"+
 			"  GET /bytes/N with N deterministic bytes (the same for every worker),\n"+
+			"  POST /upload with the SHA-256 of the request body (after 100 Continue\n"+
+			"               when the client sends Expect: 100-continue),\n"+
+			"  GET /echo    with Connection: Upgrade: 101 Switching Protocols, then an\n"+
+			"               echo protocol in both directions on the raw connection,\n"+
 			"and says who answered in X-Worker and what the body hashes to in\n"+
 			"X-Content-Sha256, so that a client can check every response.",
 		"xlb demo-worker --name w1 127.0.0.1:4171")

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
 )
@@ -19,51 +21,55 @@ import (
 // lines in its http block.
 func startNginx(t testing.TB, ns *testnet.NS, port int, root, extra string, serverExtra ...string) *proc {
 	t.Helper()
+	return startNginxConf(t, ns, testproto.Nginx{
+		Listen: fmt.Sprintf("127.0.0.1:%d", port), Root: root, HTTP: extra, Server: strings.Join(serverExtra, "\n"),
+	})
+}
+
+// startNginxConf runs nginx in ns as n says (Dir: a new temporary directory)
+// and waits until it accepts connections.
+func startNginxConf(t testing.TB, ns *testnet.NS, n testproto.Nginx) *proc {
+	t.Helper()
 	if _, err := exec.LookPath("nginx"); err != nil {
 		t.Fatalf("nginx not installed (make test installs it: scripts/deps.sh test): %v", err)
 	}
-	dir := t.TempDir()
-	conf := fmt.Sprintf(`
-user root;
-daemon off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	client_body_temp_path %[1]s;
-	proxy_temp_path %[1]s;
-	fastcgi_temp_path %[1]s;
-	uwsgi_temp_path %[1]s;
-	scgi_temp_path %[1]s;
-	keepalive_requests 1000000;
-	%[4]s
-	server {
-		listen 127.0.0.1:%[2]d;
-		root %[3]s;
-		location = /name { return 200 "nginx %[2]d\n"; }
-		%[5]s
-	}
-}
-`, dir, port, root, extra, strings.Join(serverExtra, "\n"))
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+	n.Dir = t.TempDir()
+	args, err := n.WriteConfig()
+	if err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, ns, fmt.Sprintf("nginx :%d", port), "nginx", "-c", path)
+	p := startProc(t, ns, "nginx "+n.Listen, args...)
 	// nginx prints nothing when it starts well: wait until it accepts.
+	waitAccepts(t, ns, n.Listen, p)
+	return p
+}
+
+// waitAccepts waits until addr accepts TCP connections in ns (for servers
+// that say nothing when they are ready), failing if p exits first.
+func waitAccepts(t testing.TB, ns *testnet.NS, addr string, p *proc) {
+	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if err := ns.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port)).Run(); err == nil {
-			break
+		err := ns.Do(func() error {
+			c, err := net.DialTimeout("tcp4", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited (%v) before accepting on %s:\n%s", p.name, p.err, addr, p.output())
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nginx on port %d did not start:\n%s", port, p.output())
+			t.Fatalf("%s did not accept on %s within %v:\n%s", p.name, addr, startTimeout, p.output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return p
 }
 
 // webRoot makes a directory with files of deterministic content.

@@ -191,6 +191,10 @@ type topoOpts struct {
 	routed  bool     // xlb --routed: XDP_TX/redirect instead of L's forwarding
 	workers int      // demo workers in W (default 3)
 	flags   []string // more xlb flags
+	// servers, when set, starts the workers in W instead of demo workers:
+	// one on each address given (workerAddr:4171, ...), returning once
+	// they accept connections.
+	servers func(t testing.TB, w *testnet.NS, addrs []string)
 }
 
 // topo is a running routed topology: namespaces, links, workers, xlb.
@@ -241,10 +245,16 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 
 	for i := 0; i < o.workers; i++ {
 		addr := fmt.Sprintf("%s:%d", workerAddr, firstWorker+i)
+		tp.workerAddrs = append(tp.workerAddrs, addr)
+		if o.servers != nil {
+			continue
+		}
 		p := startProc(t, tp.w, "worker "+addr, xlbBin, "demo-worker", "--name", fmt.Sprintf("w%d", i+1), addr)
 		p.waitLines("listening on", 1, startTimeout)
 		tp.workers = append(tp.workers, p)
-		tp.workerAddrs = append(tp.workerAddrs, addr)
+	}
+	if o.servers != nil {
+		o.servers(t, tp.w, tp.workerAddrs)
 	}
 
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
@@ -352,7 +362,7 @@ func (tp *topo) waitPoolsFull() map[string]int {
 func (tp *topo) waitBaseline(extra int) {
 	tp.t.Helper()
 	base := tp.baselineLegs["worker/idle"]
-	tp.waitStatus(reapTimeout, fmt.Sprintf("legs back to %d to %d idle worker legs only", base, base+2*extra+len(tp.workers)), func(r statusReport) bool {
+	tp.waitStatus(reapTimeout, fmt.Sprintf("legs back to %d to %d idle worker legs only", base, base+2*extra+len(tp.workerAddrs)), func(r statusReport) bool {
 		n := 0
 		for k, v := range r.Legs {
 			if k != "worker/idle" && v != 0 {
@@ -360,7 +370,7 @@ func (tp *topo) waitBaseline(extra int) {
 			}
 			n = v
 		}
-		return n >= base && n <= base+2*extra+len(tp.workers)
+		return n >= base && n <= base+2*extra+len(tp.workerAddrs)
 	})
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what xlb needs on Debian 12, skipping what is present.
 #   deps.sh build   what `make` needs: clang, llvm, kernel UAPI headers
-#   deps.sh test    what the tests need on top: iproute2, ethtool, curl, nginx, wrk, tmux
-#   deps.sh bench   what the benchmarks need on top: haproxy, redis, gnuplot
+#   deps.sh test    what the tests need on top: iproute2, ethtool, curl, nginx,
+#                   wrk, tmux, redis, memcached, ab (the protocol tests' servers
+#                   and clients)
+#   deps.sh bench   what the benchmarks need on top: haproxy, gnuplot
 set -euo pipefail
 
 # command or file -> Debian package
@@ -22,11 +24,14 @@ test=(
 	"wrk:wrk"
 	"tmux:tmux"
 	"ss:iproute2"
+	"redis-server:redis-server"
+	"redis-cli:redis-tools"
+	"redis-benchmark:redis-tools"
+	"memcached:memcached"
+	"ab:apache2-utils"
 )
 bench=(
 	"haproxy:haproxy"
-	"redis-server:redis-server"
-	"redis-benchmark:redis-tools"
 	"gnuplot:gnuplot-nox"
 )
 

@@ -41,13 +41,22 @@ func Sum(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// Handler serves / and /bytes/N as worker `name`, each after `delay`.
+// Handler serves /, /bytes/N, POST /upload and the /echo upgrade as worker
+// `name`, each after `delay`.
 func Handler(name string, delay time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if delay > 0 {
 			time.Sleep(delay)
 		}
 		w.Header().Set("X-Worker", name)
+		switch r.URL.Path {
+		case UploadPath:
+			upload(w, r)
+			return
+		case EchoPath:
+			echoUpgrade(name, w, r)
+			return
+		}
 		if r.URL.Path == "/" {
 			body := []byte("worker " + name + "\n")
 			w.Header().Set("X-Content-Sha256", Sum(body))
