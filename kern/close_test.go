@@ -1,10 +1,12 @@
 package kern_test
 
 // Fixtures of a client's close and the fate of its worker leg: a client that
-// leaves between two exchanges gives its worker leg back to the pool (the
-// data plane completes its close; the worker never knows); a client that
-// leaves in the middle of an exchange takes its worker leg with it (the FIN
-// or RST goes to the worker, the pair ends).
+// closes (FIN) between two exchanges gives its worker leg back (the data
+// plane completes its close; the worker never knows): the leg cools, then
+// goes to its pool, or is retired if its worker turns out to be still
+// answering. A client that leaves in the middle of an exchange, or resets,
+// takes its worker leg with it (the FIN or RST goes to the worker, the pair
+// ends).
 
 import (
 	"testing"
@@ -14,9 +16,9 @@ import (
 
 // TestClientLeavesBetweenExchanges: after a whole answer, acknowledged on
 // the FIN itself or before it, the client's FIN is answered by the data
-// plane and W1 goes back to its pool with its positions; the client's last
-// ACK ends the client leg. A late retransmission from W1's worker is then
-// answered as stale, and the next client binds W1.
+// plane and W1 cools with its positions; the client's last ACK ends the
+// client leg. A late retransmission from W1's worker is answered as stale;
+// once W1 cooled, the next client binds it.
 func TestClientLeavesBetweenExchanges(t *testing.T) {
 	for _, ackedBefore := range []bool{true, false} {
 		name := "answer acknowledged on the FIN"
@@ -53,21 +55,24 @@ func TestClientLeavesBetweenExchanges(t *testing.T) {
 			d.checkNoBind("after the client left", clientKey)
 			d.checkNoBind("after the client left", workerKey)
 			wantW1 := a.w1
-			wantW1.State = kern.LegIdle
+			wantW1.State = kern.LegCooling
 			wantW1.SndNxt = a.c.PeerHi + a.toW1.SeqOff
 			wantW1.OurTSval = a.c.PeerTSval + a.toW1.TSvalOff
 			wantW1.SndWin = scaledWin(a.c.PeerWin, a.c.PeerWScale, a.w1.OurWScale)
-			checkLeg(t, "W1 back in its pool", d.mustLeg(workerKey), wantW1)
+			checkLeg(t, "W1 cooling", d.mustLeg(workerKey), wantW1)
 			if ackedBefore {
-				d.checkIdle("after the client left", workerKey, worker2Key) // quiescentPair queues W2
+				d.checkIdle("after the client left", worker2Key) // quiescentPair queues W2
 			} else {
-				d.checkIdle("after the client left", workerKey)
+				d.checkIdle("after the client left")
+			}
+			if got := d.cooling(); len(got) != 1 || got[0] != workerKey {
+				t.Errorf("cooling queue %v, want W1", got)
 			}
 			if got := wsDelta(ws1, d.workerStats(1)); got != (kern.WorkerStats{Releases: 1}) {
 				t.Errorf("worker 1 stats moved %+v, want one release", got)
 			}
-			if d.load(1) != 0 {
-				t.Errorf("worker 1 load %d, want 0", d.load(1))
+			if d.load(1) != 0 || d.idleCount(1) != 1 {
+				t.Errorf("worker 1 load %d idle %d, want 0, 1 (a cooling leg counts as idle)", d.load(1), d.idleCount(1))
 			}
 			checkEvents(t, d.drainEvents())
 
@@ -93,8 +98,11 @@ func TestClientLeavesBetweenExchanges(t *testing.T) {
 			checkCounters(t, delta, kern.CounterTCP, kern.CounterStaleAcked, kern.CounterTX)
 			checkReply(t, stale, out, wantW1, wantW1.SndNxt, tcpACK)
 
-			// The next client's request binds W1, right after the first
-			// client's request in the worker's stream.
+			// The next client's request binds W1, once it cooled, right
+			// after the first client's request in the worker's stream.
+			d.idleQueue() // W1 alone can serve it
+			d.ageCooling(coolNs)
+			wantW1.State = kern.LegIdle
 			c2 := stdClientLeg()
 			d.putLeg(client2Key, c2)
 			req := on(client2Key, seg{seq: c2.PeerHi, ack: c2.SndNxt, flags: tcpACK | tcpPSH, win: 502,
@@ -106,28 +114,72 @@ func TestClientLeavesBetweenExchanges(t *testing.T) {
 				t.Errorf("next client's request reaches %s at seq %#x ack %#x, want W1's worker at %#x, %#x",
 					o.dst, o.seq, o.ack, wantW1.SndNxt, wantW1.PeerHi)
 			}
+			if got := d.cooling(); len(got) != 0 {
+				t.Errorf("cooling queue %v after the bind, want empty", got)
+			}
 		})
 	}
 }
 
-// TestClientRSTBetweenExchanges: a RST at the exact seq after a whole answer
-// ends the client leg alone; W1 goes back to its pool, its worker never sees
-// the RST.
+// TestCoolingLegRetiredWhenWorkerGoesOn: the client left having read every
+// byte sent so far, but the answer was not whole: the worker's next bytes
+// reach the cooling leg, which is retired (user space ends it with a FIN),
+// never pooled; a leg still cooling is not handed to the next client.
+func TestCoolingLegRetiredWhenWorkerGoesOn(t *testing.T) {
+	d := loadDataPlane(t)
+	a := quiescentPair(t, d)
+	d.idleQueue() // W2 out: the next client must find nothing
+	v, _, _ := d.run(fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400,
+		opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}).build())
+	checkVerdict(t, v, xdpTX)
+
+	// A new client while W1 cools: no leg for it.
+	c2 := stdClientLeg()
+	d.putLeg(client2Key, c2)
+	req := on(client2Key, seg{seq: c2.PeerHi, ack: c2.SndNxt, flags: tcpACK | tcpPSH, win: 502,
+		opts: nopTS(c2.PeerTSval+1, c2.OurTSval), payload: request})
+	v, _, delta := d.run(req)
+	checkVerdict(t, v, xdpDrop)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterNoIdleLeg, kern.CounterDrop)
+	d.drainEvents()
+
+	// W1's worker goes on with the answer.
+	v, _, delta = d.run(fromWorker(seg{seq: a.w1.PeerHi, ack: a.w1.PeerAcked, flags: tcpACK | tcpPSH, win: 300,
+		opts: nopTS(a.w1.PeerTSval+5, a.w1.OurTSval), payload: make([]byte, 200)}).build())
+	checkVerdict(t, v, xdpDrop)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterRetired, kern.CounterUnsolicited, kern.CounterDrop)
+	if gw := d.mustLeg(workerKey); gw.State != kern.LegDead {
+		t.Errorf("W1 %s, want dead (retired)", gw.State)
+	}
+	d.checkRetired("after the worker went on", workerKey)
+	if d.idleCount(1) != 0 {
+		t.Errorf("worker 1 idle count %d, want 0", d.idleCount(1))
+	}
+	// Its cooling entry is dropped when it comes due.
+	d.ageCooling(coolNs)
+	v, _, delta = d.run(req)
+	checkVerdict(t, v, xdpDrop)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterNoIdleLeg, kern.CounterDrop)
+	if got := d.cooling(); len(got) != 0 {
+		t.Errorf("cooling queue %v, want empty", got)
+	}
+}
+
+// TestClientRSTBetweenExchanges: a client resets when it closes with bytes
+// unread, so a RST is no evidence of an exchange ended: even after every
+// byte sent was acknowledged, it goes to the worker and both legs end.
 func TestClientRSTBetweenExchanges(t *testing.T) {
 	d := loadDataPlane(t)
 	a := quiescentPair(t, d)
-	v, _, delta := d.run(fromClient(seg{seq: a.c.PeerHi, flags: tcpRST}).build())
-	checkVerdict(t, v, xdpDrop)
-	checkCounters(t, delta, kern.CounterTCP, kern.CounterClientLeft, kern.CounterLegClosed, kern.CounterDeadLeg, kern.CounterDrop)
-	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventLegClosed, Key: clientKey})
-	if gc := d.mustLeg(clientKey); gc.State != kern.LegDead || gc.RxFlags&kern.RxRST == 0 {
-		t.Errorf("client leg %s rx %#x, want dead after a RST", gc.State, gc.RxFlags)
+	in := fromClient(seg{seq: a.c.PeerHi, flags: tcpRST}).build()
+	v, out, delta := d.run(in)
+	checkVerdict(t, v, xdpPass)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterLegClosed, kern.CounterLegClosed, kern.CounterFwdToWorker, kern.CounterPass)
+	checkTranslated(t, in, out, a.toW1)
+	if gc, gw := d.mustLeg(clientKey), d.mustLeg(workerKey); gc.State != kern.LegDead || gw.State != kern.LegDead {
+		t.Errorf("client %s, W1 %s; want both dead", gc.State, gw.State)
 	}
-	if gw := d.mustLeg(workerKey); gw.State != kern.LegIdle {
-		t.Errorf("W1 %s, want idle", gw.State)
-	}
-	d.checkNoBind("after the RST", workerKey)
-	d.checkIdle("after the RST", workerKey, worker2Key)
+	d.drainEvents()
 }
 
 // TestClientLeavesMidExchange: a FIN or RST before the exchange is over goes
@@ -189,5 +241,33 @@ func TestClientLeavesMidExchange(t *testing.T) {
 			}
 			d.checkIdle("forwarded", worker2Key)
 		})
+	}
+}
+
+// TestWarmFromUserSpace: with no client to bind, user space pools the legs
+// that cooled (CTL_WARM); a leg still cooling stays.
+func TestWarmFromUserSpace(t *testing.T) {
+	d := loadDataPlane(t)
+	a := quiescentPair(t, d)
+	d.idleQueue()
+	v, _, _ := d.run(fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400,
+		opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}).build())
+	checkVerdict(t, v, xdpTX)
+	if d.ctl2(kern.CtlMsg{Op: kern.CtlWarm}) {
+		t.Error("CTL_WARM: more due, with one leg still cooling")
+	}
+	if s := d.mustLeg(workerKey).State; s != kern.LegCooling {
+		t.Fatalf("W1 %s before it cooled, want cooling", s)
+	}
+	d.ageCooling(coolNs)
+	if d.ctl2(kern.CtlMsg{Op: kern.CtlWarm}) {
+		t.Error("CTL_WARM: more due after the only cooling leg moved")
+	}
+	if s := d.mustLeg(workerKey).State; s != kern.LegIdle {
+		t.Errorf("W1 %s after CTL_WARM, want idle", s)
+	}
+	d.checkIdle("after CTL_WARM", workerKey)
+	if d.idleCount(1) != 1 {
+		t.Errorf("worker 1 idle count %d, want 1", d.idleCount(1))
 	}
 }

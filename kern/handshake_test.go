@@ -116,16 +116,9 @@ func TestHandshakeLearning(t *testing.T) {
 			if _, ok := d.handshake(clientKey); ok {
 				t.Error("handshake entry left behind after the leg was made")
 			}
-			evs := d.drainEvents()
-			checkEvents(t, evs, kern.Event{Type: kern.EventClientLeg, Key: clientKey})
-			if len(evs) == 1 {
-				e, l := evs[0], tc.wantLeg
-				if e.State != kern.LegIdle || e.PeerHi != l.PeerHi || e.SndNxt != l.SndNxt || e.PeerTSval != l.PeerTSval ||
-					e.OurTSval != l.OurTSval || e.PeerWScale != l.PeerWScale || e.OurWScale != l.OurWScale ||
-					e.Opts != l.Opts || e.PeerMSS != l.PeerMSS {
-					t.Errorf("client-leg event %+v does not describe leg %+v", e, l)
-				}
-			}
+			// No event: user space adopts the client when it accepts it
+			// (a ring record a connection cost more than it told).
+			checkEvents(t, d.drainEvents())
 
 			// A second ACK (duplicate) does not make another leg nor an event.
 			// (The leg exists now: it is an ACK on an idle client leg.)

@@ -107,6 +107,12 @@ func (d *dataPlane) reset() {
 		}
 	}
 	d.popKeys(d.objs.Retired)
+	cool := d.objs.Map(kern.CoolingMapName)
+	for i := uint32(0); i <= cool.MaxEntries(); i++ {
+		if cool.Pop(make([]byte, coolingEntrySize)) != nil {
+			break
+		}
+	}
 	zero = make([]byte, kern.WorkerLoadSize)
 	for id := uint32(0); id < d.objs.WLoad.MaxEntries(); id++ {
 		if err := d.objs.WLoad.Update(ebpf.Uint32Key(id), zero, ebpf.UpdateAny); err != nil {
@@ -622,4 +628,60 @@ func firstBound(c, w kern.Leg, n, tsAdd uint32) (wantC, wantW kern.Leg) {
 func httpClient(c kern.Leg) kern.Leg {
 	c.Proto = kern.ProtoHTTP
 	return c
+}
+
+// coolNs is XLB_COOL_NS: how long a worker leg a leaving client gave back
+// cools before it may serve another client.
+const coolNs = 20_000_000
+
+// coolingEntrySize is sizeof(struct cooling).
+const coolingEntrySize = kern.LegKeySize + 8
+
+// cooling empties xlb_cooling and puts the entries back; it returns their
+// legs, oldest first.
+func (d *dataPlane) cooling() []kern.LegKey {
+	d.t.Helper()
+	m := d.objs.Map(kern.CoolingMapName)
+	var raw [][]byte
+	var keys []kern.LegKey
+	for i := uint32(0); i <= m.MaxEntries(); i++ {
+		v := make([]byte, coolingEntrySize)
+		if m.Pop(v) != nil {
+			break
+		}
+		raw = append(raw, v)
+		var k kern.LegKey
+		if err := k.UnmarshalBinary(v); err != nil {
+			d.t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	for _, v := range raw {
+		if err := m.Push(v); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+	return keys
+}
+
+// ageCooling makes every cooling entry older by ns, as if that much time
+// had passed.
+func (d *dataPlane) ageCooling(ns uint64) {
+	d.t.Helper()
+	m := d.objs.Map(kern.CoolingMapName)
+	var raw [][]byte
+	for i := uint32(0); i <= m.MaxEntries(); i++ {
+		v := make([]byte, coolingEntrySize)
+		if m.Pop(v) != nil {
+			break
+		}
+		since := binary.NativeEndian.Uint64(v[kern.LegKeySize:])
+		binary.NativeEndian.PutUint64(v[kern.LegKeySize:], since-ns)
+		raw = append(raw, v)
+	}
+	for _, v := range raw {
+		if err := m.Push(v); err != nil {
+			d.t.Fatal(err)
+		}
+	}
 }

@@ -34,6 +34,7 @@ const (
 	WStatsMapName  = "xlb_wstats"
 	WCfgMapName    = "xlb_wcfg"
 	RetiredMapName = "xlb_retired"
+	CoolingMapName = "xlb_cooling"
 	EventsMapName  = "xlb_events"
 )
 

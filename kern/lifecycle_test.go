@@ -316,18 +316,19 @@ func TestIdleWorkerFIN(t *testing.T) {
 }
 
 // New data from a worker on an idle leg cannot line up with anything: the
-// leg is retired.
+// leg is retired (user space ends its connection with a FIN).
 func TestUnsolicitedWorkerData(t *testing.T) {
 	d := loadDataPlane(t)
 	w := stdWorkerLeg()
 	d.putLeg(workerKey, w)
 	v, _, delta := d.run(fromWorker(seg{seq: w.PeerHi, ack: w.SndNxt, flags: tcpACK, win: 128, opts: nopTS(w.PeerTSval, w.OurTSval), payload: []byte("late")}).build())
 	checkVerdict(t, v, xdpDrop)
-	checkCounters(t, delta, kern.CounterTCP, kern.CounterLegClosed, kern.CounterUnsolicited, kern.CounterDrop)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterRetired, kern.CounterUnsolicited, kern.CounterDrop)
 	if got := d.mustLeg(workerKey); got.State != kern.LegDead {
 		t.Errorf("state %s, want dead", got.State)
 	}
-	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventLegClosed, Key: workerKey})
+	d.checkRetired("unsolicited data", workerKey)
+	checkEvents(t, d.drainEvents())
 
 	// A pure ACK on an idle leg is dropped and changes nothing but the
 	// positions it carries.

@@ -53,7 +53,7 @@ type Objects struct {
 // load, and it empties when the last process holding it goes.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
 	HandshakesName, PoolMapName, ReadyMapName, SchedMapName, RRMapName, WLoadMapName, RematchMapName,
-	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName, PortsMapName}
+	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName, PortsMapName, CoolingMapName}
 
 // LoadOptions adjust the data plane before it is loaded.
 type LoadOptions struct {

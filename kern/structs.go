@@ -41,6 +41,7 @@ const (
 	LegDead    LegState = 4
 	LegParked  LegState = 5
 	LegNew     LegState = 6 // a worker leg registered, not yet in its pool (CtlPool)
+	LegCooling LegState = 7 // a worker leg a leaving client gave back, quiet for a while before reuse
 )
 
 func (s LegState) String() string {
@@ -57,6 +58,8 @@ func (s LegState) String() string {
 		return "parked"
 	case LegNew:
 		return "new"
+	case LegCooling:
+		return "cooling"
 	}
 	return fmt.Sprintf("state(%d)", uint32(s))
 }
@@ -454,6 +457,8 @@ const (
 	CtlRetireIdle CtlOp = 4
 	// CtlPool puts a new worker leg (LegNew) into its worker's pool.
 	CtlPool CtlOp = 5
+	// CtlWarm moves cooled worker legs to their pools (true: run again).
+	CtlWarm CtlOp = 6
 )
 
 // CtlMsg is struct ctl_msg, the input of the control program.

@@ -16,13 +16,17 @@ import (
 type DataPlane struct {
 	Objs   *kern.Objects
 	pools  pools
-	portMu sync.Mutex // xlb_ports words are read, changed and written back
+	portMu sync.Mutex         // xlb_ports words are read, changed and written back
+	marked [65536 / 64]uint64 // ports known to be set in xlb_ports (bits are never cleared)
 }
 
 // markPort sets port's bit in xlb_ports.
 func (d *DataPlane) markPort(port uint16) error {
 	d.portMu.Lock()
 	defer d.portMu.Unlock()
+	if d.marked[port/64]&(1<<(port%64)) != 0 {
+		return nil
+	}
 	k := ebpf.Uint32Key(uint32(port) / 64)
 	v := make([]byte, 8)
 	if err := d.Objs.Ports.Lookup(k, v); err != nil {
@@ -32,6 +36,7 @@ func (d *DataPlane) markPort(port uint16) error {
 	if err := d.Objs.Ports.Update(k, v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("port map: %w", err)
 	}
+	d.marked[port/64] = binary.NativeEndian.Uint64(v)
 	return nil
 }
 

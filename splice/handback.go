@@ -3,7 +3,6 @@ package splice
 import (
 	"errors"
 	"fmt"
-	"net"
 	"unsafe"
 
 	"github.com/xlb-lb/xlb/kern"
@@ -91,10 +90,10 @@ func (lb *LB) handBackAll() int {
 		p, ok := pos[it.k]
 		// A client leg's socket was destroyed when it was adopted: its
 		// repaired socket is made from the positions alone.
-		if !ok || (c == nil && it.l.Kind != kern.LegClient) {
+		if !ok || (c == noSock && it.l.Kind != kern.LegClient) {
 			lb.dp.ForgetLeg(it.k)
-			if c != nil {
-				closeSilently(c)
+			if c != noSock {
+				c.closeSilently()
 			}
 			continue
 		}
@@ -136,7 +135,7 @@ func (lb *LB) endPair(ck kern.LegKey) error {
 	var errs []error
 	for _, p := range []legPositions{pc, pw} {
 		conn := lb.takeConn(p.key)
-		if conn == nil && p.key != ck { // a client's socket: destroyed at its adoption
+		if conn == noSock && p.key != ck { // a client's socket: destroyed at its adoption
 			lb.dp.ForgetLeg(p.key)
 			continue
 		}
@@ -148,23 +147,23 @@ func (lb *LB) endPair(ck kern.LegKey) error {
 	return errors.Join(errs...)
 }
 
-// takeConn removes and returns the socket held for a leg.
-func (lb *LB) takeConn(k kern.LegKey) *net.TCPConn {
-	var c *net.TCPConn
+// takeConn removes and returns the socket held for a leg (noSock: none;
+// client legs have none).
+func (lb *LB) takeConn(k kern.LegKey) sock {
 	for _, w := range lb.workerList() {
-		if c = w.forget(k); c != nil {
+		if c := w.forget(k); c != noSock {
 			return c
 		}
 	}
-	return nil
+	return noSock
 }
 
-// handBack replaces the held socket c of leg p.key by a repaired one with the
-// leg's positions, makes the data plane forget the leg, and closes the new
-// socket: the kernel sends a proper FIN.
-func (lb *LB) handBack(c *net.TCPConn, p legPositions) error {
-	if c != nil {
-		if err := closeSilently(c); err != nil {
+// handBack replaces the held socket c of leg p.key (noSock: none) by a
+// repaired one with the leg's positions, makes the data plane forget the
+// leg, and closes the new socket: the kernel sends a proper FIN.
+func (lb *LB) handBack(c sock, p legPositions) error {
+	if c != noSock {
+		if err := c.closeSilently(); err != nil {
 			return err
 		}
 	}

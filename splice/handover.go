@@ -99,9 +99,9 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		for _, wc := range w.legs {
-			wc.Close()
+			wc.close() // our descriptor only: the new process holds its own
 		}
-		w.legs = map[kern.LegKey]*net.TCPConn{}
+		w.legs = map[kern.LegKey]sock{}
 		w.mu.Unlock()
 	}
 	for _, ln := range lb.listeners {
@@ -144,12 +144,12 @@ func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
 		w.mu.Lock()
 		hw := handoverWorker{Addr: w.spec.Addr.String(), ID: w.id}
 		for k, c := range w.legs {
-			f, err := c.File()
+			fd, err := unix.Dup(int(c))
 			if err != nil {
 				w.mu.Unlock()
-				return fail(err)
+				return fail(fmt.Errorf("duplicating a worker connection's descriptor: %w", err))
 			}
-			files = append(files, f)
+			files = append(files, os.NewFile(uintptr(fd), "leg"))
 			hw.Legs = append(hw.Legs, k)
 		}
 		w.mu.Unlock()
@@ -277,7 +277,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	}
 	adopted := map[string]bool{}
 	for _, ws := range cfg.Workers {
-		w := &worker{lb: lb, spec: ws, legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
+		w := &worker{lb: lb, spec: ws, legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1)}
 		if hw, ok := old[ws.Addr.String()]; ok {
 			w.id = hw.ID
 			adopted[hw.Addr] = true
@@ -298,16 +298,16 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 				spec.Addr = ap
 			}
 			w = &worker{lb: lb, spec: spec, id: hw.ID,
-				legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1), draining: true, removing: true,
+				legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1), draining: true, removing: true,
 				drainSince: time.Now()}
 			lb.addWorker(w)
 		}
 		for _, k := range hw.Legs {
-			nc, err := net.FileConn(take())
+			fd, err := unix.Dup(int(take().Fd()))
 			if err != nil {
-				return err
+				return fmt.Errorf("taking a worker connection's descriptor: %w", err)
 			}
-			w.legs[k] = nc.(*net.TCPConn)
+			w.legs[k] = sock(fd)
 		}
 	}
 	now := time.Now()

@@ -316,7 +316,7 @@ func (lb *LB) start() error {
 		return err
 	}
 	for i, ws := range cfg.Workers {
-		w := &worker{lb: lb, spec: ws, id: uint32(i), legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
+		w := &worker{lb: lb, spec: ws, id: uint32(i), legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1)}
 		if err := lb.dp.SetWorker(ws.Addr, kern.WorkerInfo{ID: w.id}); err != nil {
 			return err
 		}
@@ -605,8 +605,6 @@ func (lb *LB) readEvents(r *ebpf.RingBufReader) {
 
 func (lb *LB) handleEvent(ev kern.Event) {
 	switch ev.Type {
-	case kern.EventClientLeg:
-		// Nothing to do: the client is adopted when accepted.
 	case kern.EventLegClosed:
 		if ev.Kind == kern.LegWorker {
 			if w := lb.workerByID(ev.Worker); w != nil {
@@ -616,8 +614,8 @@ func (lb *LB) handleEvent(ev kern.Event) {
 				// a descriptor and a port per connection for Linger: a
 				// worker that closes after each answer, at 10k requests
 				// a second, would take 30k of each.
-				if c := w.forget(ev.Key); c != nil {
-					if err := closeSilently(c); err != nil {
+				if c := w.forget(ev.Key); c != noSock {
+					if err := c.closeSilently(); err != nil {
 						lb.log.Warn("closing a finished worker connection", "leg", ev.Key, "err", err)
 					}
 				}
@@ -660,6 +658,9 @@ func (lb *LB) reaper(ctx context.Context) {
 		case <-t.C:
 		}
 		lb.waiting.Store(0) // by now their connections are open (or the pools capped)
+		if err := lb.dp.Warm(); err != nil {
+			lb.log.Error("pooling cooled worker connections", "err", err)
+		}
 		now := time.Now()
 		lb.mu.Lock()
 		var due []reapItem
@@ -713,7 +714,7 @@ func (lb *LB) endRetired() {
 			continue
 		}
 		c := lb.takeConn(k)
-		if c == nil {
+		if c == noSock {
 			lb.dp.ForgetLeg(k)
 			continue
 		}
@@ -744,8 +745,8 @@ func (lb *LB) reapStuck() {
 	for _, k := range stuck {
 		lb.log.Info("reaping a leg stuck in closing", "leg", k)
 		lb.dp.ForgetLeg(k)
-		if c := lb.takeConn(k); c != nil {
-			closeSilently(c)
+		if c := lb.takeConn(k); c != noSock {
+			c.closeSilently()
 		}
 	}
 }

@@ -115,18 +115,6 @@ func connState(c *net.TCPConn) (SocketState, error) {
 	return st, err
 }
 
-// closeSilently closes a held connection without a FIN or RST on the wire.
-func closeSilently(c *net.TCPConn) error {
-	err := rawControl(c, func(fd int) error {
-		return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn)
-	})
-	cerr := c.Close()
-	if err != nil {
-		return fmt.Errorf("TCP_REPAIR before a silent close: %w (the socket was closed normally)", err)
-	}
-	return cerr
-}
-
 // legKeyOf is the key of the leg a held connection is: packets from its peer.
 func legKeyOf(c net.Conn) (kern.LegKey, error) {
 	r, ok1 := c.RemoteAddr().(*net.TCPAddr)

@@ -2,7 +2,6 @@ package splice
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"time"
 
@@ -49,7 +48,7 @@ func (lb *LB) AddWorker(spec WorkerSpec) error {
 	if id >= lb.dp.Objs.WCfg.MaxEntries() {
 		return fmt.Errorf("too many workers (at most %d ids over a run)", lb.dp.Objs.WCfg.MaxEntries())
 	}
-	w := &worker{lb: lb, spec: spec, id: id, legs: map[kern.LegKey]*net.TCPConn{}, kick: make(chan struct{}, 1)}
+	w := &worker{lb: lb, spec: spec, id: id, legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1)}
 	if err := lb.dp.SetWorkerCfg(id, kern.WorkerCfg{}); err != nil {
 		return err
 	}

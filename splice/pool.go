@@ -84,6 +84,22 @@ func (d *DataPlane) closePools() {
 	}
 }
 
+// maxWarmRuns bounds the CTL_WARM runs of one Warm.
+const maxWarmRuns = 1024
+
+// Warm moves the worker legs that cooled long enough (a leaving client gave
+// them back) to their pools: binds do it as clients come, this when none
+// does.
+func (d *DataPlane) Warm() error {
+	for range maxWarmRuns {
+		more, err := d.ctl(kern.CtlMsg{Op: kern.CtlWarm})
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 // PushIdle puts a newly registered worker leg (LegNew) into its worker's
 // pool, with a jiq token, through the control program: the data plane
 // counts it idle (an exact count, the pool's size), unless it died

@@ -36,6 +36,9 @@ const (
 	tcpiOptWScale     = 4
 )
 
+// tcpEstablished is TCP_ESTABLISHED of include/net/tcp_states.h.
+const tcpEstablished = 1
+
 // Values of TCP_REPAIR and TCP_REPAIR_QUEUE (include/uapi/linux/tcp.h).
 const (
 	tcpRepairOn      = 1
@@ -84,6 +87,46 @@ func ReadSocketState(fd int) (SocketState, error) {
 	if err != nil {
 		return s, err
 	}
+	fillFromInfo(&s, info, raw)
+	return s, nil
+}
+
+// errNotFresh: a new pool connection that has exchanged data already (a
+// worker that speaks first: xlb cannot serve such a protocol).
+var errNotFresh = errors.New("the worker sent data before any request (a server-speaks-first protocol, which xlb cannot balance)")
+
+// FreshSocketState is ReadSocketState for a connection that has just
+// completed its handshake and exchanged nothing: its sequence numbers follow
+// from the handshake the data plane learnt (our ISN and the peer's), so the
+// repair-mode reads (eight system calls) are not needed. TCP_INFO tells the
+// rest, and that nothing was exchanged.
+func FreshSocketState(fd int, ourISN, peerISN uint32) (SocketState, error) {
+	var s SocketState
+	ts, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+	if err != nil {
+		return s, fmt.Errorf("TCP_TIMESTAMP: %w", err)
+	}
+	info, raw, err := tcpInfo(fd)
+	if err != nil {
+		return s, err
+	}
+	if info.State != tcpEstablished {
+		return s, fmt.Errorf("connection in TCP state %d, not established", info.State)
+	}
+	if info.Bytes_received != 0 {
+		return s, errNotFresh
+	}
+	if info.Unacked != 0 || info.Notsent_bytes != 0 {
+		return s, errors.New("a new connection has data in flight")
+	}
+	s.SndNxt, s.RcvNxt = ourISN+1, peerISN+1
+	s.TSClock = uint32(ts)
+	fillFromInfo(&s, info, raw)
+	return s, nil
+}
+
+// fillFromInfo copies what TCP_INFO tells into s.
+func fillFromInfo(s *SocketState, info *unix.TCPInfo, raw []byte) {
 	s.State = info.State
 	s.Options = info.Options
 	// tcpi_snd_wscale:4, tcpi_rcv_wscale:4 share the byte after tcpi_options,
@@ -94,7 +137,6 @@ func ReadSocketState(fd int) (SocketState, error) {
 	s.Unacked, s.NotSent = info.Unacked, info.Notsent_bytes
 	s.SndWnd, s.RcvWnd = info.Snd_wnd, info.Rcv_wnd
 	s.BytesRecv, s.BytesAckd = info.Bytes_received, info.Bytes_acked
-	return s, nil
 }
 
 func readQueueSeqs(fd int) ([2]uint32, error) {

@@ -1,6 +1,7 @@
 package splice
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -9,11 +10,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/xlb-lb/xlb/kern"
-	"golang.org/x/sys/unix"
 )
 
 // WorkerSpec is a worker as the user names it: HOST:PORT[@WEIGHT].
@@ -140,15 +139,15 @@ type worker struct {
 
 	mu         sync.Mutex
 	state      WorkerState
-	legs       map[kern.LegKey]*net.TCPConn // live legs (idle or bound)
-	cfg        kern.WorkerCfg               // what the data plane was last told (drain, trim)
-	draining   bool                         // xlb ctl drain/remove: no new requests
-	drainSince time.Time                    // when the drain began
-	removing   bool                         // xlb ctl remove: forget it once drained
-	drained    bool                         // drain completion logged
-	bound      atomic.Int64                 // legs busy with a client at the last fill
-	deaths     atomic.Uint64                // legs that ended (reported by the data plane)
-	lastDeaths uint64                       // deaths at the last fill
+	legs       map[kern.LegKey]sock // live legs (new, idle or bound)
+	cfg        kern.WorkerCfg       // what the data plane was last told (drain, trim)
+	draining   bool                 // xlb ctl drain/remove: no new requests
+	drainSince time.Time            // when the drain began
+	removing   bool                 // xlb ctl remove: forget it once drained
+	drained    bool                 // drain completion logged
+	bound      atomic.Int64         // legs busy with a client at the last fill
+	deaths     atomic.Uint64        // legs that ended (reported by the data plane)
+	lastDeaths uint64               // deaths at the last fill
 	lastFill   time.Time
 	turnover   float64 // legs ended per second, smoothed
 	backoff    time.Duration
@@ -259,14 +258,21 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	if c := w.lb.cfg.WorkerConns; c > 0 {
 		want = min(want, c-legs)
 	}
-	for i := 0; i < min(want, maxConnectsPerRound); i++ {
-		if ctx.Err() != nil {
-			return 0
-		}
-		if err := w.openLeg(ctx); err != nil {
+	if want <= 0 || ctx.Err() != nil {
+		return 0
+	}
+	pooled, err := w.openLegs(ctx, min(want, maxConnectsPerRound))
+	if pooled > 0 {
+		w.succeeded()
+	}
+	if err != nil && ctx.Err() == nil {
+		if pooled == 0 {
 			return w.failed(err)
 		}
-		w.succeeded()
+		w.lb.log.Warn("pool connection failed", "worker", w.spec.Addr, "err", err)
+	}
+	if pooled == maxConnectsPerRound {
+		return time.Nanosecond // more wanted: another round at once
 	}
 	return 0
 }
@@ -401,47 +407,45 @@ func (w *worker) succeeded() {
 
 // openLeg connects to the worker, reads the connection's state and registers
 // it with the data plane as an idle leg.
-func (w *worker) openLeg(ctx context.Context) error {
-	d := net.Dialer{
-		Timeout:   connectTimeout,
-		KeepAlive: -1, // a keepalive probe would put the stack's stale seq on the wire
-		Control: func(network, address string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, w.lb.workerMSS)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		},
+// openLegs opens up to n pool connections to the worker at once and puts
+// those that come up into its pool. It returns how many it pooled, and the
+// first error.
+func (w *worker) openLegs(ctx context.Context, n int) (int, error) {
+	pooled := 0
+	var first error
+	for _, d := range dialLegs(ctx, w.spec.Addr, w.lb.workerMSS, n) {
+		if d.err != nil {
+			first = cmp.Or(first, d.err)
+			continue
+		}
+		if err := w.register(sock(d.fd), d.key); err != nil {
+			first = cmp.Or(first, err)
+			continue
+		}
+		pooled++
 	}
-	nc, err := d.DialContext(ctx, "tcp4", w.spec.Addr.String())
-	if err != nil {
-		return err
-	}
-	c := nc.(*net.TCPConn)
-	key, err := legKeyOf(c)
-	if err != nil {
-		c.Close()
-		return err
-	}
+	return pooled, first
+}
+
+// register makes a new connection a leg of the data plane and puts it in
+// the worker's pool; on failure the socket is closed.
+func (w *worker) register(c sock, key kern.LegKey) error {
 	hs, ok := w.lb.dp.Handshake(key)
 	if !ok {
 		// The data plane did not see the SYN-ACK (not attached yet, or its
 		// table evicted it): without the worker's TSval the leg cannot be
 		// spliced. The connection was never used: close it normally.
-		c.Close()
+		c.close()
 		return fmt.Errorf("the data plane did not see the handshake of %s", key)
 	}
-	st, err := connState(c)
+	st, err := FreshSocketState(int(c), hs.OurISN, hs.PeerISN)
 	if err != nil {
-		c.Close()
-		return err
+		c.close()
+		return fmt.Errorf("new connection %s: %w", key, err)
 	}
 	leg, err := WorkerLeg(st, hs, w.id, monotonicNs())
 	if err != nil {
-		c.Close()
+		c.close()
 		return err
 	}
 	w.mu.Lock()
@@ -449,23 +453,26 @@ func (w *worker) openLeg(ctx context.Context) error {
 	w.mu.Unlock()
 	if err := w.lb.dp.RegisterLeg(key, &leg); err != nil {
 		w.forget(key)
-		c.Close()
+		c.close()
 		return err
 	}
 	if err := w.lb.dp.PushIdle(key, w.id); err != nil {
 		// Registered but not queued: nobody can take it; retire it.
 		w.lb.dp.ForgetLeg(key)
 		w.forget(key)
-		closeSilently(c)
+		c.closeSilently()
 		return err
 	}
 	return nil
 }
 
-func (w *worker) forget(key kern.LegKey) *net.TCPConn {
+func (w *worker) forget(key kern.LegKey) sock {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	c := w.legs[key]
+	c, ok := w.legs[key]
+	if !ok {
+		return noSock
+	}
 	delete(w.legs, key)
 	return c
 }

@@ -170,6 +170,18 @@ struct xlb_map_def SEC("maps") xlb_workers = {
 	.max_entries = XLB_MAX_WORKERS,
 };
 
+/* Worker legs that leaving clients gave back, oldest first (struct
+ * cooling): each goes to its pool once it stayed quiet XLB_COOL_NS. A client
+ * that closes after reading all the bytes sent so far may not have had the
+ * whole answer: a worker still sending shows it in that time, and its leg is
+ * retired rather than handed, mid-answer, to the next client. */
+struct xlb_map_def SEC("maps") xlb_cooling = {
+	.type = BPF_MAP_TYPE_QUEUE,
+	.key_size = 0,
+	.value_size = sizeof(struct cooling),
+	.max_entries = XLB_MAX_LEGS,
+};
+
 /* Worker legs retired by the data plane (drain, trim), for user space to end
  * properly. BPF_EXIST on push drops the oldest if it is ever full. */
 struct xlb_map_def SEC("maps") xlb_retired = {

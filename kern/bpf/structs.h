@@ -105,6 +105,13 @@ enum leg_state {
 	LEG_DEAD = 4,    /* finished and reported; user space reaps it */
 	LEG_PARKED = 5,  /* client leg bound but being released (idle release): its data is dropped */
 	LEG_NEW = 6,     /* worker leg registered by user space, not in its pool yet (CTL_POOL puts it there) */
+	LEG_COOLING = 7, /* worker leg a leaving client gave back: in xlb_cooling until it stayed quiet XLB_COOL_NS */
+};
+
+/* An entry of xlb_cooling: a worker leg and when it started cooling. */
+struct cooling {
+	struct leg_key key;
+	__u64 since_ns;
 };
 
 enum leg_opt {
@@ -321,10 +328,11 @@ enum ctl_op {
 	CTL_UNPARK = 3,  /* a parked leg goes on as it was (no grace period could be had) */
 	CTL_RETIRE_IDLE = 4, /* take one entry off a draining worker's pool, retiring its leg */
 	CTL_POOL = 5,    /* a new worker leg (LEG_NEW) goes into its worker's pool */
+	CTL_WARM = 6,    /* cooled worker legs go to their pools (XDP_PASS: run again, more may be due) */
 };
 
 enum event_type {
-	EV_CLIENT_LEG = 1, /* a client leg was created from its handshake */
+	EV_CLIENT_LEG = 1, /* not sent any more: user space adopts a client when it accepts it */
 	EV_LEG_CLOSED = 2, /* a leg finished: destroy its socket silently, delete its entries */
 	EV_POOL_EMPTY = 3, /* a client had data but no worker leg was idle: grow the pool */
 	EV_POOL_LOW = 4,   /* a take left a worker with worker_cfg.low idle legs: grow its pool (key zero) */

@@ -336,7 +336,6 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 		return verdict(XDP_PASS); /* table full or a duplicate: the stack keeps it */
 	bpf_map_delete_elem(&xlb_hs, &p->key);
 	count(XLB_CNT_CLIENT_LEG);
-	emit(EV_CLIENT_LEG, &p->key, &leg, LEG_IDLE);
 	if (p->payload) {
 		/* The stack must see the handshake complete, never data: pass the
 		 * ACK without its payload; the client retransmits the data, which
@@ -665,6 +664,57 @@ static __always_inline int rst_exact(const struct leg *leg, const struct pkt *p)
 	return p->seq == hi || ((READ_ONCE(leg->rx_flags) & LEG_RX_FIN) && p->seq == hi - 1);
 }
 
+/* cool takes worker leg w (LEG_BOUND, unbound by the caller) out of its
+ * binding into LEG_COOLING: counted idle, queued in xlb_cooling, pooled by
+ * warm_up() once it stayed quiet; retired at once if it is pinned, its
+ * worker drains, or the queue is full. */
+static __always_inline void cool(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
+{
+	struct worker_stats *ws = wstats(w->worker);
+	__u32 worker = w->worker;
+	struct cooling e = {};
+
+	if (READ_ONCE(w->pin) || draining(worker)) {
+		give_back(k, w, cfg); /* retires it */
+		return;
+	}
+	if (!set_state(w, LEG_BOUND, LEG_COOLING))
+		return;
+	idle_add(worker, 1);
+	wload_add(worker, -1);
+	if (ws)
+		ws->releases++;
+	e.key = *k;
+	e.since_ns = now_ns();
+	if (bpf_map_push_elem(&xlb_cooling, &e, 0))
+		retire(k, w, LEG_COOLING);
+}
+
+/* warm_up moves legs that cooled long enough from xlb_cooling to their
+ * pools (at most `moves`): before a bind picks one, and from user space
+ * (CTL_WARM) when no client comes. Returns 1 if it stopped on its budget
+ * (more may be due). */
+static __always_inline int warm_up(const struct xlb_config *cfg, const int moves)
+{
+	__u64 now = now_ns();
+
+	for (int i = 0; i < moves; i++) {
+		struct cooling e;
+		struct leg *w;
+
+		if (bpf_map_peek_elem(&xlb_cooling, &e) || now - e.since_ns < XLB_COOL_NS)
+			return 0;
+		if (bpf_map_pop_elem(&xlb_cooling, &e))
+			return 0;
+		w = bpf_map_lookup_elem(&xlb_legs, &e.key);
+		if (!w || w->kind != LEG_WORKER || !set_state(w, LEG_COOLING, LEG_IDLE))
+			continue; /* it ended while cooling */
+		if (pool_put(&e.key, w->worker, cfg))
+			retire(&e.key, w, LEG_IDLE);
+	}
+	return 1;
+}
+
 /* between_exchanges: client leg c, bound with b to worker leg w, closes
  * (FIN or RST segment p) between two exchanges: its data ended, the worker
  * answered all of it and acknowledged it, the client acknowledged the whole
@@ -688,15 +738,17 @@ static __always_inline int between_exchanges(const struct pkt *p, const struct l
 	return READ_ONCE(c->peer_acked) == sent || (p->has_ack && p->ack == sent);
 }
 
-/* client_leaves: a client closes between exchanges (between_exchanges):
- * the data plane completes the close itself and gives the worker leg back
- * to its pool, for the next client. Its FIN is answered with our FIN (the
- * leg waits for the last ACK in LEG_CLOSING), its RST ends the leg. The
- * worker never sees the client go. After its FIN or RST the client sends
- * no new data, so no grace period is needed before the worker leg serves
- * another client (idle release needs one): a late retransmission of the
- * client finds the leg unbound and is answered as stale. Returns 1 when it
- * took the segment (d says what to do with it). */
+/* client_leaves: a client closes with a FIN between exchanges
+ * (between_exchanges): the data plane completes the close itself and gives
+ * the worker leg back, for the next client; the worker never sees the client
+ * go. The FIN is answered with our FIN (the leg waits for the last ACK in
+ * LEG_CLOSING). The worker leg cools first (cool()): the client read all
+ * the bytes sent so far, which does not prove the answer was whole. A RST
+ * is not taken: a client resets when it closes with bytes unread, in the
+ * middle of an answer. After its FIN the client sends no new data, so no
+ * grace period is needed on its side: a late retransmission finds the leg
+ * unbound and is answered as stale. Returns 1 when it took the segment (d
+ * says what to do with it). */
 static __always_inline int client_leaves(struct pkt *p, struct leg *c, const struct binding *b,
 					 struct decision *d, struct xlb_config *cfg)
 {
@@ -705,7 +757,7 @@ static __always_inline int client_leaves(struct pkt *p, struct leg *c, const str
 	struct leg *w;
 	__u32 seq;
 
-	if (!(p->fin || p->rst) || (p->rst && !rst_exact(c, p)))
+	if (!p->fin)
 		return 0;
 	w = bpf_map_lookup_elem(&xlb_legs, &wk);
 	bw = bpf_map_lookup_elem(&xlb_binds, &wk);
@@ -717,14 +769,8 @@ static __always_inline int client_leaves(struct pkt *p, struct leg *c, const str
 	materialize(w, bw, c);
 	bpf_map_delete_elem(&xlb_binds, &wk);
 	bpf_map_delete_elem(&xlb_binds, &p->key);
-	give_back(&wk, w, cfg);
+	cool(&wk, w, cfg);
 	count(XLB_CNT_CLIENT_LEFT);
-	if (p->rst) {
-		__sync_fetch_and_or(&c->rx_flags, LEG_RX_RST);
-		finish(&p->key, c);
-		act_drop(d, XLB_CNT_DEAD_LEG);
-		return 1;
-	}
 	advance(c, p);
 	seq = READ_ONCE(c->snd_nxt);
 	WRITE_ONCE(c->snd_nxt, seq + 1); /* our FIN */
@@ -857,6 +903,7 @@ static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct x
 	__u32 reason, low;
 
 	bs->low = 0;
+	warm_up(cfg, XLB_COOL_MOVES);
 	reason = bind_decide(p, leg, cfg);
 	low = bs->low;
 	if (low) {
@@ -912,9 +959,14 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 
 	if (p->payload) {
 		/* New data where none is expected: a worker talking on an idle
-		 * leg, or a client on a closing leg. The stream no longer lines
-		 * up with anything: retire the leg. */
-		finish(&p->key, leg);
+		 * leg (a cooling one: the rest of an answer its client left
+		 * before), or a client on a closing leg. The stream no longer
+		 * lines up with anything: the leg ends. A worker leg is retired,
+		 * so that user space closes its connection with a FIN. */
+		if (leg->kind == LEG_WORKER && (state == LEG_IDLE || state == LEG_COOLING))
+			retire(&p->key, leg, state);
+		else
+			finish(&p->key, leg);
 		act_drop(d, XLB_CNT_UNSOLICITED);
 		return;
 	}
@@ -924,8 +976,8 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 		 * retransmitted FIN gets the same answer again. */
 		__u32 seq = READ_ONCE(leg->snd_nxt);
 
-		if (state == LEG_IDLE) {
-			if (!set_state(leg, LEG_IDLE, LEG_CLOSING)) {
+		if (state == LEG_IDLE || state == LEG_COOLING) {
+			if (!set_state(leg, state, LEG_CLOSING)) {
 				act_drop(d, XLB_CNT_DEAD_LEG);
 				return;
 			}
@@ -1274,6 +1326,12 @@ int xlb_ctl(struct xdp_md *ctx)
 
 	if ((void *)(m + 1) > data_end)
 		return XDP_DROP;
+	if (m->op == CTL_WARM) {
+		cfg = config();
+		if (!cfg || !warm_up(cfg, XLB_COOL_MOVES_CTL))
+			return XDP_DROP;
+		return XDP_PASS; /* more may be due: run again */
+	}
 	if (m->op == CTL_POOL) {
 		/* A worker leg user space just registered (LEG_NEW) goes into
 		 * its pool, counted idle: through here rather than a map push
