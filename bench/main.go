@@ -1,9 +1,11 @@
 // Command bench is xlb's benchmark harness (`make bench`): inside a private
 // network namespace it compares xlb against a direct connection to one
-// worker and against HAProxy, with wrk against three nginx workers and
-// redis-benchmark against three redis-server workers, in interleaved rounds;
-// it measures the XDP program's per-packet cost with BPF_PROG_TEST_RUN
-// (kern/bench_test.go); it writes docs/BENCHMARKS.md and a chart.
+// worker and against HAProxy, with wrk, ab without keep-alive and a client
+// of its own that closes first (cpr.go: a connection per request) against
+// three nginx workers and redis-benchmark against three redis-server
+// workers, in interleaved rounds; it measures the XDP program's per-packet
+// cost with BPF_PROG_TEST_RUN (kern/bench_test.go); it writes
+// docs/BENCHMARKS.md and a chart.
 //
 // It is its own main package so that the xlb binary's dependencies stay as
 // DESIGN.md allows. It needs root, the tools of `scripts/deps.sh bench`, and
@@ -53,6 +55,9 @@ type options struct {
 }
 
 func main() {
+	if os.Getenv(cprEnv) == "cpr" { // the load generator of the "close" rows (cpr.go)
+		os.Exit(cprMain(os.Args[1:]))
+	}
 	var o options
 	flag.DurationVar(&o.duration, "duration", envDuration("BENCH_DURATION", defaultDuration), "measured time of each wrk run (env BENCH_DURATION)")
 	flag.DurationVar(&o.warmup, "warmup", envDuration("BENCH_WARMUP", defaultWarmup), "unmeasured wrk run before each measured one (env BENCH_WARMUP)")
@@ -81,7 +86,7 @@ func main() {
 	if _, err := os.Stat(xlbBin); err != nil {
 		fatalf("xlb binary: %v (run make first)", err)
 	}
-	for _, tool := range []string{"wrk", "nginx", "haproxy", "redis-server", "redis-benchmark", "curl", "gnuplot", "nsenter"} {
+	for _, tool := range []string{"wrk", "ab", "nginx", "haproxy", "redis-server", "redis-benchmark", "curl", "gnuplot", "nsenter"} {
 		if _, err := exec.LookPath(sbin(tool)); err != nil {
 			fatalf("%s not installed: run `bash scripts/deps.sh bench` (make bench does)", tool)
 		}
@@ -148,6 +153,9 @@ func run(ctx context.Context, o options) error {
 		workloads []workload
 	}{
 		{nginxAddrs(), []balancer{direct, xlbSticky, xlbDefault, haproxyHTTP, haproxyTCP}, httpWorkloads},
+		// Connection per request: the workers' logging port, so that the
+		// worker connections each run opened can be counted.
+		{nginxLogAddrs(), cprBalancers, cprWorkloads},
 		{redisAddrs(), []balancer{direct, xlbDefault, haproxyTCP}, redisWorkloads},
 	}
 	for round := 1; round <= o.rounds; round++ {
@@ -223,6 +231,10 @@ func runBalancer(ctx context.Context, ns *netns, dir string, o options, round in
 			err = runCurl(ctx, ns, lb, w, curlTransfers(o.duration), &r)
 		case "redis":
 			err = runRedis(ctx, ns, lb, w, redisPerSecond*int(o.duration.Seconds()), &r)
+		case "ab":
+			err = runAB(ctx, ns, dir, lb, w, o.duration, o.warmup, &r)
+		case "close":
+			err = runClose(ctx, ns, dir, lb, w, o.duration, o.warmup, &r)
 		}
 		if err != nil {
 			fail(w, err)
@@ -231,8 +243,8 @@ func runBalancer(ctx context.Context, ns *netns, dir string, o options, round in
 			}
 			continue
 		}
-		logf("round %d %-12s %-15s %9.0f req/s  p50 %6.0fus  p99 %7.0fus  %s errors %d",
-			round, b.name, w.name, r.RPS, r.P50us, r.P99us, mbps(r), r.Errors)
+		logf("round %d %-12s %-15s %9.0f req/s  p50 %6.0fus  p99 %7.0fus  %s errors %d%s",
+			round, b.name, w.name, r.RPS, r.P50us, r.P99us, mbps(r), r.Errors, connsPer100(r))
 		out = append(out, r)
 	}
 	if err := lb.stop(); err != nil {

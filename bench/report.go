@@ -42,6 +42,7 @@ type agg struct {
 	rps, mbps, p50, p99, p999    float64
 	machine, softirq, lb, client float64 // CPU ms per 1000 requests
 	rss, idleRSS, maps           float64
+	conns                        float64 // worker connections opened per 100 requests (-1: not counted)
 	errors                       int64
 	notes                        []string
 }
@@ -95,6 +96,12 @@ func (rep *report) aggregate(b, w string) agg {
 	a.rss = med(func(r result) float64 { return float64(r.LBRSS) })
 	a.idleRSS = med(func(r result) float64 { return float64(r.LBIdleRSS) })
 	a.maps = med(func(r result) float64 { return float64(r.LBMaps) })
+	a.conns = med(func(r result) float64 {
+		if r.WorkerRequests == 0 || r.Requests == 0 {
+			return -1
+		}
+		return float64(r.WorkerConns) * 100 / float64(r.Requests)
+	})
 	return a
 }
 
@@ -134,7 +141,7 @@ func (rep *report) write(tmp string) error {
 
 func (rep *report) workloadNames(kinds ...string) []string {
 	var names []string
-	for _, ws := range [][]workload{httpWorkloads, redisWorkloads} {
+	for _, ws := range [][]workload{httpWorkloads, cprWorkloads, redisWorkloads} {
 		for _, w := range ws {
 			for _, k := range kinds {
 				if w.kind == k && rep.has(w.name) {
@@ -192,10 +199,13 @@ func (rep *report) markdown(b *strings.Builder, chart bool) {
 	}
 	p("")
 	p("Workers: three nginx (one process each, keep-alive without a request limit, `sendfile on`, no")
-	p("access log) serving files of 100 B, 100 KB and 100 MB; three `redis-server` (no persistence).")
-	p("xlb runs on `lo` in the namespace (generic XDP), default `--pool` and `--max-legs`.")
+	p("access log but on the port of the connection-per-request rows) serving files of 100 B, 100 KB and")
+	p("100 MB; three `redis-server` (no persistence). xlb runs on `lo` in the namespace (generic XDP),")
+	p("default `--pool` and `--max-legs`. The namespace's ephemeral ports are %d–65000 (clients that", ephemeralPorts)
+	p("close first leave TIME-WAIT behind, all towards one address).")
 	p("")
 	rep.httpTable(p)
+	rep.cprTable(p)
 	rep.largeTable(p)
 	rep.redisTable(p)
 	rep.memoryTable(p)
@@ -282,6 +292,69 @@ func (rep *report) httpTable(p func(string, ...any)) {
 			p("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |", w, bl.name, a.rps,
 				fmtRatio(a.rps, d.rps), fmtRatio(a.rps, h.rps), fmtUs(a.p50), fmtUs(a.p99), fmtUs(a.p999),
 				fmtNum(a.machine), fmtNum(a.softirq), fmtLB(bl, a.lb), fmtNum(a.client), a.errors)
+		}
+	}
+	p("")
+}
+
+// fmtConns is worker connections opened per 100 client connections.
+func fmtConns(v float64) string {
+	if v < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func (rep *report) cprTable(p func(string, ...any)) {
+	names := append(rep.workloadNames("ab"), rep.workloadNames("close")...)
+	if len(names) == 0 {
+		return
+	}
+	secs := int(rep.opts.duration.Seconds())
+	p("## Connection per request")
+	p("")
+	p("Every request over a new TCP connection, 100 B answers, after an unmeasured run of %v:", rep.opts.warmup)
+	p("")
+	p("- **ab**: `ab -q -r -s 5 -c C -t %d -n %d -e pct.csv http://127.0.0.1:PORT/b100`, HTTP/1.0", secs, abPerSecond*secs)
+	p("  without keep-alive: nginx closes each connection after its answer. Percentiles are ab's (its")
+	p("  \"Percentage of the requests served\" table, to the µs from `-e`; ab has no p99.9); *errors* are")
+	p("  its failed and non-2xx requests.")
+	p("- **close**: the harness's own client ([bench/cpr.go](../bench/cpr.go), `XLB_BENCH_CLIENT=cpr`),")
+	p("  C connections at a time for %v, each a loop of: connect, one HTTP/1.1 `GET` (no", rep.opts.duration)
+	p("  `Connection: close`), read the answer by its `Content-Length`, close. The client closes first;")
+	p("  nginx would keep its side open, so a balancer may keep the worker connection for the next")
+	p("  client. Latency is connect to last byte, percentiles of every request's time; *errors* are")
+	p("  failed connects, reads, statuses and sizes.")
+	p("")
+	p("*worker conns / 100* is how many worker connections were opened per 100 client connections.")
+	p("These rows use a second port of each nginx (%d–%d, the same server) whose access log holds", nginxLogPort0, nginxLogPort0+nWorkers-1)
+	p("`%s`, where `$connection` is nginx's serial number", connLogFormat)
+	p("of the connection. A run's worker connections are the distinct serials it logged above the")
+	p("highest serial logged before it (a pooled connection opened earlier and reused does not count).")
+	p("*direct* opens one per request by definition, a check of the count (ab does not count the")
+	p("requests in flight when its time is up, nginx does: a little over 100). HAProxy's figure is its")
+	p("server-side reuse: it asks the worker for keep-alive whatever the client asked. With ab the")
+	p("worker closes every connection itself, so a balancer that forwards the request unchanged")
+	p("cannot keep it: the connection target is on the *close* rows. CPU columns as in the keep-alive")
+	p("table (*client* is ab or the harness's client). The log (buffered: 64 KiB, 100 ms) costs nginx")
+	p("the same per request in every configuration.")
+	p("")
+	p("| workload | configuration | req/s | × direct | × haproxy-http | p50 | p99 | p99.9 | CPU machine | softirq | balancer | client | errors | worker conns / 100 |")
+	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, w := range names {
+		d := rep.aggregate(direct.name, w)
+		h := rep.aggregate(haproxyHTTP.name, w)
+		for _, bl := range cprBalancers {
+			a := rep.aggregate(bl.name, w)
+			if a.n == 0 {
+				if len(a.notes) > 0 {
+					p("| %s | %s | failed: %s | | | | | | | | | | | |", w, bl.name, strings.ReplaceAll(a.notes[0], "|", "/"))
+				}
+				continue
+			}
+			p("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |", w, bl.name, a.rps,
+				fmtRatio(a.rps, d.rps), fmtRatio(a.rps, h.rps), fmtUs(a.p50), fmtUs(a.p99), fmtUs(a.p999),
+				fmtNum(a.machine), fmtNum(a.softirq), fmtLB(bl, a.lb), fmtNum(a.client), a.errors, fmtConns(a.conns))
 		}
 	}
 	p("")
@@ -482,6 +555,22 @@ func (rep *report) targets(p func(string, ...any)) {
 		}
 		rows = append(rows, row{"xlb 100 MB throughput ÷ direct", "≥ 0.95", show(v, 0.95, true)})
 	}
+	// Connection per request (issue 17): against HAProxy and direct with ab,
+	// and worker connections opened per 100 client connections where the
+	// worker keeps its side open (with ab, nginx closes every connection
+	// itself: a balancer that does not rewrite the request cannot keep it).
+	for _, w := range []string{"ab c4 100B", "ab c50 100B"} {
+		rows = append(rows,
+			row{"xlb req/s ÷ haproxy-http, " + w, "≥ 1", show(ratio(xlbDefault.name, haproxyHTTP.name, w), 1, true)},
+			row{"xlb req/s ÷ direct, " + w, "≥ 0.6", show(ratio(xlbDefault.name, direct.name, w), 0.6, true)})
+	}
+	for _, w := range []string{"close c4 100B", "close c50 100B"} {
+		v := math.NaN()
+		if a := rep.aggregate(xlbDefault.name, w); a.n > 0 && a.conns >= 0 {
+			v = a.conns
+		}
+		rows = append(rows, row{"xlb worker connections opened per 100 clients, " + w, "≤ 1", show(v, 1, false)})
+	}
 	kern := func(name string) float64 {
 		for _, k := range rep.kern {
 			if k.Name == name {
@@ -518,6 +607,7 @@ func (rep *report) method(p func(string, ...any)) {
 	p("sudo make bench                                   # installs what is missing, builds, about 15 minutes")
 	p("sudo BENCH_DURATION=2s BENCH_ROUNDS=1 make bench  # quick check of the harness")
 	p("sudo go run ./bench -balancers direct,xlb -workloads c2,c50 -kern=false   # a subset")
+	p("sudo BENCH_DURATION=2s BENCH_ROUNDS=1 BENCH_WORKLOADS=\"ab c4,close c4\" BENCH_OUT=/tmp/b make bench")
 	p("```")
 	p("")
 	p("Settings (flag, or environment for `make bench`): `-duration`/`BENCH_DURATION` (%v), `-rounds`/`BENCH_ROUNDS`", defaultDuration)
@@ -533,15 +623,17 @@ func (rep *report) method(p func(string, ...any)) {
 	p("```")
 	p("%s```", haproxyConfig("http", lbPort0, nginxAddrs()))
 	p("")
-	p("(`mode tcp` and no `http-reuse` for haproxy-tcp). A configuration's balancer starts before its")
-	p("workloads and stops after them, so that an attached XDP program never runs under another")
-	p("configuration's traffic.")
+	p("(`mode tcp` and no `http-reuse` for haproxy-tcp). The connection-per-request rows start each")
+	p("balancer again, in front of the workers' logging ports (127.0.0.1:%d–%d). A configuration's", nginxLogPort0, nginxLogPort0+nWorkers-1)
+	p("balancer starts before its workloads and stops after them, so that an attached XDP program never")
+	p("runs under another configuration's traffic.")
 }
 
 // chart draws requests/s (and MB/s for the large transfer) of each
 // configuration relative to the direct connection, per workload.
 func (rep *report) chart(tmp string) error {
-	names := append(rep.workloadNames("wrk"), rep.workloadNames("curl")...)
+	names := append(rep.workloadNames("wrk"), rep.workloadNames("ab", "close")...)
+	names = append(names, rep.workloadNames("curl")...)
 	names = append(names, rep.workloadNames("redis")...)
 	if len(names) == 0 {
 		return fmt.Errorf("no results")

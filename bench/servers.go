@@ -17,9 +17,13 @@ import (
 // Ports inside the namespace.
 const (
 	nginxPort0 = 4171 // nginx workers: 4171, 4172, 4173
-	redisPort0 = 6371 // redis workers: 6371, 6372, 6373
-	lbPort0    = 8080 // balancers listen from here, a new port for each start
-	nWorkers   = 3
+	// The same nginx workers on a second port that logs every request's
+	// connection serial number ($connection): 4181, 4182, 4183, for the
+	// connection-per-request rows (the other rows run without a log).
+	nginxLogPort0 = 4181
+	redisPort0    = 6371 // redis workers: 6371, 6372, 6373
+	lbPort0       = 8080 // balancers listen from here, a new port for each start
+	nWorkers      = 3
 )
 
 // Bounds of the waits on servers.
@@ -31,8 +35,9 @@ const (
 // Files the nginx workers serve (name -> size).
 var webFiles = map[string]int{"b100": 100, "b100k": 100 << 10, "b100m": 100 << 20}
 
-func nginxAddrs() []string { return addrs(nginxPort0) }
-func redisAddrs() []string { return addrs(redisPort0) }
+func nginxAddrs() []string    { return addrs(nginxPort0) }
+func nginxLogAddrs() []string { return addrs(nginxLogPort0) }
+func redisAddrs() []string    { return addrs(redisPort0) }
 
 func addrs(port0 int) []string {
 	var a []string
@@ -65,9 +70,22 @@ func makeWebRoot(dir string) error {
 	return nil
 }
 
+// connLogFormat is the access log of the logging port: the connection's
+// serial number (nginx numbers every connection it accepts, from 1), the
+// request's number on it, the status and the body size.
+const connLogFormat = `$connection $connection_requests $status $body_bytes_sent`
+
+// nginxConnLog is the access log of worker i (0-based) on its logging port.
+func nginxConnLog(dir string, i int) string {
+	return filepath.Join(dir, fmt.Sprintf("nginx%d", i+1), "conn.log")
+}
+
 // startNginx starts one single-process nginx per worker address, keep-alive
-// without a request limit, no access log, sendfile on.
+// without a request limit, sendfile on, no access log on the main port; the
+// second port (nginxLogPort0 + i) serves the same files and logs
+// connLogFormat, buffered (flushed within connLogFlush).
 func startNginx(ctx context.Context, ns *netns, dir string) error {
+	logAddrs := nginxLogAddrs()
 	for i, addr := range nginxAddrs() {
 		wd := filepath.Join(dir, fmt.Sprintf("nginx%d", i+1))
 		if err := os.MkdirAll(wd, 0o755); err != nil {
@@ -93,12 +111,18 @@ http {
 	keepalive_timeout 300s;
 	sendfile on;
 	tcp_nopush on;
+	log_format conn '%[5]s';
 	server {
 		listen %[2]s backlog=4096;
 		root %[3]s;
 	}
+	server {
+		listen %[6]s backlog=4096;
+		root %[3]s;
+		access_log %[7]s conn buffer=64k flush=%[8]dms;
+	}
 }
-`, wd, addr, filepath.Join(dir, "www"), nofile)
+`, wd, addr, filepath.Join(dir, "www"), nofile, connLogFormat, logAddrs[i], nginxConnLog(dir, i), connLogFlush.Milliseconds())
 		path := filepath.Join(wd, "nginx.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return err
@@ -108,6 +132,9 @@ http {
 			return err
 		}
 		if err := ns.waitPort(ctx, nginxPort0+i, p, startTimeout); err != nil {
+			return err
+		}
+		if err := ns.waitPort(ctx, nginxLogPort0+i, p, startTimeout); err != nil {
 			return err
 		}
 	}
@@ -153,6 +180,10 @@ var (
 	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
 	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
 )
+
+// cprBalancers run the connection-per-request rows (haproxy-tcp would open
+// a worker connection per client connection, as direct does).
+var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, haproxyHTTP}
 
 // running is a started balancer: where clients connect, and its process.
 type running struct {

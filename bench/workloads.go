@@ -1,14 +1,17 @@
 package main
 
 // The workloads: wrk over keep-alive HTTP/1.1, one large transfer with curl,
-// redis-benchmark without pipelining. Each run is bounded by its own
-// duration or size and by a process timeout.
+// redis-benchmark without pipelining, and a connection per request (ab
+// without keep-alive, where the worker closes first; the harness's own
+// client, cpr.go, where the client closes first). Each run is bounded by
+// its own duration or size and by a process timeout.
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,8 +21,8 @@ import (
 // workload is one measured load.
 type workload struct {
 	name string // e.g. "c50 100B"
-	kind string // "wrk", "curl", "redis"
-	// wrk
+	kind string // "wrk", "curl", "redis", "ab", "close"
+	// wrk; conns also for ab, close and redis
 	threads, conns int
 	path           string
 	// redis-benchmark: the test (get or set)
@@ -34,6 +37,17 @@ var httpWorkloads = []workload{
 	{name: "t2 c50 100KB", kind: "wrk", threads: 2, conns: 50, path: "/b100k"},
 	{name: "t2 c1000 100KB", kind: "wrk", threads: 2, conns: 1000, path: "/b100k"},
 	{name: "100MB", kind: "curl", path: "/b100m"},
+}
+
+// cprWorkloads open a connection per request. "ab": HTTP/1.0 without
+// keep-alive, the worker closes after its answer. "close": HTTP/1.1, the
+// client closes once it has the answer and the worker would keep its side
+// open, so a balancer may keep the worker connection for another client.
+var cprWorkloads = []workload{
+	{name: "ab c4 100B", kind: "ab", conns: 4, path: "/b100"},
+	{name: "ab c50 100B", kind: "ab", conns: 50, path: "/b100"},
+	{name: "close c4 100B", kind: "close", conns: 4, path: "/b100"},
+	{name: "close c50 100B", kind: "close", conns: 50, path: "/b100"},
 }
 
 var redisWorkloads = []workload{
@@ -57,13 +71,19 @@ type result struct {
 	Machine   float64 `json:"machine_cpu_s"`                  // busy CPU seconds of the machine
 	Softirq   float64 `json:"softirq_cpu_s"`                  // of which softirq
 	LB        float64 `json:"lb_cpu_s"`                       // the balancer process
-	Client    float64 `json:"client_cpu_s"`                   // wrk / curl / redis-benchmark
+	Client    float64 `json:"client_cpu_s"`                   // wrk / curl / redis-benchmark / ab / the cpr client
 	LBRSS     int64   `json:"lb_rss_bytes"`                   // peak VmRSS of the balancer during the run
 	LBMaps    int64   `json:"lb_maps_bytes"`                  // BPF map memlock the balancer holds
 	LBIdleRSS int64   `json:"lb_idle_rss"`                    // VmRSS before the run
 	LBPerLeg  float64 `json:"lb_map_bytes_per_leg,omitempty"` // xlb: memlock per entry of the maps sized by --max-legs
 	LBLegMaps int     `json:"lb_leg_maps,omitempty"`          // how many such maps
 	Note      string  `json:"note,omitempty"`                 // why the figures are missing
+
+	// Connection per request, from the workers' access logs (connlog.go):
+	WorkerConns     int64 `json:"worker_conns,omitempty"`      // worker connections opened for the run (serial above the last logged before it) that served a request in it
+	WorkerConnsUsed int64 `json:"worker_conns_used,omitempty"` // distinct worker connections that served a request in the run
+	WorkerSerials   int64 `json:"worker_serials,omitempty"`    // connections the workers accepted during the run, up to the last one logged (unused ones too)
+	WorkerRequests  int64 `json:"worker_requests,omitempty"`   // requests the workers logged in the run
 }
 
 // wrkScript prints exact figures when wrk is done: latency percentiles in
@@ -272,4 +292,142 @@ func cpuOf(st *os.ProcessState) float64 {
 		return 0
 	}
 	return (st.UserTime() + st.SystemTime()).Seconds()
+}
+
+// abPerSecond sizes ab's -n: ab stops at -t, or at -n requests if that
+// comes first; no connection-per-request path reaches this rate.
+const abPerSecond = 200000
+
+// runAB runs ab without keep-alive (HTTP/1.0: a new connection per request,
+// closed by the worker after its answer) for d, after an unmeasured run of
+// warm; latency percentiles are ab's (-e: its "Percentage of the requests
+// served" table, to the microsecond).
+func runAB(ctx context.Context, ns *netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d%s", lb.port, w.path)
+	csv := filepath.Join(dir, "ab-percentiles.csv")
+	args := func(d time.Duration) []string {
+		secs := int(d.Seconds())
+		// -t before -n: -t sets -n to 50000, the -n after it raises it.
+		// -r: a receive error is counted, not fatal.
+		return []string{"-q", "-r", "-s", "5", "-c", fmt.Sprint(w.conns), "-t", fmt.Sprint(secs),
+			"-n", fmt.Sprint(abPerSecond * secs), "-e", csv, url}
+	}
+	if warm > 0 {
+		if _, _, err := ns.run(ctx, warm+30*time.Second, "ab", args(warm)...); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	os.Remove(csv)
+	var out string
+	err := countWorkerConns(dir, r, func() error {
+		return measure(lb, r, func() (float64, error) {
+			o, st, err := ns.run(ctx, d+60*time.Second, "ab", args(d)...)
+			out = o
+			return cpuOf(st), err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return parseAB(out, csv, webFiles[strings.TrimPrefix(w.path, "/")], r)
+}
+
+var (
+	abField = regexp.MustCompile(`(?m)^([A-Za-z0-9 -]+):\s+([\d.]+)`)
+	abPct   = regexp.MustCompile(`(?m)^\s*(\d+)%\s+(\d+)`)
+)
+
+// parseAB reads ab's report and the CSV of its percentiles (ms, to the
+// microsecond; the report's table is in whole ms, the fallback).
+func parseAB(out, csv string, size int, r *result) error {
+	f := map[string]float64{}
+	for _, m := range abField.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		f[strings.TrimSpace(m[1])] = v
+	}
+	if _, ok := f["Complete requests"]; !ok {
+		return fmt.Errorf("ab printed no report:\n%s", lastLines(out, 20))
+	}
+	if doc := f["Document Length"]; int(doc) != size {
+		return fmt.Errorf("ab: document length %v, want %d:\n%s", doc, size, lastLines(out, 30))
+	}
+	r.Requests = int64(f["Complete requests"])
+	r.Errors = int64(f["Failed requests"] + f["Non-2xx responses"])
+	r.Seconds = f["Time taken for tests"]
+	r.RPS = f["Requests per second"]
+	r.MBps = f["Total transferred"] / r.Seconds / 1e6
+	pct := map[int]float64{} // percent -> ms
+	if b, err := os.ReadFile(csv); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			p, v, ok := strings.Cut(strings.TrimSpace(line), ",")
+			n, err1 := strconv.Atoi(p)
+			ms, err2 := strconv.ParseFloat(v, 64)
+			if ok && err1 == nil && err2 == nil {
+				pct[n] = ms
+			}
+		}
+	}
+	if len(pct) == 0 {
+		for _, m := range abPct.FindAllStringSubmatch(out, -1) {
+			n, _ := strconv.Atoi(m[1])
+			ms, _ := strconv.ParseFloat(m[2], 64)
+			pct[n] = ms
+		}
+	}
+	r.P50us, r.P99us = pct[50]*1000, pct[99]*1000 // ab has no p99.9
+	return nil
+}
+
+// runClose runs the harness's own client (cpr.go: a new HTTP/1.1
+// connection per request, closed by the client once it has the answer) for
+// d, after an unmeasured run of warm.
+func runClose(ctx context.Context, ns *netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", lb.port)
+	args := func(d time.Duration) []string {
+		return []string{cprEnv + "=cpr", exe, "-c", fmt.Sprint(w.conns), "-d", d.String(), "-timeout", "5s", addr, w.path}
+	}
+	if warm > 0 {
+		if _, _, err := ns.run(ctx, warm+30*time.Second, "env", args(warm)...); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	var out string
+	var cpu float64
+	err = countWorkerConns(dir, r, func() error {
+		return measure(lb, r, func() (float64, error) {
+			o, st, err := ns.run(ctx, d+60*time.Second, "env", args(d)...)
+			out, cpu = o, cpuOf(st)
+			return cpu, err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	v := scriptValues(out)
+	if _, ok := v["requests"]; !ok {
+		return fmt.Errorf("the cpr client printed no summary:\n%s", lastLines(out, 20))
+	}
+	r.Requests = int64(v["requests"])
+	r.Seconds = v["duration_us"] / 1e6
+	r.Errors = int64(v["errors"])
+	r.P50us, r.P99us, r.P999us = v["p50"], v["p99"], v["p999"]
+	if c, ok := v["cpu_us"]; ok {
+		r.Client = c / 1e6 // its own getrusage: the same process as cpuOf's
+	}
+	if r.Seconds > 0 {
+		r.RPS = float64(r.Requests) / r.Seconds
+		r.MBps = v["bytes"] / r.Seconds / 1e6
+	}
+	if r.Errors > 0 {
+		for _, line := range strings.Split(out, "\n") {
+			if e, ok := strings.CutPrefix(line, "XLBERR "); ok {
+				logf("%s through %s: %d errors, the first: %s", w.name, lb.b.name, r.Errors, e)
+			}
+		}
+	}
+	return nil
 }
