@@ -36,6 +36,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
 	policy := fs.String("policy", string(splice.PolicyJIQ), "who gets each request: jiq (the worker idle the longest), rr (round robin), least (fewest busy connections per weight), sticky (a client keeps its connection)")
 	protocol := fs.String("protocol", "auto", "how request boundaries are told: auto (from each connection's first bytes: HTTP/1.x, Redis RESP, memcached text; TLS and anything else stay on one worker connection), http, resp, memcache (that protocol's rules for every connection), or raw (every connection stays on one worker connection: an L4 splice)")
+	fs.DurationVar(&cfg.QueueTimeout, "queue-timeout", splice.DefaultQueueTimeout, "a client whose request waited this long for a worker connection is reset (0: never)")
+	fs.DurationVar(&cfg.ClientTimeout, "client-timeout", splice.DefaultClientTimeout, "a client silent this long (and its worker) has its connection closed with a FIN (0: never)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", splice.DefaultDrainTimeout, "how long a draining worker waits for clients pinned to it (TLS, upgraded streams) before their connections are closed (0: for ever)")
 	fs.IntVar(&cfg.WorkerMSS, "worker-mss", 0, "TCP MSS of the connections to workers (default: 1400 on a 1500-byte network, else from IFACE's MTU); at most the smallest MSS of the clients' paths")
 	fs.IntVar(&cfg.WorkerConns, "worker-conns", 0, "at most this many connections to each worker, idle or busy (0: no limit)")
@@ -87,6 +89,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.Protocol, err = splice.ParseProtocol(*protocol); err != nil {
 		return usagef("--protocol: %v", err)
+	}
+	if cfg.QueueTimeout < 0 {
+		return usagef("--queue-timeout %v: must be 0 (never) or more", cfg.QueueTimeout)
+	}
+	if cfg.ClientTimeout < 0 {
+		return usagef("--client-timeout %v: must be 0 (never) or more", cfg.ClientTimeout)
 	}
 	if cfg.DrainTimeout < 0 {
 		return usagef("--drain-timeout %v: must be 0 (no limit) or more", cfg.DrainTimeout)

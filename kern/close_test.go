@@ -71,8 +71,8 @@ func TestClientLeavesBetweenExchanges(t *testing.T) {
 			if got := wsDelta(ws1, d.workerStats(1)); got != (kern.WorkerStats{Releases: 1}) {
 				t.Errorf("worker 1 stats moved %+v, want one release", got)
 			}
-			if d.load(1) != 0 || d.idleCount(1) != 1 {
-				t.Errorf("worker 1 load %d idle %d, want 0, 1 (a cooling leg counts as idle)", d.load(1), d.idleCount(1))
+			if d.load(1) != 0 || d.idleCount(1) != 0 || d.coolingCount(1) != 1 {
+				t.Errorf("worker 1 load %d idle %d cooling %d, want 0, 0, 1", d.load(1), d.idleCount(1), d.coolingCount(1))
 			}
 			checkEvents(t, d.drainEvents())
 
@@ -152,8 +152,8 @@ func TestCoolingLegRetiredWhenWorkerGoesOn(t *testing.T) {
 		t.Errorf("W1 %s, want dead (retired)", gw.State)
 	}
 	d.checkRetired("after the worker went on", workerKey)
-	if d.idleCount(1) != 0 {
-		t.Errorf("worker 1 idle count %d, want 0", d.idleCount(1))
+	if d.idleCount(1) != 0 || d.coolingCount(1) != 0 {
+		t.Errorf("worker 1 idle %d cooling %d, want 0, 0", d.idleCount(1), d.coolingCount(1))
 	}
 	// Its cooling entry is dropped when it comes due.
 	d.ageCooling(coolNs)
@@ -267,7 +267,40 @@ func TestWarmFromUserSpace(t *testing.T) {
 		t.Errorf("W1 %s after CTL_WARM, want idle", s)
 	}
 	d.checkIdle("after CTL_WARM", workerKey)
-	if d.idleCount(1) != 1 {
-		t.Errorf("worker 1 idle count %d, want 1", d.idleCount(1))
+	if d.idleCount(1) != 1 || d.coolingCount(1) != 0 {
+		t.Errorf("worker 1 idle %d cooling %d, want 1, 0", d.idleCount(1), d.coolingCount(1))
 	}
+}
+
+// TestClientLeavesUnserved: a client's request came with its FIN (its
+// retransmission, merged with the FIN of a client that gave up waiting)
+// while no worker leg is idle: the data plane answers the FIN and drops the
+// request, rather than leave the client in FIN-WAIT-1 until a worker leg
+// frees; the client's last ACK ends its leg. Without a FIN the request is
+// dropped for the client to retransmit, as before.
+func TestClientLeavesUnserved(t *testing.T) {
+	d := loadDataPlane(t)
+	c := stdClientLeg()
+	d.putLeg(clientKey, c)
+	in := fromClient(seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH | tcpFIN, win: 502,
+		opts: nopTS(c.PeerTSval+7, c.OurTSval), payload: request}).build()
+	v, out, delta := d.run(in)
+	checkVerdict(t, v, xdpTX)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterUnserved, kern.CounterFINAnswered, kern.CounterTX)
+	want := c
+	want.State = kern.LegClosing
+	want.PeerHi += uint32(len(request)) + 1
+	want.PeerTSval += 7
+	want.PeerWin = 502
+	want.RxFlags |= kern.RxFIN
+	want.SndNxt = c.SndNxt + 1
+	checkReply(t, in, out, want, c.SndNxt, tcpFIN|tcpACK)
+	checkLeg(t, "client leg", d.mustLeg(clientKey), want)
+	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventPoolEmpty, Key: clientKey})
+
+	v, _, delta = d.run(fromClient(seg{seq: want.PeerHi, ack: want.SndNxt, flags: tcpACK, win: 502,
+		opts: nopTS(c.PeerTSval+8, c.OurTSval)}).build())
+	checkVerdict(t, v, xdpDrop)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterLegClosed, kern.CounterUnboundACK, kern.CounterDrop)
+	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventLegClosed, Key: clientKey})
 }

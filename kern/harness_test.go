@@ -152,6 +152,16 @@ func (d *dataPlane) load(id uint32) int64 {
 	return int64(binary.NativeEndian.Uint64(v))
 }
 
+// coolingCount is the data plane's count of worker id's cooling legs.
+func (d *dataPlane) coolingCount(id uint32) int64 {
+	d.t.Helper()
+	v := make([]byte, kern.WorkerLoadSize)
+	if err := d.objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
+		d.t.Fatal(err)
+	}
+	return int64(binary.NativeEndian.Uint64(v[16:]))
+}
+
 // idleCount is the data plane's count of worker id's idle legs.
 func (d *dataPlane) idleCount(id uint32) int64 {
 	d.t.Helper()

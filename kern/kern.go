@@ -103,6 +103,7 @@ const (
 	CounterStayPinned
 	CounterStayTail
 	CounterClientLeft
+	CounterUnserved
 	CounterMax
 )
 
@@ -160,6 +161,7 @@ var counterNames = [CounterMax]string{
 	CounterStayPinned:   "stay_pinned",
 	CounterStayTail:     "stay_tail",
 	CounterClientLeft:   "client_left",
+	CounterUnserved:     "unserved",
 }
 
 func (c Counter) String() string {

@@ -40,6 +40,7 @@ func (d *dataPlane) setLoad(id uint32, n int64) {
 	d.t.Helper()
 	v := binary.NativeEndian.AppendUint64(nil, uint64(n))
 	v = binary.NativeEndian.AppendUint64(v, uint64(d.idleCount(id)))
+	v = binary.NativeEndian.AppendUint64(v, uint64(d.coolingCount(id)))
 	if err := d.objs.WLoad.Update(ebpf.Uint32Key(id), v, ebpf.UpdateAny); err != nil {
 		d.t.Fatal(err)
 	}

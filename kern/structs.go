@@ -421,18 +421,19 @@ func (w *WorkerCfg) UnmarshalBinary(b []byte) error {
 
 // WorkerLoad is struct worker_load, kept by the data plane with atomics.
 type WorkerLoad struct {
-	Bound int64 // legs bound to a client
-	Idle  int64 // legs in state LegIdle
+	Bound   int64 // legs bound to a client
+	Idle    int64 // legs in state LegIdle
+	Cooling int64 // legs in state LegCooling
 }
 
 // WorkerLoadSize is sizeof(struct worker_load).
-const WorkerLoadSize = 16
+const WorkerLoadSize = 24
 
 func (w *WorkerLoad) UnmarshalBinary(b []byte) error {
 	if len(b) < WorkerLoadSize {
 		return fmt.Errorf("worker load: %d bytes, want %d", len(b), WorkerLoadSize)
 	}
-	w.Bound, w.Idle = int64(ne.Uint64(b)), int64(ne.Uint64(b[8:]))
+	w.Bound, w.Idle, w.Cooling = int64(ne.Uint64(b)), int64(ne.Uint64(b[8:])), int64(ne.Uint64(b[16:]))
 	return nil
 }
 

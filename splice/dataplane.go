@@ -204,18 +204,18 @@ func (d *DataPlane) WorkerStats(id uint32) (kern.WorkerStats, error) {
 	return w, nil
 }
 
-// Load is the data plane's exact count of a worker's legs bound to a
-// client and idle in its pool (xlb_wload, kept with atomics).
-func (d *DataPlane) Load(id uint32) (bound, idle int, err error) {
+// Load is the data plane's exact count of a worker's legs: bound to a
+// client, idle in its pool, cooling (xlb_wload, kept with atomics).
+func (d *DataPlane) Load(id uint32) (bound, idle, cooling int, err error) {
 	v := make([]byte, kern.WorkerLoadSize)
 	if err := d.Objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
-		return 0, 0, fmt.Errorf("load of worker %d: %w", id, err)
+		return 0, 0, 0, fmt.Errorf("load of worker %d: %w", id, err)
 	}
 	var l kern.WorkerLoad
 	if err := l.UnmarshalBinary(v); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return int(max(l.Bound, 0)), int(max(l.Idle, 0)), nil
+	return int(max(l.Bound, 0)), int(max(l.Idle, 0)), int(max(l.Cooling, 0)), nil
 }
 
 // ForEachLeg calls fn for every leg (a snapshot walk: legs may come and go

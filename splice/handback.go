@@ -176,6 +176,23 @@ func (lb *LB) handBack(c sock, p legPositions) error {
 	return unix.Close(fd)
 }
 
+// resetLeg ends leg p.key with a RST from a repaired socket with its
+// positions (no socket of it is held: a client leg), and makes the data
+// plane forget it.
+func (lb *LB) resetLeg(p legPositions) error {
+	fd, err := repairedSocket(p)
+	if err != nil {
+		return err
+	}
+	lb.dp.ForgetLeg(p.key)
+	// Linger on with a zero timeout: close() sends a RST.
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("SO_LINGER: %w", err)
+	}
+	return unix.Close(fd)
+}
+
 // repairedSocket makes an established socket with the given positions
 // without a packet on the wire.
 func repairedSocket(p legPositions) (int, error) {

@@ -56,6 +56,12 @@ type Config struct {
 	// data plane classifies each connection (auto), or applies one rule
 	// set, or pins every connection (raw).
 	Protocol kern.Protocol
+	// ClientTimeout: a client silent this long (its worker too) has its
+	// connection closed (0: never).
+	ClientTimeout time.Duration
+	// QueueTimeout: a client whose request waited this long for a worker
+	// connection is reset (0: never).
+	QueueTimeout time.Duration
 	// DrainTimeout bounds how long a draining worker waits for clients
 	// pinned to it (a TLS session, an upgraded stream) to leave; then
 	// their connections are closed (0: wait for ever).
@@ -87,12 +93,22 @@ const (
 	// acknowledged, to count as having no request in flight.
 	quietPeriod = 500 * time.Millisecond
 	// maxRetiredPerTick bounds the retired legs ended per reaper tick.
-	maxRetiredPerTick = 256
+	maxRetiredPerTick = 2048
+	// maxQueued bounds the clients remembered as waiting for a worker
+	// connection (queuedSince).
+	maxQueued = 1 << 20
+	// DefaultQueueTimeout is how long a client's request may wait for a
+	// worker connection.
+	DefaultQueueTimeout = 30 * time.Second
 	// reapTick is how often finished legs are reaped and stuck ones found.
 	reapTick = 250 * time.Millisecond
 	// stuckClosing is how long a leg may wait for the last ACK of a close
 	// the data plane answered before it is reaped anyway.
 	stuckClosing = 30 * time.Second
+	// sweepEvery is how often the leg table is swept (see sweep).
+	sweepEvery = stuckClosing / 4
+	// DefaultClientTimeout is how long a client may stay silent.
+	DefaultClientTimeout = 10 * time.Minute
 )
 
 // wantFiles is the descriptor limit xlb asks for: it holds a socket for
@@ -183,10 +199,11 @@ type LB struct {
 
 	mu         sync.Mutex
 	reapQueue  []reapItem
-	adopted    atomic.Uint64 // client connections adopted
-	unspliced  atomic.Uint64 // accepted connections without a client leg
-	waiting    atomic.Int64  // clients that found the pool empty, this reaper tick
-	mismatches atomic.Uint64 // client legs whose numbers disagree with the socket
+	adopted    atomic.Uint64                // client connections adopted
+	unspliced  atomic.Uint64                // accepted connections without a client leg
+	waiting    atomic.Int64                 // clients that found the pool empty, this reaper tick
+	queued     map[kern.LegKey]queuedClient // clients whose request found no worker connection
+	mismatches atomic.Uint64                // client legs whose numbers disagree with the socket
 
 	events   *ebpf.RingBufReader
 	control  *net.UnixListener
@@ -226,6 +243,7 @@ func Start(cfg Config) (*LB, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		byID:      map[uint32]*worker{},
+		queued:    map[kern.LegKey]queuedClient{},
 		done:      make(chan struct{}),
 		workerMSS: cfg.WorkerMSS,
 	}
@@ -634,6 +652,11 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		// so that a burst of new clients gets its connections in one
 		// round rather than a few dozen per round.
 		lb.waiting.Add(1)
+		lb.mu.Lock()
+		if q, ok := lb.queued[ev.Key]; (!ok || q.peerHi != ev.PeerHi) && len(lb.queued) < maxQueued {
+			lb.queued[ev.Key] = queuedClient{since: time.Now(), peerHi: ev.PeerHi}
+		}
+		lb.mu.Unlock()
 		for _, w := range lb.workerList() {
 			w.poke()
 		}
@@ -651,6 +674,7 @@ func (lb *LB) reaper(ctx context.Context) {
 	t := time.NewTicker(reapTick)
 	defer t.Stop()
 	lastScan := time.Now()
+	var lastLost uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -678,9 +702,17 @@ func (lb *LB) reaper(ctx context.Context) {
 			lb.reap(it)
 		}
 		lb.endRetired()
-		if now.Sub(lastScan) > stuckClosing/4 {
-			lastScan = now
-			lb.reapStuck()
+		lb.endQueued(now)
+		// Finished legs are reaped on their events; when the ring lost
+		// some (a burst of connections ending at once), a sweep finds
+		// them now rather than at the next slow one.
+		lost := uint64(0)
+		if c, err := kern.ReadCounters(lb.dp.Objs.Stats); err == nil {
+			lost = c[kern.CounterEventLost]
+		}
+		if lostNow := lost != lastLost; now.Sub(lastScan) > sweepEvery || lostNow {
+			lastScan, lastLost = now, lost
+			lb.sweep(lostNow)
 		}
 	}
 }
@@ -697,6 +729,66 @@ func (lb *LB) reaper(ctx context.Context) {
 func (lb *LB) reap(it reapItem) {
 	if leg, err := lb.dp.Leg(it.key); err == nil && leg.State == kern.LegDead && leg.PeerHi == it.peerHi {
 		lb.dp.forgetFinished(it.key)
+	}
+}
+
+// queuedClient is a client whose request found no worker connection: when,
+// and its peer_hi then.
+type queuedClient struct {
+	since  time.Time
+	peerHi uint32
+}
+
+// endQueued resets the clients whose request has waited for a worker
+// connection longer than QueueTimeout (a worker too slow, or --worker-conns
+// too small for the load). The client gets a RST, as from a server that
+// could not take it: it would otherwise retransmit its request with an
+// ever longer backoff, and after it gave up and closed, its FIN would wait
+// behind the unacknowledged request (minutes in FIN-WAIT-1), its leg with
+// it. Clients that got a connection meanwhile are forgotten.
+func (lb *LB) endQueued(now time.Time) {
+	if lb.cfg.QueueTimeout <= 0 {
+		return
+	}
+	var due []kern.LegKey
+	lb.mu.Lock()
+	for k, q := range lb.queued {
+		if now.Sub(q.since) > lb.cfg.QueueTimeout/4 {
+			due = append(due, k)
+		}
+	}
+	lb.mu.Unlock()
+	reset := 0
+	for _, k := range due {
+		l, err := lb.dp.Leg(k)
+		lb.mu.Lock()
+		q := lb.queued[k]
+		// Still waiting: idle, and no byte of it taken since its request
+		// found no connection (a request served moves peer_hi on).
+		if err != nil || l.Kind != kern.LegClient || l.State != kern.LegIdle || l.PeerHi != q.peerHi {
+			delete(lb.queued, k) // served, gone, or closing
+			lb.mu.Unlock()
+			continue
+		}
+		lb.mu.Unlock()
+		if now.Sub(q.since) < lb.cfg.QueueTimeout {
+			continue
+		}
+		p, err := lb.positionsOf(k, &l)
+		if err == nil {
+			err = lb.resetLeg(p)
+		}
+		if err != nil {
+			lb.log.Warn("resetting a client that waited too long", "client", k.Peer, "err", err)
+			lb.dp.ForgetLeg(k)
+		}
+		lb.mu.Lock()
+		delete(lb.queued, k)
+		lb.mu.Unlock()
+		reset++
+	}
+	if reset > 0 {
+		lb.log.Warn("reset clients whose request waited too long for a worker connection", "count", reset, "queue_timeout", lb.cfg.QueueTimeout)
 	}
 }
 
@@ -729,25 +821,73 @@ func (lb *LB) endRetired() {
 	}
 }
 
-// reapStuck finds legs in CLOSING for too long (the peer never acknowledged
-// our FIN) and finishes them.
-func (lb *LB) reapStuck() {
+// sweep walks the leg table for legs that would otherwise stay for ever:
+//   - finished legs whose reap was never scheduled (their event was lost)
+//     or was skipped (their positions moved after their death): forgotten
+//     once they have been dead for Linger (lost events) or stuckClosing;
+//   - legs waiting in CLOSING for an ACK that never came (stuckClosing);
+//   - client legs whose client has been silent for ClientTimeout (it may
+//     have vanished without a FIN): an unbound one is handed back to the
+//     kernel and closed (a FIN), a bound pair ended both ways (endPair).
+func (lb *LB) sweep(eventsLost bool) {
 	now := monotonicNs()
-	var stuck []kern.LegKey
+	dead := stuckClosing
+	if eventsLost {
+		dead = lb.cfg.Linger
+	}
+	var stuck []reapItem
+	var idle, bound []kern.LegKey
 	lb.dp.ForEachLeg(func(k kern.LegKey, l *kern.Leg) bool {
-		// A finished leg the reaper left (it was told from another by
-		// its positions, which moved) is forgotten here, long after.
-		if (l.State == kern.LegClosing || l.State == kern.LegDead) && int64(now-l.LastNs) > int64(stuckClosing) {
-			stuck = append(stuck, k)
+		silent := time.Duration(int64(now - l.LastNs))
+		switch {
+		case l.State == kern.LegDead && silent > dead, l.State == kern.LegClosing && silent > stuckClosing:
+			stuck = append(stuck, reapItem{key: k, peerHi: l.PeerHi})
+		case l.Kind == kern.LegClient && lb.cfg.ClientTimeout > 0 && silent > lb.cfg.ClientTimeout:
+			if l.State == kern.LegIdle {
+				idle = append(idle, k)
+			} else if l.State == kern.LegBound {
+				bound = append(bound, k)
+			}
 		}
 		return true
 	})
-	for _, k := range stuck {
-		lb.log.Info("reaping a leg stuck in closing", "leg", k)
-		lb.dp.ForgetLeg(k)
-		if c := lb.takeConn(k); c != noSock {
+	for _, it := range stuck {
+		// As reap does: only that leg, not a new one of the same 4-tuple.
+		if l, err := lb.dp.Leg(it.key); err != nil || (l.State != kern.LegDead && l.State != kern.LegClosing) || l.PeerHi != it.peerHi {
+			continue
+		}
+		lb.log.Debug("reaping a finished or stuck leg", "leg", it.key)
+		lb.dp.forgetFinished(it.key)
+		if c := lb.takeConn(it.key); c != noSock {
 			c.closeSilently()
 		}
+	}
+	for _, k := range idle {
+		l, err := lb.dp.Leg(k)
+		if err != nil || l.State != kern.LegIdle {
+			continue
+		}
+		p, err := lb.positionsOf(k, &l)
+		if err == nil {
+			err = lb.handBack(noSock, p)
+		}
+		if err != nil {
+			lb.log.Warn("closing a silent client", "client", k.Peer, "err", err)
+			lb.dp.ForgetLeg(k)
+		}
+	}
+	for _, k := range bound {
+		if w, err := lb.dp.Binding(k); err == nil {
+			if wl, err := lb.dp.Leg(w.To); err != nil || time.Duration(int64(now-wl.LastNs)) < lb.cfg.ClientTimeout {
+				continue // its worker is still talking: not silent
+			}
+		}
+		if err := lb.endPair(k); err != nil {
+			lb.log.Warn("closing a silent client", "client", k.Peer, "err", err)
+		}
+	}
+	if n := len(idle) + len(bound); n > 0 {
+		lb.log.Info("closed silent clients", "count", n, "timeout", lb.cfg.ClientTimeout)
 	}
 }
 

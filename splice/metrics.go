@@ -87,6 +87,7 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterStayPinned:   "Request boundaries on a pinned connection: the client stayed.",
 	kern.CounterStayTail:     "Request boundaries after client data that did not end a write (or a line): the client stayed.",
 	kern.CounterClientLeft:   "Clients that closed between exchanges: their worker connection went back to the pool.",
+	kern.CounterUnserved:     "Clients that closed with their request while no worker connection was idle: FIN answered, request dropped.",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.

@@ -208,15 +208,16 @@ func (lb *LB) setupPools() error {
 	return nil
 }
 
-// RetireIdle empties a draining worker's pool, retiring each idle leg (the
-// reaper then ends it with a FIN). Pops retire them too, but nothing pops a
-// pool without traffic, or one the schedule (rr, least) leaves out.
-func (d *DataPlane) RetireIdle(worker uint32) error {
+// RetireIdle retires up to n idle legs of a worker that drains or has trim
+// credits (the reaper then ends each with a FIN). Pops retire them too, but
+// nothing pops a pool without traffic, or one the schedule (rr, least)
+// leaves out.
+func (d *DataPlane) RetireIdle(worker uint32, n int) error {
 	spec, err := kern.InnerMapSpec(kern.PoolMapName)
 	if err != nil {
 		return err
 	}
-	for range spec.MaxEntries {
+	for range min(n, int(spec.MaxEntries)) {
 		if more, err := d.ctl(kern.CtlMsg{Op: kern.CtlRetireIdle, Worker: worker}); err != nil || !more {
 			return err
 		}

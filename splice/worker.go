@@ -137,28 +137,29 @@ type worker struct {
 	spec WorkerSpec
 	id   uint32
 
-	mu         sync.Mutex
-	state      WorkerState
-	legs       map[kern.LegKey]sock // live legs (new, idle or bound)
-	cfg        kern.WorkerCfg       // what the data plane was last told (drain, trim)
-	draining   bool                 // xlb ctl drain/remove: no new requests
-	drainSince time.Time            // when the drain began
-	removing   bool                 // xlb ctl remove: forget it once drained
-	drained    bool                 // drain completion logged
-	bound      atomic.Int64         // legs busy with a client at the last fill
-	deaths     atomic.Uint64        // legs that ended (reported by the data plane)
-	lastDeaths uint64               // deaths at the last fill
-	lastFill   time.Time
-	turnover   float64 // legs ended per second, smoothed
-	backoff    time.Duration
-	lastErr    error
-	kick       chan struct{}
+	mu           sync.Mutex
+	state        WorkerState
+	legs         map[kern.LegKey]sock // live legs (new, idle or bound)
+	cfg          kern.WorkerCfg       // what the data plane was last told (drain, trim)
+	draining     bool                 // xlb ctl drain/remove: no new requests
+	drainSince   time.Time            // when the drain began
+	removing     bool                 // xlb ctl remove: forget it once drained
+	drained      bool                 // drain completion logged
+	bound        atomic.Int64         // legs busy with a client at the last fill
+	deaths       atomic.Uint64        // legs that ended (reported by the data plane)
+	lastDeaths   uint64               // deaths at the last fill
+	lastFill     time.Time
+	surplusSince time.Time // when the pool's surplus began (zero: none)
+	turnover     float64   // legs ended per second, smoothed
+	backoff      time.Duration
+	lastErr      error
+	kick         chan struct{}
 }
 
 // idle is the number of this worker's legs idle in its pool, as the data
 // plane counts them.
 func (w *worker) idle() (int, error) {
-	_, idle, err := w.lb.dp.Load(w.id)
+	_, idle, _, err := w.lb.dp.Load(w.id)
 	return idle, err
 }
 
@@ -198,7 +199,7 @@ func (w *worker) run(ctx context.Context) {
 // fill opens legs until the worker has its pool of idle ones. It returns how
 // long to back off after a failure (0 when all went well).
 func (w *worker) fill(ctx context.Context) time.Duration {
-	bound, idle, err := w.lb.dp.Load(w.id)
+	bound, idle, cooling, err := w.lb.dp.Load(w.id)
 	if err != nil {
 		w.lb.log.Error("reading worker load", "worker", w.spec.Addr, "err", err)
 		return backoffMax
@@ -234,10 +235,28 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		cfg.Flags = kern.WorkerDrain
 	}
 	want := target - legs
-	// Remixing moves idle legs from one worker's share to another's, so a
-	// pool can grow past its target while another refills: ask the data
-	// plane to retire the surplus as it takes legs from the queue.
-	if surplus := min(legs-target-trimSlack(target), idle); surplus > 0 && !draining {
+	// Remixing moves idle legs from one worker's share to another's, and a
+	// burst leaves more than the pool needs after it: ask the data plane
+	// to retire the surplus as it takes legs from the queue, and retire a
+	// part of it here (a pool nobody takes from keeps its surplus else).
+	// Legs cooling now are idle soon: as many more idle are no surplus
+	// (the cooling count swings with the rate of clients leaving).
+	// A surplus is trimmed only once it has lasted trimAfter: the idle
+	// count swings with the load, and trimming a swing only to open the
+	// connections again costs the worker a connection a trim.
+	surplus := min(legs-target-max(trimSlack(target), cooling), idle)
+	w.mu.Lock()
+	if surplus <= 0 || draining {
+		w.surplusSince = time.Time{}
+	} else if w.surplusSince.IsZero() {
+		w.surplusSince = time.Now()
+	}
+	lasting := !w.surplusSince.IsZero() && time.Since(w.surplusSince) >= trimAfter
+	w.mu.Unlock()
+	if !lasting {
+		surplus = 0
+	}
+	if surplus > 0 {
 		cfg.Trim = int32(surplus)
 	}
 	if cfg != w.cfg {
@@ -251,8 +270,12 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		w.drainTimeout()
 	}
 	if draining && idle > 0 && w.cfg.Flags&kern.WorkerDrain != 0 {
-		if err := w.lb.dp.RetireIdle(w.id); err != nil {
+		if err := w.lb.dp.RetireIdle(w.id, idle); err != nil {
 			w.lb.log.Error("retiring a draining worker's idle connections", "worker", w.spec.Addr, "err", err)
+		}
+	} else if surplus > 0 && w.cfg.Trim > 0 {
+		if err := w.lb.dp.RetireIdle(w.id, max(1, surplus/4)); err != nil {
+			w.lb.log.Error("retiring surplus idle connections", "worker", w.spec.Addr, "err", err)
 		}
 	}
 	if c := w.lb.cfg.WorkerConns; c > 0 {
@@ -312,6 +335,9 @@ func (w *worker) checkDrained() bool {
 	}
 	return false
 }
+
+// trimAfter is how long a pool's surplus must last before it is trimmed.
+const trimAfter = 2 * time.Second
 
 // refillHorizon is how long a pool's refill may take: a worker's pool
 // holds, beyond its target, the connections its clients use up in that

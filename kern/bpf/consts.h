@@ -7,7 +7,7 @@
 #define XLB_MAX_LEGS        65536  /* client + worker legs */
 #define XLB_MAX_HANDSHAKES  16384  /* SYNs / SYN-ACKs remembered (LRU: a SYN flood only churns it) */
 #define XLB_MAX_WORKERS     256
-#define XLB_EVENT_RING      (256 * 1024) /* bytes of the event ring buffer */
+#define XLB_EVENT_RING      (4 * 1024 * 1024) /* bytes of the event ring buffer: 50k events (a burst of 20k connections ending at once sends 40k) */
 
 #define XLB_MAX_OPT_LEN     40     /* TCP options: at most 40 bytes */
 #define XLB_MAX_SACK_BLOCKS 4

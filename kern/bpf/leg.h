@@ -77,8 +77,8 @@ static __always_inline void finish(const struct leg_key *key, struct leg *leg)
 		if (set_state(leg, s, LEG_DEAD)) {
 			if (s == LEG_BOUND && leg->kind == LEG_WORKER)
 				wload_add(leg->worker, -1);
-			if ((s == LEG_IDLE || s == LEG_COOLING) && leg->kind == LEG_WORKER)
-				idle_add(leg->worker, -1);
+			if (leg->kind == LEG_WORKER)
+				unpooled(leg->worker, s);
 			count(XLB_CNT_LEG_CLOSED);
 			emit(EV_LEG_CLOSED, key, leg, s);
 			return;
@@ -255,8 +255,7 @@ static __always_inline int retire(const struct leg_key *k, struct leg *w, __u32 
 {
 	if (!set_state(w, from, LEG_DEAD))
 		return 0;
-	if (from == LEG_IDLE || from == LEG_COOLING)
-		idle_add(w->worker, -1);
+	unpooled(w->worker, from);
 	count(XLB_CNT_RETIRED);
 	if (bpf_map_push_elem(&xlb_retired, k, BPF_EXIST))
 		count(XLB_CNT_EVENT_LOST);

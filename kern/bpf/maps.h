@@ -188,7 +188,7 @@ struct xlb_map_def SEC("maps") xlb_retired = {
 	.type = BPF_MAP_TYPE_QUEUE,
 	.key_size = 0,
 	.value_size = sizeof(struct leg_key),
-	.max_entries = 4096,
+	.max_entries = XLB_MAX_LEGS,
 };
 
 /* Per-worker settings (struct worker_cfg), indexed by worker id. */
@@ -302,6 +302,25 @@ static __always_inline __s64 idle_add(__u32 worker, __s64 n)
 	struct worker_load *l = wload(worker);
 
 	return l ? __sync_fetch_and_add(&l->idle, n) : 0;
+}
+
+/* cooling_add counts a worker leg entering or leaving LEG_COOLING. */
+static __always_inline void cooling_add(__u32 worker, __s64 n)
+{
+	struct worker_load *l = wload(worker);
+
+	if (l)
+		__sync_fetch_and_add(&l->cooling, n);
+}
+
+/* unpooled counts worker leg `worker` leaving state `s`, if that is one
+ * of the counted ones (idle, cooling). */
+static __always_inline void unpooled(__u32 worker, __u32 s)
+{
+	if (s == LEG_IDLE)
+		idle_add(worker, -1);
+	else if (s == LEG_COOLING)
+		cooling_add(worker, -1);
 }
 
 static __always_inline struct xlb_config *config(void)

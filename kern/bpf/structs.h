@@ -76,6 +76,7 @@ enum xlb_counter {
 	XLB_CNT_STAY_PINNED = 50,  /* boundary on a pinned pair: stayed */
 	XLB_CNT_STAY_TAIL = 51,    /* boundary, but the client's previous data did not end a write (PSH) or a line: stayed */
 	XLB_CNT_CLIENT_LEFT = 52,  /* a client closed between exchanges: its worker leg went back to the pool */
+	XLB_CNT_UNSERVED = 53,     /* a client closed (FIN) with its request while no worker leg was idle: FIN answered, request dropped */
 	XLB_CNT_MAX
 };
 
@@ -264,6 +265,7 @@ struct worker_cfg {
 struct worker_load {
 	__s64 bound;         /* worker legs bound to a client */
 	__s64 idle;          /* worker legs in state LEG_IDLE (in the pool, or being put there) */
+	__s64 cooling;       /* worker legs in state LEG_COOLING */
 };
 
 /* Per-worker counters, the per-CPU array xlb_wstats indexed by worker id. With

@@ -665,7 +665,7 @@ static __always_inline int rst_exact(const struct leg *leg, const struct pkt *p)
 }
 
 /* cool takes worker leg w (LEG_BOUND, unbound by the caller) out of its
- * binding into LEG_COOLING: counted idle, queued in xlb_cooling, pooled by
+ * binding into LEG_COOLING: counted cooling, queued in xlb_cooling, pooled by
  * warm_up() once it stayed quiet; retired at once if it is pinned, its
  * worker drains, or the queue is full. */
 static __always_inline void cool(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
@@ -680,7 +680,7 @@ static __always_inline void cool(const struct leg_key *k, struct leg *w, const s
 	}
 	if (!set_state(w, LEG_BOUND, LEG_COOLING))
 		return;
-	idle_add(worker, 1);
+	cooling_add(worker, 1);
 	wload_add(worker, -1);
 	if (ws)
 		ws->releases++;
@@ -709,6 +709,8 @@ static __always_inline int warm_up(const struct xlb_config *cfg, const int moves
 		w = bpf_map_lookup_elem(&xlb_legs, &e.key);
 		if (!w || w->kind != LEG_WORKER || !set_state(w, LEG_COOLING, LEG_IDLE))
 			continue; /* it ended while cooling */
+		cooling_add(w->worker, -1);
+		idle_add(w->worker, 1);
 		if (pool_put(&e.key, w->worker, cfg))
 			retire(&e.key, w, LEG_IDLE);
 	}
@@ -895,6 +897,21 @@ static __always_inline __u32 bind_decide(struct pkt *p, struct leg *leg, struct 
 	return 0;
 }
 
+/* leg_unserved: client leg c (LEG_IDLE) sent its data with a FIN and no
+ * worker leg was idle: it closes, taking its data along. The leg goes to
+ * LEG_CLOSING with everything acknowledged and our FIN sent (snd_nxt
+ * counts it); the caller answers. Returns 1 when the caller must answer. */
+static __always_inline int leg_unserved(struct pkt *p, struct leg *c)
+{
+	if (c->kind != LEG_CLIENT || !set_state(c, LEG_IDLE, LEG_CLOSING))
+		return 0;
+	advance(c, p);
+	WRITE_ONCE(c->snd_nxt, READ_ONCE(c->snd_nxt) + 1); /* our FIN */
+	count(XLB_CNT_UNSERVED);
+	count(XLB_CNT_FIN_ANSWERED);
+	return 1;
+}
+
 /* bind_stage is bind_decide, then the low-watermark report of a take it
  * made (note_take). */
 static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
@@ -982,7 +999,7 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 				return;
 			}
 			if (leg->kind == LEG_WORKER)
-				idle_add(leg->worker, -1);
+				unpooled(leg->worker, state);
 			advance(leg, p);
 			leg->snd_nxt = seq + 1; /* our FIN */
 		} else if (state == LEG_CLOSING) {
@@ -1241,9 +1258,19 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	/* xlb_xlate translates through the binding alone. */
 	leg = stage == STAGE_XLATE ? NULL : bpf_map_lookup_elem(&xlb_legs, &p.key);
 	if (stage == STAGE_BIND) {
-		/* Options are not needed to bind (xlb_xdp parses them next). */
+		/* Options are not needed to bind (xlb_xdp parses them next),
+		 * only to answer a client that leaves unserved. */
 		__u32 reason = leg ? bind_stage(&p, leg, cfg, bs) : XLB_CNT_BIND_RACE;
 
+		if (reason == XLB_CNT_NO_IDLE_LEG && p.fin && (p.o = bpf_map_lookup_elem(&xlb_scratch, &zero)) &&
+		    !parse_tcp_opts(p.opts, p.opt_len, p.end, p.o) && leg_unserved(&p, leg)) {
+			/* The client closed with its request unserved: its FIN is
+			 * answered (and its request dropped), else it would wait
+			 * in FIN-WAIT-1 for a worker leg that may never come. */
+			if (reply(&p, leg, READ_ONCE(leg->snd_nxt) - 1, REPLY_ACK | REPLY_FIN))
+				return verdict(XDP_DROP);
+			return verdict(XDP_TX);
+		}
 		if (reason)
 			return drop(reason);
 		bs->reentry = 1;
@@ -1349,13 +1376,14 @@ int xlb_ctl(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	if (m->op == CTL_RETIRE_IDLE) {
-		/* A draining worker's idle legs are retired as pops meet them;
-		 * when nothing pops its pool (no traffic, or a policy that no
-		 * longer schedules it), user space empties it with this, an
-		 * entry a run: XDP_PASS while there was one. */
+		/* A draining worker's idle legs, and a pool's surplus (its
+		 * trim credits), are retired as pops meet them; when nothing
+		 * pops the pool (no traffic, or a policy that no longer
+		 * schedules it), user space retires them with this, an entry a
+		 * run: XDP_PASS while there was one. */
 		void *q = worker_pool(m->worker);
 
-		if (!q || !draining(m->worker) || bpf_map_pop_elem(q, &k))
+		if (!q || !should_retire(m->worker, 1) || bpf_map_pop_elem(q, &k))
 			return XDP_DROP;
 		w = bpf_map_lookup_elem(&xlb_legs, &k);
 		if (w && w->kind == LEG_WORKER)

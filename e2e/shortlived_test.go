@@ -1,0 +1,357 @@
+package e2e
+
+// Short-lived clients (issue: connection-per-request traffic, and clients
+// that leave unserved): a connection a request, through xlb, against nginx;
+// the worker connections' fate read from nginx's own access log
+// ($connection, the serial number of the connection that served each
+// request); and nothing left behind once the clients are gone.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/internal/testproto"
+	"github.com/xlb-lb/xlb/splice/demo"
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// connNginx runs three nginx on 4171-4173 logging $connection per request,
+// serving a 100-byte body at /b100; it returns their addresses and logs.
+func connNginx(t *testing.T, ns *testnet.NS) (addrs, logs []string) {
+	t.Helper()
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	if err := os.WriteFile(filepath.Join(root, "b100"), demo.Body(100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", 4171+i)
+		log := filepath.Join(t.TempDir(), "access.log")
+		startNginxConf(t, ns, testproto.Nginx{Listen: addr, Root: root, AccessLog: log})
+		addrs, logs = append(addrs, addr), append(logs, log)
+	}
+	return addrs, logs
+}
+
+// connLogLine is "$status $request_uri $body_bytes_sent $connection $connection_requests".
+var connLogLine = regexp.MustCompile(`^(\d+) (\S+) (\d+) (\d+) (\d+)$`)
+
+// connUse reads nginx access logs: requests logged, and the requests each
+// connection (worker number and serial) served.
+func connUse(t *testing.T, logs []string) (requests int, perConn map[string]int) {
+	t.Helper()
+	perConn = map[string]int{}
+	for i, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			m := connLogLine.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			if m[1] != "200" {
+				t.Errorf("nginx %d logged %q", i, line)
+			}
+			requests++
+			perConn[fmt.Sprintf("%d/%s", i, m[4])]++
+		}
+	}
+	return requests, perConn
+}
+
+// onePerConnection makes n requests from c clients, each on a connection of
+// its own that the client closes once answered (HTTP/1.1: nginx keeps its
+// side open), and checks every body.
+func onePerConnection(t *testing.T, ns *testnet.NS, n, c int) {
+	t.Helper()
+	want := demo.Body(100)
+	var next, failed atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for g := 0; g < c; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				err := ns.Do(func() error {
+					conn, err := net.DialTimeout("tcp4", "127.0.0.1:8080", ioTimeout)
+					if err != nil {
+						return err
+					}
+					defer conn.Close()
+					conn.SetDeadline(time.Now().Add(ioTimeout))
+					if _, err := io.WriteString(conn, "GET /b100 HTTP/1.1\r\nHost: xlb\r\n\r\n"); err != nil {
+						return err
+					}
+					resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+					if err != nil {
+						return err
+					}
+					body, err := io.ReadAll(resp.Body)
+					if err != nil {
+						return err
+					}
+					if resp.StatusCode != 200 || demo.Sum(body) != demo.Sum(want) {
+						return fmt.Errorf("%s, %d bytes, not the file", resp.Status, len(body))
+					}
+					return nil
+				})
+				if err != nil {
+					failed.Add(1)
+					mu.Lock()
+					firstErr = cmpErr(firstErr, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d connection-per-request clients failed; first: %v", failed.Load(), n, firstErr)
+	}
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// waitOnlyIdleWorkers waits until the leg table holds idle worker legs
+// alone (every client leg reaped, nothing cooling, closing or bound), and
+// xlb holds no socket on the service port.
+func waitOnlyIdleWorkers(t *testing.T, ns *testnet.NS, timeout time.Duration, what string) statusReport {
+	t.Helper()
+	r := waitStatus(t, ns, "lo", timeout, what+": only idle worker legs", func(r statusReport) bool {
+		for k, v := range r.Legs {
+			if v > 0 && k != "worker/idle" {
+				return false
+			}
+		}
+		return r.Legs["worker/idle"] > 0
+	})
+	if s := sockets(t, ns, "established", "( sport = :8080 )"); len(s) > 0 {
+		t.Errorf("%s: xlb holds %d sockets on :8080:\n%s", what, len(s), strings.Join(s, "\n"))
+	}
+	return r
+}
+
+// TestConnectionPerRequest: HTTP/1.1 clients that open a connection for one
+// request and close it once answered (scripts, curl in a loop, health
+// checks): every answer intact; each client leaves between two exchanges,
+// so its worker connection serves the next client (nginx's $connection
+// serials: at most one new worker connection per 100 clients once the
+// pools have settled); and the leg table goes back to idle worker legs.
+func TestConnectionPerRequest(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	addrs, logs := connNginx(t, ns)
+	lb := startXLB(t, ns, "lo", 8080, addrs, ownSocket(t)...)
+	defer lb.stop()
+
+	const warm, measured, clients = 1500, 3000, 8
+	onePerConnection(t, ns, warm, clients)
+	r0 := status(t, ns, "lo")
+	_, before := connUse(t, logs)
+	start := time.Now()
+	onePerConnection(t, ns, measured, clients)
+	took := time.Since(start)
+	r1 := status(t, ns, "lo")
+	requests, after := connUse(t, logs)
+	if requests != warm+measured {
+		t.Errorf("nginx logged %d requests, want %d", requests, warm+measured)
+	}
+	opened := 0
+	for c := range after {
+		if _, ok := before[c]; !ok {
+			opened++
+		}
+	}
+	left := r1.Counters["client_left"] - r0.Counters["client_left"]
+	t.Logf("%d connections a request in %v (%.0f/s): %d new worker connections, %d clients left between exchanges, %d worker connections served them all",
+		measured, took.Round(time.Millisecond), float64(measured)/took.Seconds(), opened, left, len(after))
+	if opened > measured/100 {
+		t.Errorf("%d worker connections opened for %d client connections: want at most 1 per 100", opened, measured)
+	}
+	if left < measured*99/100 {
+		t.Errorf("client_left +%d for %d clients that closed between exchanges", left, measured)
+	}
+	waitOnlyIdleWorkers(t, ns, reapTimeout, "after the clients")
+}
+
+// TestAbWithoutKeepAlive: ab without -k speaks HTTP/1.0, and nginx closes
+// every connection after its answer: a worker connection serves one request
+// and is gone, whatever the balancer (an L4 splice cannot keep a connection
+// its worker closed). Every request answered at -c 4 and -c 50, each worker
+// connection used once, and nothing left behind.
+func TestAbWithoutKeepAlive(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	addrs, logs := connNginx(t, ns)
+	lb := startXLB(t, ns, "lo", 8080, addrs, ownSocket(t)...)
+	defer lb.stop()
+	total := 0
+	for _, c := range []int{4, 50} {
+		const n = 4000
+		out, err := ns.Command("ab", "-q", "-s", "10", "-n", fmt.Sprint(n), "-c", fmt.Sprint(c), "http://127.0.0.1:8080/b100").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ab -c %d: %v\n%s", c, err, out)
+		}
+		s := string(out)
+		if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != fmt.Sprint(n) {
+			t.Errorf("ab -c %d: not every request completed:\n%s", c, s)
+		}
+		if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != "0" {
+			t.Errorf("ab -c %d: failed requests:\n%s", c, s)
+		}
+		rps := regexp.MustCompile(`Requests per second:\s+(\S+)`).FindStringSubmatch(s)
+		longest := regexp.MustCompile(`100%\s+(\d+)`).FindStringSubmatch(s)
+		if rps != nil && longest != nil {
+			t.Logf("ab -c %d: %s req/s, longest %s ms", c, rps[1], longest[1])
+		}
+		total += n
+	}
+	requests, perConn := connUse(t, logs)
+	if requests != total {
+		t.Errorf("nginx logged %d requests, want %d", requests, total)
+	}
+	for c, n := range perConn {
+		if n != 1 {
+			t.Errorf("worker connection %s served %d requests; nginx closes after one HTTP/1.0 answer", c, n)
+			break
+		}
+	}
+	waitOnlyIdleWorkers(t, ns, reapTimeout, "after ab")
+}
+
+// TestClientsLeaveUnserved: 3,000 clients each send a request while the
+// workers can take only a few at a time (--worker-conns 2, 50 ms a
+// request), then close before their answer comes. A client whose FIN goes
+// out is answered; one whose FIN waits behind its unacknowledged request
+// (its kernel retransmits that with an ever longer backoff) is reset once
+// its request waited --queue-timeout. No client socket is left open or in
+// FIN-WAIT-1, xlb holds none of theirs, and the leg table goes back to idle
+// worker legs within the queue timeout and a linger: nothing leaks.
+func TestClientsLeaveUnserved(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 3, "--delay", "50ms")
+	lb := startXLB(t, ns, "lo", 8080, workers, append(ownSocket(t), "--pool", "2", "--worker-conns", "2", "--queue-timeout", "3s")...)
+	defer lb.stop()
+
+	const n = 3000
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		var c net.Conn
+		err := ns.Do(func() error {
+			var err error
+			c, err = net.DialTimeout("tcp4", "127.0.0.1:8080", ioTimeout)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		if _, err := fmt.Fprintf(c, "GET /bytes/%d HTTP/1.1\r\nHost: xlb\r\n\r\n", 100+i); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	// They wait for a worker connection: most have none yet.
+	r := waitStatus(t, ns, "lo", startTimeout, "clients waiting for a worker connection", func(r statusReport) bool {
+		return r.Counters["no_idle_leg"] > 0
+	})
+	t.Logf("waiting: legs %v, no_idle_leg %d", r.Legs, r.Counters["no_idle_leg"])
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = conns[:0]
+	waitOnlyIdleWorkers(t, ns, 30*time.Second, "after the clients left")
+	// The clients' side: every connection to :8080 ended (TIME-WAIT is
+	// fine, FIN-WAIT-1 means a FIN nobody answered).
+	var stuck []string
+	deadline := time.Now().Add(reapTimeout)
+	for {
+		stuck = sockets(t, ns, "fin-wait-1", "( dport = :8080 )")
+		stuck = append(stuck, sockets(t, ns, "established", "( dport = :8080 )")...)
+		if len(stuck) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(stuck) > 0 {
+		t.Errorf("%d client sockets still open or in FIN-WAIT-1, e.g.:\n%s", len(stuck), strings.Join(stuck[:min(len(stuck), 5)], "\n"))
+	}
+}
+
+// TestWrkBurstLeavesNothing: wrk opens a burst of connections at once (as
+// many as this machine's descriptor limit allows, up to 20,000), sends
+// keep-alive requests for two seconds and exits; every leg of those
+// clients is reaped within reapTimeout and the clients' sockets all end.
+func TestWrkBurstLeavesNothing(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	addrs, _ := connNginx(t, ns)
+	lb := startXLB(t, ns, "lo", 8080, addrs, append(ownSocket(t), "--queue-timeout", "5s")...)
+	defer lb.stop()
+	conns := burstConns(20000)
+	out, err := ns.Command("wrk", "-t2", fmt.Sprintf("-c%d", conns), "-d2s", "--timeout", "5s", "http://127.0.0.1:8080/b100").CombinedOutput()
+	if err != nil {
+		t.Fatalf("wrk: %v\n%s", err, out)
+	}
+	if m := wrkRequests.FindStringSubmatch(string(out)); m == nil {
+		t.Fatalf("wrk output without a request count:\n%s", out)
+	} else {
+		t.Logf("wrk -c%d: %s requests", conns, m[1])
+	}
+	waitOnlyIdleWorkers(t, ns, 30*time.Second, "after the burst")
+	var stuck []string
+	deadline := time.Now().Add(reapTimeout)
+	for {
+		stuck = sockets(t, ns, "fin-wait-1", "( dport = :8080 )")
+		if len(stuck) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(stuck) > 0 {
+		t.Errorf("%d client sockets in FIN-WAIT-1 after the burst, e.g.:\n%s", len(stuck), strings.Join(stuck[:min(len(stuck), 5)], "\n"))
+	}
+}
+
+// burstConns is want, or what the descriptor limit leaves room for (wrk
+// needs one descriptor a connection, and a few more).
+func burstConns(want int) int {
+	out, err := os.ReadFile("/proc/self/limits")
+	if err != nil {
+		return min(want, 1000)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 5 && strings.HasPrefix(l, "Max open files") {
+			if hard, err := strconv.Atoi(f[4]); err == nil {
+				return min(want, hard-100)
+			}
+		}
+	}
+	return min(want, 1000)
+}
