@@ -165,10 +165,22 @@ func TestConnectionPerRequest(t *testing.T) {
 	lb := startXLB(t, ns, "lo", 8080, addrs, ownSocket(t)...)
 	defer lb.stop()
 
-	const warm, measured, clients = 1500, 3000, 8
-	onePerConnection(t, ns, warm, clients)
-	r0 := status(t, ns, "lo")
+	// Until the pools have settled: a round of 1000 that opens no worker
+	// connection (at most 8 rounds).
+	const warmRound, measured, clients = 1000, 3000, 8
+	warm := 0
 	_, before := connUse(t, logs)
+	for round := 0; round < 8; round++ {
+		onePerConnection(t, ns, warmRound, clients)
+		warm += warmRound
+		_, now := connUse(t, logs)
+		grew := len(now) - len(before)
+		before = now
+		if grew == 0 {
+			break
+		}
+	}
+	r0 := status(t, ns, "lo")
 	start := time.Now()
 	onePerConnection(t, ns, measured, clients)
 	took := time.Since(start)
@@ -354,4 +366,76 @@ func burstConns(want int) int {
 		}
 	}
 	return min(want, 1000)
+}
+
+// TestClientCloseWorkerFate: the fate of a worker connection when its client
+// leaves, read from nginx's own log. A client that closes after its whole
+// answer leaves the connection to the next client (the same $connection
+// serial); one that leaves in the middle of an answer takes it along (the
+// next client gets a new one). One worker connection at a time
+// (--worker-conns 1), so there is no other to pick.
+func TestClientCloseWorkerFate(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	for name, n := range map[string]int{"b100": 100, "big": 4 << 20} {
+		if err := os.WriteFile(filepath.Join(root, name), demo.Body(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := filepath.Join(t.TempDir(), "access.log")
+	startNginxConf(t, ns, testproto.Nginx{Listen: "127.0.0.1:4171", Root: root, AccessLog: log,
+		Server: "location = /big { limit_rate 200k; }"})
+	lb := startXLB(t, ns, "lo", 8080, []string{"127.0.0.1:4171"}, append(ownSocket(t), "--pool", "1", "--worker-conns", "1")...)
+	defer lb.stop()
+
+	serial := func(n int) string { // the $connection of the n-th logged request
+		t.Helper()
+		var lines []string
+		deadline := time.Now().Add(ioTimeout)
+		for {
+			b, _ := os.ReadFile(log)
+			lines = strings.Split(strings.TrimSpace(string(b)), "\n")
+			if len(lines) >= n && lines[0] != "" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(lines) < n {
+			t.Fatalf("nginx logged %d requests, want %d", len(lines), n)
+		}
+		m := connLogLine.FindStringSubmatch(lines[n-1])
+		if m == nil {
+			t.Fatalf("access log line %q", lines[n-1])
+		}
+		return m[4]
+	}
+	get := func(what string) {
+		t.Helper()
+		c := dial(t, ns, "127.0.0.1:8080")
+		if err := c.getWant("/b100", demo.Body(100)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		c.c.Close()
+	}
+	get("client A")
+	get("client B")
+	if a, b := serial(1), serial(2); a != b {
+		t.Errorf("client A was served on nginx connection %s, B on %s: A left between exchanges, its connection should have served B", a, b)
+	}
+	// C leaves in the middle of a 4 MB answer sent at 200 KB/s.
+	c := dial(t, ns, "127.0.0.1:8080")
+	c.c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c.c, "GET /big HTTP/1.1\r\nHost: xlb\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.r.Peek(64 << 10); err != nil {
+		t.Fatalf("client C: %v", err)
+	}
+	c.c.Close()
+	get("client D")
+	if cs, d := serial(3), serial(4); cs == d {
+		t.Errorf("client D was served on nginx connection %s, the one client C left in the middle of an answer", d)
+	}
 }
