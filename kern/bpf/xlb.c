@@ -34,6 +34,7 @@
 #define STAGE_BIND 1
 #define STAGE_SLOW 2
 #define STAGE_XLATE 3
+#define STAGE_REMIX 4 /* not a program: xlb_xdp deciding and moving a client in one pass */
 
 static __always_inline int verdict(int action)
 {
@@ -383,6 +384,59 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 	return verdict(XDP_PASS);
 }
 
+/* cool takes worker leg w (LEG_BOUND, unbound by the caller) out of its
+ * binding into LEG_COOLING: counted cooling, queued in xlb_cooling, pooled by
+ * warm_up() once it stayed quiet; retired at once if it is pinned, its
+ * worker drains, or the queue is full. */
+static __always_inline void cool(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
+{
+	struct worker_stats *ws = wstats(w->worker);
+	__u32 worker = w->worker;
+	struct cooling e = {};
+
+	if (READ_ONCE(w->pin) || draining(worker)) {
+		give_back(k, w, cfg); /* retires it */
+		return;
+	}
+	if (!set_state(w, LEG_BOUND, LEG_COOLING))
+		return;
+	cooling_add(worker, 1);
+	wload_add(worker, -1);
+	if (ws)
+		ws->releases++;
+	e.key = *k;
+	e.since_ns = now_ns();
+	if (bpf_map_push_elem(&xlb_cooling, &e, 0))
+		retire(k, w, LEG_COOLING);
+}
+
+/* warm_up moves legs that cooled long enough from xlb_cooling to their
+ * pools (at most `moves`): before a bind picks one, and from user space
+ * (CTL_WARM) when no client comes. Returns 1 if it stopped on its budget
+ * (more may be due). */
+static __always_inline int warm_up(const struct xlb_config *cfg, const int moves)
+{
+	__u64 now = now_ns();
+
+	for (int i = 0; i < moves; i++) {
+		struct cooling e;
+		struct leg *w;
+
+		if (bpf_map_peek_elem(&xlb_cooling, &e) || now - e.since_ns < XLB_COOL_NS)
+			return 0;
+		if (bpf_map_pop_elem(&xlb_cooling, &e))
+			return 0;
+		w = bpf_map_lookup_elem(&xlb_legs, &e.key);
+		if (!w || w->kind != LEG_WORKER || !set_state(w, LEG_COOLING, LEG_IDLE))
+			continue; /* it ended while cooling */
+		cooling_add(w->worker, -1);
+		idle_add(w->worker, 1);
+		if (pool_put(&e.key, w->worker, cfg))
+			retire(&e.key, w, LEG_IDLE);
+	}
+	return 1;
+}
+
 /* start_request marks where worker leg w's answer to a new request will
  * start, and that nothing of the request has reached it yet. Written before
  * w is bound (its worker cannot answer before the request it has not had). */
@@ -410,6 +464,7 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 
 	if (!bw)
 		return NULL;
+	warm_up(cfg, XLB_COOL_MOVES);
 	n = pick_leg(cfg, ck, &nk, 0);
 	if (!n) {
 		count(XLB_CNT_REMIX_NO_IDLE);
@@ -494,7 +549,7 @@ static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding
 	count(XLB_CNT_REQUEST);
 	c->requests++;
 	nb = NULL;
-	if (stage == STAGE_BIND && move)
+	if ((stage == STAGE_BIND || stage == STAGE_REMIX) && move)
 		nb = remix(&p->key, c, b, w, cfg);
 	if (!nb) {
 		struct worker_stats *ws = wstats(w->worker);
@@ -541,7 +596,8 @@ static __always_inline void track_client(const struct pkt *p, struct leg *c, con
 static __always_inline int client_data(struct pkt *p, struct leg *c, struct binding **bp,
 				       struct xlb_config *cfg, int stage)
 {
-	struct leg *w = bpf_map_lookup_elem(&xlb_legs, &(*bp)->to);
+	struct binding *b0 = *bp;
+	struct leg *w = bpf_map_lookup_elem(&xlb_legs, &b0->to);
 	int r;
 
 	if (!w)
@@ -551,6 +607,12 @@ static __always_inline int client_data(struct pkt *p, struct leg *c, struct bind
 	 * (with the binding of the move, if there was one). */
 	if (r || stage == STAGE_BIND)
 		return r;
+	if (*bp != b0) {
+		/* Moved in this pass (STAGE_REMIX): its new worker leg. */
+		w = bpf_map_lookup_elem(&xlb_legs, &(*bp)->to);
+		if (!w)
+			return 0;
+	}
 	track_client(p, c, *bp, w);
 	return 0;
 }
@@ -662,59 +724,6 @@ static __always_inline int rst_exact(const struct leg *leg, const struct pkt *p)
 	__u32 hi = READ_ONCE(leg->peer_hi);
 
 	return p->seq == hi || ((READ_ONCE(leg->rx_flags) & LEG_RX_FIN) && p->seq == hi - 1);
-}
-
-/* cool takes worker leg w (LEG_BOUND, unbound by the caller) out of its
- * binding into LEG_COOLING: counted cooling, queued in xlb_cooling, pooled by
- * warm_up() once it stayed quiet; retired at once if it is pinned, its
- * worker drains, or the queue is full. */
-static __always_inline void cool(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
-{
-	struct worker_stats *ws = wstats(w->worker);
-	__u32 worker = w->worker;
-	struct cooling e = {};
-
-	if (READ_ONCE(w->pin) || draining(worker)) {
-		give_back(k, w, cfg); /* retires it */
-		return;
-	}
-	if (!set_state(w, LEG_BOUND, LEG_COOLING))
-		return;
-	cooling_add(worker, 1);
-	wload_add(worker, -1);
-	if (ws)
-		ws->releases++;
-	e.key = *k;
-	e.since_ns = now_ns();
-	if (bpf_map_push_elem(&xlb_cooling, &e, 0))
-		retire(k, w, LEG_COOLING);
-}
-
-/* warm_up moves legs that cooled long enough from xlb_cooling to their
- * pools (at most `moves`): before a bind picks one, and from user space
- * (CTL_WARM) when no client comes. Returns 1 if it stopped on its budget
- * (more may be due). */
-static __always_inline int warm_up(const struct xlb_config *cfg, const int moves)
-{
-	__u64 now = now_ns();
-
-	for (int i = 0; i < moves; i++) {
-		struct cooling e;
-		struct leg *w;
-
-		if (bpf_map_peek_elem(&xlb_cooling, &e) || now - e.since_ns < XLB_COOL_NS)
-			return 0;
-		if (bpf_map_pop_elem(&xlb_cooling, &e))
-			return 0;
-		w = bpf_map_lookup_elem(&xlb_legs, &e.key);
-		if (!w || w->kind != LEG_WORKER || !set_state(w, LEG_COOLING, LEG_IDLE))
-			continue; /* it ended while cooling */
-		cooling_add(w->worker, -1);
-		idle_add(w->worker, 1);
-		if (pool_put(&e.key, w->worker, cfg))
-			retire(&e.key, w, LEG_IDLE);
-	}
-	return 1;
 }
 
 /* between_exchanges: client leg c, bound with b to worker leg w, closes
@@ -897,6 +906,26 @@ static __always_inline __u32 bind_decide(struct pkt *p, struct leg *leg, struct 
 	return 0;
 }
 
+/* report_low tells user space of a pool a take left at its low watermark
+ * (note_take noted it in the per-CPU scratch). */
+static __always_inline void report_low(void)
+{
+	__u32 zero = 0, low;
+	struct bind_scratch *bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
+
+	if (!bs || !(low = bs->low))
+		return;
+	bs->low = 0;
+	{
+		struct xlb_event ev = {};
+
+		ev.type = EV_POOL_LOW;
+		ev.worker = low - 1;
+		if (bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0))
+			count(XLB_CNT_EVENT_LOST);
+	}
+}
+
 /* leg_unserved: client leg c (LEG_IDLE) sent its data with a FIN and no
  * worker leg was idle: it closes, taking its data along. The leg goes to
  * LEG_CLOSING with everything acknowledged and our FIN sent (snd_nxt
@@ -917,20 +946,12 @@ static __always_inline int leg_unserved(struct pkt *p, struct leg *c)
 static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
 					struct bind_scratch *bs)
 {
-	__u32 reason, low;
+	__u32 reason;
 
 	bs->low = 0;
 	warm_up(cfg, XLB_COOL_MOVES);
 	reason = bind_decide(p, leg, cfg);
-	low = bs->low;
-	if (low) {
-		struct xlb_event ev = {};
-
-		ev.type = EV_POOL_LOW;
-		ev.worker = low - 1;
-		if (bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0))
-			count(XLB_CNT_EVENT_LOST);
-	}
+	report_low();
 	return reason;
 }
 
@@ -1090,11 +1111,14 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 	if (!b || READ_ONCE(leg->state) != LEG_BOUND || !plausible(leg, p))
 		goto slow;
 	WRITE_ONCE(leg->last_ns, now_ns());
-	if (leg->kind == LEG_CLIENT && p->payload && client_data(p, leg, &b, cfg, STAGE_MAIN)) {
-		if (reentry)
-			return drop(XLB_CNT_BIND_RACE); /* bound just now, yet a boundary: never loop */
-		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_BIND);
-		return drop(XLB_CNT_TAIL_FAIL);
+	if (leg->kind == LEG_CLIENT && p->payload) {
+		/* A request boundary is decided, and the client moved, here:
+		 * no round trip through xlb_bind. */
+		struct binding *b0 = b;
+
+		client_data(p, leg, &b, cfg, STAGE_REMIX);
+		if (b != b0)
+			report_low();
 	}
 	if (leg->kind == LEG_WORKER && p->payload)
 		worker_data(p, leg, b);
