@@ -397,10 +397,11 @@ type WorkerCfg struct {
 	Trim   int32
 	Weight uint32
 	Low    uint32 // EventPoolLow when a take leaves this many idle legs (0: never)
+	CoolUs uint32 // how long a leg a leaving client gave back stays quiet before reuse (0: 20 ms)
 }
 
 // WorkerCfgSize is sizeof(struct worker_cfg).
-const WorkerCfgSize = 16
+const WorkerCfgSize = 24
 
 func (w *WorkerCfg) MarshalBinary() ([]byte, error) {
 	b := make([]byte, WorkerCfgSize)
@@ -408,6 +409,7 @@ func (w *WorkerCfg) MarshalBinary() ([]byte, error) {
 	ne.PutUint32(b[4:], uint32(w.Trim))
 	ne.PutUint32(b[8:], w.Weight)
 	ne.PutUint32(b[12:], w.Low)
+	ne.PutUint32(b[16:], w.CoolUs)
 	return b, nil
 }
 
@@ -416,6 +418,7 @@ func (w *WorkerCfg) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("worker cfg: %d bytes, want %d", len(b), WorkerCfgSize)
 	}
 	w.Flags, w.Trim, w.Weight, w.Low = ne.Uint32(b), int32(ne.Uint32(b[4:])), ne.Uint32(b[8:]), ne.Uint32(b[12:])
+	w.CoolUs = ne.Uint32(b[16:])
 	return nil
 }
 

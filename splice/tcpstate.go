@@ -27,6 +27,7 @@ type SocketState struct {
 	RcvWnd    uint32 // our window, bytes
 	BytesRecv uint64
 	BytesAckd uint64
+	RTTus     uint32 // smoothed round trip time (a new connection: its handshake's)
 }
 
 // TCP_INFO option bits (include/uapi/linux/tcp.h).
@@ -137,6 +138,7 @@ func fillFromInfo(s *SocketState, info *unix.TCPInfo, raw []byte) {
 	s.Unacked, s.NotSent = info.Unacked, info.Notsent_bytes
 	s.SndWnd, s.RcvWnd = info.Snd_wnd, info.Rcv_wnd
 	s.BytesRecv, s.BytesAckd = info.Bytes_received, info.Bytes_acked
+	s.RTTus = info.Rtt
 }
 
 func readQueueSeqs(fd int) ([2]uint32, error) {

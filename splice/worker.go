@@ -150,6 +150,7 @@ type worker struct {
 	lastDeaths   uint64               // deaths at the last fill
 	lastFill     time.Time
 	surplusSince time.Time // when the pool's surplus began (zero: none)
+	rttUs        float64   // round trip time of its new connections' handshakes, smoothed
 	turnover     float64   // legs ended per second, smoothed
 	backoff      time.Duration
 	lastErr      error
@@ -230,6 +231,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	// The data plane says when a take leaves half the idle target: the
 	// refill starts before the pool runs dry.
 	cfg.Low = uint32(max(1, (target-bound)/2))
+	cfg.CoolUs = w.coolUs()
 	if draining {
 		target = 0
 		cfg.Flags = kern.WorkerDrain
@@ -334,6 +336,27 @@ func (w *worker) checkDrained() bool {
 		return true
 	}
 	return false
+}
+
+// Cooling: a worker connection a leaving client gave back stays quiet
+// coolRTTs of the worker's round trips (within these bounds) before it
+// serves another client: the rest of an answer the client did not wait for
+// would come within about one.
+const (
+	coolRTTs = 8
+	coolMin  = 2 * time.Millisecond
+	coolMax  = 200 * time.Millisecond
+)
+
+// coolUs is worker_cfg.cool_us for this worker.
+func (w *worker) coolUs() uint32 {
+	w.mu.Lock()
+	rtt := time.Duration(w.rttUs) * time.Microsecond
+	w.mu.Unlock()
+	if rtt == 0 {
+		return 0 // the data plane's default
+	}
+	return uint32(min(max(coolRTTs*rtt, coolMin), coolMax) / time.Microsecond)
 }
 
 // trimAfter is how long a pool's surplus must last before it is trimmed.
@@ -476,6 +499,11 @@ func (w *worker) register(c sock, key kern.LegKey) error {
 	}
 	w.mu.Lock()
 	w.legs[key] = c
+	if w.rttUs == 0 {
+		w.rttUs = float64(st.RTTus)
+	} else {
+		w.rttUs += (float64(st.RTTus) - w.rttUs) / 16
+	}
 	w.mu.Unlock()
 	if err := w.lb.dp.RegisterLeg(key, &leg); err != nil {
 		w.forget(key)

@@ -171,7 +171,8 @@ struct xlb_map_def SEC("maps") xlb_workers = {
 };
 
 /* Worker legs that leaving clients gave back, oldest first (struct
- * cooling): each goes to its pool once it stayed quiet XLB_COOL_NS. A client
+ * cooling): each goes to its pool once it stayed quiet a while (a few of its
+ * worker's round trips: worker_cfg.cool_us). A client
  * that closes after reading all the bytes sent so far may not have had the
  * whole answer: a worker still sending shows it in that time, and its leg is
  * retired rather than handed, mid-answer, to the next client. */

@@ -106,13 +106,13 @@ enum leg_state {
 	LEG_DEAD = 4,    /* finished and reported; user space reaps it */
 	LEG_PARKED = 5,  /* client leg bound but being released (idle release): its data is dropped */
 	LEG_NEW = 6,     /* worker leg registered by user space, not in its pool yet (CTL_POOL puts it there) */
-	LEG_COOLING = 7, /* worker leg a leaving client gave back: in xlb_cooling until it stayed quiet XLB_COOL_NS */
+	LEG_COOLING = 7, /* worker leg a leaving client gave back: in xlb_cooling until it stayed quiet a while (worker_cfg.cool_us) */
 };
 
 /* An entry of xlb_cooling: a worker leg and when it started cooling. */
 struct cooling {
 	struct leg_key key;
-	__u64 since_ns;
+	__u64 due_ns;        /* now_ns() from which it may serve another client */
 };
 
 enum leg_opt {
@@ -258,6 +258,8 @@ struct worker_cfg {
 	__s32 trim;          /* idle legs to retire (pool larger than wanted) */
 	__u32 weight;        /* share of requests (policy least compares bound legs / weight) */
 	__u32 low;           /* EV_POOL_LOW when a take leaves this many idle legs (0: never) */
+	__u32 cool_us;       /* how long a leg a leaving client gave back stays quiet before reuse (0: XLB_COOL_NS) */
+	__u32 pad;
 };
 
 /* Per-worker load, the array xlb_wload indexed by worker id: written by the

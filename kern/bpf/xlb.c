@@ -405,7 +405,12 @@ static __always_inline void cool(const struct leg_key *k, struct leg *w, const s
 	if (ws)
 		ws->releases++;
 	e.key = *k;
-	e.since_ns = now_ns();
+	{
+		struct worker_cfg *wc = bpf_map_lookup_elem(&xlb_wcfg, &worker);
+		__u64 cool = wc && wc->cool_us ? (__u64)wc->cool_us * 1000 : XLB_COOL_NS;
+
+		e.due_ns = now_ns() + cool;
+	}
 	if (bpf_map_push_elem(&xlb_cooling, &e, 0))
 		retire(k, w, LEG_COOLING);
 }
@@ -422,7 +427,7 @@ static __always_inline int warm_up(const struct xlb_config *cfg, const int moves
 		struct cooling e;
 		struct leg *w;
 
-		if (bpf_map_peek_elem(&xlb_cooling, &e) || now - e.since_ns < XLB_COOL_NS)
+		if (bpf_map_peek_elem(&xlb_cooling, &e) || (__s64)(now - e.due_ns) < 0)
 			return 0;
 		if (bpf_map_pop_elem(&xlb_cooling, &e))
 			return 0;
