@@ -19,6 +19,7 @@
 #include "leg.h"
 #include "pick.h"
 #include "proto.h"
+#include "anchors.h"
 
 /* The data plane is four programs built from the same code, joined by tail
  * calls, and a fifth for control commands (xlb_ctl). xlb_xdp takes every
