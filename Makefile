@@ -38,10 +38,18 @@ kern/bpf/xlb.o: $(KERN_SRC) Makefile
 	$(CLANG) $(BPF_CFLAGS) -c kern/bpf/xlb.c -o $@
 	$(LLVM_STRIP) -g $@
 
+# The Go side of the layouts of structs.h, generated from the object's BTF and
+# kern's Go types (kern/gen): rewritten whenever the object changes. The
+# generator runs on the build host, whatever GOARCH the binary is for.
+LAYOUT_GEN_SRC := $(filter-out %_test.go kern/zlayout.go,$(wildcard kern/gen/*.go kern/internal/layoutgen/*.go kern/*.go))
+
+kern/zlayout.go: kern/bpf/xlb.o $(LAYOUT_GEN_SRC)
+	cd kern && CGO_ENABLED=0 GOARCH=$(HOSTARCH) $(GO) generate
+
 ebpf/testdata/%.o: ebpf/testdata/%.c Makefile
 	$(CLANG) $(BPF_CFLAGS) -Ikern/bpf -c $< -o $@
 
-$(BIN): kern/bpf/xlb.o $(GO_SRC)
+$(BIN): kern/bpf/xlb.o kern/zlayout.go $(GO_SRC)
 	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath \
 		-ldflags '-s -w -X main.version=$(VERSION)' -o $@ .
 

@@ -109,7 +109,7 @@ func (d *dataPlane) reset() {
 	d.popKeys(d.objs.Retired)
 	cool := d.objs.Map(kern.CoolingMapName)
 	for i := uint32(0); i <= cool.MaxEntries(); i++ {
-		if cool.Pop(make([]byte, coolingEntrySize)) != nil {
+		if cool.Pop(make([]byte, kern.CoolingEntrySize)) != nil {
 			break
 		}
 	}
@@ -142,34 +142,36 @@ func (d *dataPlane) pool(id uint32) *ebpf.Map {
 	return q
 }
 
-// load is the data plane's count of worker id's bound legs.
-func (d *dataPlane) load(id uint32) int64 {
+// workerLoad is worker id's entry of xlb_wload.
+func (d *dataPlane) workerLoad(id uint32) kern.WorkerLoad {
 	d.t.Helper()
 	v := make([]byte, kern.WorkerLoadSize)
 	if err := d.objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
 		d.t.Fatal(err)
 	}
-	return int64(binary.NativeEndian.Uint64(v))
+	var l kern.WorkerLoad
+	if err := l.UnmarshalBinary(v); err != nil {
+		d.t.Fatal(err)
+	}
+	return l
+}
+
+// load is the data plane's count of worker id's bound legs.
+func (d *dataPlane) load(id uint32) int64 {
+	d.t.Helper()
+	return d.workerLoad(id).Bound
 }
 
 // coolingCount is the data plane's count of worker id's cooling legs.
 func (d *dataPlane) coolingCount(id uint32) int64 {
 	d.t.Helper()
-	v := make([]byte, kern.WorkerLoadSize)
-	if err := d.objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
-		d.t.Fatal(err)
-	}
-	return int64(binary.NativeEndian.Uint64(v[16:]))
+	return d.workerLoad(id).Cooling
 }
 
 // idleCount is the data plane's count of worker id's idle legs.
 func (d *dataPlane) idleCount(id uint32) int64 {
 	d.t.Helper()
-	v := make([]byte, kern.WorkerLoadSize)
-	if err := d.objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
-		d.t.Fatal(err)
-	}
-	return int64(binary.NativeEndian.Uint64(v[8:]))
+	return d.workerLoad(id).Idle
 }
 
 func (d *dataPlane) setConfig(c kern.Config) {
@@ -644,9 +646,6 @@ func httpClient(c kern.Leg) kern.Leg {
 // cools before it may serve another client.
 const coolNs = 20_000_000
 
-// coolingEntrySize is sizeof(struct cooling).
-const coolingEntrySize = kern.LegKeySize + 8
-
 // cooling empties xlb_cooling and puts the entries back; it returns their
 // legs, oldest first.
 func (d *dataPlane) cooling() []kern.LegKey {
@@ -655,16 +654,16 @@ func (d *dataPlane) cooling() []kern.LegKey {
 	var raw [][]byte
 	var keys []kern.LegKey
 	for i := uint32(0); i <= m.MaxEntries(); i++ {
-		v := make([]byte, coolingEntrySize)
+		v := make([]byte, kern.CoolingEntrySize)
 		if m.Pop(v) != nil {
 			break
 		}
 		raw = append(raw, v)
-		var k kern.LegKey
-		if err := k.UnmarshalBinary(v); err != nil {
+		var e kern.CoolingEntry
+		if err := e.UnmarshalBinary(v); err != nil {
 			d.t.Fatal(err)
 		}
-		keys = append(keys, k)
+		keys = append(keys, e.Key)
 	}
 	for _, v := range raw {
 		if err := m.Push(v); err != nil {
@@ -681,12 +680,19 @@ func (d *dataPlane) ageCooling(ns uint64) {
 	m := d.objs.Map(kern.CoolingMapName)
 	var raw [][]byte
 	for i := uint32(0); i <= m.MaxEntries(); i++ {
-		v := make([]byte, coolingEntrySize)
+		v := make([]byte, kern.CoolingEntrySize)
 		if m.Pop(v) != nil {
 			break
 		}
-		since := binary.NativeEndian.Uint64(v[kern.LegKeySize:])
-		binary.NativeEndian.PutUint64(v[kern.LegKeySize:], since-ns)
+		var e kern.CoolingEntry
+		if err := e.UnmarshalBinary(v); err != nil {
+			d.t.Fatal(err)
+		}
+		e.DueNs -= ns
+		v, err := e.MarshalBinary()
+		if err != nil {
+			d.t.Fatal(err)
+		}
 		raw = append(raw, v)
 	}
 	for _, v := range raw {

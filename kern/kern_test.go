@@ -1,19 +1,16 @@
 package kern
 
 import (
+	"bytes"
 	"debug/elf"
-	"encoding/binary"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/xlb-lb/xlb/ebpf"
+	"github.com/xlb-lb/xlb/kern/internal/layoutgen"
 )
 
 // TestCountersMatchHeader checks that the Go mirror of enum xlb_counter agrees
@@ -70,172 +67,73 @@ func TestSpecParsesEmbeddedObject(t *testing.T) {
 	}
 }
 
-// layoutFacts are the sizes, offsets and enum values of structs.h the Go
-// mirror relies on, in the order of bpf/layout.c: "sizeof S", "S.member" or
-// the constant's name.
-var layoutFacts = []struct {
-	name string
-	v    uint32
-}{
-	{"sizeof leg_key", LegKeySize}, {"leg_key.local_addr", 16}, {"leg_key.peer_port", 32}, {"leg_key.local_port", 34}, {"leg_key.family", 36},
-	{"sizeof leg", LegSize}, {"leg.worker", 8}, {"leg.win_bound", 12}, {"leg.peer_hi", 16}, {"leg.requests", 40},
-	{"leg.snd_nxt", 44}, {"leg.snd_win", 52}, {"leg.state", 56}, {"leg.last_ns", 72},
-	{"sizeof binding", BindingSize}, {"binding.seq_off", 40}, {"binding.tsecr_off", 52}, {"binding.in_wscale", 56},
-	{"binding.flags", 58}, {"binding.worker", 60}, {"binding.ifindex", 64},
-	{"sizeof worker_stats", WorkerStatsSize}, {"worker_stats.requests", 16}, {"worker_stats.bytes_out", 32},
-	{"sizeof handshake", HandshakeSize}, {"handshake.peer_mss", 8}, {"handshake.peer_wscale", 10}, {"handshake.our_isn", 12}, {"handshake.ns", 16},
-	{"sizeof endpoint", EndpointSize}, {"endpoint.port", 16}, {"endpoint.family", 18},
-	{"sizeof worker_info", WorkerInfoSize},
-	{"sizeof xlb_config", ConfigSize}, {"xlb_config.listen_port", 16}, {"xlb_config.our_wscale", 18}, {"xlb_config.our_mss", 20},
-	{"sizeof xlb_event", EventSize}, {"xlb_event.key", 8}, {"xlb_event.worker", 48}, {"xlb_event.peer_hi", 56},
-	{"xlb_event.peer_wscale", 72}, {"xlb_event.peer_mss", 76},
-	{"LEG_CLIENT", uint32(LegClient)}, {"LEG_WORKER", uint32(LegWorker)}, {"LEG_IDLE", uint32(LegIdle)},
-	{"LEG_BOUND", uint32(LegBound)}, {"LEG_CLOSING", uint32(LegClosing)}, {"LEG_DEAD", uint32(LegDead)}, {"LEG_PARKED", uint32(LegParked)},
-	{"LEG_OPT_TS", OptTS}, {"LEG_OPT_SACK", OptSACK}, {"LEG_OPT_WSCALE", OptWScale}, {"LEG_OPT_PEER_TS", OptPeerTS},
-	{"LEG_RX_FIN", RxFIN}, {"LEG_RX_RST", RxRST},
-	{"BIND_TO_CLIENT", BindToClient}, {"WORKER_DRAIN", WorkerDrain}, {"CFG_ROUTED", ConfigRouted},
-	{"EV_CLIENT_LEG", uint32(EventClientLeg)}, {"EV_LEG_CLOSED", uint32(EventLegClosed)}, {"EV_POOL_EMPTY", uint32(EventPoolEmpty)},
-	{"sizeof worker_cfg", WorkerCfgSize}, {"worker_cfg.trim", 4}, {"worker_cfg.weight", 8},
-	{"xlb_config.policy", 22}, {"xlb_config.sched_len", 24},
-	{"POLICY_JIQ", uint32(PolicyJIQ)}, {"POLICY_RR", uint32(PolicyRR)}, {"POLICY_LEAST", uint32(PolicyLeast)}, {"POLICY_STICKY", uint32(PolicySticky)},
-	{"sizeof ctl_msg", CtlMsgSize}, {"ctl_msg.min_idle_ns", 8}, {"ctl_msg.key", 16}, {"CTL_PARK", uint32(CtlPark)}, {"CTL_RELEASE", uint32(CtlRelease)}, {"CTL_UNPARK", uint32(CtlUnpark)}, {"CTL_RETIRE_IDLE", uint32(CtlRetireIdle)}, {"ctl_msg.worker", 4},
-	{"sizeof worker_load", WorkerLoadSize},
-	{"leg.sent_hi", 60}, {"leg.pin", 64}, {"leg.proto", 68}, {"leg.tail", 69}, {"binding.proto", 59}, {"xlb_config.protocol", 23},
-	{"PROTO_NONE", uint32(ProtoNone)}, {"PROTO_HTTP", uint32(ProtoHTTP)}, {"PROTO_RESP", uint32(ProtoRESP)},
-	{"PROTO_MEMCACHE", uint32(ProtoMemcache)}, {"PROTO_OPAQUE", uint32(ProtoOpaque)},
-	{"PIN_TLS", uint32(PinTLS)}, {"PIN_UPGRADE", uint32(PinUpgrade)}, {"PIN_INTERIM", uint32(PinInterim)},
-	{"PIN_PIPELINED", uint32(PinPipelined)}, {"PIN_NOT_MSG", uint32(PinNotMsg)}, {"PIN_RAW", uint32(PinRaw)},
-	{"PIN_UNKNOWN", uint32(PinUnknown)}, {"PIN_STATEFUL", uint32(PinStateful)},
-	{"CFG_PROTO_AUTO", uint32(ProtocolAuto)}, {"CFG_PROTO_HTTP", uint32(ProtocolHTTP)}, {"CFG_PROTO_RESP", uint32(ProtocolRESP)},
-	{"CFG_PROTO_MEMCACHE", uint32(ProtocolMemcache)}, {"CFG_PROTO_RAW", uint32(ProtocolRaw)}, {"TAIL_PSH", TailPSH}, {"TAIL_CRLF", TailCRLF},
-	{"XLB_CNT_PIN_TLS", uint32(CounterPinTLS)}, {"XLB_CNT_STAY_TAIL", uint32(CounterStayTail)}, {"XLB_CNT_MAX", uint32(CounterMax)},
-}
-
-// TestLayoutsMatchC compiles bpf/layout.c, which lists sizes, offsets and
-// enum values of structs.h, and compares them with the Go mirror.
-func TestLayoutsMatchC(t *testing.T) {
-	clang, err := exec.LookPath("clang")
-	if err != nil {
-		t.Fatalf("clang not found (a build dependency; run make deps): %v", err)
-	}
-	obj := filepath.Join(t.TempDir(), "layout.o")
-	multiarch := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
-	if out, err := exec.Command(clang, "-O2", "-target", "bpf", "-I/usr/include/"+multiarch,
-		"-c", "bpf/layout.c", "-o", obj).CombinedOutput(); err != nil {
-		t.Fatalf("clang: %v\n%s", err, out)
-	}
-	f, err := elf.Open(obj)
+// TestLayoutGenerated regenerates zlayout.go from the BTF of the embedded
+// object (the one this package was built with) and this package's Go types:
+// the checked-in file must be what kern/gen writes. It fails when
+// structs.h changed and zlayout.go was not regenerated, when zlayout.go was
+// edited by hand, and when a Go type no longer matches its C struct.
+func TestLayoutGenerated(t *testing.T) {
+	src, err := layoutgen.GoSources(".", "zlayout.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	syms, err := f.Symbols()
+	want, err := layoutgen.Generate(Object, "bpf/xlb.o", "kern", src)
+	if err != nil {
+		t.Fatalf("kern/gen cannot generate from the built object: %v", err)
+	}
+	got, err := os.ReadFile("zlayout.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []uint32
-	for _, s := range syms {
-		if s.Name != "xlb_layout" {
-			continue
+	if !bytes.Equal(got, want) {
+		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+		i := 0
+		for i < len(gl) && i < len(wl) && gl[i] == wl[i] {
+			i++
 		}
-		sec := f.Sections[s.Section]
-		data, err := sec.Data()
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw := data[s.Value : s.Value+s.Size]
-		for i := 0; i+4 <= len(raw); i += 4 {
-			got = append(got, binary.LittleEndian.Uint32(raw[i:]))
-		}
-	}
-	want := layoutFacts
-	if len(got) != len(want) {
-		t.Fatalf("layout.c has %d entries, the test %d: keep them in the same order", len(got), len(want))
-	}
-	for i, w := range want {
-		if got[i] != w.v {
-			t.Errorf("%s: C says %d, Go says %d", w.name, got[i], w.v)
-		}
-	}
-}
-
-// TestLayoutsFromBTF reads the sizes and offsets of layoutFacts from BTF
-// instead of layout.c. The data plane's object has no BTF for these structs
-// (clang writes BTF for the types of global variables and of the arguments
-// of functions that are not inlined; see ebpf's TestXLBObjectLayouts), so
-// this compiles structs.h with one global pointer per struct, the anchor
-// that puts a type into BTF. The same anchors in bpf/ (or BTF-defined maps
-// naming their key and value types) would let this test read the real
-// object and retire layout.c and its hand-kept order.
-func TestLayoutsFromBTF(t *testing.T) {
-	clang, err := exec.LookPath("clang")
-	if err != nil {
-		t.Fatalf("clang not found (a build dependency; run make deps): %v", err)
-	}
-	structs := map[string]bool{}
-	for _, f := range layoutFacts {
-		if s, ok := strings.CutPrefix(f.name, "sizeof "); ok {
-			structs[s] = true
-		}
-	}
-	src := "#include \"structs.h\"\n"
-	for s := range structs {
-		src += "struct " + s + " *anchor_" + s + ";\n"
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "anchors.c"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	multiarch := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
-	obj := filepath.Join(dir, "anchors.o")
-	if out, err := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-I/usr/include/"+multiarch, "-Ibpf",
-		"-c", filepath.Join(dir, "anchors.c"), "-o", obj).CombinedOutput(); err != nil {
-		t.Fatalf("clang: %v\n%s", err, out)
-	}
-	f, err := elf.Open(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	raw, err := f.Section(".BTF").Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	btf, err := ebpf.ParseBTF(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checked := 0
-	for _, fact := range layoutFacts {
-		if s, ok := strings.CutPrefix(fact.name, "sizeof "); ok {
-			l, err := btf.StructLayout(s)
-			if err != nil {
-				t.Errorf("%s: %v", fact.name, err)
-			} else if l.Size != fact.v {
-				t.Errorf("%s: BTF says %d, Go says %d", fact.name, l.Size, fact.v)
+		line := func(l []string) string {
+			if i < len(l) {
+				return l[i]
 			}
-			checked++
-			continue
+			return "(end of file)"
 		}
-		s, member, ok := strings.Cut(fact.name, ".")
-		if !ok {
-			continue // an enum constant: in BTF only if a type uses the enum
-		}
-		l, err := btf.StructLayout(s)
-		if err != nil {
-			t.Errorf("%s: %v", fact.name, err)
-			continue
-		}
-		m, ok := l.Member(member)
-		if !ok {
-			t.Errorf("%s: no such member in BTF", fact.name)
-		} else if m.Offset != fact.v {
-			t.Errorf("%s: BTF says offset %d, Go says %d", fact.name, m.Offset, fact.v)
-		}
-		checked++
+		t.Errorf("zlayout.go is not what kern/gen writes from bpf/xlb.o: run go generate ./kern/ (make does it too)\n"+
+			"first difference, line %d:\n have %s\n want %s", i+1, line(gl), line(wl))
 	}
-	if checked < len(structs) {
-		t.Fatalf("checked %d facts", checked)
+}
+
+// TestObjectCarriesLayouts checks that the anchor of bpf/anchors.h puts the
+// shared layouts into the object without adding anything the loader acts
+// on: no map, no program, no relocation of a program refers to it.
+func TestObjectCarriesLayouts(t *testing.T) {
+	spec, err := Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := spec.BTF.StructLayout("leg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Size != LegSize {
+		t.Errorf("struct leg: %d bytes in BTF, LegSize %d", l.Size, LegSize)
+	}
+	if _, ok := spec.Maps[layoutgen.Anchor]; ok {
+		t.Errorf("the anchor %s became a map", layoutgen.Anchor)
+	}
+	want := []string{ProgramName, BindProgName, SlowProgName, XlateProgName, CtlProgName}
+	if len(spec.Programs) != len(want) {
+		t.Errorf("%d programs, want %d (%v)", len(spec.Programs), len(want), want)
+	}
+	f, err := elf.NewFile(bytes.NewReader(Object))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := f.Section(".anchors")
+	if sec == nil {
+		t.Fatal("no section .anchors")
+	}
+	if sec.Size != 8 || sec.Flags&elf.SHF_EXECINSTR != 0 {
+		t.Errorf("section .anchors: %d bytes, flags %v; want one pointer of data", sec.Size, sec.Flags)
 	}
 }
 
@@ -270,5 +168,156 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 	if _, err := (LegKey{Peer: netip.MustParseAddrPort("[::1]:1"), Local: k.Local}).MarshalBinary(); err == nil {
 		t.Error("an IPv6 key was accepted")
+	}
+	bad := bytes.Clone(b)
+	bad[36] = 0 // family
+	if err := k2.UnmarshalBinary(bad); err == nil {
+		t.Error("a key of family 0 was accepted")
+	}
+
+	// A command of no leg has an all-zero key; one of a leg has the key.
+	mb, err := (&CtlMsg{Op: CtlRetireIdle, Worker: 5}).MarshalBinary()
+	if err != nil || len(mb) != CtlMsgSize || !bytes.Equal(mb[16:], make([]byte, LegKeySize)) {
+		t.Errorf("ctl msg without a key: % x %v", mb, err)
+	}
+	m := CtlMsg{Op: CtlPark, Worker: 1, MinIdleNs: 1 << 33, Key: k}
+	mb, _ = m.MarshalBinary()
+	var m2 CtlMsg
+	m2.decode(mb)
+	if m2 != m || !bytes.Equal(mb[16:], b) {
+		t.Errorf("ctl msg round trip: %+v", m2)
+	}
+
+	// Events: the key of a pool-low event is zero.
+	ev := Event{Type: EventLegClosed, State: LegBound, Key: k, Worker: 2, Kind: LegClient, Pin: PinStateful, PeerHi: 1,
+		SndNxt: 2, PeerTSval: 3, OurTSval: 4, PeerWScale: 5, OurWScale: 6, Opts: OptTS, RxFlags: RxRST, PeerMSS: 1400}
+	eb := make([]byte, EventSize)
+	ev.encode(eb)
+	var ev2 Event
+	if err := ev2.UnmarshalBinary(eb); err != nil || ev2 != ev {
+		t.Errorf("event round trip: %+v %v", ev2, err)
+	}
+	low := Event{Type: EventPoolLow, Worker: 3}
+	low.encode(eb)
+	if err := ev2.UnmarshalBinary(eb); err != nil || ev2 != low {
+		t.Errorf("pool-low event: %+v %v", ev2, err)
+	}
+
+	// The config: an unspecified listen address is all zero.
+	c := Config{ListenAddr: netip.MustParseAddr("192.0.2.1"), ListenPort: 8080, OurWScale: 7, Flags: ConfigRouted,
+		OurMSS: 1400, Policy: PolicyLeast, Protocol: ProtocolRESP, SchedLen: 12}
+	cb, err := c.MarshalBinary()
+	var c2 Config
+	if err != nil || c2.UnmarshalBinary(cb) != nil || c2 != c || cb[0] != 192 || cb[3] != 1 || cb[16] != 0x1f || cb[17] != 0x90 {
+		t.Errorf("config round trip: %+v % x %v", c2, cb, err)
+	}
+	for _, a := range []netip.Addr{{}, netip.IPv4Unspecified()} {
+		c.ListenAddr = a
+		cb, _ = c.MarshalBinary()
+		if c2.UnmarshalBinary(cb) != nil || c2.ListenAddr.IsValid() || !bytes.Equal(cb[:16], make([]byte, 16)) {
+			t.Errorf("config with listen address %v: % x, decoded %v", a, cb, c2.ListenAddr)
+		}
+	}
+	c.ListenAddr = netip.MustParseAddr("2001:db8::1")
+	if _, err := c.MarshalBinary(); err == nil {
+		t.Error("an IPv6 listen address was accepted")
+	}
+
+	eb2, err := Endpoint(netip.MustParseAddrPort("10.0.0.1:4171")).MarshalBinary()
+	if err != nil || !bytes.Equal(eb2, []byte{10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x4b, 2, 0}) {
+		t.Errorf("endpoint bytes % x %v", eb2, err)
+	}
+
+	wc := WorkerCfg{Flags: WorkerDrain, Trim: -3, Weight: 2, Low: 4, CoolUs: 5}
+	wb, _ := wc.MarshalBinary()
+	var wc2 WorkerCfg
+	if err := wc2.UnmarshalBinary(wb); err != nil || wc2 != wc {
+		t.Errorf("worker cfg round trip: %+v %v", wc2, err)
+	}
+	load := WorkerLoad{Bound: -1, Idle: 2, Cooling: 3}
+	lob := make([]byte, WorkerLoadSize)
+	load.encode(lob)
+	var load2 WorkerLoad
+	if err := load2.UnmarshalBinary(lob); err != nil || load2 != load {
+		t.Errorf("worker load round trip: %+v %v", load2, err)
+	}
+	ws := WorkerStats{Binds: 1, Releases: 2, Requests: 3, BytesIn: 4, BytesOut: 5}
+	wsb := make([]byte, WorkerStatsSize)
+	ws.encode(wsb)
+	var sum WorkerStats
+	sum.AddPerCPU(wsb)
+	sum.AddPerCPU(wsb)
+	if sum != (WorkerStats{2, 4, 6, 8, 10}) {
+		t.Errorf("worker stats summed over two CPUs: %+v", sum)
+	}
+	h := Handshake{PeerISN: 1, PeerTSval: 2, PeerMSS: 1460, PeerWScale: NoWScale, Opts: OptSACK, OurISN: 3, Ns: 4}
+	hb := make([]byte, HandshakeSize)
+	h.encode(hb)
+	var h2 Handshake
+	if err := h2.UnmarshalBinary(hb); err != nil || h2 != h {
+		t.Errorf("handshake round trip: %+v %v", h2, err)
+	}
+	ce := CoolingEntry{Key: k, DueNs: 1 << 50}
+	cob, _ := ce.MarshalBinary()
+	var ce2 CoolingEntry
+	if err := ce2.UnmarshalBinary(cob); err != nil || ce2 != ce {
+		t.Errorf("cooling entry round trip: %+v %v", ce2, err)
+	}
+}
+
+// TestEncodeClearsPadding encodes into buffers full of 0xff: the padding
+// members of the C structs (per the object's BTF) must come out zero, as
+// the data plane's own writes leave them.
+func TestEncodeClearsPadding(t *testing.T) {
+	spec, err := Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := LegKey{Peer: netip.MustParseAddrPort("10.1.2.3:40000"), Local: netip.MustParseAddrPort("10.9.8.7:8080")}
+	for _, c := range []struct {
+		name   string
+		size   int
+		encode func([]byte)
+	}{
+		{"leg_key", LegKeySize, k.encode},
+		{"leg", LegSize, (&Leg{}).encode},
+		{"endpoint", EndpointSize, (*Endpoint)(&k.Peer).encode},
+		{"worker_cfg", WorkerCfgSize, (&WorkerCfg{}).encode},
+		{"xlb_config", ConfigSize, (&Config{}).encode},
+		{"xlb_event", EventSize, (&Event{Key: k}).encode},
+	} {
+		l, err := spec.BTF.StructLayout(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := bytes.Repeat([]byte{0xff}, c.size)
+		c.encode(b)
+		pads := 0
+		for _, m := range l.Members {
+			if strings.HasPrefix(m.Name, "pad") {
+				pads++
+				if z := b[m.Offset : m.Offset+m.Size]; !bytes.Equal(z, make([]byte, m.Size)) {
+					t.Errorf("struct %s: %s is % x", c.name, m.Name, z)
+				}
+			}
+		}
+		if pads == 0 {
+			t.Errorf("struct %s: no padding member", c.name)
+		}
+	}
+}
+
+// BenchmarkLegDecode is the cost per leg of a walk of the leg table
+// (ForEachLeg): a key and a leg decoded.
+func BenchmarkLegDecode(b *testing.B) {
+	kb, _ := LegKey{Peer: netip.MustParseAddrPort("10.1.2.3:40000"), Local: netip.MustParseAddrPort("10.9.8.7:8080")}.MarshalBinary()
+	lb, _ := (&Leg{Kind: LegClient, State: LegBound, PeerHi: 1, LastNs: 2}).MarshalBinary()
+	b.ReportAllocs()
+	for b.Loop() {
+		var k LegKey
+		var l Leg
+		if k.UnmarshalBinary(kb) != nil || l.UnmarshalBinary(lb) != nil {
+			b.Fatal("decode")
+		}
 	}
 }

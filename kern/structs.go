@@ -6,20 +6,67 @@ import (
 	"net/netip"
 )
 
-// The Go mirror of structs.h. Every layout has a size constant and explicit
-// marshalling in native byte order (the BPF object is little-endian, as are
-// the targets we build for); TestLayoutsMatchC compiles structs.h with clang
-// and compares sizes and offsets.
+//go:generate go run ./gen
+
+// The Go mirror of structs.h. This file names the types, their fields and
+// what an encoding means (only IPv4 legs, a zero key in an event); the
+// layouts are generated: zlayout.go, written by kern/gen from the BTF of the
+// built object (bpf/xlb.o, where bpf/anchors.h puts every shared struct and
+// enum), has each struct's size constant, its encode and decode methods at
+// the offsets clang chose, and the values of the enums. Multi-byte fields
+// are in native byte order (the host's, as the kernel's maps are), those
+// named __be in network order. TestLayoutGenerated fails if zlayout.go is not
+// what kern/gen would write from the object: run go generate ./kern/ (make
+// does it when the object changes).
 
 var ne = binary.NativeEndian
 
-// LegKind is enum leg_kind.
-type LegKind uint8
-
+// Address families of the family members (linux/socket.h).
 const (
-	LegClient LegKind = 1
-	LegWorker LegKind = 2
+	afInet  = 2
+	afInet6 = 10
 )
+
+// putAddr writes a into an address member (__be32[4]): an IPv4 address in
+// its first four bytes and zeros after, an IPv6 address whole, zeros for
+// the zero Addr.
+func putAddr(b []byte, a netip.Addr) {
+	clear(b[:16])
+	switch {
+	case a.Is4():
+		a4 := a.As4()
+		copy(b, a4[:])
+	case a.Is6():
+		a16 := a.As16()
+		copy(b, a16[:])
+	}
+}
+
+// addrFrom reads an address member of the given family: the zero Addr for a
+// family other than AF_INET and AF_INET6.
+func addrFrom(b []byte, family uint8) netip.Addr {
+	switch family {
+	case afInet:
+		return netip.AddrFrom4([4]byte(b[:4]))
+	case afInet6:
+		return netip.AddrFrom16([16]byte(b[:16]))
+	}
+	return netip.Addr{}
+}
+
+// addrFamily is the family member that goes with a: 0 for the zero Addr.
+func addrFamily(a netip.Addr) uint8 {
+	switch {
+	case a.Is4():
+		return afInet
+	case a.Is6():
+		return afInet6
+	}
+	return 0
+}
+
+// LegKind is enum leg_kind: LegClient, LegWorker.
+type LegKind uint8
 
 func (k LegKind) String() string {
 	switch k {
@@ -31,18 +78,11 @@ func (k LegKind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// LegState is enum leg_state.
+// LegState is enum leg_state: LegIdle, LegBound, LegClosing, LegDead,
+// LegParked, LegNew (a worker leg registered, not yet in its pool: CtlPool
+// puts it there), LegCooling (a worker leg a leaving client gave back, quiet
+// for a while before reuse).
 type LegState uint32
-
-const (
-	LegIdle    LegState = 1
-	LegBound   LegState = 2
-	LegClosing LegState = 3
-	LegDead    LegState = 4
-	LegParked  LegState = 5
-	LegNew     LegState = 6 // a worker leg registered, not yet in its pool (CtlPool)
-	LegCooling LegState = 7 // a worker leg a leaving client gave back, quiet for a while before reuse
-)
 
 func (s LegState) String() string {
 	switch s {
@@ -64,50 +104,29 @@ func (s LegState) String() string {
 	return fmt.Sprintf("state(%d)", uint32(s))
 }
 
-// Leg options (enum leg_opt) and rx flags (enum leg_rx_flag).
-const (
-	OptTS     = 1
-	OptSACK   = 2
-	OptWScale = 4
-	OptPeerTS = 8
-
-	RxFIN = 1
-	RxRST = 2
-)
-
-const afInet = 2
-
 // LegKey is struct leg_key: the 4-tuple of packets arriving from the peer.
 type LegKey struct {
 	Peer  netip.AddrPort
 	Local netip.AddrPort
 }
 
-// LegKeySize is sizeof(struct leg_key).
-const LegKeySize = 40
-
 func (k LegKey) String() string { return k.Peer.String() + "->" + k.Local.String() }
 
 // MarshalBinary encodes the key (IPv4 only for now).
 func (k LegKey) MarshalBinary() ([]byte, error) {
-	b := make([]byte, LegKeySize)
-	if err := k.put(b); err != nil {
+	if err := k.check(); err != nil {
 		return nil, err
 	}
+	b := make([]byte, LegKeySize)
+	k.encode(b)
 	return b, nil
 }
 
-func (k LegKey) put(b []byte) error {
+// check says whether the data plane can have a leg of this key.
+func (k *LegKey) check() error {
 	if !k.Peer.Addr().Is4() || !k.Local.Addr().Is4() {
-		return fmt.Errorf("leg %s: only IPv4 legs are supported", k)
+		return fmt.Errorf("leg %s: only IPv4 legs are supported", *k)
 	}
-	clear(b[:LegKeySize])
-	p, l := k.Peer.Addr().As4(), k.Local.Addr().As4()
-	copy(b[0:4], p[:])
-	copy(b[16:20], l[:])
-	binary.BigEndian.PutUint16(b[32:], k.Peer.Port())
-	binary.BigEndian.PutUint16(b[34:], k.Local.Port())
-	b[36] = afInet
 	return nil
 }
 
@@ -116,12 +135,18 @@ func (k *LegKey) UnmarshalBinary(b []byte) error {
 	if len(b) < LegKeySize {
 		return fmt.Errorf("leg key: %d bytes, want %d", len(b), LegKeySize)
 	}
-	if b[36] != afInet {
-		return fmt.Errorf("leg key: family %d not supported", b[36])
+	k.decode(b)
+	if !k.decodedOK() {
+		return k.badKey()
 	}
-	k.Peer = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[0:4])), binary.BigEndian.Uint16(b[32:]))
-	k.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[16:20])), binary.BigEndian.Uint16(b[34:]))
 	return nil
+}
+
+// decodedOK says whether a decoded key is one the data plane makes: IPv4.
+func (k *LegKey) decodedOK() bool { return k.Peer.Addr().Is4() && k.Local.Addr().Is4() }
+
+func (k *LegKey) badKey() error {
+	return fmt.Errorf("leg key %s: not an IPv4 key (the family is not AF_INET)", *k)
 }
 
 // Leg is struct leg.
@@ -152,25 +177,8 @@ type Leg struct {
 	LastNs     uint64
 }
 
-// LegSize is sizeof(struct leg).
-const LegSize = 80
-
-// Tail flags of a client leg (enum leg_tail).
-const (
-	TailPSH  = 1
-	TailCRLF = 2
-)
-
 // Proto is enum xlb_proto: the protocol of a client connection.
 type Proto uint8
-
-const (
-	ProtoNone     Proto = 0
-	ProtoHTTP     Proto = 1
-	ProtoRESP     Proto = 2
-	ProtoMemcache Proto = 3
-	ProtoOpaque   Proto = 4
-)
 
 func (p Proto) String() string {
 	switch p {
@@ -188,21 +196,9 @@ func (p Proto) String() string {
 	return fmt.Sprintf("proto(%d)", uint8(p))
 }
 
-// PinReason is enum pin_reason: why a pair stays together for life.
+// PinReason is enum pin_reason: why a pair stays together for life (PinMax:
+// one past the last reason).
 type PinReason uint32
-
-const (
-	PinNone PinReason = iota
-	PinTLS
-	PinUpgrade
-	PinInterim
-	PinPipelined
-	PinNotMsg
-	PinRaw
-	PinUnknown
-	PinStateful
-	PinMax
-)
 
 var pinNames = [PinMax]string{
 	PinNone:      "",
@@ -229,14 +225,6 @@ func (r PinReason) Counter() Counter { return CounterPinTLS - 1 + Counter(r) }
 // Protocol is enum cfg_protocol: --protocol.
 type Protocol uint8
 
-const (
-	ProtocolAuto     Protocol = 0
-	ProtocolHTTP     Protocol = 1
-	ProtocolRESP     Protocol = 2
-	ProtocolMemcache Protocol = 3
-	ProtocolRaw      Protocol = 4
-)
-
 // Protocols are the values of --protocol, by name.
 var Protocols = map[string]Protocol{
 	"auto": ProtocolAuto, "http": ProtocolHTTP, "resp": ProtocolRESP, "memcache": ProtocolMemcache, "raw": ProtocolRaw,
@@ -244,17 +232,7 @@ var Protocols = map[string]Protocol{
 
 func (l *Leg) MarshalBinary() ([]byte, error) {
 	b := make([]byte, LegSize)
-	b[0], b[1], b[2], b[3] = uint8(l.Kind), l.PeerWScale, l.OurWScale, l.Opts
-	ne.PutUint16(b[4:], l.PeerMSS)
-	ne.PutUint16(b[6:], l.OurMSS)
-	for i, v := range []uint32{l.Worker, l.WinBound, l.PeerHi, l.PeerAcked, l.PeerTSval, l.PeerWin,
-		l.ReqMark, l.RxFlags, l.Requests, l.SndNxt, l.OurTSval, l.SndWin, uint32(l.State)} {
-		ne.PutUint32(b[8+4*i:], v)
-	}
-	ne.PutUint32(b[60:], l.SentHi)
-	ne.PutUint32(b[64:], uint32(l.Pin))
-	b[68], b[69] = uint8(l.Proto), l.Tail
-	ne.PutUint64(b[72:], l.LastNs)
+	l.encode(b)
 	return b, nil
 }
 
@@ -262,16 +240,7 @@ func (l *Leg) UnmarshalBinary(b []byte) error {
 	if len(b) < LegSize {
 		return fmt.Errorf("leg: %d bytes, want %d", len(b), LegSize)
 	}
-	l.Kind, l.PeerWScale, l.OurWScale, l.Opts = LegKind(b[0]), b[1], b[2], b[3]
-	l.PeerMSS = ne.Uint16(b[4:])
-	l.OurMSS = ne.Uint16(b[6:])
-	u := func(i int) uint32 { return ne.Uint32(b[8+4*i:]) }
-	l.Worker, l.WinBound, l.PeerHi, l.PeerAcked, l.PeerTSval, l.PeerWin = u(0), u(1), u(2), u(3), u(4), u(5)
-	l.ReqMark, l.RxFlags, l.Requests, l.SndNxt, l.OurTSval, l.SndWin = u(6), u(7), u(8), u(9), u(10), u(11)
-	l.State = LegState(u(12))
-	l.SentHi, l.Pin = u(13), PinReason(u(14))
-	l.Proto, l.Tail = Proto(b[68]), b[69]
-	l.LastNs = ne.Uint64(b[72:])
+	l.decode(b)
 	return nil
 }
 
@@ -290,38 +259,23 @@ type Binding struct {
 	Ifindex   uint32
 }
 
-// BindingSize is sizeof(struct binding).
-const BindingSize = 68
-
-// BindToClient is enum binding_flag BIND_TO_CLIENT: the partner is a client leg.
-const BindToClient = 2
-
 func (bd *Binding) UnmarshalBinary(b []byte) error {
 	if len(b) < BindingSize {
 		return fmt.Errorf("binding: %d bytes, want %d", len(b), BindingSize)
 	}
-	if err := bd.To.UnmarshalBinary(b); err != nil {
-		return err
+	bd.decode(b)
+	if !bd.To.decodedOK() {
+		return bd.To.badKey()
 	}
-	bd.SeqOff, bd.AckOff = ne.Uint32(b[40:]), ne.Uint32(b[44:])
-	bd.TSvalOff, bd.TSecrOff = ne.Uint32(b[48:]), ne.Uint32(b[52:])
-	bd.InWScale, bd.OutWScale, bd.Flags, bd.Proto = b[56], b[57], b[58], Proto(b[59])
-	bd.Worker, bd.Ifindex = ne.Uint32(b[60:]), ne.Uint32(b[64:])
 	return nil
 }
 
 func (bd *Binding) MarshalBinary() ([]byte, error) {
-	b := make([]byte, BindingSize)
-	if err := bd.To.put(b); err != nil {
+	if err := bd.To.check(); err != nil {
 		return nil, err
 	}
-	ne.PutUint32(b[40:], bd.SeqOff)
-	ne.PutUint32(b[44:], bd.AckOff)
-	ne.PutUint32(b[48:], bd.TSvalOff)
-	ne.PutUint32(b[52:], bd.TSecrOff)
-	b[56], b[57], b[58], b[59] = bd.InWScale, bd.OutWScale, bd.Flags, uint8(bd.Proto)
-	ne.PutUint32(b[60:], bd.Worker)
-	ne.PutUint32(b[64:], bd.Ifindex)
+	b := make([]byte, BindingSize)
+	bd.encode(b)
 	return b, nil
 }
 
@@ -336,9 +290,6 @@ type Handshake struct {
 	Ns         uint64
 }
 
-// HandshakeSize is sizeof(struct handshake).
-const HandshakeSize = 24
-
 // NoWScale marks a handshake without a window-scale option.
 const NoWScale = 0xff
 
@@ -346,29 +297,19 @@ func (h *Handshake) UnmarshalBinary(b []byte) error {
 	if len(b) < HandshakeSize {
 		return fmt.Errorf("handshake: %d bytes, want %d", len(b), HandshakeSize)
 	}
-	h.PeerISN, h.PeerTSval = ne.Uint32(b[0:]), ne.Uint32(b[4:])
-	h.PeerMSS, h.PeerWScale, h.Opts = ne.Uint16(b[8:]), b[10], b[11]
-	h.OurISN = ne.Uint32(b[12:])
-	h.Ns = ne.Uint64(b[16:])
+	h.decode(b)
 	return nil
 }
 
 // Endpoint is struct endpoint: a worker's address.
 type Endpoint netip.AddrPort
 
-// EndpointSize is sizeof(struct endpoint).
-const EndpointSize = 20
-
 func (e Endpoint) MarshalBinary() ([]byte, error) {
-	ap := netip.AddrPort(e)
-	if !ap.Addr().Is4() {
+	if ap := netip.AddrPort(e); !ap.Addr().Is4() {
 		return nil, fmt.Errorf("worker %s: only IPv4 workers are supported", ap)
 	}
 	b := make([]byte, EndpointSize)
-	a := ap.Addr().As4()
-	copy(b, a[:])
-	binary.BigEndian.PutUint16(b[16:], ap.Port())
-	b[18] = afInet
+	e.encode(b)
 	return b, nil
 }
 
@@ -378,38 +319,24 @@ type WorkerInfo struct {
 	Flags uint32
 }
 
-// WorkerInfoSize is sizeof(struct worker_info).
-const WorkerInfoSize = 8
-
-// WorkerDrain is enum worker_flag WORKER_DRAIN.
-const WorkerDrain = 1
-
 func (w *WorkerInfo) MarshalBinary() ([]byte, error) {
 	b := make([]byte, WorkerInfoSize)
-	ne.PutUint32(b, w.ID)
-	ne.PutUint32(b[4:], w.Flags)
+	w.encode(b)
 	return b, nil
 }
 
 // WorkerCfg is struct worker_cfg.
 type WorkerCfg struct {
-	Flags  uint32
+	Flags  uint32 // WorkerDrain
 	Trim   int32
 	Weight uint32
 	Low    uint32 // EventPoolLow when a take leaves this many idle legs (0: never)
 	CoolUs uint32 // how long a leg a leaving client gave back stays quiet before reuse (0: 20 ms)
 }
 
-// WorkerCfgSize is sizeof(struct worker_cfg).
-const WorkerCfgSize = 24
-
 func (w *WorkerCfg) MarshalBinary() ([]byte, error) {
 	b := make([]byte, WorkerCfgSize)
-	ne.PutUint32(b, w.Flags)
-	ne.PutUint32(b[4:], uint32(w.Trim))
-	ne.PutUint32(b[8:], w.Weight)
-	ne.PutUint32(b[12:], w.Low)
-	ne.PutUint32(b[16:], w.CoolUs)
+	w.encode(b)
 	return b, nil
 }
 
@@ -417,8 +344,7 @@ func (w *WorkerCfg) UnmarshalBinary(b []byte) error {
 	if len(b) < WorkerCfgSize {
 		return fmt.Errorf("worker cfg: %d bytes, want %d", len(b), WorkerCfgSize)
 	}
-	w.Flags, w.Trim, w.Weight, w.Low = ne.Uint32(b), int32(ne.Uint32(b[4:])), ne.Uint32(b[8:]), ne.Uint32(b[12:])
-	w.CoolUs = ne.Uint32(b[16:])
+	w.decode(b)
 	return nil
 }
 
@@ -429,64 +355,40 @@ type WorkerLoad struct {
 	Cooling int64 // legs in state LegCooling
 }
 
-// WorkerLoadSize is sizeof(struct worker_load).
-const WorkerLoadSize = 24
-
 func (w *WorkerLoad) UnmarshalBinary(b []byte) error {
 	if len(b) < WorkerLoadSize {
 		return fmt.Errorf("worker load: %d bytes, want %d", len(b), WorkerLoadSize)
 	}
-	w.Bound, w.Idle, w.Cooling = int64(ne.Uint64(b)), int64(ne.Uint64(b[8:])), int64(ne.Uint64(b[16:]))
+	w.decode(b)
 	return nil
 }
 
-// Policy is enum xlb_policy.
+// Policy is enum xlb_policy: PolicyJIQ, PolicyRR, PolicyLeast, PolicySticky.
 type Policy uint8
 
-const (
-	PolicyJIQ    Policy = 0
-	PolicyRR     Policy = 1
-	PolicyLeast  Policy = 2
-	PolicySticky Policy = 3
-)
-
-// CtlOp is enum ctl_op: a command for the control program.
+// CtlOp is enum ctl_op: a command for the control program. CtlPark,
+// CtlRelease and CtlUnpark act on a client leg; CtlRetireIdle takes one
+// entry off a draining worker's pool; CtlPool puts a new worker leg (LegNew)
+// into its worker's pool; CtlWarm moves cooled worker legs to their pools
+// (true: run again).
 type CtlOp uint32
-
-const (
-	CtlPark    CtlOp = 1
-	CtlRelease CtlOp = 2
-	CtlUnpark  CtlOp = 3
-	// CtlRetireIdle takes one entry off a draining worker's pool.
-	CtlRetireIdle CtlOp = 4
-	// CtlPool puts a new worker leg (LegNew) into its worker's pool.
-	CtlPool CtlOp = 5
-	// CtlWarm moves cooled worker legs to their pools (true: run again).
-	CtlWarm CtlOp = 6
-)
 
 // CtlMsg is struct ctl_msg, the input of the control program.
 type CtlMsg struct {
 	Op        CtlOp
 	Worker    uint32 // CtlRetireIdle
 	MinIdleNs uint64
-	Key       LegKey
+	Key       LegKey // zero for a command of no leg (CtlRetireIdle): all zero bytes
 }
 
-// CtlMsgSize is sizeof(struct ctl_msg).
-const CtlMsgSize = 16 + LegKeySize
-
 func (m *CtlMsg) MarshalBinary() ([]byte, error) {
+	if m.Key != (LegKey{}) {
+		if err := m.Key.check(); err != nil {
+			return nil, err
+		}
+	}
 	b := make([]byte, CtlMsgSize)
-	ne.PutUint32(b, uint32(m.Op))
-	ne.PutUint32(b[4:], m.Worker)
-	ne.PutUint64(b[8:], m.MinIdleNs)
-	if m.Key == (LegKey{}) {
-		return b, nil // a command of no leg (CtlRetireIdle)
-	}
-	if err := m.Key.put(b[16:]); err != nil {
-		return nil, err
-	}
+	m.encode(b)
 	return b, nil
 }
 
@@ -495,82 +397,44 @@ type WorkerStats struct {
 	Binds, Releases, Requests, BytesIn, BytesOut uint64
 }
 
-// WorkerStatsSize is sizeof(struct worker_stats).
-const WorkerStatsSize = 40
-
 // AddPerCPU adds one CPU's value (WorkerStatsSize bytes).
-func (w *WorkerStats) AddPerCPU(b []byte) {
-	w.Binds += ne.Uint64(b[0:])
-	w.Releases += ne.Uint64(b[8:])
-	w.Requests += ne.Uint64(b[16:])
-	w.BytesIn += ne.Uint64(b[24:])
-	w.BytesOut += ne.Uint64(b[32:])
-}
+func (w *WorkerStats) AddPerCPU(b []byte) { w.add(b) }
 
 // Config is struct xlb_config.
 type Config struct {
 	ListenAddr netip.Addr // unspecified: any local address
 	ListenPort uint16
 	OurWScale  uint8
-	Flags      uint8
+	Flags      uint8 // ConfigRouted: forward rewritten packets out instead of to the stack
 	OurMSS     uint16
 	Policy     Policy
 	Protocol   Protocol
 	SchedLen   uint32 // entries of xlb_sched in use
 }
 
-// ConfigSize is sizeof(struct xlb_config).
-const ConfigSize = 32
-
-// Config flags (enum config_flag).
-const (
-	ConfigRouted = 1 // forward rewritten packets out instead of to the stack
-)
-
 // UnmarshalBinary decodes the config.
 func (c *Config) UnmarshalBinary(b []byte) error {
 	if len(b) < ConfigSize {
 		return fmt.Errorf("config: %d bytes, want %d", len(b), ConfigSize)
 	}
-	a := [4]byte(b[0:4])
-	c.ListenAddr = netip.AddrFrom4(a)
+	c.decode(b)
 	if c.ListenAddr.IsUnspecified() {
 		c.ListenAddr = netip.Addr{}
 	}
-	c.ListenPort = binary.BigEndian.Uint16(b[16:])
-	c.OurWScale, c.Flags = b[18], b[19]
-	c.OurMSS = ne.Uint16(b[20:])
-	c.Policy, c.Protocol = Policy(b[22]), Protocol(b[23])
-	c.SchedLen = ne.Uint32(b[24:])
 	return nil
 }
 
 func (c *Config) MarshalBinary() ([]byte, error) {
-	b := make([]byte, ConfigSize)
-	if c.ListenAddr.IsValid() && !c.ListenAddr.IsUnspecified() {
-		if !c.ListenAddr.Is4() {
-			return nil, fmt.Errorf("listen address %s: only IPv4 is supported", c.ListenAddr)
-		}
-		a := c.ListenAddr.As4()
-		copy(b, a[:])
+	if a := c.ListenAddr; a.IsValid() && !a.IsUnspecified() && !a.Is4() {
+		return nil, fmt.Errorf("listen address %s: only IPv4 is supported", a)
 	}
-	binary.BigEndian.PutUint16(b[16:], c.ListenPort)
-	b[18], b[19] = c.OurWScale, c.Flags
-	ne.PutUint16(b[20:], c.OurMSS)
-	b[22], b[23] = byte(c.Policy), byte(c.Protocol)
-	ne.PutUint32(b[24:], c.SchedLen)
+	b := make([]byte, ConfigSize)
+	c.encode(b)
 	return b, nil
 }
 
 // EventType is enum event_type.
 type EventType uint32
-
-const (
-	EventClientLeg EventType = 1
-	EventLegClosed EventType = 2
-	EventPoolEmpty EventType = 3
-	EventPoolLow   EventType = 4
-)
 
 func (t EventType) String() string {
 	switch t {
@@ -590,7 +454,7 @@ func (t EventType) String() string {
 type Event struct {
 	Type       EventType
 	State      LegState
-	Key        LegKey
+	Key        LegKey  // zero for EventPoolLow (about a worker, not a leg)
 	Worker     uint32  // worker legs: the worker id
 	Kind       LegKind // the leg's kind
 	Pin        PinReason
@@ -605,23 +469,44 @@ type Event struct {
 	PeerMSS    uint16
 }
 
-// EventSize is sizeof(struct xlb_event).
-const EventSize = 80
-
 func (e *Event) UnmarshalBinary(b []byte) error {
 	if len(b) < EventSize {
 		return fmt.Errorf("event: %d bytes, want %d", len(b), EventSize)
 	}
-	e.Type, e.State = EventType(ne.Uint32(b[0:])), LegState(ne.Uint32(b[4:]))
-	if e.Type != EventPoolLow { // about a worker, not a leg
-		if err := e.Key.UnmarshalBinary(b[8:]); err != nil {
-			return err
-		}
+	e.decode(b)
+	if e.Type == EventPoolLow {
+		e.Key = LegKey{} // about a worker, not a leg
+		return nil
 	}
-	e.Worker, e.Kind, e.Pin = ne.Uint32(b[48:]), LegKind(b[52]), PinReason(b[53])
-	e.PeerHi, e.SndNxt = ne.Uint32(b[56:]), ne.Uint32(b[60:])
-	e.PeerTSval, e.OurTSval = ne.Uint32(b[64:]), ne.Uint32(b[68:])
-	e.PeerWScale, e.OurWScale, e.Opts, e.RxFlags = b[72], b[73], b[74], b[75]
-	e.PeerMSS = ne.Uint16(b[76:])
+	if !e.Key.decodedOK() {
+		return e.Key.badKey()
+	}
+	return nil
+}
+
+// CoolingEntry is struct cooling: an entry of xlb_cooling, a worker leg that
+// a leaving client gave back and when it may serve another.
+type CoolingEntry struct {
+	Key   LegKey
+	DueNs uint64 // now_ns() from which it may serve another client
+}
+
+func (c *CoolingEntry) MarshalBinary() ([]byte, error) {
+	if err := c.Key.check(); err != nil {
+		return nil, err
+	}
+	b := make([]byte, CoolingEntrySize)
+	c.encode(b)
+	return b, nil
+}
+
+func (c *CoolingEntry) UnmarshalBinary(b []byte) error {
+	if len(b) < CoolingEntrySize {
+		return fmt.Errorf("cooling entry: %d bytes, want %d", len(b), CoolingEntrySize)
+	}
+	c.decode(b)
+	if !c.Key.decodedOK() {
+		return c.Key.badKey()
+	}
 	return nil
 }
