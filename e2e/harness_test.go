@@ -270,7 +270,7 @@ func sysctls(t testing.TB, ns *testnet.NS, kv ...string) {
 
 // getWant sends GET path and checks that the response is 200 with exactly
 // the body want (compared by SHA-256), for servers that send no hash header
-// (nginx serving webRoot).
+// (nginx serving testproto.WebRoot).
 func (c *client) getWant(path string, want []byte) error {
 	c.c.SetDeadline(time.Now().Add(ioTimeout))
 	if _, err := fmt.Fprintf(c.c, "GET %s HTTP/1.1\r\nHost: xlb\r\n\r\n", path); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
 )
@@ -192,7 +193,7 @@ func TestWorkerIdleTimeout(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	sizes := []int{1, 1000, 100000, 1 << 20}
-	root := webRoot(t, sizes...)
+	root := testproto.WebRoot(t, sizes...)
 	var workers []string
 	for i := 0; i < 3; i++ {
 		port := 4171 + i

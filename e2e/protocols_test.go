@@ -157,7 +157,7 @@ func tlsFarm(t *testing.T, ns *testnet.NS) nginxFarm {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startNginxFarm(t, ns, 3, webRoot(t, tlsSizes...), cert, key)
+	return startNginxFarm(t, ns, 3, testproto.WebRoot(t, tlsSizes...), cert, key)
 }
 
 var curlReused = regexp.MustCompile(`(?i)re-?using existing connection`)
@@ -559,7 +559,7 @@ func TestHTTPPipelining(t *testing.T) {
 				ns.Run("ip", "link", "set", "lo", "mtu", fmt.Sprint(tc.mtu))
 			}
 			sizes := pipelineSizes()
-			farm := startNginxFarm(t, ns, 3, webRoot(t, sizes...), "", "")
+			farm := startNginxFarm(t, ns, 3, testproto.WebRoot(t, sizes...), "", "")
 			lb := startXLB(t, ns, "lo", 8080, farm.addrs, protoFlags(t)...)
 			cl := dial(t, ns, "127.0.0.1:8080")
 			var batch []byte
@@ -669,7 +669,7 @@ func TestAbKeepAlive(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			farm := startNginxFarm(t, ns, 3, webRoot(t, 1000, 20000), cert, key)
+			farm := startNginxFarm(t, ns, 3, testproto.WebRoot(t, 1000, 20000), cert, key)
 			lb := startXLB(t, ns, "lo", 8080, farm.addrs, protoFlags(t)...)
 			const n = 600
 			total := 0

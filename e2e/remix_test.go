@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
@@ -18,7 +19,7 @@ import (
 func TestRemixSpreadsTwoConnections(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
-	root := webRoot(t, 100)
+	root := testproto.WebRoot(t, 100)
 	logs := t.TempDir()
 	var workers []string
 	for i := 0; i < 3; i++ {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
@@ -48,41 +46,9 @@ func startNginxConf(t testing.TB, ns *testnet.NS, n testproto.Nginx) *proc {
 // that say nothing when they are ready), failing if p exits first.
 func waitAccepts(t testing.TB, ns *testnet.NS, addr string, p *proc) {
 	t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := ns.Do(func() error {
-			c, err := net.DialTimeout("tcp4", addr, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		})
-		if err == nil {
-			return
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited (%v) before accepting on %s:\n%s", p.name, p.err, addr, p.output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not accept on %s within %v:\n%s", p.name, addr, startTimeout, p.output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := ns.WaitAccepts(addr, startTimeout, p.done); err != nil {
+		t.Fatalf("%s %v:\n%s", p.name, err, p.output())
 	}
-}
-
-// webRoot makes a directory with files of deterministic content.
-func webRoot(t testing.TB, sizes ...int) string {
-	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	for _, n := range sizes {
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("b%d", n)), demo.Body(n), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // TestCurlReusesOneConnection: curl fetches the same URL many times over one
@@ -128,7 +94,7 @@ func TestWrkNginx(t *testing.T) {
 		t.Fatal("wrk not installed (make test installs it)")
 	}
 	ns := testnet.New(t)
-	root := webRoot(t, 100, 100000)
+	root := testproto.WebRoot(t, 100, 100000)
 	var workers []string
 	for i := 0; i < 3; i++ {
 		port := 4171 + i

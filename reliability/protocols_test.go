@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -48,41 +47,9 @@ func needTool(t testing.TB, tool string) {
 // exits first.
 func waitAccepts(t testing.TB, ns *testnet.NS, addr string, p *proc) {
 	t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := ns.Do(func() error {
-			c, err := net.DialTimeout("tcp4", addr, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		})
-		if err == nil {
-			return
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited (%v) before accepting on %s:\n%s", p.name, p.err, addr, p.output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not accept on %s within %v:\n%s", p.name, addr, startTimeout, p.output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := ns.WaitAccepts(addr, startTimeout, p.done); err != nil {
+		t.Fatalf("%s %v:\n%s", p.name, err, p.output())
 	}
-}
-
-// webRoot makes a directory with files b<N> of demo.Body(N) for each size.
-func webRoot(t testing.TB, sizes ...int) string {
-	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	for _, n := range sizes {
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("b%d", n)), demo.Body(n), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // nginxServers starts nginx workers serving root (with TLS when cert is
@@ -181,7 +148,7 @@ func TestTLSImpaired(t *testing.T) {
 	conns, requests := pick(4, 8), pick(10, 100)
 	runScenario(t, scenario{
 		imp:     protoImpairment(800),
-		opts:    topoOpts{servers: nginxServers(webRoot(t, sizes...), cert, key), flags: protoFlags()},
+		opts:    topoOpts{servers: nginxServers(testproto.WebRoot(t, sizes...), cert, key), flags: protoFlags()},
 		want:    conns * requests,
 		clients: conns,
 		drive: func(tp *topo) result {
@@ -239,7 +206,7 @@ func TestHTTPPipelineImpaired(t *testing.T) {
 	conns, rounds := pick(3, 6), pick(2, 6)
 	runScenario(t, scenario{
 		imp:     protoImpairment(900),
-		opts:    topoOpts{servers: nginxServers(webRoot(t, sizes...), "", ""), flags: protoFlags()},
+		opts:    topoOpts{servers: nginxServers(testproto.WebRoot(t, sizes...), "", ""), flags: protoFlags()},
 		want:    conns * rounds * len(sizes),
 		clients: conns,
 		drive: func(tp *topo) result {

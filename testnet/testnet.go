@@ -8,6 +8,7 @@ package testnet
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -188,6 +189,35 @@ func (ns *NS) Run(name string, args ...string) string {
 		ns.t.Fatalf("testnet: in %s: %s %s: %v: %s", ns.Name, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out)
+}
+
+// WaitAccepts waits until addr accepts TCP connections in the namespace, for
+// servers that say nothing when they are ready. It gives up, with an error
+// that says which, when exited is closed (the server's process ended) or
+// after timeout.
+func (ns *NS) WaitAccepts(addr string, timeout time.Duration, exited <-chan struct{}) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := ns.Do(func() error {
+			c, err := net.DialTimeout("tcp4", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("exited before accepting on %s", addr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("did not accept on %s within %v (last dial: %v)", addr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Veth creates a veth pair, aName in namespace a and bName in namespace b (a

@@ -13,7 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/xlb-lb/xlb/splice/demo"
 )
 
 // ServerName is the name in the self-signed certificate.
@@ -122,6 +125,20 @@ func (n Nginx) WriteConfig() ([]string, error) {
 		return nil, err
 	}
 	return []string{"nginx", "-c", path}, nil
+}
+
+// WebRoot makes a web root for nginx workers: a new temporary directory with
+// a file b<N> of demo.Body(N) for each size, served as /b<N>.
+func WebRoot(t testing.TB, sizes ...int) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	for _, n := range sizes {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("b%d", n)), demo.Body(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // RedisArgs is the redis-server command line for a throw-away server on
