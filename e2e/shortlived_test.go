@@ -31,11 +31,7 @@ import (
 // serving a 100-byte body at /b100; it returns their addresses and logs.
 func connNginx(t *testing.T, ns *testnet.NS) (addrs, logs []string) {
 	t.Helper()
-	root := t.TempDir()
-	os.Chmod(root, 0o755)
-	if err := os.WriteFile(filepath.Join(root, "b100"), demo.Body(100), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	root := testproto.WebRoot(t, 100)
 	for i := 0; i < 3; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", 4171+i)
 		log := filepath.Join(t.TempDir(), "access.log")
@@ -47,6 +43,17 @@ func connNginx(t *testing.T, ns *testnet.NS) (addrs, logs []string) {
 
 // connLogLine is "$status $request_uri $body_bytes_sent $connection $connection_requests".
 var connLogLine = regexp.MustCompile(`^(\d+) (\S+) (\d+) (\d+) (\d+)$`)
+
+// startConnXLB is the setup of the connection-per-request tests below: in a
+// new namespace, the nginx of connNginx behind an xlb with its own socket
+// and flags.
+func startConnXLB(t *testing.T, flags ...string) (ns *testnet.NS, lb *proc, logs []string) {
+	t.Helper()
+	testnet.RequireRoot(t)
+	ns = testnet.New(t)
+	addrs, logs := connNginx(t, ns)
+	return ns, startXLB(t, ns, "lo", 8080, addrs, append(ownSocket(t), flags...)...), logs
+}
 
 // connUse reads nginx access logs: requests logged, and the requests each
 // connection (worker number and serial) served.
@@ -152,6 +159,23 @@ func waitOnlyIdleWorkers(t *testing.T, ns *testnet.NS, timeout time.Duration, wh
 	return r
 }
 
+// clientSocketsLeft waits up to reapTimeout until no client socket to :8080
+// is in one of states, and returns those that still are.
+func clientSocketsLeft(t *testing.T, ns *testnet.NS, states ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(reapTimeout)
+	for {
+		var left []string
+		for _, st := range states {
+			left = append(left, sockets(t, ns, st, "( dport = :8080 )")...)
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // TestConnectionPerRequest: HTTP/1.1 clients that open a connection for one
 // request and close it once answered (scripts, curl in a loop, health
 // checks): every answer intact; each client leaves between two exchanges,
@@ -159,10 +183,7 @@ func waitOnlyIdleWorkers(t *testing.T, ns *testnet.NS, timeout time.Duration, wh
 // serials: at most one new worker connection per 100 clients once the
 // pools have settled); and the leg table goes back to idle worker legs.
 func TestConnectionPerRequest(t *testing.T) {
-	testnet.RequireRoot(t)
-	ns := testnet.New(t)
-	addrs, logs := connNginx(t, ns)
-	lb := startXLB(t, ns, "lo", 8080, addrs, ownSocket(t)...)
+	ns, lb, logs := startConnXLB(t)
 	defer lb.stop()
 
 	// Until the pools have settled: a round of 1000 that opens no worker
@@ -213,10 +234,7 @@ func TestConnectionPerRequest(t *testing.T) {
 // its worker closed). Every request answered at -c 4 and -c 50, each worker
 // connection used once, and nothing left behind.
 func TestAbWithoutKeepAlive(t *testing.T) {
-	testnet.RequireRoot(t)
-	ns := testnet.New(t)
-	addrs, logs := connNginx(t, ns)
-	lb := startXLB(t, ns, "lo", 8080, addrs, ownSocket(t)...)
+	ns, lb, logs := startConnXLB(t)
 	defer lb.stop()
 	total := 0
 	for _, c := range []int{4, 50} {
@@ -301,17 +319,7 @@ func TestClientsLeaveUnserved(t *testing.T) {
 	waitOnlyIdleWorkers(t, ns, 30*time.Second, "after the clients left")
 	// The clients' side: every connection to :8080 ended (TIME-WAIT is
 	// fine, FIN-WAIT-1 means a FIN nobody answered).
-	var stuck []string
-	deadline := time.Now().Add(reapTimeout)
-	for {
-		stuck = sockets(t, ns, "fin-wait-1", "( dport = :8080 )")
-		stuck = append(stuck, sockets(t, ns, "established", "( dport = :8080 )")...)
-		if len(stuck) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if len(stuck) > 0 {
+	if stuck := clientSocketsLeft(t, ns, "fin-wait-1", "established"); len(stuck) > 0 {
 		t.Errorf("%d client sockets still open or in FIN-WAIT-1, e.g.:\n%s", len(stuck), strings.Join(stuck[:min(len(stuck), 5)], "\n"))
 	}
 }
@@ -321,10 +329,7 @@ func TestClientsLeaveUnserved(t *testing.T) {
 // keep-alive requests for two seconds and exits; every leg of those
 // clients is reaped within reapTimeout and the clients' sockets all end.
 func TestWrkBurstLeavesNothing(t *testing.T) {
-	testnet.RequireRoot(t)
-	ns := testnet.New(t)
-	addrs, _ := connNginx(t, ns)
-	lb := startXLB(t, ns, "lo", 8080, addrs, append(ownSocket(t), "--queue-timeout", "5s")...)
+	ns, lb, _ := startConnXLB(t, "--queue-timeout", "5s")
 	defer lb.stop()
 	conns := burstConns(20000)
 	out, err := ns.Command("wrk", "-t2", fmt.Sprintf("-c%d", conns), "-d2s", "--timeout", "5s", "http://127.0.0.1:8080/b100").CombinedOutput()
@@ -337,16 +342,7 @@ func TestWrkBurstLeavesNothing(t *testing.T) {
 		t.Logf("wrk -c%d: %s requests", conns, m[1])
 	}
 	waitOnlyIdleWorkers(t, ns, 30*time.Second, "after the burst")
-	var stuck []string
-	deadline := time.Now().Add(reapTimeout)
-	for {
-		stuck = sockets(t, ns, "fin-wait-1", "( dport = :8080 )")
-		if len(stuck) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if len(stuck) > 0 {
+	if stuck := clientSocketsLeft(t, ns, "fin-wait-1"); len(stuck) > 0 {
 		t.Errorf("%d client sockets in FIN-WAIT-1 after the burst, e.g.:\n%s", len(stuck), strings.Join(stuck[:min(len(stuck), 5)], "\n"))
 	}
 }
