@@ -77,6 +77,56 @@ type redisBatch struct {
 	keys, size int
 }
 
+// sets is the batch's SET commands, one after the other.
+func (b redisBatch) sets() []byte {
+	var batch []byte
+	for i := 0; i < b.keys; i++ {
+		batch = append(batch, testproto.RESP("SET", fmt.Sprintf("%s%d", b.name, i), redisValue(b.name, i, b.size))...)
+	}
+	return batch
+}
+
+// dialEach opens a connection to each server directly (not through xlb).
+func dialEach(t testing.TB, ns *testnet.NS, servers []string) []*client {
+	t.Helper()
+	direct := make([]*client, len(servers))
+	for i, a := range servers {
+		direct[i] = dial(t, ns, a)
+	}
+	return direct
+}
+
+// pipeline writes batch on c at once, from another goroutine so that
+// neither side's buffers fill up while the answers pile up, reads its n
+// answers with read (answer i) and waits for the write. It stops at the
+// first answer read finds wrong.
+func pipeline(c *client, batch []byte, n int, read func(i int) error) error {
+	c.c.SetDeadline(time.Now().Add(ioTimeout))
+	werr := make(chan error, 1)
+	go func() { _, err := c.c.Write(batch); werr <- err }()
+	for i := 0; i < n; i++ {
+		if err := read(i); err != nil {
+			return fmt.Errorf("answer %d: %w", i, err)
+		}
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// pipelineSets sends batch, n SETs, on c with pipeline: every reply must
+// be +OK.
+func pipelineSets(c *client, batch []byte, n int) error {
+	return pipeline(c, batch, n, func(int) error {
+		r, err := testproto.ReadReply(c.r)
+		if err == nil && (r.Kind != '+' || r.Str != "OK") {
+			err = fmt.Errorf("%v, want +OK", r)
+		}
+		return err
+	})
+}
+
 // TestRedisPipelines: three redis-server; through xlb, one connection per
 // batch writes the whole batch of SETs at once (50 of 2.7 KB, 200 of 1 KB:
 // 140 and 210 KB, many segments, the way redis-py's pipeline() and bulk
@@ -89,32 +139,16 @@ func TestRedisPipelines(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	servers := startRedisFarm(t, ns, 3)
-	direct := make([]*client, len(servers))
-	for i, a := range servers {
-		direct[i] = dial(t, ns, a)
-	}
+	direct := dialEach(t, ns, servers)
 	lb := startXLB(t, ns, "lo", 8080, servers, protoFlags(t)...)
 	for _, b := range []redisBatch{{"a", 50, 2700}, {"b", 200, 1024}} {
 		for _, d := range direct {
 			redisMust(t, d, "FLUSHALL")
 		}
 		c := dial(t, ns, "127.0.0.1:8080")
-		var batch []byte
-		for i := 0; i < b.keys; i++ {
-			batch = append(batch, testproto.RESP("SET", fmt.Sprintf("%s%d", b.name, i), redisValue(b.name, i, b.size))...)
-		}
-		c.c.SetDeadline(time.Now().Add(ioTimeout))
-		werr := make(chan error, 1)
-		go func() { _, err := c.c.Write(batch); werr <- err }()
-		for i := 0; i < b.keys; i++ {
-			r, err := testproto.ReadReply(c.r)
-			if err != nil || r.Kind != '+' || r.Str != "OK" {
-				t.Errorf("batch %s (%d SETs of %d bytes, %d bytes in one write): reply %d is %v (%v), want +OK", b.name, b.keys, b.size, len(batch), i, r, err)
-				break
-			}
-		}
-		if err := <-werr; err != nil {
-			t.Errorf("batch %s: write: %v", b.name, err)
+		batch := b.sets()
+		if err := pipelineSets(c, batch, b.keys); err != nil {
+			t.Errorf("batch %s (%d SETs of %d bytes, %d bytes in one write): %v", b.name, b.keys, b.size, len(batch), err)
 		}
 		owner := checkLanded(t, ns, direct, servers, b)
 		if t.Failed() {
@@ -182,20 +216,8 @@ func checkLanded(t *testing.T, ns *testnet.NS, direct []*client, servers []strin
 // connection has nobody in between).
 func copyBatch(t *testing.T, d *client, b redisBatch) {
 	t.Helper()
-	var batch []byte
-	for i := 0; i < b.keys; i++ {
-		batch = append(batch, testproto.RESP("SET", fmt.Sprintf("%s%d", b.name, i), redisValue(b.name, i, b.size))...)
-	}
-	d.c.SetDeadline(time.Now().Add(ioTimeout))
-	werr := make(chan error, 1)
-	go func() { _, err := d.c.Write(batch); werr <- err }()
-	for i := 0; i < b.keys; i++ {
-		if r, err := testproto.ReadReply(d.r); err != nil || r.Str != "OK" {
-			t.Fatalf("copying batch %s to %s directly: reply %d: %v %v", b.name, d.c.RemoteAddr(), i, r, err)
-		}
-	}
-	if err := <-werr; err != nil {
-		t.Fatal(err)
+	if err := pipelineSets(d, b.sets(), b.keys); err != nil {
+		t.Fatalf("copying batch %s to %s directly: %v", b.name, d.c.RemoteAddr(), err)
 	}
 }
 
@@ -238,10 +260,9 @@ func TestRedisOneCommandAtATime(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	servers := startRedisFarm(t, ns, 3)
-	direct := make([]*client, len(servers))
-	for i, a := range servers {
-		direct[i] = dial(t, ns, a)
-		redisMust(t, direct[i], "CONFIG", "RESETSTAT")
+	direct := dialEach(t, ns, servers)
+	for _, d := range direct {
+		redisMust(t, d, "CONFIG", "RESETSTAT")
 	}
 	lb := startXLB(t, ns, "lo", 8080, servers, protoFlags(t)...)
 	c := dial(t, ns, "127.0.0.1:8080")
@@ -339,17 +360,11 @@ func TestRedisRealPipelineClients(t *testing.T) {
 	needTools(t, "redis-cli", "redis-benchmark")
 	ns := testnet.New(t)
 	servers := startRedisFarm(t, ns, 3)
-	direct := make([]*client, len(servers))
-	for i, a := range servers {
-		direct[i] = dial(t, ns, a)
-	}
+	direct := dialEach(t, ns, servers)
 	lb := startXLB(t, ns, "lo", 8080, servers, protoFlags(t)...)
 
 	b := redisBatch{"p", 2000, 1024}
-	var stream []byte
-	for i := 0; i < b.keys; i++ {
-		stream = append(stream, testproto.RESP("SET", fmt.Sprintf("%s%d", b.name, i), redisValue(b.name, i, b.size))...)
-	}
+	stream := b.sets()
 	in := filepath.Join(t.TempDir(), "pipe")
 	if err := os.WriteFile(in, stream, 0o644); err != nil {
 		t.Fatal(err)
@@ -456,22 +471,21 @@ func TestMemcachedText(t *testing.T) {
 	ns := testnet.New(t)
 	servers := startMemcachedFarm(t, ns, 3)
 	const keys = 100
-	direct := make([]*client, len(servers))
-	for i, a := range servers {
-		d := dial(t, ns, a)
-		direct[i] = d
-		var batch []byte
-		for k := 0; k < keys; k++ {
-			batch = append(batch, testproto.MemcacheSet(memcacheKey(k), memcacheValue(k))...)
-		}
-		d.c.SetDeadline(time.Now().Add(ioTimeout))
-		if _, err := d.c.Write(batch); err != nil {
-			t.Fatal(err)
-		}
-		for k := 0; k < keys; k++ {
-			if l, err := testproto.ReadLine(d.r); err != nil || l != "STORED" {
-				t.Fatalf("set %d on %s directly: %q %v", k, a, l, err)
+	var sets []byte
+	for k := 0; k < keys; k++ {
+		sets = append(sets, testproto.MemcacheSet(memcacheKey(k), memcacheValue(k))...)
+	}
+	direct := dialEach(t, ns, servers)
+	for i, d := range direct {
+		err := pipeline(d, sets, keys, func(int) error {
+			l, err := testproto.ReadLine(d.r)
+			if err == nil && l != "STORED" {
+				err = fmt.Errorf("%q, want STORED", l)
 			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("sets on %s directly: %v", servers[i], err)
 		}
 	}
 	before := make([]int, len(direct))
@@ -522,16 +536,8 @@ func TestMemcachedText(t *testing.T) {
 		want = append(want, ks)
 		batch = append(batch, testproto.MemcacheGet(names(ks)...)...)
 	}
-	c.c.SetDeadline(time.Now().Add(ioTimeout))
-	werr := make(chan error, 1)
-	go func() { _, err := c.c.Write(batch); werr <- err }()
-	for i, ks := range want {
-		if err := memcacheCheck(c.r, ks); err != nil {
-			t.Fatalf("batch of %d gets (%d bytes in one write): answer %d: %v", batched, len(batch), i, err)
-		}
-	}
-	if err := <-werr; err != nil {
-		t.Fatal(err)
+	if err := pipeline(c, batch, len(want), func(i int) error { return memcacheCheck(c.r, want[i]) }); err != nil {
+		t.Fatalf("batch of %d gets (%d bytes in one write): %v", batched, len(batch), err)
 	}
 	t.Logf("batch of %d gets, %d bytes in one write: every answer right, in order", batched, len(batch))
 	lb.stop()
@@ -553,10 +559,7 @@ func TestRedisStatefulCommands(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	servers := startRedisFarm(t, ns, 3)
-	direct := make([]*client, len(servers))
-	for i, a := range servers {
-		direct[i] = dial(t, ns, a)
-	}
+	direct := dialEach(t, ns, servers)
 	lb := startXLB(t, ns, "lo", 8080, servers, protoFlags(t, "--idle-release", "200ms")...)
 	expect := func(t *testing.T, c *client, what string, want string, args ...string) {
 		t.Helper()
