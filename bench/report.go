@@ -278,23 +278,36 @@ func (rep *report) httpTable(p func(string, ...any)) {
 	p("")
 	p("| workload | configuration | req/s | × direct | × haproxy-http | p50 | p99 | p99.9 | CPU machine | softirq | balancer | client | errors |")
 	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	rep.requestRows(p, names, httpBalancers)
+	p("")
+}
+
+// requestRows writes the rows of the HTTP request tables (keep-alive,
+// connection per request), one per workload and balancer: req/s, its ratio
+// to direct and to haproxy-http, latency percentiles, CPU and errors, then a
+// column for each of more. A configuration without figures gets "failed:"
+// and its first note.
+func (rep *report) requestRows(p func(string, ...any), names []string, balancers []balancer, more ...func(agg) string) {
 	for _, w := range names {
 		d := rep.aggregate(direct.name, w)
 		h := rep.aggregate(haproxyHTTP.name, w)
-		for _, bl := range httpBalancers {
+		for _, bl := range balancers {
 			a := rep.aggregate(bl.name, w)
 			if a.n == 0 {
 				if len(a.notes) > 0 {
-					p("| %s | %s | failed: %s | | | | | | | | | | |", w, bl.name, strings.ReplaceAll(a.notes[0], "|", "/"))
+					p("| %s | %s | failed: %s |%s", w, bl.name, strings.ReplaceAll(a.notes[0], "|", "/"), strings.Repeat(" |", 10+len(more)))
 				}
 				continue
 			}
-			p("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |", w, bl.name, a.rps,
+			var extra string
+			for _, m := range more {
+				extra += " " + m(a) + " |"
+			}
+			p("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |%s", w, bl.name, a.rps,
 				fmtRatio(a.rps, d.rps), fmtRatio(a.rps, h.rps), fmtUs(a.p50), fmtUs(a.p99), fmtUs(a.p999),
-				fmtNum(a.machine), fmtNum(a.softirq), fmtLB(bl, a.lb), fmtNum(a.client), a.errors)
+				fmtNum(a.machine), fmtNum(a.softirq), fmtLB(bl, a.lb), fmtNum(a.client), a.errors, extra)
 		}
 	}
-	p("")
 }
 
 // fmtConns is worker connections opened per 100 client connections.
@@ -341,22 +354,7 @@ func (rep *report) cprTable(p func(string, ...any)) {
 	p("")
 	p("| workload | configuration | req/s | × direct | × haproxy-http | p50 | p99 | p99.9 | CPU machine | softirq | balancer | client | errors | worker conns / 100 |")
 	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	for _, w := range names {
-		d := rep.aggregate(direct.name, w)
-		h := rep.aggregate(haproxyHTTP.name, w)
-		for _, bl := range cprBalancers {
-			a := rep.aggregate(bl.name, w)
-			if a.n == 0 {
-				if len(a.notes) > 0 {
-					p("| %s | %s | failed: %s | | | | | | | | | | | |", w, bl.name, strings.ReplaceAll(a.notes[0], "|", "/"))
-				}
-				continue
-			}
-			p("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |", w, bl.name, a.rps,
-				fmtRatio(a.rps, d.rps), fmtRatio(a.rps, h.rps), fmtUs(a.p50), fmtUs(a.p99), fmtUs(a.p999),
-				fmtNum(a.machine), fmtNum(a.softirq), fmtLB(bl, a.lb), fmtNum(a.client), a.errors, fmtConns(a.conns))
-		}
-	}
+	rep.requestRows(p, names, cprBalancers, func(a agg) string { return fmtConns(a.conns) })
 	p("")
 }
 

@@ -176,9 +176,25 @@ func runWrk(ctx context.Context, ns *netns, dir string, lb *running, w workload,
 	if err != nil {
 		return err
 	}
+	v, err := summary(out, "wrk", r)
+	if err != nil {
+		return err
+	}
+	// wrk checks statuses, not bodies: at least count the bytes.
+	if size := webFiles[strings.TrimPrefix(w.path, "/")]; r.Requests > 0 && v["bytes"]/float64(r.Requests) < float64(size) {
+		return fmt.Errorf("wrk: %.0f bytes in %d responses, fewer than the %d-byte file each", v["bytes"], r.Requests, size)
+	}
+	return nil
+}
+
+// summary puts the summary a client printed (wrk's report.lua or the cpr
+// client: lines "XLB name value") into r: requests, time, errors, latency
+// percentiles and rates. It returns every value; who names the client when
+// there is no summary.
+func summary(out, who string, r *result) (map[string]float64, error) {
 	v := scriptValues(out)
 	if _, ok := v["requests"]; !ok {
-		return fmt.Errorf("wrk printed no summary:\n%s", lastLines(out, 20))
+		return nil, fmt.Errorf("%s printed no summary:\n%s", who, lastLines(out, 20))
 	}
 	r.Requests = int64(v["requests"])
 	r.Seconds = v["duration_us"] / 1e6
@@ -188,11 +204,7 @@ func runWrk(ctx context.Context, ns *netns, dir string, lb *running, w workload,
 		r.RPS = float64(r.Requests) / r.Seconds
 		r.MBps = v["bytes"] / r.Seconds / 1e6
 	}
-	// wrk checks statuses, not bodies: at least count the bytes.
-	if size := webFiles[strings.TrimPrefix(w.path, "/")]; r.Requests > 0 && v["bytes"]/float64(r.Requests) < float64(size) {
-		return fmt.Errorf("wrk: %.0f bytes in %d responses, fewer than the %d-byte file each", v["bytes"], r.Requests, size)
-	}
-	return nil
+	return v, nil
 }
 
 func scriptValues(out string) map[string]float64 {
@@ -407,20 +419,12 @@ func runClose(ctx context.Context, ns *netns, dir string, lb *running, w workloa
 	if err != nil {
 		return err
 	}
-	v := scriptValues(out)
-	if _, ok := v["requests"]; !ok {
-		return fmt.Errorf("the cpr client printed no summary:\n%s", lastLines(out, 20))
+	v, err := summary(out, "the cpr client", r)
+	if err != nil {
+		return err
 	}
-	r.Requests = int64(v["requests"])
-	r.Seconds = v["duration_us"] / 1e6
-	r.Errors = int64(v["errors"])
-	r.P50us, r.P99us, r.P999us = v["p50"], v["p99"], v["p999"]
 	if c, ok := v["cpu_us"]; ok {
 		r.Client = c / 1e6 // its own getrusage: the same process as cpuOf's
-	}
-	if r.Seconds > 0 {
-		r.RPS = float64(r.Requests) / r.Seconds
-		r.MBps = v["bytes"] / r.Seconds / 1e6
 	}
 	if r.Errors > 0 {
 		for _, line := range strings.Split(out, "\n") {
