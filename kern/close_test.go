@@ -54,11 +54,7 @@ func TestClientLeavesBetweenExchanges(t *testing.T) {
 			checkLeg(t, "client leg after its FIN", d.mustLeg(clientKey), wantC)
 			d.checkNoBind("after the client left", clientKey)
 			d.checkNoBind("after the client left", workerKey)
-			wantW1 := a.w1
-			wantW1.State = kern.LegCooling
-			wantW1.SndNxt = a.c.PeerHi + a.toW1.SeqOff
-			wantW1.OurTSval = a.c.PeerTSval + a.toW1.TSvalOff
-			wantW1.SndWin = scaledWin(a.c.PeerWin, a.c.PeerWScale, a.w1.OurWScale)
+			wantW1 := a.releasedW1(kern.LegCooling)
 			checkLeg(t, "W1 cooling", d.mustLeg(workerKey), wantW1)
 			if ackedBefore {
 				d.checkIdle("after the client left", worker2Key) // quiescentPair queues W2

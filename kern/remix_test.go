@@ -52,6 +52,26 @@ func (a answered) materializedClient() kern.Leg {
 	return cm
 }
 
+// releasedW1 is W1 with the tx positions its release materialises from the
+// client through the binding, in state.
+func (a answered) releasedW1(state kern.LegState) kern.Leg {
+	w := a.w1
+	w.State = state
+	w.SndNxt = a.c.PeerHi + a.toW1.SeqOff
+	w.OurTSval = a.c.PeerTSval + a.toW1.TSvalOff
+	w.SndWin = scaledWin(a.c.PeerWin, a.c.PeerWScale, a.w1.OurWScale)
+	return w
+}
+
+// w2AfterRemix is W2 once request2 has moved the client to it.
+func (a answered) w2AfterRemix() kern.Leg {
+	w := a.w2
+	w.State = kern.LegBound
+	w.ReqMark = a.w2.PeerHi // its answer will start there
+	w.SentHi = a.w2.SndNxt + uint32(len(request2))
+	return w
+}
+
 // clientAfterRemix is the client leg cm once request2 has moved it to W2.
 func (a answered) clientAfterRemix(cm kern.Leg) kern.Leg {
 	wantC := cm
@@ -202,19 +222,12 @@ func TestRemix(t *testing.T) {
 
 	wantC := a.clientAfterRemix(cm)
 	checkLeg(t, "client leg after the remix", d.mustLeg(clientKey), wantC)
-	wantW1 := a.w1
-	wantW1.State = kern.LegIdle
-	wantW1.SndNxt = a.c.PeerHi + a.toW1.SeqOff
-	wantW1.OurTSval = a.c.PeerTSval + a.toW1.TSvalOff
-	wantW1.SndWin = scaledWin(a.c.PeerWin, a.c.PeerWScale, a.w1.OurWScale)
+	wantW1 := a.releasedW1(kern.LegIdle)
 	checkLeg(t, "W1 after the remix", d.mustLeg(workerKey), wantW1)
 	if wantW1.SndNxt != wantW1.PeerAcked {
 		t.Errorf("W1 snd_nxt %#x, want what its worker acked %#x", wantW1.SndNxt, wantW1.PeerAcked)
 	}
-	wantW2 := a.w2
-	wantW2.State = kern.LegBound
-	wantW2.ReqMark = a.w2.PeerHi // its answer will start there
-	wantW2.SentHi = a.w2.SndNxt + uint32(len(request2))
+	wantW2 := a.w2AfterRemix()
 	checkLeg(t, "W2 after the remix", d.mustLeg(worker2Key), wantW2)
 	d.checkIdle("after the remix", workerKey)
 	if got, want := wsDelta(ws1, d.workerStats(1)), (kern.WorkerStats{Releases: 1}); got != want {

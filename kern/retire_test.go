@@ -273,23 +273,15 @@ func TestRetireOnRemix(t *testing.T) {
 			d.checkBind("after the remix", worker2Key, toC2)
 			d.checkNoBind("after the remix", workerKey)
 			checkLeg(t, "client leg", d.mustLeg(clientKey), a.clientAfterRemix(cm))
-			wantW2 := a.w2
-			wantW2.State = kern.LegBound
-			wantW2.ReqMark = a.w2.PeerHi
-			wantW2.SentHi = a.w2.SndNxt + uint32(len(request2))
-			checkLeg(t, "W2", d.mustLeg(worker2Key), wantW2)
+			checkLeg(t, "W2", d.mustLeg(worker2Key), a.w2AfterRemix())
 
 			// W1 materialised, then dead and queued for user space, or idle.
-			wantW1 := a.w1
-			wantW1.SndNxt = a.c.PeerHi + a.toW1.SeqOff
-			wantW1.OurTSval = a.c.PeerTSval + a.toW1.TSvalOff
-			wantW1.SndWin = scaledWin(a.c.PeerWin, a.c.PeerWScale, a.w1.OurWScale)
+			wantW1 := a.releasedW1(kern.LegIdle)
 			if tc.retired {
 				wantW1.State = kern.LegDead
 				d.checkIdle("after the remix")
 				d.checkRetired("after the remix", workerKey)
 			} else {
-				wantW1.State = kern.LegIdle
 				d.checkIdle("after the remix", workerKey)
 				d.checkRetired("after the remix")
 			}
