@@ -367,27 +367,22 @@ func (b *BTF) decodeType(r *btfReader, id TypeID) (*BTFType, error) {
 				m.BitOffset, m.BitfieldSize = off&0xffffff, uint8(off>>24)
 			}
 		}
-	case KindEnum:
-		t.Values = make([]BTFEnum, vlen)
-		for i := range t.Values {
-			v := &t.Values[i]
-			v.nameOff, v.Value = r.u32(), uint64(r.u32())
-			if t.KindFlag {
-				v.Value = uint64(int64(int32(uint32(v.Value))))
-			}
-			if v.Name, err = b.String(v.nameOff); err != nil {
-				return nil, fmt.Errorf("enum %q: value %d name: %w", t.Name, i, err)
-			}
-		}
-	case KindEnum64:
+	case KindEnum, KindEnum64:
 		t.Values = make([]BTFEnum, vlen)
 		for i := range t.Values {
 			v := &t.Values[i]
 			v.nameOff = r.u32()
-			lo, hi := r.u32(), r.u32()
-			v.Value = uint64(hi)<<32 | uint64(lo)
+			switch {
+			case kind == KindEnum64:
+				lo, hi := r.u32(), r.u32()
+				v.Value = uint64(hi)<<32 | uint64(lo)
+			case t.KindFlag: // signed
+				v.Value = uint64(int64(int32(r.u32())))
+			default:
+				v.Value = uint64(r.u32())
+			}
 			if v.Name, err = b.String(v.nameOff); err != nil {
-				return nil, fmt.Errorf("enum64 %q: value %d name: %w", t.Name, i, err)
+				return nil, fmt.Errorf("%s %q: value %d name: %w", kind, t.Name, i, err)
 			}
 		}
 	case KindFuncProto:

@@ -193,30 +193,28 @@ func walkExtInfo(part string, data []byte, wantSize uint32, b *BTF, fn func(sec 
 	return nil
 }
 
-// funcInfoIn is the part of recs for instructions [start, end), moved by
-// delta (the position of start in the program as loaded, minus start).
-func funcInfoIn(recs []FuncInfo, start, end uint32, delta int) []FuncInfo {
-	lo := sort.Search(len(recs), func(i int) bool { return recs[i].InsnOff >= start })
-	var out []FuncInfo
-	for _, r := range recs[lo:] {
-		if r.InsnOff >= end {
-			break
-		}
-		r.InsnOff = uint32(int(r.InsnOff) + delta)
-		out = append(out, r)
-	}
-	return out
+// insnRecord is a pointer to a record about an instruction: *FuncInfo or
+// *LineInfo.
+type insnRecord[R any] interface {
+	*R
+	insnOff() *uint32
 }
 
-// lineInfoIn is funcInfoIn for line records.
-func lineInfoIn(recs []LineInfo, start, end uint32, delta int) []LineInfo {
-	lo := sort.Search(len(recs), func(i int) bool { return recs[i].InsnOff >= start })
-	var out []LineInfo
+func (r *FuncInfo) insnOff() *uint32 { return &r.InsnOff }
+func (r *LineInfo) insnOff() *uint32 { return &r.InsnOff }
+
+// recordsIn is the part of recs (sorted by instruction) for instructions
+// [start, end), moved by delta (the position of start in the program as
+// loaded, minus start).
+func recordsIn[R any, P insnRecord[R]](recs []R, start, end uint32, delta int) []R {
+	lo := sort.Search(len(recs), func(i int) bool { return *P(&recs[i]).insnOff() >= start })
+	var out []R
 	for _, r := range recs[lo:] {
-		if r.InsnOff >= end {
+		off := P(&r).insnOff()
+		if *off >= end {
 			break
 		}
-		r.InsnOff = uint32(int(r.InsnOff) + delta)
+		*off = uint32(int(*off) + delta)
 		out = append(out, r)
 	}
 	return out

@@ -640,8 +640,8 @@ func (l *elfLoader) link(cs *codeSection) (*ProgramSpec, error) {
 		if l.ext != nil {
 			end := uint32(seg.fromStart + seg.n)
 			delta := seg.at - seg.fromStart
-			p.FuncInfo = append(p.FuncInfo, funcInfoIn(l.ext.FuncInfo[seg.from.name], uint32(seg.fromStart), end, delta)...)
-			p.LineInfo = append(p.LineInfo, lineInfoIn(l.ext.LineInfo[seg.from.name], uint32(seg.fromStart), end, delta)...)
+			p.FuncInfo = append(p.FuncInfo, recordsIn(l.ext.FuncInfo[seg.from.name], uint32(seg.fromStart), end, delta)...)
+			p.LineInfo = append(p.LineInfo, recordsIn(l.ext.LineInfo[seg.from.name], uint32(seg.fromStart), end, delta)...)
 		}
 	}
 	// With func_info, the kernel wants one record at the start of each
