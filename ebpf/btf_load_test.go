@@ -1,7 +1,6 @@
 package ebpf
 
 import (
-	"debug/elf"
 	"errors"
 	"strings"
 	"testing"
@@ -36,19 +35,7 @@ func TestLoadObjectBTF(t *testing.T) {
 // DATASEC's size and its variables' offsets.
 func TestClangBTFNeedsFixups(t *testing.T) {
 	requireRoot(t)
-	f, err := elf.Open(xlbObject(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	raw, err := f.Section(btfSection).Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ParseBTF(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, _, b := objectBTF(t, xlbObject(t))
 	rejected := func(want string) {
 		t.Helper()
 		h, err := LoadBTF(b)
@@ -208,15 +195,7 @@ func collatz(x uint32) uint32 {
 // TestLoopCallback: a bpf_loop callback, linked from .text.
 func TestLoopCallback(t *testing.T) {
 	requireRoot(t)
-	spec, err := LoadCollectionSpec(builtObject(t, "testdata/loop.c", "testdata/loop.o"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := NewCollection(spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	coll := loadCollection(t, builtObject(t, "testdata/loop.c", "testdata/loop.o"), nil)
 	res, err := coll.Programs["loop_xdp"].TestRun(&TestRunOptions{Data: tcpPacket()})
 	if err != nil {
 		t.Fatal(err)

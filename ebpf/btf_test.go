@@ -344,19 +344,7 @@ func TestXLBObjectBTF(t *testing.T) {
 	if spec.BTF == nil {
 		t.Fatal("no BTF in xlb.o: build it with clang -g (BPF_CFLAGS)")
 	}
-	f, err := elf.Open(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	raw, err := f.Section(btfSection).Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	clangBTF, err := ParseBTF(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, raw, clangBTF := objectBTF(t, obj)
 	if !bytes.Equal(clangBTF.marshal(), raw) {
 		t.Error("marshal of the object's BTF does not give back its bytes")
 	}

@@ -111,15 +111,7 @@ func TestLoadSeveralPrograms(t *testing.T) {
 // map: the callee's map reference was moved with it.
 func TestLoadSeveralProgramsKernel(t *testing.T) {
 	requireRoot(t)
-	spec, err := LoadCollectionSpec(compileBPFSource(t, "multi", severalPrograms))
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := NewCollection(spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	coll := loadCollection(t, compileBPFSource(t, "multi", severalPrograms), nil)
 	res, err := coll.Programs["prog_one"].TestRun(&TestRunOptions{Data: tcpPacket()})
 	if err != nil || res.Return != xdpPass {
 		t.Fatalf("prog_one: %+v, %v", res, err)

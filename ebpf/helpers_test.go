@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +76,42 @@ func xlbObject(t *testing.T) string {
 		return "../kern/bpf/xlb.o"
 	}
 	return compileBPF(t, "../kern/bpf/xlb.c")
+}
+
+// loadCollection loads the collection of obj with opts; it is closed when
+// the test ends.
+func loadCollection(t *testing.T, obj string, opts *CollectionOptions) *Collection {
+	t.Helper()
+	spec, err := LoadCollectionSpec(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := NewCollection(spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(coll.Close)
+	return coll
+}
+
+// objectBTF opens obj (closed when the test ends) and reads its .BTF
+// section as clang wrote it, raw and parsed (without the loader's fix-ups).
+func objectBTF(t *testing.T, obj string) (*elf.File, []byte, *BTF) {
+	t.Helper()
+	f, err := elf.Open(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	raw, err := f.Section(btfSection).Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseBTF(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, raw, b
 }
 
 func ringbufObject(t *testing.T) string {

@@ -176,15 +176,7 @@ SEC("xdp") int p(struct xdp_md *ctx) { __u32 k = 0; return bpf_map_lookup_elem(&
 
 func TestMapInMapProgram(t *testing.T) {
 	requireRoot(t)
-	spec, err := LoadCollectionSpec(mapinmapObject(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := NewCollection(spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	coll := loadCollection(t, mapinmapObject(t), nil)
 	if coll.Maps["outer_inner"] != nil {
 		t.Fatal("the template was created as a map")
 	}

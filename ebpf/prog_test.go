@@ -22,16 +22,7 @@ const (
 func loadXLB(t *testing.T, opts *CollectionOptions) *Collection {
 	t.Helper()
 	requireRoot(t)
-	spec, err := LoadCollectionSpec(xlbObject(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := NewCollection(spec, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(coll.Close)
-	return coll
+	return loadCollection(t, xlbObject(t), opts)
 }
 
 // tcpPacket is Ethernet + IPv4 (valid checksum) + TCP SYN.

@@ -11,15 +11,7 @@ import (
 func loadRingbufProgram(t *testing.T) (*Program, *Map) {
 	t.Helper()
 	requireRoot(t)
-	spec, err := LoadCollectionSpec(ringbufObject(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := NewCollection(spec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(coll.Close)
+	coll := loadCollection(t, ringbufObject(t), nil)
 	return coll.Programs["ringbuf_xdp"], coll.Maps["events"]
 }
 
