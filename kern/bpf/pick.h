@@ -27,6 +27,14 @@ static __always_inline struct leg *pick_jiq(struct leg_key *wk)
 	return NULL;
 }
 
+/* pop_slot: an idle leg of the worker in schedule slot `slot`, if it has one. */
+static __always_inline struct leg *pop_slot(__u32 slot, struct leg_key *wk)
+{
+	__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
+
+	return worker ? pool_pop(*worker, wk) : NULL;
+}
+
 /* rr: the next slot of the weighted schedule; a worker with nothing idle is
  * skipped (its turn goes to the next). */
 static __always_inline struct leg *pick_rr(const struct xlb_config *cfg, struct leg_key *wk)
@@ -37,13 +45,8 @@ static __always_inline struct leg *pick_rr(const struct xlb_config *cfg, struct 
 	if (!pos || !len)
 		return NULL;
 	for (int i = 0; i < XLB_PICK_TRIES; i++) {
-		__u32 slot = (__u32)(__sync_fetch_and_add(pos, 1) % len);
-		__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
-		struct leg *w;
+		struct leg *w = pop_slot((__u32)(__sync_fetch_and_add(pos, 1) % len), wk);
 
-		if (!worker)
-			continue;
-		w = pool_pop(*worker, wk);
 		if (w)
 			return w;
 	}
@@ -113,13 +116,8 @@ static __always_inline struct leg *pick_any(const struct xlb_config *cfg, struct
 		return NULL;
 	start = bpf_get_prandom_u32() % len;
 	for (__u32 i = 0; i < XLB_PICK_ANY && i < len; i++) {
-		__u32 slot = (start + i) % len;
-		__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
-		struct leg *w;
+		struct leg *w = pop_slot((start + i) % len, wk);
 
-		if (!worker)
-			continue;
-		w = pool_pop(*worker, wk);
 		if (w)
 			return w;
 	}
