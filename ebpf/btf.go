@@ -489,29 +489,29 @@ func (b *BTF) checkRefs(t *BTFType) error {
 	return nil
 }
 
-// checkChain follows typedefs, qualifiers, type tags and array elements
-// from t, which must reach another kind within btfMaxDepth steps: a longer
+// checkChain checks that the typedefs, qualifiers, type tags and array
+// elements from t reach another kind within btfMaxDepth steps: a longer
 // chain is a loop (the kernel says "Loop detected").
 func (b *BTF) checkChain(t *BTFType) error {
-	id := t.ID
-	for range btfMaxDepth {
-		c := b.types[id]
-		switch c.Kind {
-		case KindTypedef, KindVolatile, KindConst, KindRestrict, KindTypeTag:
-			id = c.Type
-		case KindArray:
-			id = c.ElemType
-		default:
-			return nil
-		}
+	if b.held(t.ID) == nil {
+		return fmt.Errorf("more than %d typedefs, qualifiers and arrays in a row (a loop?): %w", btfMaxDepth, ErrBTF)
 	}
-	return fmt.Errorf("more than %d typedefs, qualifiers and arrays in a row (a loop?): %w", btfMaxDepth, ErrBTF)
+	return nil
 }
 
 // contained is the struct or union a member of type id holds by value
 // (through typedefs, qualifiers and arrays), or nil. ParseBTF has checked
 // these chains end.
 func (b *BTF) contained(id TypeID) *BTFType {
+	if t := b.held(id); t != nil && (t.Kind == KindStruct || t.Kind == KindUnion) {
+		return t
+	}
+	return nil
+}
+
+// held follows typedefs, qualifiers, type tags and array elements from id
+// to the first type of another kind, or nil after btfMaxDepth steps.
+func (b *BTF) held(id TypeID) *BTFType {
 	for range btfMaxDepth {
 		t := b.types[id]
 		switch t.Kind {
@@ -519,10 +519,8 @@ func (b *BTF) contained(id TypeID) *BTFType {
 			id = t.Type
 		case KindArray:
 			id = t.ElemType
-		case KindStruct, KindUnion:
-			return t
 		default:
-			return nil
+			return t
 		}
 	}
 	return nil
