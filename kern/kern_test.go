@@ -283,7 +283,6 @@ func TestEncodeClearsPadding(t *testing.T) {
 		{"leg", LegSize, (&Leg{}).encode},
 		{"endpoint", EndpointSize, (*Endpoint)(&k.Peer).encode},
 		{"worker_cfg", WorkerCfgSize, (&WorkerCfg{}).encode},
-		{"xlb_config", ConfigSize, (&Config{}).encode},
 		{"xlb_event", EventSize, (&Event{Key: k}).encode},
 	} {
 		l, err := spec.BTF.StructLayout(c.name)

@@ -410,6 +410,10 @@ type Config struct {
 	Policy     Policy
 	Protocol   Protocol
 	SchedLen   uint32 // entries of xlb_sched in use
+	// RestWin is the window, in bytes, a worker is left with once a client
+	// acknowledged all it sent (structs.h: rest_win); the data plane lowers
+	// it to the smallest window a client opens with.
+	RestWin uint32
 }
 
 // UnmarshalBinary decodes the config.

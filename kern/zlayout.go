@@ -491,7 +491,7 @@ func (v *Config) encode(b []byte) {
 	b[22] = uint8(v.Policy)
 	b[23] = uint8(v.Protocol)
 	ne.PutUint32(b[24:], v.SchedLen)
-	clear(b[28:32])
+	ne.PutUint32(b[28:], v.RestWin)
 }
 
 // decode reads v from struct xlb_config in b[:ConfigSize].
@@ -505,6 +505,7 @@ func (v *Config) decode(b []byte) {
 	v.Policy = Policy(b[22])
 	v.Protocol = Protocol(b[23])
 	v.SchedLen = ne.Uint32(b[24:])
+	v.RestWin = ne.Uint32(b[28:])
 }
 
 // encode writes v as struct ctl_msg into b[:CtlMsgSize].

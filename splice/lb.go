@@ -326,7 +326,7 @@ func (lb *LB) start() error {
 		return fmt.Errorf("probing the listener's window scale: %w", err)
 	}
 	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.routedFlag(), Policy: cfg.Policy.code(),
-		Protocol: cfg.Protocol}
+		Protocol: cfg.Protocol, RestWin: uint32(2 * lb.workerMSS)}
 	if len(addrs) == 1 {
 		kc.ListenAddr = addrs[0]
 	}

@@ -25,6 +25,7 @@ struct pkt {
 	__u32 seq;
 	__u32 ack;
 	__u16 win;      /* window field, unscaled */
+	__u32 win_cap;  /* translate(): bytes the window is held to; 0: none */
 	__u8 fin, syn, rst, has_ack, psh;
 	__u8 bad_opts;  /* parse_tcp_opts refused the options */
 	struct tcp_opts *o; /* in xlb_scratch: see there */
@@ -208,13 +209,17 @@ static __always_inline __u32 bound_our_tsval(const struct binding *b, const stru
 }
 
 /* materialize stores the tx positions of leg `a` (bound with b to z) so that
- * they stay valid once the binding is gone. */
-static __always_inline void materialize(struct leg *a, const struct binding *b, const struct leg *z)
+ * they stay valid once the binding is gone. The window we answer a worker
+ * with from then on is held to cap bytes (xlb_config.rest_win; 0 for a
+ * client leg: no cap). */
+static __always_inline void materialize(struct leg *a, const struct binding *b, const struct leg *z, __u32 cap)
 {
 	__u64 w = (__u64)READ_ONCE(z->peer_win) << z->peer_wscale;
 
 	a->snd_nxt = bound_snd_nxt(b, z);
 	a->our_tsval = bound_our_tsval(b, z);
+	if (cap && w > cap)
+		w = cap;
 	w >>= a->our_wscale;
 	a->snd_win = w > 0xffff ? 0xffff : (__u32)w;
 }

@@ -292,7 +292,20 @@ struct xlb_config {
 	__u8 policy;           /* enum xlb_policy */
 	__u8 protocol;         /* enum cfg_protocol */
 	__u32 sched_len;       /* entries of xlb_sched in use (policies rr and least) */
-	__u32 pad2;
+	/* The rest window: the window, in bytes, a worker is told once a
+	 * client has acknowledged all it sent. A TCP sender takes a window
+	 * only from a segment newer than the last one that gave it (seq or ack
+	 * ahead), or a larger one from a segment as new: a request that
+	 * follows an exchange has the same seq and ack as the client's last
+	 * ACK, so a smaller window in it is ignored. Were the worker left with
+	 * the last client's window, the next client, with a smaller one, would
+	 * be sent more than it can take: the overflow is dropped, and resent
+	 * only after a timeout (200 ms and more). Left with the rest window,
+	 * no larger than the smallest window a client opened with (the data
+	 * plane lowers it as clients come, never below XLB_REST_WIN_MIN), any
+	 * request carries a window the worker takes. User space starts it at
+	 * two worker segments; 0 turns it off. */
+	__u32 rest_win;
 };
 
 /* --protocol: which rules tell a message boundary. */

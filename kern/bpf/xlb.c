@@ -232,9 +232,13 @@ static __always_inline int translate(struct pkt *p, const struct binding *b)
 		p->tcp->ack_seq = bpf_htonl(ack);
 	}
 
-	/* Window: the sender's scale in, the receiver's scale out. A window
-	 * that was open stays open (never rounds down to zero). */
-	win = ((__u64)p->win << b->in_wscale) >> b->out_wscale;
+	/* Window: the sender's scale in, the receiver's scale out, held to
+	 * win_cap if set. A window that was open stays open (never rounds
+	 * down to zero). */
+	win = (__u64)p->win << b->in_wscale;
+	if (p->win_cap && win > p->win_cap)
+		win = p->win_cap;
+	win >>= b->out_wscale;
 	nwin = win > 0xffff ? 0xffff : (__u16)win;
 	if (nwin == 0 && p->win != 0)
 		nwin = 1;
@@ -330,6 +334,14 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 	leg.peer_hi = p->seq;
 	leg.peer_acked = p->ack;
 	leg.peer_win = p->win;
+	{
+		/* The rest window follows the smallest window clients open
+		 * with (xlb_config.rest_win). */
+		__u64 w = (__u64)p->win << leg.peer_wscale;
+
+		if (w >= XLB_REST_WIN_MIN && w < READ_ONCE(cfg->rest_win))
+			WRITE_ONCE(cfg->rest_win, (__u32)w);
+	}
 	leg.snd_nxt = p->ack;
 	leg.snd_win = 0xffff >> leg.our_wscale;
 	leg.state = LEG_IDLE;
@@ -477,8 +489,8 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 		return NULL;
 	}
 	start_request(n);
-	materialize(c, b, w);
-	materialize(w, bw, c);
+	materialize(c, b, w, 0);
+	materialize(w, bw, c, READ_ONCE(cfg->rest_win));
 	if (bind_legs(ck, c, &nk, n, 0)) {
 		/* The pair is as it was (bind_legs wrote nothing that stays). */
 		unpop(&nk, n, cfg);
@@ -782,8 +794,8 @@ static __always_inline int client_leaves(struct pkt *p, struct leg *c, const str
 		return 0;
 	if (!set_state(c, LEG_BOUND, LEG_CLOSING))
 		return 0;
-	materialize(c, b, w);
-	materialize(w, bw, c);
+	materialize(c, b, w, 0);
+	materialize(w, bw, c, READ_ONCE(cfg->rest_win));
 	bpf_map_delete_elem(&xlb_binds, &wk);
 	bpf_map_delete_elem(&xlb_binds, &p->key);
 	cool(&wk, w, cfg);
@@ -1143,6 +1155,17 @@ slow:
 static __always_inline int translate_forward(struct pkt *p, const struct binding *b,
 					     struct xlb_config *cfg)
 {
+	if (b && !(b->flags & BIND_TO_CLIENT) && !p->payload && p->has_ack) {
+		/* A client segment without data that acknowledges all its
+		 * worker sent: the worker is told the rest window, not the
+		 * client's (xlb_config.rest_win): the next request, perhaps
+		 * another client's, must be able to make it smaller. While
+		 * data is in flight, windows pass as they are. */
+		struct leg *w = bpf_map_lookup_elem(&xlb_legs, &b->to);
+
+		if (w && p->ack + b->ack_off == READ_ONCE(w->peer_hi))
+			p->win_cap = READ_ONCE(cfg->rest_win);
+	}
 	if (!b || translate(p, b))
 		return drop(XLB_CNT_BAD_OPTIONS);
 	{
@@ -1446,8 +1469,8 @@ int xlb_ctl(struct xdp_md *ctx)
 			set_state(c, LEG_PARKED, LEG_BOUND);
 			return XDP_DROP;
 		}
-		materialize(c, b, w);
-		materialize(w, bw, c);
+		materialize(c, b, w, 0);
+		materialize(w, bw, c, READ_ONCE(cfg->rest_win));
 		bpf_map_delete_elem(&xlb_binds, &wk);
 		bpf_map_delete_elem(&xlb_binds, &k);
 		give_back(&wk, w, cfg);
