@@ -29,10 +29,12 @@ type statsWorker struct {
 }
 
 type statsReport struct {
-	Clients  int               `json:"clients"`
-	Workers  []statsWorker     `json:"workers"`
-	Counters map[string]uint64 `json:"counters"`
-	Legs     map[string]int    `json:"legs"`
+	Clients    int               `json:"clients"`
+	Unspliced  uint64            `json:"unspliced"`
+	EarlyReaps uint64            `json:"early_reaps"`
+	Workers    []statsWorker     `json:"workers"`
+	Counters   map[string]uint64 `json:"counters"`
+	Legs       map[string]int    `json:"legs"`
 }
 
 func stats(t testing.TB, ns *testnet.NS, sock string) statsReport {

@@ -270,6 +270,38 @@ func TestAbWithoutKeepAlive(t *testing.T) {
 	waitOnlyIdleWorkers(t, ns, reapTimeout, "after ab")
 }
 
+// TestAbSmallLegTable: connection-per-request through a leg table of 4096
+// (--max-legs). Every request ends two legs (nginx closes after an HTTP/1.0
+// answer), and finished legs linger 3 s for late retransmissions: at a few
+// thousand requests a second they would fill the table, and new clients
+// would be refused. Past a quarter of the table the oldest go early: every
+// request completes, and the early ones are counted.
+func TestAbSmallLegTable(t *testing.T) {
+	sock := ownSocket(t)
+	ns, lb, _ := startConnXLB(t, append(sock, "--max-legs", "4096", "--pool", "8")...)
+	defer lb.stop()
+	const n = 12000
+	out, err := ns.Command("ab", "-q", "-s", "10", "-n", fmt.Sprint(n), "-c", "20", "http://127.0.0.1:8080/b100").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ab: %v\n%s", err, out)
+	}
+	s := string(out)
+	if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != fmt.Sprint(n) {
+		t.Errorf("not every request completed:\n%s", s)
+	}
+	if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != "0" {
+		t.Errorf("failed requests:\n%s", s)
+	}
+	r := stats(t, ns, sock[1])
+	if r.Unspliced != 0 {
+		t.Errorf("%d clients refused (no room for their leg)", r.Unspliced)
+	}
+	if r.EarlyReaps == 0 {
+		t.Errorf("no finished leg was forgotten early: %d requests through 4096 legs should need it", n)
+	}
+	t.Logf("%d finished legs forgotten early", r.EarlyReaps)
+}
+
 // TestClientsLeaveUnserved: 3,000 clients each send a request while the
 // workers can take only a few at a time (--worker-conns 2, 50 ms a
 // request), then close before their answer comes. A client whose FIN goes

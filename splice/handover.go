@@ -326,6 +326,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 		return err
 	}
 	lb.dp = &DataPlane{Objs: objs}
+	lb.lingerMax = int(objs.Legs.MaxEntries() / 4)
 	kc, err := lb.dp.Config()
 	if err != nil {
 		return err

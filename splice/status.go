@@ -26,12 +26,16 @@ type WorkerStatus struct {
 
 // Status is the state of a running load balancer.
 type Status struct {
-	Pid        int            `json:"pid"`
-	Iface      string         `json:"iface"`
-	Port       uint16         `json:"port"`
-	Clients    int            `json:"clients"` // client connections held
-	Unspliced  uint64         `json:"unspliced"`
-	Mismatches uint64         `json:"mismatches"`
+	Pid        int    `json:"pid"`
+	Iface      string `json:"iface"`
+	Port       uint16 `json:"port"`
+	Clients    int    `json:"clients"` // client connections held
+	Unspliced  uint64 `json:"unspliced"`
+	Mismatches uint64 `json:"mismatches"`
+	// EarlyReaps counts finished legs forgotten before their linger was
+	// over, to keep room in the leg table (--max-legs too small for the
+	// rate connections end at).
+	EarlyReaps uint64         `json:"early_reaps"`
 	Workers    []WorkerStatus `json:"workers"`
 	// Counters are the data plane's counters by name (kern.Counter), summed
 	// over CPUs; Legs counts the leg table by "kind/state", plus "bindings".
@@ -42,7 +46,7 @@ type Status struct {
 // Status reports the load balancer's state.
 func (lb *LB) Status() Status {
 	s := Status{Pid: os.Getpid(), Iface: lb.cfg.Iface, Port: lb.cfg.Port,
-		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load()}
+		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load(), EarlyReaps: lb.earlyReaps.Load()}
 	for _, w := range lb.workerList() {
 		idle, _ := w.idle()
 		ws, _ := lb.dp.WorkerStats(w.id)
