@@ -78,6 +78,9 @@ func printStats(w io.Writer, st splice.Status, prev *splice.Status, dt time.Dura
 	if st.Unspliced > 0 || st.Mismatches > 0 {
 		fmt.Fprintf(w, "unspliced connections %d, handshake mismatches %d\n", st.Unspliced, st.Mismatches)
 	}
+	if st.RestWindow > 0 {
+		fmt.Fprintf(w, "rest window %d bytes (what a worker is told once all it sent is acknowledged)\n", st.RestWindow)
+	}
 	if st.EarlyReaps > 0 {
 		fmt.Fprintf(w, "finished connections forgotten early for room in the leg table %d (raise --max-legs)\n", st.EarlyReaps)
 	}

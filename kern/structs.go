@@ -174,6 +174,7 @@ type Leg struct {
 	Pin        PinReason // the pair is pinned for life (PinNone: free)
 	Proto      Proto     // client legs: the protocol
 	Tail       uint8     // client legs: TailPSH | TailCRLF of the data that ended at PeerHi
+	WinEdge    uint32    // worker legs: right edge of the window last sent to the worker
 	LastNs     uint64
 }
 

@@ -146,3 +146,83 @@ func TestRestWindowMaterialized(t *testing.T) {
 		t.Errorf("W1 snd_win %d after the remix, want the rest window %d", got, want)
 	}
 }
+
+// TestRestWindowAtLeastTwoSegments: a rest window smaller than two of the
+// worker leg's segments is raised to two: with a window smaller than a
+// segment a sender sends nothing until its persist timer, which backs off
+// to minutes when every probe finds the same window; with one segment the
+// receiver may delay its ACK (40 ms). The field is rounded up to the
+// window scale, so that two segments stay two.
+func TestRestWindowAtLeastTwoSegments(t *testing.T) {
+	d := loadDataPlane(t)
+	cfg := defaultConfig
+	cfg.RestWin = 1000
+	d.setConfig(cfg)
+	a := answeredPair()
+	a.store(d, true)
+	two := 2 * uint32(a.w1.OurMSS)
+	want := (two + 1<<a.w1.OurWScale - 1) >> a.w1.OurWScale
+	_, out, _ := d.run(fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpACK, win: 400,
+		opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}).build())
+	if o := mustParse(t, out); uint32(o.win) != want {
+		t.Errorf("W1 got window %d, want two segments (%d bytes): %d", o.win, two, want)
+	}
+	v, _, _ := d.run(a.next().build())
+	checkVerdict(t, v, xdpPass)
+	if got := d.mustLeg(workerKey).SndWin; got != want {
+		t.Errorf("W1 snd_win %d after the remix, want two segments %d", got, want)
+	}
+}
+
+// TestRestWindowNotWhenHeld: a worker whose data reached the edge of the
+// window it was sent is held by the window, not done: the ACK that takes
+// all its data keeps the client's window (a rest window there would hold a
+// bulk answer to a rest window per round trip for good), and every
+// forwarded segment moves the edge.
+func TestRestWindowNotWhenHeld(t *testing.T) {
+	d := loadDataPlane(t)
+	cfg := defaultConfig
+	cfg.RestWin = restWin
+	d.setConfig(cfg)
+	a := answeredPair()
+	a.w1.WinEdge = a.w1.PeerHi + 100 // less than a segment short of the edge
+	a.store(d, true)
+	in := fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpACK, win: 400,
+		opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}).build()
+	_, out, _ := d.run(in)
+	o := mustParse(t, out)
+	if want := scaledWin(400, a.c.PeerWScale, a.w1.OurWScale); uint32(o.win) != want {
+		t.Errorf("W1 got window %d, want the client's %d", o.win, want)
+	}
+	if got, want := d.mustLeg(workerKey).WinEdge, o.ack+uint32(o.win)<<a.w1.OurWScale; got != want {
+		t.Errorf("W1's window edge %#x, want ack+window %#x", got, want)
+	}
+	// Now short of the edge by more than a segment: the next such ACK
+	// gives the rest window.
+	_, out, _ = d.run(fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpACK, win: 400,
+		opts: nopTS(a.c.PeerTSval+2, a.cOurTSval())}).build())
+	if o := mustParse(t, out); uint32(o.win) != restWin>>a.w1.OurWScale {
+		t.Errorf("W1 got window %d once short of the edge, want the rest window %d", o.win, restWin>>a.w1.OurWScale)
+	}
+}
+
+// TestClientLeavesWhileWindowHeld: a client that closes when its worker's
+// data reached the edge of its window (the worker may have more: a client
+// that stopped reading, a timeout) does not give the worker leg back: its
+// FIN goes to the worker, as in the middle of an answer.
+func TestClientLeavesWhileWindowHeld(t *testing.T) {
+	d := loadDataPlane(t)
+	a := answeredPair()
+	a.w1.WinEdge = a.w1.PeerHi
+	a.store(d, true)
+	fin := fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400,
+		opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}).build()
+	v, _, delta := d.run(fin)
+	checkVerdict(t, v, xdpPass)
+	if delta[kern.CounterClientLeft] != 0 || delta[kern.CounterFwdToWorker] != 1 {
+		t.Errorf("client_left %d, fwd_to_worker %d: want the FIN forwarded to the worker", delta[kern.CounterClientLeft], delta[kern.CounterFwdToWorker])
+	}
+	if got := d.mustLeg(workerKey).State; got != kern.LegBound {
+		t.Errorf("W1 %v, want still bound to the client", got)
+	}
+}

@@ -10,7 +10,7 @@ import (
 // Sizes of the structs of structs.h.
 const (
 	LegKeySize       = 40 // sizeof(struct leg_key)
-	LegSize          = 80 // sizeof(struct leg)
+	LegSize          = 88 // sizeof(struct leg)
 	BindingSize      = 68 // sizeof(struct binding)
 	HandshakeSize    = 24 // sizeof(struct handshake)
 	EndpointSize     = 20 // sizeof(struct endpoint)
@@ -296,7 +296,9 @@ func (v *Leg) encode(b []byte) {
 	b[68] = uint8(v.Proto)
 	b[69] = v.Tail
 	clear(b[70:72])
-	ne.PutUint64(b[72:], v.LastNs)
+	ne.PutUint32(b[72:], v.WinEdge)
+	clear(b[76:80])
+	ne.PutUint64(b[80:], v.LastNs)
 }
 
 // decode reads v from struct leg in b[:LegSize].
@@ -325,7 +327,8 @@ func (v *Leg) decode(b []byte) {
 	v.Pin = PinReason(ne.Uint32(b[64:]))
 	v.Proto = Proto(b[68])
 	v.Tail = b[69]
-	v.LastNs = ne.Uint64(b[72:])
+	v.WinEdge = ne.Uint32(b[72:])
+	v.LastNs = ne.Uint64(b[80:])
 }
 
 // encode writes v as struct binding into b[:BindingSize].

@@ -35,7 +35,10 @@ type Status struct {
 	// EarlyReaps counts finished legs forgotten before their linger was
 	// over, to keep room in the leg table (--max-legs too small for the
 	// rate connections end at).
-	EarlyReaps uint64         `json:"early_reaps"`
+	EarlyReaps uint64 `json:"early_reaps"`
+	// RestWindow is the window, in bytes, a worker is told once its client
+	// acknowledged all it sent (the smallest a client opened with).
+	RestWindow uint32         `json:"rest_window"`
 	Workers    []WorkerStatus `json:"workers"`
 	// Counters are the data plane's counters by name (kern.Counter), summed
 	// over CPUs; Legs counts the leg table by "kind/state", plus "bindings".
@@ -60,6 +63,9 @@ func (lb *LB) Status() Status {
 		s.Workers = append(s.Workers, st)
 	}
 	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].ID < s.Workers[j].ID })
+	if c, err := lb.dp.Config(); err == nil {
+		s.RestWindow = c.RestWin
+	}
 	if c, err := kern.ReadCounters(lb.dp.Objs.Stats); err == nil {
 		s.Counters = make(map[string]uint64, len(c))
 		for i, v := range c {

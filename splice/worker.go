@@ -281,7 +281,9 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		}
 	}
 	if c := w.lb.cfg.WorkerConns; c > 0 {
-		want = min(want, c-legs)
+		// The cap counts the cooling connections: they are open, and
+		// back in the pool within 200 ms.
+		want = min(want, c-legs-cooling)
 	}
 	if want <= 0 || ctx.Err() != nil {
 		return 0

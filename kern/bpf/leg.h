@@ -208,6 +208,30 @@ static __always_inline __u32 bound_our_tsval(const struct binding *b, const stru
 	return READ_ONCE(z->peer_tsval) - b->tsecr_off;
 }
 
+/* window_held: worker leg w's data reaches (within one of its segments) the
+ * right edge of the last window it was sent: the window, not the end of its
+ * answer, may be what stopped it. */
+static __always_inline int window_held(const struct leg *w)
+{
+	return seq_ge(READ_ONCE(w->peer_hi) + w->our_mss, READ_ONCE(w->win_edge));
+}
+
+/* rest_win is the window worker leg w is told once its client acknowledged
+ * all it sent (xlb_config.rest_win; 0: none), never less than two of w's
+ * segments: a sender whose window is smaller than a segment sends nothing
+ * until its persist timer (which backs off to minutes when every probe finds
+ * the same window), and a receiver sent a single segment may delay its ACK
+ * (40 ms): with lo's 32 KB segments and TCP_CORK, a 100 MB answer ran at a
+ * segment per delayed ACK. */
+static __always_inline __u32 rest_win(const struct xlb_config *cfg, const struct leg *w)
+{
+	__u32 r = READ_ONCE(cfg->rest_win), two = 2 * (__u32)w->our_mss;
+
+	if (r && r < two)
+		r = two;
+	return r;
+}
+
 /* materialize stores the tx positions of leg `a` (bound with b to z) so that
  * they stay valid once the binding is gone. The window we answer a worker
  * with from then on is held to cap bytes (xlb_config.rest_win; 0 for a
@@ -219,7 +243,7 @@ static __always_inline void materialize(struct leg *a, const struct binding *b, 
 	a->snd_nxt = bound_snd_nxt(b, z);
 	a->our_tsval = bound_our_tsval(b, z);
 	if (cap && w > cap)
-		w = cap;
+		w = cap + (1u << a->our_wscale) - 1; /* rounded up, as in translate() */
 	w >>= a->our_wscale;
 	a->snd_win = w > 0xffff ? 0xffff : (__u32)w;
 }

@@ -170,6 +170,10 @@ struct leg {
 	__u8 proto;          /* client legs: enum xlb_proto, from the first bytes */
 	__u8 tail;           /* client legs: enum leg_tail, of the segment that ended at peer_hi */
 	__u8 pad[2];
+	__u32 win_edge;      /* worker legs, bound: right edge of the window last sent to the worker
+	                      * (ack + window, worker's sequence space): a worker whose data
+	                      * reaches it is held by the window, not done (see rest_win) */
+	__u32 pad2;
 	__u64 last_ns;       /* now_ns() (CLOCK_MONOTONIC_COARSE) of the last packet from the peer */
 };
 

@@ -237,7 +237,7 @@ static __always_inline int translate(struct pkt *p, const struct binding *b)
 	 * down to zero). */
 	win = (__u64)p->win << b->in_wscale;
 	if (p->win_cap && win > p->win_cap)
-		win = p->win_cap;
+		win = p->win_cap + (1u << b->out_wscale) - 1; /* rounded up: two segments stay two */
 	win >>= b->out_wscale;
 	nwin = win > 0xffff ? 0xffff : (__u16)win;
 	if (nwin == 0 && p->win != 0)
@@ -462,6 +462,7 @@ static __always_inline void start_request(struct leg *w)
 {
 	WRITE_ONCE(w->req_mark, READ_ONCE(w->peer_hi));
 	WRITE_ONCE(w->sent_hi, READ_ONCE(w->snd_nxt));
+	WRITE_ONCE(w->win_edge, READ_ONCE(w->peer_hi)); /* set by the request */
 }
 
 /* remix moves client leg c (key ck), bound with binding b to worker leg w,
@@ -490,7 +491,7 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 	}
 	start_request(n);
 	materialize(c, b, w, 0);
-	materialize(w, bw, c, READ_ONCE(cfg->rest_win));
+	materialize(w, bw, c, rest_win(cfg, w));
 	if (bind_legs(ck, c, &nk, n, 0)) {
 		/* The pair is as it was (bind_legs wrote nothing that stays). */
 		unpop(&nk, n, cfg);
@@ -764,6 +765,8 @@ static __always_inline int between_exchanges(const struct pkt *p, const struct l
 		return 0; /* the request has had no answer */
 	if (READ_ONCE(w->peer_acked) != READ_ONCE(c->peer_hi) + b->seq_off)
 		return 0; /* the worker has not acknowledged the whole request */
+	if (window_held(w))
+		return 0; /* its answer reached the window's edge: more may come */
 	return READ_ONCE(c->peer_acked) == sent || (p->has_ack && p->ack == sent);
 }
 
@@ -795,7 +798,7 @@ static __always_inline int client_leaves(struct pkt *p, struct leg *c, const str
 	if (!set_state(c, LEG_BOUND, LEG_CLOSING))
 		return 0;
 	materialize(c, b, w, 0);
-	materialize(w, bw, c, READ_ONCE(cfg->rest_win));
+	materialize(w, bw, c, rest_win(cfg, w));
 	bpf_map_delete_elem(&xlb_binds, &wk);
 	bpf_map_delete_elem(&xlb_binds, &p->key);
 	cool(&wk, w, cfg);
@@ -1155,19 +1158,24 @@ slow:
 static __always_inline int translate_forward(struct pkt *p, const struct binding *b,
 					     struct xlb_config *cfg)
 {
-	if (b && !(b->flags & BIND_TO_CLIENT) && !p->payload && p->has_ack) {
-		/* A client segment without data that acknowledges all its
-		 * worker sent: the worker is told the rest window, not the
-		 * client's (xlb_config.rest_win): the next request, perhaps
-		 * another client's, must be able to make it smaller. While
-		 * data is in flight, windows pass as they are. */
-		struct leg *w = bpf_map_lookup_elem(&xlb_legs, &b->to);
+	struct leg *w = NULL;
 
-		if (w && p->ack + b->ack_off == READ_ONCE(w->peer_hi))
-			p->win_cap = READ_ONCE(cfg->rest_win);
+	if (b && !(b->flags & BIND_TO_CLIENT) && p->has_ack) {
+		/* A client segment without data that acknowledges all its
+		 * worker sent, when the worker stopped short of its window (it
+		 * is done, or pausing, not held by the window): the worker is
+		 * told the rest window, not the client's (xlb_config.rest_win):
+		 * the next request, perhaps another client's, must be able to
+		 * make it smaller. While data is in flight, or the window held
+		 * the worker back, windows pass as they are. */
+		w = bpf_map_lookup_elem(&xlb_legs, &b->to);
+		if (w && !p->payload && p->ack + b->ack_off == READ_ONCE(w->peer_hi) && !window_held(w))
+			p->win_cap = rest_win(cfg, w);
 	}
 	if (!b || translate(p, b))
 		return drop(XLB_CNT_BAD_OPTIONS);
+	if (w)
+		WRITE_ONCE(w->win_edge, p->ack + b->ack_off + ((__u32)bpf_ntohs(p->tcp->window) << b->out_wscale));
 	{
 		struct worker_stats *ws = wstats(b->worker);
 		int to_client = b->flags & BIND_TO_CLIENT;
@@ -1470,7 +1478,7 @@ int xlb_ctl(struct xdp_md *ctx)
 			return XDP_DROP;
 		}
 		materialize(c, b, w, 0);
-		materialize(w, bw, c, READ_ONCE(cfg->rest_win));
+		materialize(w, bw, c, rest_win(cfg, w));
 		bpf_map_delete_elem(&xlb_binds, &wk);
 		bpf_map_delete_elem(&xlb_binds, &k);
 		give_back(&wk, w, cfg);
