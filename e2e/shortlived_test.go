@@ -450,7 +450,10 @@ func TestClientCloseWorkerFate(t *testing.T) {
 	get("client A")
 	get("client B")
 	if a, b := serial(1), serial(2); a != b {
-		t.Errorf("client A was served on nginx connection %s, B on %s: A left between exchanges, its connection should have served B", a, b)
+		c := status(t, ns, "lo").Counters
+		t.Errorf("client A was served on nginx connection %s, B on %s: A left between exchanges, its connection should have served B "+
+			"(client_left %d, fin_answered %d, retired %d, unsolicited %d, no_idle_leg %d, worker_synack %d)", a, b,
+			c["client_left"], c["fin_answered"], c["retired"], c["unsolicited"], c["no_idle_leg"], c["worker_synack"])
 	}
 	// C leaves in the middle of a 4 MB answer sent at 200 KB/s.
 	c := dial(t, ns, "127.0.0.1:8080")

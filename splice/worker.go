@@ -236,7 +236,9 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		target = 0
 		cfg.Flags = kern.WorkerDrain
 	}
-	want := target - legs
+	// Cooling connections come back within 200 ms: opening others for
+	// them now would leave a surplus once they do.
+	want := target - legs - cooling
 	// Remixing moves idle legs from one worker's share to another's, and a
 	// burst leaves more than the pool needs after it: ask the data plane
 	// to retire the surplus as it takes legs from the queue, and retire a
