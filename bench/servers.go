@@ -169,21 +169,25 @@ type balancer struct {
 	descr string // what it is, for the document
 	// kind: "" (direct to the first worker), "xlb", "haproxy"
 	kind   string
-	policy string // xlb --policy; "" for the default
-	mode   string // haproxy mode: http or tcp
+	policy string   // xlb --policy; "" for the default
+	args   []string // more xlb flags
+	mode   string   // haproxy mode: http or tcp
 }
 
 var (
 	direct      = balancer{name: "direct", descr: "wrk straight to one worker (the physical limit)"}
 	xlbSticky   = balancer{name: "xlb-sticky", kind: "xlb", policy: "sticky", descr: "xlb --policy sticky (a client keeps its worker connection)"}
 	xlbDefault  = balancer{name: "xlb", kind: "xlb", descr: "xlb, default policy (jiq: per-request remix)"}
+	xlbKernelHS = balancer{name: "xlb-kernel-hs", kind: "xlb", args: []string{"--handshake", "kernel"},
+		descr: "xlb --handshake kernel (the listener answers SYNs; each client accepted, its socket destroyed)"}
 	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
 	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
 )
 
 // cprBalancers run the connection-per-request rows (haproxy-tcp would open
 // a worker connection per client connection, as direct does).
-var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, haproxyHTTP}
+// xlb-kernel-hs shows what answering handshakes in the data plane buys.
+var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbKernelHS, haproxyHTTP}
 
 // running is a started balancer: where clients connect, and its process.
 type running struct {
@@ -215,6 +219,7 @@ func startBalancer(ctx context.Context, ns *netns, dir string, b balancer, worke
 		if b.policy != "" {
 			args = append(args, "--policy", b.policy)
 		}
+		args = append(args, b.args...)
 		args = append(args, "lo", fmt.Sprint(lbPort))
 		args = append(args, workers...)
 		if r.p, err = ns.start(b.name, args...); err != nil {

@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -469,4 +471,64 @@ func TestClientCloseWorkerFate(t *testing.T) {
 	if cs, d := serial(3), serial(4); cs == d {
 		t.Errorf("client D was served on nginx connection %s, the one client C left in the middle of an answer", d)
 	}
+}
+
+// TestLegTableFull: a leg table too small for the clients (--max-legs 64)
+// refuses the clients it has no room for with a reset, counted and logged
+// with the flag that raises it; clients that have a leg are not affected.
+func TestLegTableFull(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 1)
+	sock := ownSocket(t)
+	lb := startXLB(t, ns, "lo", 8080, workers, append(sock, "--max-legs", "64", "--pool", "4")...)
+	defer lb.stop()
+
+	get := func(c *client) error {
+		c.c.SetDeadline(time.Now().Add(ioTimeout))
+		_, _, err := c.get("/bytes/100")
+		return err
+	}
+	var first []*client
+	for i := 0; i < 20; i++ {
+		c := dial(t, ns, "127.0.0.1:8080")
+		if err := get(c); err != nil {
+			t.Fatalf("client %d, before the table is full: %v", i, err)
+		}
+		first = append(first, c)
+	}
+	refused := 0
+	for i := 0; i < 100; i++ {
+		// The SYN is answered before the leg is made: the reset comes
+		// to the handshake's ACK, before or after connect returns.
+		var c net.Conn
+		err := ns.Do(func() error {
+			var err error
+			c, err = (&net.Dialer{Timeout: ioTimeout}).Dial("tcp4", "127.0.0.1:8080")
+			return err
+		})
+		if err == nil {
+			defer c.Close()
+			err = get(&client{c: c, r: bufio.NewReader(c)})
+		}
+		if err != nil {
+			if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) {
+				t.Errorf("a client with no room got %v, want a reset", err)
+			}
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("120 clients fitted in 64 legs")
+	}
+	for i, c := range first {
+		if err := get(c); err != nil {
+			t.Errorf("client %d, which had a leg, after the table filled: %v", i, err)
+		}
+	}
+	if r := stats(t, ns, sock[1]); r.Counters["legs_full"] < uint64(refused) {
+		t.Errorf("legs_full %d, %d clients refused", r.Counters["legs_full"], refused)
+	}
+	lb.waitLines("leg table full: new clients are reset; raise --max-legs", 1, 5*time.Second)
+	t.Logf("%d of 100 clients refused", refused)
 }

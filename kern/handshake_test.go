@@ -3,8 +3,10 @@ package kern_test
 // Fixture 1: client legs learned from their handshake, worker SYN-ACKs.
 
 import (
+	"net/netip"
 	"testing"
 
+	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
 )
 
@@ -190,5 +192,231 @@ func TestWorkerSynAckLearned(t *testing.T) {
 	checkCounters(t, delta, kern.CounterTCP, kern.CounterForeign, kern.CounterPass)
 	if _, ok := d.handshake(kern.LegKey{Peer: other.src, Local: other.dst}); ok {
 		t.Error("SYN-ACK of a non-worker was learned")
+	}
+}
+
+// answeringConfig is the default config with the program answering SYNs.
+var answeringConfig = func() kern.Config {
+	c := defaultConfig
+	c.Flags |= kern.ConfigAnswerSyn
+	return c
+}()
+
+// TestAnsweredHandshake: with CFG_ANSWER_SYN the program turns the client's
+// SYN into our SYN-ACK (the options the client offered, answered as the
+// listener would), keeps its ISN for a retransmitted SYN, and makes the leg
+// from the ACK that answers it, which the stack never sees.
+func TestAnsweredHandshake(t *testing.T) {
+	const isn = 0xfffffff0
+	tests := []struct {
+		name    string
+		synOpts []byte
+		// what the SYN-ACK must offer
+		sack, ts, ws bool
+		wantLeg      func(ourISN, ourTS uint32) kern.Leg
+	}{
+		{
+			name: "linux SYN", synOpts: linuxSYN(1460, 1000, 7), sack: true, ts: true, ws: true,
+			wantLeg: func(ourISN, ourTS uint32) kern.Leg {
+				return kern.Leg{Kind: kern.LegClient, PeerWScale: 7, OurWScale: 7,
+					Opts:    kern.OptSACK | kern.OptWScale | kern.OptTS | kern.OptPeerTS,
+					PeerMSS: 1460, OurMSS: 1460, WinBound: winBound(7, 7),
+					PeerHi: isn + 1, PeerAcked: ourISN + 1, PeerTSval: 1010, PeerWin: 502,
+					SndNxt: ourISN + 1, OurTSval: ourTS, SndWin: 0xffff >> 7, State: kern.LegIdle}
+			},
+		},
+		{
+			name: "MSS only: no SACK, no timestamps, no scaling", synOpts: optMSS(536),
+			wantLeg: func(ourISN, ourTS uint32) kern.Leg {
+				return kern.Leg{Kind: kern.LegClient, PeerMSS: 536, OurMSS: 1460, WinBound: winBound(0, 0),
+					PeerHi: isn + 1, PeerAcked: ourISN + 1, PeerWin: 502,
+					SndNxt: ourISN + 1, SndWin: 0xffff, State: kern.LegIdle}
+			},
+		},
+		{
+			name: "no options at all: the frame grows", synOpts: nil,
+			wantLeg: func(ourISN, ourTS uint32) kern.Leg {
+				return kern.Leg{Kind: kern.LegClient, OurMSS: 1460, WinBound: winBound(0, 0),
+					PeerHi: isn + 1, PeerAcked: ourISN + 1, PeerWin: 502,
+					SndNxt: ourISN + 1, SndWin: 0xffff, State: kern.LegIdle}
+			},
+		},
+		{
+			name: "SACK and scale, no timestamps", synOpts: cat(optMSS(1400), optSACKPerm, optNOP, optWS(14)), sack: true, ws: true,
+			wantLeg: func(ourISN, ourTS uint32) kern.Leg {
+				return kern.Leg{Kind: kern.LegClient, PeerWScale: 14, OurWScale: 7, Opts: kern.OptSACK | kern.OptWScale,
+					PeerMSS: 1400, OurMSS: 1460, WinBound: winBound(14, 7),
+					PeerHi: isn + 1, PeerAcked: ourISN + 1, PeerWin: 502,
+					SndNxt: ourISN + 1, SndWin: 0xffff >> 7, State: kern.LegIdle}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := loadDataPlane(t)
+			d.setConfig(answeringConfig)
+
+			syn := fromClient(seg{seq: isn, flags: tcpSYN, win: 64240, opts: tc.synOpts}).build()
+			v, out, delta := d.run(syn)
+			checkVerdict(t, v, xdpTX)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterSyn, kern.CounterSynAnswered, kern.CounterTX)
+			in, sa := mustParse(t, syn), mustParse(t, out)
+			hs, ok := d.handshake(clientKey)
+			if !ok {
+				t.Fatal("answered SYN not recorded in the handshake map")
+			}
+			check := func(name string, got, want any) {
+				t.Helper()
+				if got != want {
+					t.Errorf("SYN-ACK %s: got %v, want %v", name, got, want)
+				}
+			}
+			check("eth dst", sa.ethDst, in.ethSrc)
+			check("eth src", sa.ethSrc, in.ethDst)
+			check("source", sa.src, serviceAddr)
+			check("destination", sa.dst, clientAddr)
+			check("flags", sa.flags, uint8(tcpSYN|tcpACK))
+			check("seq", sa.seq, hs.OurISN)
+			check("ack", sa.ack, uint32(isn+1))
+			check("window", sa.win, uint16(0xffff))
+			check("payload bytes", len(sa.payload), 0)
+			check("frame length", len(out), 14+20+40)
+			check("handshake flags", hs.Flags, uint32(kern.HSAnswered))
+			mss, sack, ws, wsOK := optionsOf(t, sa.opts)
+			check("MSS", mss, defaultConfig.OurMSS)
+			check("SACK permitted", sack, tc.sack)
+			check("timestamps", sa.hasTS, tc.ts)
+			check("window scale offered", wsOK, tc.ws)
+			if tc.ws {
+				check("window scale", ws, defaultConfig.OurWScale)
+			}
+			if tc.ts {
+				check("TSecr", sa.tsecr, in.tsval)
+			}
+
+			// The SYN again (our SYN-ACK was lost): the same ISN.
+			_, out2, _ := d.run(syn)
+			if again := mustParse(t, out2); again.seq != sa.seq {
+				t.Errorf("retransmitted SYN answered with ISN %#x, first %#x", again.seq, sa.seq)
+			}
+
+			// An ACK that does not answer our SYN-ACK makes nothing.
+			v, _, delta = d.run(fromClient(seg{seq: isn + 1, ack: sa.seq + 2, flags: tcpACK, win: 502}).build())
+			checkVerdict(t, v, xdpPass)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterForeign, kern.CounterPass)
+			if _, ok := d.leg(clientKey); ok {
+				t.Fatal("a leg was made from an ACK of another ISN")
+			}
+
+			var ackOpts []byte
+			if tc.ts {
+				ackOpts = nopTS(1010, sa.tsval)
+			}
+			ack := fromClient(seg{seq: isn + 1, ack: sa.seq + 1, flags: tcpACK, win: 502, opts: ackOpts}).build()
+			v, _, delta = d.run(ack)
+			checkVerdict(t, v, xdpDrop) // the stack must not see it: the handshake was ours
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterClientLeg, kern.CounterDrop)
+			checkLeg(t, "client leg", d.mustLeg(clientKey), tc.wantLeg(sa.seq, sa.tsval))
+			if _, ok := d.handshake(clientKey); ok {
+				t.Error("handshake entry left behind after the leg was made")
+			}
+			checkEvents(t, d.drainEvents())
+		})
+	}
+}
+
+// optionsOf reads MSS, SACK permitted and window scale from SYN options.
+func optionsOf(t testing.TB, opts []byte) (mss uint16, sack bool, ws uint8, wsOK bool) {
+	t.Helper()
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0:
+			return
+		case 1:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || int(opts[i+1]) < 2 || i+int(opts[i+1]) > len(opts) {
+			t.Fatalf("bad options % x", opts)
+		}
+		o := opts[i : i+int(opts[i+1])]
+		switch o[0] {
+		case 2:
+			mss = uint16(o[2])<<8 | uint16(o[3])
+		case 3:
+			ws, wsOK = o[2], true
+		case 4:
+			sack = true
+		}
+		i += len(o)
+	}
+	return
+}
+
+// TestAnsweredHandshakeACKWithData: the pure ACK was lost and the first data
+// segment completes the handshake: the leg is made and the request goes to
+// a worker leg in the same pass, no retransmission needed.
+func TestAnsweredHandshakeACKWithData(t *testing.T) {
+	const isn = 5000
+	d := loadDataPlane(t)
+	d.setConfig(answeringConfig)
+	w := stdWorkerLeg()
+	d.putLeg(workerKey, w)
+	d.pushIdle(workerKey)
+
+	_, out, _ := d.run(fromClient(seg{seq: isn, flags: tcpSYN, win: 64240, opts: linuxSYN(1460, 1000, 7)}).build())
+	sa := mustParse(t, out)
+	in := fromClient(seg{seq: isn + 1, ack: sa.seq + 1, flags: tcpACK | tcpPSH, win: 502,
+		opts: nopTS(1010, sa.tsval), payload: request}).build()
+	v, out, delta := d.run(in)
+	checkVerdict(t, v, xdpPass)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterClientLeg, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)
+	c := d.mustLeg(clientKey)
+	if c.State != kern.LegBound || c.PeerHi != isn+1+uint32(len(request)) || c.Requests != 1 {
+		t.Errorf("client leg after its first data: state %v, peer_hi %d (want %d), requests %d", c.State, c.PeerHi, isn+1+len(request), c.Requests)
+	}
+	b, ok := d.bind(clientKey)
+	if !ok {
+		t.Fatal("client leg not bound")
+	}
+	checkTranslated(t, in, out, b)
+	checkEvents(t, d.drainEvents())
+}
+
+// TestAnsweredHandshakeTableFull: a handshake the program answered, whose
+// ACK finds no room in the leg table, gets a reset; nothing is left behind.
+func TestAnsweredHandshakeTableFull(t *testing.T) {
+	const isn = 9000
+	d := loadDataPlane(t)
+	t.Cleanup(d.reset)
+	d.setConfig(answeringConfig)
+	_, out, _ := d.run(fromClient(seg{seq: isn, flags: tcpSYN, win: 64240, opts: linuxSYN(1460, 1000, 7)}).build())
+	sa := mustParse(t, out)
+
+	fl := stdClientLeg()
+	filler, _ := fl.MarshalBinary()
+	for i := uint32(0); i < d.objs.Legs.MaxEntries(); i++ {
+		k := kern.LegKey{Peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 1000), Local: serviceAddr}
+		if err := d.objs.Legs.Update(keyBytes(t, k), filler, ebpf.UpdateNoExist); err != nil {
+			if i == 0 {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	in := fromClient(seg{seq: isn + 1, ack: sa.seq + 1, flags: tcpACK, win: 502, opts: nopTS(1010, sa.tsval)}).build()
+	v, out, delta := d.run(in)
+	checkVerdict(t, v, xdpTX)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterLegsFull, kern.CounterTX)
+	rst := mustParse(t, out)
+	if rst.flags != tcpRST || rst.seq != sa.seq+1 || rst.dst != clientAddr || rst.src != serviceAddr {
+		t.Errorf("answer to a handshake with no room: flags %#x seq %#x %v -> %v; want a RST, seq %#x, to the client",
+			rst.flags, rst.seq, rst.src, rst.dst, sa.seq+1)
+	}
+	if _, ok := d.leg(clientKey); ok {
+		t.Error("a leg was made in a full table")
+	}
+	if _, ok := d.handshake(clientKey); ok {
+		t.Error("handshake entry left behind")
 	}
 }

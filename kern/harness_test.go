@@ -372,6 +372,9 @@ func (d *dataPlane) bindPair(ck kern.LegKey, c kern.Leg, wk kern.LegKey, w kern.
 	toWorker, toClient = oracleBind(ck, c, wk, w)
 	c.State, w.State = kern.LegBound, kern.LegBound
 	w.ReqMark, w.SentHi = w.PeerHi, w.SndNxt
+	if w.CliEdge == 0 {
+		w.CliEdge = w.SndNxt + c.SndWin<<c.OurWScale // as offer_edge() does
+	}
 	d.putLeg(ck, c)
 	d.putLeg(wk, w)
 	d.putBind(wk, toClient)
@@ -495,6 +498,7 @@ func winBound(a, b uint8) uint32 {
 func noClock(l kern.Leg) kern.Leg {
 	l.LastNs = 0
 	l.WinEdge = 0 // every forwarded client segment moves it: window_test.go checks it
+	l.CliEdge = 0 // every worker ACK and every bind moves it: window_test.go checks it
 	return l
 }
 

@@ -175,6 +175,7 @@ type Leg struct {
 	Proto      Proto     // client legs: the protocol
 	Tail       uint8     // client legs: TailPSH | TailCRLF of the data that ended at PeerHi
 	WinEdge    uint32    // worker legs: right edge of the window last sent to the worker
+	CliEdge    uint32    // worker legs: right edge of the window the client was last offered (worker's sequence space)
 	LastNs     uint64
 }
 
@@ -288,6 +289,7 @@ type Handshake struct {
 	PeerWScale uint8 // NoWScale if the peer offered none
 	Opts       uint8
 	OurISN     uint32
+	Flags      uint32 // HSAnswered
 	Ns         uint64
 }
 

@@ -8,7 +8,9 @@ package kern_test
 // the worker takes.
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/xlb-lb/xlb/ebpf"
@@ -224,5 +226,87 @@ func TestClientLeavesWhileWindowHeld(t *testing.T) {
 	}
 	if got := d.mustLeg(workerKey).State; got != kern.LegBound {
 		t.Errorf("W1 %v, want still bound to the client", got)
+	}
+}
+
+// respCommand is a RESP SET of exactly n bytes (n >= 40), its value x's.
+func respCommand(n int) []byte {
+	for l := n - 20; l > 0; l-- {
+		c := fmt.Sprintf("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n", l, strings.Repeat("x", l))
+		if len(c) == n {
+			return []byte(c)
+		}
+	}
+	panic(fmt.Sprint("no RESP command of ", n, " bytes"))
+}
+
+// TestClientHeldByWindow: a client segment that ends within a segment of
+// the window the client was offered ended where the window did, not
+// (necessarily) where a write did: Linux fills a window with full segments,
+// and may have set PSH on one mid-write. A pipeline cut there looks like a
+// boundary (CRLF, PSH, the worker answered and the client acknowledged all
+// it had) and must not be one. The window is the one the client had when
+// it bound (its leg's), then the worker's own (its ACKs).
+func TestClientHeldByWindow(t *testing.T) {
+	const sndWin = 16 // << 7: a 2048-byte window offered to the client; its segments are at most 1024
+	for _, tc := range []struct {
+		name string
+		n    int // bytes of the first write
+		held bool
+	}{
+		{"ends short of the window: a boundary may follow", 500, false},
+		{"ends within a segment of the window's edge: held", 1500, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := loadDataPlane(t)
+			c, w := stdClientLeg(), stdWorkerLeg()
+			c.SndWin = sndWin
+			w2 := stdWorker2Leg()
+			before := map[kern.LegKey]kern.Leg{workerKey: w, worker2Key: w2}
+			d.putLeg(clientKey, c)
+			d.putLeg(workerKey, w)
+			d.pushIdle(workerKey)
+			d.putLeg(worker2Key, w2)
+			d.pushIdle(worker2Key)
+
+			first := respCommand(tc.n)
+			v, _, _ := d.run(fromClient(seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
+				opts: nopTS(c.PeerTSval+1, c.OurTSval), payload: first}).build())
+			checkVerdict(t, v, xdpPass)
+			b, ok := d.bind(clientKey)
+			if !ok {
+				t.Fatal("first data did not bind")
+			}
+			if gw, want := d.mustLeg(b.To), before[b.To].SndNxt+sndWin<<c.OurWScale; gw.CliEdge != want {
+				t.Errorf("cli_edge after the bind %#x, want the client's window from where its data starts %#x", gw.CliEdge, want)
+			}
+			wantTail := uint8(kern.TailPSH | kern.TailCRLF)
+			if tc.held {
+				wantTail = 0
+			}
+			if gc := d.mustLeg(clientKey); gc.Tail != wantTail {
+				t.Errorf("tail %#x, want %#x", gc.Tail, wantTail)
+			}
+
+			// The worker answers all of it; its ACK is the client's window now.
+			ans := []byte("+OK\r\n")
+			wk, wl := b.To, d.mustLeg(b.To)
+			v, _, _ = d.run(seg{src: wk.Peer, dst: wk.Local, seq: wl.PeerHi, ack: wl.SentHi, flags: tcpACK | tcpPSH, win: 3,
+				opts: nopTS(wl.PeerTSval+1, wl.OurTSval), payload: ans}.build())
+			checkVerdict(t, v, xdpPass)
+			if got, want := d.mustLeg(wk).CliEdge, wl.SentHi+3<<wl.PeerWScale; got != want {
+				t.Errorf("cli_edge after the worker's ACK %#x, want its ack + window %#x", got, want)
+			}
+
+			// The client acknowledges the answer with its next command.
+			gc := d.mustLeg(clientKey)
+			v, _, delta := d.run(fromClient(seg{seq: gc.PeerHi, ack: c.SndNxt + uint32(len(ans)), flags: tcpACK | tcpPSH, win: 502,
+				opts: nopTS(gc.PeerTSval+1, wl.PeerTSval+1-b.TSecrOff), payload: []byte("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")}).build())
+			checkVerdict(t, v, xdpPass)
+			moved := delta[kern.CounterRemix] == 1
+			if moved == tc.held || (tc.held && delta[kern.CounterStayTail] != 1) {
+				t.Errorf("held %v: remix %d, stay_tail %d (counters %v)", tc.held, delta[kern.CounterRemix], delta[kern.CounterStayTail], delta)
+			}
+		})
 	}
 }

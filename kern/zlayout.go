@@ -12,7 +12,7 @@ const (
 	LegKeySize       = 40 // sizeof(struct leg_key)
 	LegSize          = 88 // sizeof(struct leg)
 	BindingSize      = 68 // sizeof(struct binding)
-	HandshakeSize    = 24 // sizeof(struct handshake)
+	HandshakeSize    = 32 // sizeof(struct handshake)
 	EndpointSize     = 20 // sizeof(struct endpoint)
 	WorkerInfoSize   = 8  // sizeof(struct worker_info)
 	WorkerCfgSize    = 24 // sizeof(struct worker_cfg)
@@ -80,7 +80,9 @@ const (
 	CounterStayTail     Counter = 51 // XLB_CNT_STAY_TAIL
 	CounterClientLeft   Counter = 52 // XLB_CNT_CLIENT_LEFT
 	CounterUnserved     Counter = 53 // XLB_CNT_UNSERVED
-	CounterMax          Counter = 54 // XLB_CNT_MAX
+	CounterSynAnswered  Counter = 54 // XLB_CNT_SYN_ANSWERED
+	CounterLegsFull     Counter = 55 // XLB_CNT_LEGS_FULL
+	CounterMax          Counter = 56 // XLB_CNT_MAX
 )
 
 // counterNames are the names of enum xlb_counter's values: lower case, without XLB_CNT_.
@@ -139,6 +141,8 @@ var counterNames = [CounterMax]string{
 	CounterStayTail:     "stay_tail",
 	CounterClientLeft:   "client_left",
 	CounterUnserved:     "unserved",
+	CounterSynAnswered:  "syn_answered",
+	CounterLegsFull:     "legs_full",
 }
 
 // Values of enum leg_kind.
@@ -222,7 +226,13 @@ const (
 
 // Values of enum config_flag.
 const (
-	ConfigRouted = 1 // CFG_ROUTED
+	ConfigRouted    = 1 // CFG_ROUTED
+	ConfigAnswerSyn = 2 // CFG_ANSWER_SYN
+)
+
+// Values of enum hs_flag.
+const (
+	HSAnswered = 1 // HS_ANSWERED
 )
 
 // Values of enum xlb_policy.
@@ -297,7 +307,7 @@ func (v *Leg) encode(b []byte) {
 	b[69] = v.Tail
 	clear(b[70:72])
 	ne.PutUint32(b[72:], v.WinEdge)
-	clear(b[76:80])
+	ne.PutUint32(b[76:], v.CliEdge)
 	ne.PutUint64(b[80:], v.LastNs)
 }
 
@@ -328,6 +338,7 @@ func (v *Leg) decode(b []byte) {
 	v.Proto = Proto(b[68])
 	v.Tail = b[69]
 	v.WinEdge = ne.Uint32(b[72:])
+	v.CliEdge = ne.Uint32(b[76:])
 	v.LastNs = ne.Uint64(b[80:])
 }
 
@@ -372,7 +383,8 @@ func (v *Handshake) encode(b []byte) {
 	b[10] = v.PeerWScale
 	b[11] = v.Opts
 	ne.PutUint32(b[12:], v.OurISN)
-	ne.PutUint64(b[16:], v.Ns)
+	ne.PutUint32(b[16:], v.Flags)
+	ne.PutUint64(b[24:], v.Ns)
 }
 
 // decode reads v from struct handshake in b[:HandshakeSize].
@@ -384,7 +396,8 @@ func (v *Handshake) decode(b []byte) {
 	v.PeerWScale = b[10]
 	v.Opts = b[11]
 	v.OurISN = ne.Uint32(b[12:])
-	v.Ns = ne.Uint64(b[16:])
+	v.Flags = ne.Uint32(b[16:])
+	v.Ns = ne.Uint64(b[24:])
 }
 
 // encode writes v as struct endpoint into b[:EndpointSize].

@@ -331,7 +331,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	if err != nil {
 		return err
 	}
-	kc.Flags = kc.Flags&^kern.ConfigRouted | cfg.routedFlag()
+	kc.Flags = kc.Flags&^(kern.ConfigRouted|kern.ConfigAnswerSyn) | cfg.flags()
 	kc.Policy = cfg.Policy.code()
 	kc.Protocol = cfg.Protocol
 	if err := lb.dp.SetConfig(kc); err != nil {

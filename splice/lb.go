@@ -41,8 +41,12 @@ type Config struct {
 	Force   bool // replace another XDP program on Iface
 	Reuse   bool // take over from the xlb running on Iface (see handover.go)
 	Routed  bool // rewritten packets leave by XDP_TX/redirect, not through the local stack
-	Socket  string
-	MaxLegs uint32
+	// KernelHandshake leaves clients' SYNs to the listener (each client
+	// is then accepted, and its socket destroyed), instead of the data
+	// plane answering them (kern.ConfigAnswerSyn).
+	KernelHandshake bool
+	Socket          string
+	MaxLegs         uint32
 	// WorkerMSS is the TCP_MAXSEG of worker connections (0: from Iface's
 	// MTU, see WorkerMSS).
 	WorkerMSS int
@@ -328,7 +332,7 @@ func (lb *LB) start() error {
 	if err != nil {
 		return fmt.Errorf("probing the listener's window scale: %w", err)
 	}
-	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.routedFlag(), Policy: cfg.Policy.code(),
+	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.flags(), Policy: cfg.Policy.code(),
 		Protocol: cfg.Protocol, RestWin: uint32(2 * lb.workerMSS)}
 	if len(addrs) == 1 {
 		kc.ListenAddr = addrs[0]
@@ -691,7 +695,10 @@ func (lb *LB) reaper(ctx context.Context) {
 	t := time.NewTicker(reapTick)
 	defer t.Stop()
 	lastScan := time.Now()
-	var lastLost uint64
+	var lastLost, lastFull uint64
+	if c, err := kern.ReadCounters(lb.dp.Objs.Stats); err == nil {
+		lastFull = c[kern.CounterLegsFull] // counted before us (--reuse): said by them
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -726,6 +733,10 @@ func (lb *LB) reaper(ctx context.Context) {
 		lost := uint64(0)
 		if c, err := kern.ReadCounters(lb.dp.Objs.Stats); err == nil {
 			lost = c[kern.CounterEventLost]
+			if full := c[kern.CounterLegsFull]; full != lastFull {
+				lb.log.Warn("leg table full: new clients are reset; raise --max-legs", "refused", full-lastFull, "max_legs", lb.dp.Objs.Legs.MaxEntries())
+				lastFull = full
+			}
 		}
 		if lostNow := lost != lastLost; now.Sub(lastScan) > sweepEvery || lostNow {
 			lastScan, lastLost = now, lost

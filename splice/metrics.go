@@ -88,6 +88,8 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterStayTail:     "Request boundaries after client data that did not end a write (or a line): the client stayed.",
 	kern.CounterClientLeft:   "Clients that closed between exchanges: their worker connection went back to the pool.",
 	kern.CounterUnserved:     "Clients that closed with their request while no worker connection was idle: FIN answered, request dropped.",
+	kern.CounterSynAnswered:  "Client SYNs answered by the data plane itself (no socket made for the client).",
+	kern.CounterLegsFull:     "Client handshakes refused with a reset: the leg table was full (raise --max-legs).",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.

@@ -2,12 +2,18 @@ package splice
 
 import "github.com/xlb-lb/xlb/kern"
 
-// routedFlag is the data plane's config flag for Config.Routed: translated
-// packets leave through bpf_fib_lookup and XDP_TX/XDP_REDIRECT instead of
-// going up this host's stack (which would then have to forward them).
-func (c Config) routedFlag() uint8 {
+// flags are the data plane's config flags for c. Routed: translated packets
+// leave through bpf_fib_lookup and XDP_TX/XDP_REDIRECT instead of going up
+// this host's stack (which would then have to forward them). Unless
+// KernelHandshake, the data plane answers clients' SYNs itself: no socket
+// is made, accepted and destroyed per client.
+func (c Config) flags() uint8 {
+	var f uint8
 	if c.Routed {
-		return kern.ConfigRouted
+		f |= kern.ConfigRouted
 	}
-	return 0
+	if !c.KernelHandshake {
+		f |= kern.ConfigAnswerSyn
+	}
+	return f
 }

@@ -45,6 +45,7 @@ struct xlb_shared {
 	enum worker_flag worker_flag;
 	enum cfg_protocol cfg_protocol;
 	enum config_flag config_flag;
+	enum hs_flag hs_flag;
 	enum xlb_policy xlb_policy;
 	enum ctl_op ctl_op;
 	enum event_type event_type;

@@ -111,6 +111,8 @@ static __always_inline void advance(struct leg *leg, const struct pkt *p)
 	if (p->o->has_ts)
 		seq_advance(&leg->peer_tsval, p->o->tsval);
 	WRITE_ONCE(leg->peer_win, p->win);
+	if (leg->kind == LEG_WORKER && p->has_ack)
+		WRITE_ONCE(leg->cli_edge, p->ack + ((__u32)p->win << leg->peer_wscale));
 	if (p->fin && !(READ_ONCE(leg->rx_flags) & LEG_RX_FIN))
 		__sync_fetch_and_or(&leg->rx_flags, LEG_RX_FIN);
 }
@@ -129,6 +131,15 @@ static __always_inline void pin_pair(struct leg *c, struct leg *w, __u32 reason)
 static __always_inline int pinned(const struct leg *c, const struct leg *w)
 {
 	return READ_ONCE(c->pin) || READ_ONCE(w->pin);
+}
+
+/* offer_edge notes on worker leg w, about to be bound to client leg c, the
+ * window c was offered until now (its tx fields are valid: c is unbound),
+ * as the worker leg's cli_edge: until the worker acknowledges something,
+ * that is the window the client sends into. */
+static __always_inline void offer_edge(const struct leg *c, struct leg *w)
+{
+	WRITE_ONCE(w->cli_edge, w->snd_nxt + ((__u32)c->snd_win << c->our_wscale));
 }
 
 /* tail_ok: the client's data before now ended a write (PSH) and, for the

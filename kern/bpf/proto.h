@@ -21,10 +21,17 @@
  * - the next message starts a segment, at the start of a write, and looks
  *   like a message of the protocol (a method token and a target; "*N\r\n$L\r\n"
  *   and a command; a memcached command word);
- * - for RESP and memcache, the previous write ended with CRLF.
+ * - for RESP and memcache, the previous write ended with CRLF;
+ * - the previous segment ended short of the window the client was offered
+ *   by more than a segment (track_client: a client held by the window
+ *   stops at its edge, wherever its write is, and Linux may have set PSH
+ *   on a segment mid-write, every half window).
  * A protocol-compliant client never does the first. What remains is a
  * client that pipelines across writes and pauses exactly when the worker
- * has flushed part of an answer: it can lose that answer's rest. Connection
+ * has flushed part of an answer: it can lose that answer's rest; and a
+ * pipeline held by its congestion window (not its receive window) whose
+ * last segment before the stall carried PSH and ended exactly at a
+ * message's end, the worker having answered all it had. Connection
  * state that the protocol keeps outside messages (an HTTP connection-bound
  * authentication such as NTLM) is not seen. */
 #ifndef XLB_PROTO_H

@@ -78,6 +78,8 @@ enum xlb_counter {
 	XLB_CNT_STAY_TAIL = 51,    /* boundary, but the client's previous data did not end a write (PSH) or a line: stayed */
 	XLB_CNT_CLIENT_LEFT = 52,  /* a client closed between exchanges: its worker leg went back to the pool */
 	XLB_CNT_UNSERVED = 53,     /* a client closed (FIN) with its request while no worker leg was idle: FIN answered, request dropped */
+	XLB_CNT_SYN_ANSWERED = 54, /* client SYN answered by the program (CFG_ANSWER_SYN): no socket for the client */
+	XLB_CNT_LEGS_FULL = 55,    /* a client's handshake completed but the leg table is full: reset */
 	XLB_CNT_MAX
 };
 
@@ -173,7 +175,10 @@ struct leg {
 	__u32 win_edge;      /* worker legs, bound: right edge of the window last sent to the worker
 	                      * (ack + window, worker's sequence space): a worker whose data
 	                      * reaches it is held by the window, not done (see rest_win) */
-	__u32 pad2;
+	__u32 cli_edge;      /* worker legs, bound: right edge of the window the client was last
+	                      * offered, worker's sequence space (its ack + window; at a bind,
+	                      * the window the client had): a client whose data reaches it was
+	                      * held by the window, not at the end of a write (track_client) */
 	__u64 last_ns;       /* now_ns() (CLOCK_MONOTONIC_COARSE) of the last packet from the peer */
 };
 
@@ -235,8 +240,13 @@ struct handshake {
 	__u16 peer_mss;
 	__u8 peer_wscale;    /* 0xff: no window scale option */
 	__u8 opts;           /* LEG_OPT_TS | LEG_OPT_SACK | LEG_OPT_WSCALE offered by the peer */
-	__u32 our_isn;       /* SYN-ACK only: our ISN (ack - 1) */
+	__u32 our_isn;       /* our ISN: a worker's SYN-ACK acks it + 1; the ISN of a SYN-ACK the program sent */
+	__u32 flags;         /* enum hs_flag */
 	__u64 ns;
+};
+
+enum hs_flag {
+	HS_ANSWERED = 1,     /* the program answered this client's SYN itself (CFG_ANSWER_SYN) */
 };
 
 /* A worker as the data plane knows it, keyed by struct endpoint. */
@@ -323,6 +333,9 @@ enum cfg_protocol {
 
 enum config_flag {
 	CFG_ROUTED = 1, /* forward rewritten packets out (XDP_TX/redirect) instead of to the local stack */
+	CFG_ANSWER_SYN = 2, /* answer clients' SYNs in the program: the kernel never sees a client's
+	                     * handshake, no socket is made or accepted for it (a SYN the program
+	                     * cannot answer, e.g. with data, still goes to the listener) */
 };
 
 /* Who gets a request (DESIGN.md "Remix at a request boundary"). */

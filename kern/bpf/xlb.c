@@ -109,6 +109,7 @@ static __always_inline int cut_payload(struct pkt *p)
  * the packet carried them; no payload, no other option. Full checksums. */
 #define REPLY_ACK 0x10
 #define REPLY_FIN 0x01
+#define REPLY_RST 0x04
 static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8 flags)
 {
 	int with_ts = p->o->has_ts;
@@ -275,10 +276,11 @@ static __always_inline int is_service(const struct pkt *p, const struct xlb_conf
 	return cfg->listen_addr[0] == 0 || cfg->listen_addr[0] == p->ip->daddr;
 }
 
-static __always_inline void learn_handshake(struct pkt *p, __u32 our_isn)
+static __always_inline void learn_handshake(struct pkt *p, __u32 our_isn, __u32 flags)
 {
 	struct handshake hs = {};
 
+	hs.flags = flags;
 	hs.peer_isn = p->seq;
 	hs.peer_tsval = p->o->tsval;
 	hs.peer_mss = p->o->mss;
@@ -301,15 +303,117 @@ static __always_inline __u32 win_bound(__u8 a, __u8 b)
 	return s >= 14 ? XLB_MAX_WIN_BOUND : (0xffffu << s) + 0xffff;
 }
 
+/* answer_syn turns a client's SYN into our SYN-ACK (CFG_ANSWER_SYN), so that
+ * no socket is ever made, accepted and destroyed for the client: the options
+ * the client offered are answered as the listener would (MSS and window scale
+ * from xlb_config, SACK, timestamps), in one 20-byte block with NOPs for what
+ * it did not offer. Our ISN is random and kept in the handshake entry: a
+ * retransmitted SYN gets the same one. A SYN that cannot be answered here (IP
+ * options, a frame that cannot grow to the SYN-ACK's size) goes to the
+ * listener, as without the flag. */
+#define SYNACK_OPT_LEN 20
+static __always_inline int answer_syn(struct pkt *p)
+{
+	struct xlb_config *cfg = config();
+	struct handshake *old = bpf_map_lookup_elem(&xlb_hs, &p->key);
+	__u32 tcp_len = sizeof(struct tcphdr) + SYNACK_OPT_LEN;
+	__u32 new_len = sizeof(struct iphdr) + tcp_len;
+	__u32 isn = bpf_get_prandom_u32(), peer_isn = p->seq;
+	__u32 tsval = (__u32)(now_ns() >> 20), tsecr = p->o->tsval; /* ~1 ms ticks */
+	__u8 sack = p->o->sack_perm, ts = p->o->has_ts, ws = p->o->wscale != XLB_NO_WSCALE;
+	__u8 mac[ETH_ALEN];
+	__be32 addr;
+	__be16 port;
+	__u8 *o;
+
+	if (!cfg)
+		return verdict(XDP_PASS);
+	if (old && old->peer_isn == peer_isn && (old->flags & HS_ANSWERED))
+		isn = old->our_isn;
+	if (p->ip->ihl != 5)
+		goto listener;
+	{
+		void *data = (void *)(long)p->ctx->data;
+		int delta = (int)(sizeof(struct ethhdr) + new_len) - (int)(p->end - data);
+
+		if (delta && bpf_xdp_adjust_tail(p->ctx, delta))
+			goto listener;
+	}
+	learn_handshake(p, isn, HS_ANSWERED);
+	if (reparse(p, tcp_len))
+		return verdict(XDP_DROP); /* cannot happen: the frame was sized for it */
+
+	__builtin_memcpy(mac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, p->eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, mac, ETH_ALEN);
+
+	addr = p->ip->saddr;
+	p->ip->saddr = p->ip->daddr;
+	p->ip->daddr = addr;
+	p->ip->tot_len = bpf_htons(new_len);
+	p->ip->id = 0;
+	p->ip->frag_off = bpf_htons(0x4000); /* DF */
+	p->ip->ttl = 64;
+	p->ip->check = csum_ipv4_header(p->ip);
+
+	port = p->tcp->source;
+	p->tcp->source = p->tcp->dest;
+	p->tcp->dest = port;
+	p->tcp->seq = bpf_htonl(isn);
+	p->tcp->ack_seq = bpf_htonl(peer_isn + 1);
+	((__u8 *)p->tcp)[12] = (tcp_len / 4) << 4;
+	((__u8 *)p->tcp)[13] = 0x12; /* SYN, ACK */
+	p->tcp->window = bpf_htons(0xffff); /* a SYN-ACK's window is never scaled */
+	p->tcp->urg_ptr = 0;
+	o = (__u8 *)(p->tcp + 1);
+	if ((void *)(o + SYNACK_OPT_LEN) > p->end)
+		return verdict(XDP_DROP);
+	o[0] = TCPOPT_MSS;
+	o[1] = 4;
+	o[2] = cfg->our_mss >> 8;
+	o[3] = cfg->our_mss & 0xff;
+	o[4] = sack ? TCPOPT_SACK_PERM : TCPOPT_NOP;
+	o[5] = sack ? 2 : TCPOPT_NOP;
+	if (ts) {
+		o[6] = TCPOPT_TIMESTAMP;
+		o[7] = 10;
+		store_be32(o + 8, tsval);
+		store_be32(o + 12, tsecr);
+	} else {
+		__builtin_memset(o + 6, TCPOPT_NOP, 10);
+	}
+	o[16] = TCPOPT_NOP;
+	o[17] = ws ? TCPOPT_WINDOW : TCPOPT_NOP;
+	o[18] = ws ? 3 : TCPOPT_NOP;
+	o[19] = ws ? cfg->our_wscale : TCPOPT_NOP;
+	p->tcp->check = 0;
+	p->tcp->check = csum_tcp_full(p->ip, p->tcp, tcp_len, p->end);
+	count(XLB_CNT_SYN);
+	count(XLB_CNT_SYN_ANSWERED);
+	return verdict(XDP_TX);
+listener:
+	learn_handshake(p, 0, 0);
+	count(XLB_CNT_SYN);
+	return verdict(XDP_PASS);
+}
+
 /* The ACK that completes a client's handshake: the client leg is born. */
 static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config *cfg)
 {
 	struct handshake *hs = bpf_map_lookup_elem(&xlb_hs, &p->key);
 	struct leg leg = {};
+	__u32 answered;
 
 	if (!hs || p->seq != hs->peer_isn + 1) {
 		/* A connection we did not see open (older than the program, or
 		 * its SYN evicted): the stack's, not ours. */
+		count(XLB_CNT_FOREIGN);
+		return verdict(XDP_PASS);
+	}
+	answered = hs->flags & HS_ANSWERED;
+	if (answered && p->ack != hs->our_isn + 1) {
+		/* Not an answer to our SYN-ACK: no connection of ours, nor of
+		 * the listener's, which resets it. */
 		count(XLB_CNT_FOREIGN);
 		return verdict(XDP_PASS);
 	}
@@ -346,10 +450,39 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 	leg.snd_win = 0xffff >> leg.our_wscale;
 	leg.state = LEG_IDLE;
 	leg.last_ns = now_ns();
-	if (bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST))
-		return verdict(XDP_PASS); /* table full or a duplicate: the stack keeps it */
+	if (bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST)) {
+		if (!answered)
+			return verdict(XDP_PASS); /* table full or a duplicate: the stack keeps it */
+		if (bpf_map_lookup_elem(&xlb_legs, &p->key))
+			return verdict(XDP_DROP); /* a duplicate made it on another CPU */
+		/* The table is full: the client is refused with a reset (the
+		 * listener never knew it, so it cannot take it either). */
+		bpf_map_delete_elem(&xlb_hs, &p->key);
+		count(XLB_CNT_LEGS_FULL);
+		if (reply(p, &leg, p->ack, REPLY_RST))
+			return verdict(XDP_DROP);
+		return verdict(XDP_TX);
+	}
 	bpf_map_delete_elem(&xlb_hs, &p->key);
 	count(XLB_CNT_CLIENT_LEG);
+	if (answered) {
+		/* The handshake was ours: the stack must not see its ACK. Data
+		 * on it (the pure ACK was lost) is the leg's first request:
+		 * xlb_xdp again, which now finds the leg (and, back here,
+		 * does not count the packet twice). */
+		__u32 zero = 0;
+		struct bind_scratch *bs;
+
+		if (!p->payload)
+			return verdict(XDP_DROP);
+		bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
+		if (bs)
+			bs->reentry = 1;
+		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_MAIN);
+		if (bs)
+			bs->reentry = 0;
+		return drop(XLB_CNT_TAIL_FAIL);
+	}
 	if (p->payload) {
 		/* The stack must see the handshake complete, never data: pass the
 		 * ACK without its payload; the client retransmits the data, which
@@ -374,7 +507,7 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 		ep.family = AF_INET;
 		if (bpf_map_lookup_elem(&xlb_workers, &ep)) {
 			if (!p->bad_opts) {
-				learn_handshake(p, p->ack - 1);
+				learn_handshake(p, p->ack - 1, 0);
 				count(XLB_CNT_WORKER_SYNACK);
 			}
 			return verdict(XDP_PASS);
@@ -387,7 +520,9 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 		return verdict(XDP_PASS);
 	}
 	if (t->syn && !t->ack) {
-		learn_handshake(p, 0);
+		if ((cfg->flags & CFG_ANSWER_SYN) && !p->payload)
+			return answer_syn(p);
+		learn_handshake(p, 0, 0);
 		count(XLB_CNT_SYN);
 		return verdict(XDP_PASS);
 	}
@@ -492,6 +627,7 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 	start_request(n);
 	materialize(c, b, w, 0);
 	materialize(w, bw, c, rest_win(cfg, w));
+	offer_edge(c, n);
 	if (bind_legs(ck, c, &nk, n, 0)) {
 		/* The pair is as it was (bind_legs wrote nothing that stays). */
 		unpop(&nk, n, cfg);
@@ -599,9 +735,19 @@ static __always_inline void track_client(const struct pkt *p, struct leg *c, con
 	__u32 end = p->seq + p->payload;
 	__u8 tail = 0;
 
+	__u32 end_w = end + b->seq_off, edge = READ_ONCE(w->cli_edge);
+	__u32 room = edge - READ_ONCE(w->peer_acked), slack = c->our_mss;
+
 	if (!seq_gt(end, READ_ONCE(c->peer_hi)))
 		return;
-	if (p->psh) {
+	/* A segment that ends within a segment of the window the client was
+	 * offered ended where the window did, perhaps not where a write
+	 * did (Linux sends full segments up to the edge, then waits; it
+	 * may have set PSH on one mid-write): no evidence of a boundary.
+	 * A sender's segments are at most half the largest window it saw. */
+	if (slack > room / 2)
+		slack = room / 2;
+	if (p->psh && seq_lt(end_w + slack, edge)) {
 		tail = TAIL_PSH;
 		if ((c->proto == PROTO_RESP || c->proto == PROTO_MEMCACHE) && payload_tail(p, 2) == CRLF)
 			tail |= TAIL_CRLF;
@@ -883,6 +1029,7 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 	else if (!READ_ONCE(leg->pin))
 		pin = start;
 	start_request(w);
+	offer_edge(leg, w);
 	if (bind_legs(&p->key, leg, &wk, w, 0)) {
 		leg->state = LEG_IDLE;
 		unpop(&wk, w, cfg);

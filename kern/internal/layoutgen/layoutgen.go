@@ -103,6 +103,7 @@ var enums = []enumSpec{
 	{c: "worker_flag", cPrefix: "WORKER_", goPrefix: "Worker"},
 	{c: "cfg_protocol", goType: "Protocol", cPrefix: "CFG_PROTO_", goPrefix: "Protocol"},
 	{c: "config_flag", cPrefix: "CFG_", goPrefix: "Config"},
+	{c: "hs_flag", cPrefix: "HS_", goPrefix: "HS"},
 	{c: "xlb_policy", goType: "Policy", cPrefix: "POLICY_", goPrefix: "Policy"},
 	{c: "ctl_op", goType: "CtlOp", cPrefix: "CTL_", goPrefix: "Ctl"},
 	{c: "event_type", goType: "EventType", cPrefix: "EV_", goPrefix: "Event"},
