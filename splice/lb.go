@@ -210,6 +210,7 @@ type LB struct {
 	events   *ebpf.RingBufReader
 	control  *net.UnixListener
 	attached []string // interfaces our program is attached to
+	progID   uint32   // our program's id: what we detach
 	pinned   bool
 	reused   map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
 	cancel   context.CancelFunc
@@ -315,6 +316,9 @@ func (lb *LB) start() error {
 		return err
 	}
 	lb.dp = &DataPlane{Objs: objs}
+	if lb.progID, err = programID(objs.Program); err != nil {
+		return err
+	}
 	lb.lingerMax = int(objs.Legs.MaxEntries() / 4)
 
 	for _, a := range addrs {
@@ -959,10 +963,15 @@ func (lb *LB) teardown() error {
 		lb.control.Close()
 	}
 	for _, ifc := range lb.attached {
-		if st, err := xdp.Query(ifc); err == nil && st.Attached {
-			if err := xdp.Detach(ifc, st.ProgID); err != nil {
-				errs = append(errs, err)
-			}
+		// Ours only, by id: another program may have replaced ours since
+		// (xlb attach --force, another tool); it stays.
+		err := xdp.Detach(ifc, lb.progID)
+		switch {
+		case err == nil, errors.Is(err, xdp.ErrNotAttached):
+		case errors.Is(err, xdp.ErrAlreadyAttached):
+			lb.log.Warn("our program was replaced by another; leaving that one attached", "iface", ifc, "err", err)
+		default:
+			errs = append(errs, err)
 		}
 	}
 	lb.attached = nil
@@ -978,6 +987,15 @@ func (lb *LB) teardown() error {
 	lb.stopLoops()
 	lb.closeObjects()
 	return errors.Join(errs...)
+}
+
+// programID is the kernel's id of a loaded program.
+func programID(p *ebpf.Program) (uint32, error) {
+	info, err := p.Info()
+	if err != nil {
+		return 0, fmt.Errorf("reading our program's id: %w", err)
+	}
+	return info.ID, nil
 }
 
 func (lb *LB) closeObjects() {
