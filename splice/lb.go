@@ -207,17 +207,18 @@ type LB struct {
 	earlyReaps atomic.Uint64                // finished legs forgotten before Linger (a full table)
 	lingerMax  int                          // finished legs that may wait out Linger: a quarter of the table
 
-	events   *ebpf.RingBufReader
-	control  *net.UnixListener
-	attached []string // interfaces our program is attached to
-	progID   uint32   // our program's id: what we detach
-	pinned   bool
-	reused   map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
-	cancel   context.CancelFunc
-	loopCtx  context.Context // of the running loops (workers added later run in it)
-	pausing  atomic.Bool
-	wg       sync.WaitGroup
-	done     chan struct{} // closed when the load balancer handed over and stopped
+	events      *ebpf.RingBufReader
+	control     *net.UnixListener
+	attached    []string // interfaces our program is attached to
+	progID      uint32   // our program's id: what we detach, and what a takeover must leave attached for us to resume
+	pinned      bool
+	reused      map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
+	cancel      context.CancelFunc
+	loopCtx     context.Context // of the running loops (workers added later run in it)
+	pausing     atomic.Bool
+	handingOver atomic.Bool // a takeover is under way (giveHandover)
+	wg          sync.WaitGroup
+	done        chan struct{} // closed when the load balancer handed over and stopped
 }
 
 type reapItem struct {
@@ -392,8 +393,10 @@ func (lb *LB) checkControlFree() error {
 // pools, accept loops, reaper, control socket.
 func (lb *LB) startLoops() error {
 	var err error
-	if lb.events, err = ebpf.NewRingBufReader(lb.dp.Objs.Events); err != nil {
-		return err
+	if lb.events == nil { // a takeover makes its reader before the swap
+		if lb.events, err = ebpf.NewRingBufReader(lb.dp.Objs.Events); err != nil {
+			return err
+		}
 	}
 	if lb.control == nil {
 		if lb.control, err = listenControl(lb.socketPath()); err != nil {
@@ -401,6 +404,13 @@ func (lb *LB) startLoops() error {
 		}
 		go lb.serveControl(lb.control)
 	}
+	lb.runLoops()
+	return nil
+}
+
+// runLoops starts the goroutines of startLoops, once the event reader is
+// made.
+func (lb *LB) runLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	lb.cancel, lb.loopCtx = cancel, ctx
 	lb.pausing.Store(false)
@@ -415,7 +425,6 @@ func (lb *LB) startLoops() error {
 	}
 	lb.goroutine(func() { lb.reaper(ctx) })
 	lb.goroutine(func() { lb.releaser(ctx) })
-	return nil
 }
 
 // stopLoops stops what startLoops started, but the control socket.
