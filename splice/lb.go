@@ -682,11 +682,15 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		// so that a burst of new clients gets its connections in one
 		// round rather than a few dozen per round.
 		lb.waiting.Add(1)
-		lb.mu.Lock()
-		if q, ok := lb.queued[ev.Key]; (!ok || q.peerHi != ev.PeerHi) && len(lb.queued) < maxQueued {
-			lb.queued[ev.Key] = queuedClient{since: time.Now(), peerHi: ev.PeerHi}
+		// Remembered for endQueued, the only reader and deleter: without a
+		// queue timeout it never runs, and the entries would stay.
+		if lb.cfg.QueueTimeout > 0 {
+			lb.mu.Lock()
+			if q, ok := lb.queued[ev.Key]; (!ok || q.peerHi != ev.PeerHi) && len(lb.queued) < maxQueued {
+				lb.queued[ev.Key] = queuedClient{since: time.Now(), peerHi: ev.PeerHi}
+			}
+			lb.mu.Unlock()
 		}
-		lb.mu.Unlock()
 		for _, w := range lb.workerList() {
 			w.poke()
 		}
