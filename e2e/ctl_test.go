@@ -16,6 +16,7 @@ type ctlWorker struct {
 	Addr  string `json:"addr"`
 	State string `json:"state"`
 	Legs  int    `json:"legs"`
+	Idle  int    `json:"idle"`
 }
 
 func ctl(t testing.TB, ns *testnet.NS, sock string, args ...string) []byte {

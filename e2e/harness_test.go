@@ -72,7 +72,9 @@ func startProc(t testing.TB, ns *testnet.NS, name string, args ...string) *proc 
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -81,10 +83,12 @@ func startProc(t testing.TB, ns *testnet.NS, name string, args ...string) *proc 
 			p.cond.Broadcast()
 			p.mu.Unlock()
 		}
+		io.Copy(io.Discard, pr) // a line too long for the scanner: the writer must not block
 	}()
 	go func() {
 		p.err = p.cmd.Wait()
 		pw.Close()
+		<-scanned // every line is in p.lines once done is closed
 		close(p.done)
 		p.mu.Lock()
 		p.cond.Broadcast()
@@ -170,6 +174,7 @@ func startXLB(t testing.TB, ns *testnet.NS, iface string, port int, workers []st
 // status runs `xlb status --json` in ns.
 type statusReport struct {
 	Attached bool              `json:"attached"`
+	ProgID   uint32            `json:"prog_id"`
 	Counters map[string]uint64 `json:"counters"`
 	Legs     map[string]int    `json:"legs"`
 }

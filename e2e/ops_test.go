@@ -26,6 +26,10 @@ type statsWorker struct {
 	BytesIn  uint64 `json:"bytes_in"`
 	BytesOut uint64 `json:"bytes_out"`
 	Releases uint64 `json:"releases"`
+	Legs     int    `json:"legs"`
+	Bound    int    `json:"bound"`
+	Idle     int    `json:"idle"`
+	Cooling  int    `json:"cooling"`
 }
 
 type statsReport struct {
@@ -164,7 +168,48 @@ func TestMetricsMatchStats(t *testing.T) {
 	if st.Counters["request"] == 0 || st.Counters["fwd_to_worker"] == 0 {
 		t.Errorf("data-plane counters did not move: %v", st.Counters)
 	}
+	checkWorkerLegs(t, ns, sock, metricsAddr)
 	lb.stop()
+}
+
+// checkWorkerLegs checks that xlb stats, the metrics and xlb ctl list give
+// each worker the same connections, bound, idle and cooling, from one read
+// of the data plane's counts each (legs = bound + idle + cooling). Pools
+// still settle (idle release, refills): the three are read again, a bounded
+// number of times, until they agree.
+func checkWorkerLegs(t *testing.T, ns *testnet.NS, sock, metricsAddr string) {
+	t.Helper()
+	const tries = 20
+	var diffs []string
+	for try := 0; try < tries; try++ {
+		st := stats(t, ns, sock)
+		m := scrape(t, ns, metricsAddr)
+		list := ctlWorkers(t, ns, sock)
+		diffs = nil
+		for _, w := range st.Workers {
+			if w.Legs != w.Bound+w.Idle+w.Cooling {
+				diffs = append(diffs, fmt.Sprintf("%s: stats legs %d, bound+idle+cooling %d", w.Addr, w.Legs, w.Bound+w.Idle+w.Cooling))
+			}
+			for state, v := range map[string]int{"bound": w.Bound, "idle": w.Idle, "cooling": w.Cooling} {
+				if got := m[`xlb_worker_legs{worker="`+w.Addr+`",state="`+state+`"}`]; got != uint64(v) {
+					diffs = append(diffs, fmt.Sprintf("%s: xlb_worker_legs %s %d, stats %d", w.Addr, state, got, v))
+				}
+			}
+			if l := list[w.Addr]; l.Legs != w.Legs || l.Idle != w.Idle {
+				diffs = append(diffs, fmt.Sprintf("%s: ctl list legs %d idle %d, stats %d %d", w.Addr, l.Legs, l.Idle, w.Legs, w.Idle))
+			}
+		}
+		if len(diffs) == 0 {
+			for _, w := range st.Workers {
+				if w.Legs == 0 {
+					t.Errorf("worker %s shows no connection: its pool is full when idle (%+v)", w.Addr, w)
+				}
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // the pools move on their own: no event says they settled
+	}
+	t.Errorf("worker connections disagree after %d reads: %s", tries, strings.Join(diffs, "; "))
 }
 
 // tmuxCapture runs args in a detached 80-column tmux session inside ns and

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/testnet"
+	"github.com/xlb-lb/xlb/xdp"
 )
 
 // TestShutdownEndsConnectionsProperly: on SIGINT xlb lets a response in
@@ -110,5 +112,49 @@ func TestRestartSamePort(t *testing.T) {
 		if tw := sockets(t, ns, "time-wait", "( sport = :8080 )"); round == 0 && len(tw) == 0 {
 			t.Fatal("no TIME-WAIT on the service port after the stop: the test would prove nothing")
 		}
+	}
+}
+
+// TestShutdownLeavesForeignProgram: another XDP program replaced xlb's on
+// its interface (another tool, `ip link set xdp ... force`); when xlb
+// stops it detaches its own program only, by id: the other one stays.
+func TestShutdownLeavesForeignProgram(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 1)
+	lb := startXLB(t, ns, "lo", 8080, workers, "--socket", t.TempDir()+"/ctl.sock")
+	ours := status(t, ns, "lo").ProgID
+
+	prog, err := ebpf.LoadProgram(&ebpf.ProgramSpec{
+		Name: "other", Type: ebpf.XDP, License: "GPL",
+		Instructions: []ebpf.Instruction{ebpf.Mov64Imm(ebpf.R0, 2), ebpf.Exit()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	var foreign uint32
+	err = ns.Do(func() error {
+		if _, err := xdp.Attach("lo", prog.FD(), xdp.AttachOptions{Mode: xdp.ModeGeneric, Force: true}); err != nil {
+			return err
+		}
+		st, err := xdp.Query("lo")
+		if err == nil {
+			foreign = st.ProgID
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if foreign == ours {
+		t.Fatalf("the foreign program got xlb's id %d", ours)
+	}
+	lb.stop()
+	if !strings.Contains(lb.output(), "our program was replaced by another; leaving that one attached") {
+		t.Errorf("xlb did not say that it leaves the foreign program:\n%s", lb.output())
+	}
+	if r := status(t, ns, "lo"); !r.Attached || r.ProgID != foreign {
+		t.Errorf("after xlb stopped: attached %v, program id %d; want the foreign program %d still attached", r.Attached, r.ProgID, foreign)
 	}
 }

@@ -306,7 +306,8 @@ func (m *Map) ForEach(fn func(key, value []byte) bool) error {
 const batchSize = 4096
 
 // ForEachBatch is ForEach with BPF_MAP_LOOKUP_BATCH: a few system calls for
-// thousands of entries instead of two per entry. Hash maps only. The walk is
+// thousands of entries instead of two per entry. Hash maps and arrays (an
+// array's batch token is an index, which fits the room below). The walk is
 // not atomic either: entries added or deleted meanwhile may or may not be
 // seen. It visits at most MaxEntries entries.
 func (m *Map) ForEachBatch(fn func(key, value []byte) bool) error {

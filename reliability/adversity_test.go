@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -391,6 +392,47 @@ func tcpChecksum(src, dst string, seg []byte) uint16 {
 	return ^uint16(sum)
 }
 
+// takeOverDuringTraffic starts an xlb --reuse like the running one once
+// clients' requests are under way, and waits until it took over and the old
+// one exited. It runs in a goroutine of its own: errors are returned.
+func (tp *topo) takeOverDuringTraffic() (*proc, error) {
+	old := tp.lb
+	deadline := time.Now().Add(startTimeout)
+	for { // the data plane counts the requests: traffic is under way at a few
+		r, err := tp.statusErr()
+		if err != nil {
+			return nil, err
+		}
+		if r.Counters["request"] >= 8 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no traffic within %v before the takeover: counters %v", startTimeout, r.Counters)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	args := []string{xlbBin, "--reuse"}
+	for i, a := range old.cmd.Args { // nsenter --net=NS -- XLB ARGS...
+		if a == xlbBin {
+			args = append(args, old.cmd.Args[i+1:]...)
+			break
+		}
+	}
+	next, err := spawnProc(tp.t, tp.l, "xlb (reuse)", args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := next.awaitLines("took over", 1, startTimeout); err != nil {
+		return next, err
+	}
+	select {
+	case <-old.done:
+	case <-time.After(stopTimeout):
+		return next, errors.New("the old xlb did not exit after the handover")
+	}
+	return next, nil
+}
+
 // TestReuseUnderLoss: the control plane restarts (xlb --reuse takes over the
 // sockets and the data plane) while clients run under 1% loss both ways:
 // no request fails, every body is intact, and the legs go back to the
@@ -406,29 +448,22 @@ func TestReuseUnderLoss(t *testing.T) {
 	}()
 	start := time.Now()
 	tp.impair(testnet.Impairment{Drop: 0.01, Seed: 900})
+	// The takeover runs in a goroutine while the test's drives the
+	// traffic; it reports through next and err (t.Fatal belongs to the
+	// test's goroutine), read once handedOver is closed.
 	handedOver := make(chan struct{})
+	var next *proc
+	var err error
 	go func() {
 		defer close(handedOver)
-		time.Sleep(500 * time.Millisecond) // traffic under way
-		old := tp.lb
-		args := []string{xlbBin, "--reuse"}
-		for i, a := range old.cmd.Args { // nsenter --net=NS -- XLB ARGS...
-			if a == xlbBin {
-				args = append(args, old.cmd.Args[i+1:]...)
-				break
-			}
-		}
-		next := startProc(t, tp.l, "xlb (reuse)", args...)
-		next.waitLines("took over", 1, startTimeout)
-		select {
-		case <-old.done:
-		case <-time.After(stopTimeout):
-			t.Errorf("the old xlb did not exit after the handover")
-		}
-		tp.lb = next
+		next, err = tp.takeOverDuringTraffic()
 	}()
 	res := tp.runDuring(handedOver, load{conns: 4, requests: pick(20, 100), sizes: small})
 	<-handedOver
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.lb = next
 	rec.Requests, rec.Bytes, rec.Failures, rec.Took = res.requests, res.bytes, len(res.failures), time.Since(start)
 	rec.Link = linkSummary(tp.linkStats())
 	for i, err := range res.failures {

@@ -100,11 +100,21 @@ type proc struct {
 
 func startProc(t testing.TB, ns *testnet.NS, name string, args ...string) *proc {
 	t.Helper()
+	p, err := spawnProc(t, ns, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// spawnProc is startProc that returns its error, for a goroutine other than
+// the test's (which must not call t.Fatal).
+func spawnProc(t testing.TB, ns *testnet.NS, name string, args ...string) (*proc, error) {
 	p := &proc{t: t, name: name, cmd: ns.Command(args[0], args[1:]...), done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -126,7 +136,7 @@ func startProc(t testing.TB, ns *testnet.NS, name string, args ...string) *proc 
 			t.Logf("--- output of %s:\n%s", name, p.output())
 		}
 	})
-	return p
+	return p, nil
 }
 
 func (p *proc) output() string {
@@ -151,17 +161,26 @@ func (p *proc) count(substr string) int {
 // process's output has no event to wait on that is simpler and bounded).
 func (p *proc) waitLines(substr string, n int, timeout time.Duration) {
 	p.t.Helper()
+	if err := p.awaitLines(substr, n, timeout); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// awaitLines is waitLines that returns its error, for a goroutine other
+// than the test's.
+func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for p.count(substr) < n {
 		select {
 		case <-p.done:
-			p.t.Fatalf("%s exited (%v) before printing %q %d times:\n%s", p.name, p.err, substr, n, p.output())
+			return fmt.Errorf("%s exited (%v) before printing %q %d times:\n%s", p.name, p.err, substr, n, p.output())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not print %q %d times within %v:\n%s", p.name, substr, n, timeout, p.output())
+			return fmt.Errorf("%s did not print %q %d times within %v:\n%s", p.name, substr, n, timeout, p.output())
 		}
 	}
+	return nil
 }
 
 // kill kills the process group (SIGKILL) and waits for it.
@@ -302,15 +321,25 @@ type statusReport struct {
 
 func (tp *topo) status() statusReport {
 	tp.t.Helper()
-	out, err := tp.l.Command(xlbBin, "status", "--json", frontIface).Output()
+	r, err := tp.statusErr()
 	if err != nil {
-		tp.t.Fatalf("xlb status: %v", err)
-	}
-	var r statusReport
-	if err := json.Unmarshal(out, &r); err != nil {
-		tp.t.Fatalf("xlb status: %v\n%s", err, out)
+		tp.t.Fatal(err)
 	}
 	return r
+}
+
+// statusErr is status that returns its error, for a goroutine other than
+// the test's.
+func (tp *topo) statusErr() (statusReport, error) {
+	var r statusReport
+	out, err := tp.l.Command(xlbBin, "status", "--json", frontIface).Output()
+	if err != nil {
+		return r, fmt.Errorf("xlb status: %w", err)
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("xlb status: %w\n%s", err, out)
+	}
+	return r, nil
 }
 
 // waitStatus polls xlb status until ok or the timeout.

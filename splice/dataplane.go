@@ -204,18 +204,46 @@ func (d *DataPlane) WorkerStats(id uint32) (kern.WorkerStats, error) {
 	return w, nil
 }
 
-// Load is the data plane's exact count of a worker's legs: bound to a
-// client, idle in its pool, cooling (xlb_wload, kept with atomics).
-func (d *DataPlane) Load(id uint32) (bound, idle, cooling int, err error) {
-	v := make([]byte, kern.WorkerLoadSize)
-	if err := d.Objs.WLoad.Lookup(ebpf.Uint32Key(id), v); err != nil {
-		return 0, 0, 0, fmt.Errorf("load of worker %d: %w", id, err)
+// workerLoad is one worker's entry of xlb_wload: the data plane's exact
+// count of its legs bound to a client, idle in its pool, and cooling (given
+// back by a leaving client, soon idle). Every per-worker number of the
+// control plane (pool sizing, demand, stats, metrics) is derived from one
+// read of these, so that they agree.
+type workerLoad struct {
+	Bound, Idle, Cooling int
+}
+
+// Legs is the worker's live connections: bound, idle or cooling.
+func (l workerLoad) Legs() int { return l.Bound + l.Idle + l.Cooling }
+
+// workerLoads is xlb_wload read at once, indexed by worker id.
+type workerLoads []workerLoad
+
+// of is worker id's load (none for an id out of range).
+func (ls workerLoads) of(id uint32) workerLoad {
+	if int(id) < len(ls) {
+		return ls[id]
 	}
-	var l kern.WorkerLoad
-	if err := l.UnmarshalBinary(v); err != nil {
-		return 0, 0, 0, err
+	return workerLoad{}
+}
+
+// Loads reads every worker's load in one walk of xlb_wload (kept by the
+// data plane with atomics; a count a racing update left below zero reads
+// as zero).
+func (d *DataPlane) Loads() (workerLoads, error) {
+	ls := make(workerLoads, d.Objs.WLoad.MaxEntries())
+	err := d.Objs.WLoad.ForEachBatch(func(k, v []byte) bool {
+		var l kern.WorkerLoad
+		id := binary.NativeEndian.Uint32(k)
+		if int(id) < len(ls) && l.UnmarshalBinary(v) == nil {
+			ls[id] = workerLoad{Bound: int(max(l.Bound, 0)), Idle: int(max(l.Idle, 0)), Cooling: int(max(l.Cooling, 0))}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker loads: %w", err)
 	}
-	return int(max(l.Bound, 0)), int(max(l.Idle, 0)), int(max(l.Cooling, 0)), nil
+	return ls, nil
 }
 
 // ForEachLeg calls fn for every leg (a snapshot walk: legs may come and go

@@ -3,12 +3,14 @@ package splice
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"slices"
 	"time"
 
+	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/xdp"
 	"golang.org/x/sys/unix"
@@ -19,14 +21,47 @@ import (
 // asks on the control socket; the old one pauses (no accepting, no pool
 // work, no reaping: the data plane goes on splicing meanwhile), sends a
 // description of its state and every socket it holds (listeners, client
-// legs, worker legs) as file descriptors (SCM_RIGHTS), and once the new
-// process has them all, exits without touching the data plane. The new
-// process loads its own program against the pinned maps, replaces the
-// attached program atomically, and carries on. The kernel sees no socket
-// closed and no packet of a leg.
+// legs, worker legs) as file descriptors (SCM_RIGHTS). The new process
+// prepares everything it can fail at (its program loaded against the pinned
+// maps, its pools, its event reader) and says it is ready; the old one says
+// go; the new one replaces the attached program atomically, the last step,
+// and says done; the old one exits without touching the data plane. The
+// kernel sees no socket closed and no packet of a leg.
+//
+// Which process owns the data plane is which program is attached, so the
+// swap is the one step that decides, and only one process may take it:
+//   - the old process decides alone whether the swap may happen (go, or an
+//     abort when the new one is not ready within handoverTimeout); the new
+//     one swaps only after a go;
+//   - once it said go, the old process resumes only when the new one says
+//     it did not swap, or is gone (a dead process swaps no more), and only
+//     if its own program, by id, is still the one attached; otherwise it
+//     exits, leaving the data plane to whoever holds it.
 
 // fdsPerMessage bounds the descriptors passed in one message (SCM_MAX_FD is 253).
 const fdsPerMessage = 200
+
+// handoverVersion is the version of the takeover protocol above. An old
+// process that sends none (0) expects the new one to swap as soon as it has
+// taken the sockets, and then a single answer.
+const handoverVersion = 2
+
+// The steps of a takeover after the descriptors (handoverAck.Step).
+const (
+	stepReady = "ready" // new -> old: prepared; swapping once told to
+	stepGo    = "go"    // old -> new: swap (OK), or give up (not OK)
+	stepDone  = "done"  // new -> old: swapped (OK), or did not (not OK)
+)
+
+// hookPoint names a point of a takeover where a test may inject a failure
+// (handoverHook).
+type hookPoint int
+
+const (
+	hookBeforeReady hookPoint = iota
+	hookBeforeSwap
+	hookAfterSwap
+)
 
 type handoverWorker struct {
 	Addr       string        `json:"addr"`
@@ -45,15 +80,20 @@ type handoverReap struct {
 // handoverState is what the old process sends before the descriptors.
 type handoverState struct {
 	Error     string           `json:"error,omitempty"`
+	Version   int              `json:"version,omitempty"` // handoverVersion; 0 from an xlb older than it
 	Pid       int              `json:"pid"`
-	Listeners []string         `json:"listeners"` // descriptors first, in this order
-	Workers   []handoverWorker `json:"workers"`   // then each worker's legs (clients have no socket)
+	ProgID    uint32           `json:"prog_id,omitempty"` // the program attached to Ifaces, to be replaced
+	Listeners []string         `json:"listeners"`         // descriptors first, in this order
+	Workers   []handoverWorker `json:"workers"`           // then each worker's legs (clients have no socket)
 	Reaps     []handoverReap   `json:"reaps"`
 	Ifaces    []string         `json:"ifaces,omitempty"` // the program is attached to these
 }
 
+// handoverAck is a step of the takeover after the descriptors (an answer
+// without a step is an older xlb's single answer: it swapped, or not).
 type handoverAck struct {
 	OK    bool   `json:"ok"`
+	Step  string `json:"step,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 
@@ -65,6 +105,13 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 		return
 	default:
 	}
+	// One takeover at a time: a second one would pause us again and hand
+	// the same sockets to two processes.
+	if !lb.handingOver.CompareAndSwap(false, true) {
+		writeMsg(c, handoverState{Error: "this xlb is already handing over to another new xlb"})
+		return
+	}
+	defer lb.handingOver.Store(false)
 	lb.log.Info("handing over to a new xlb")
 	lb.stopLoops()
 	state, files, err := lb.handoverSnapshot()
@@ -79,23 +126,112 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 	for _, f := range files {
 		f.Close()
 	}
-	var ack handoverAck
-	if err == nil {
-		c.SetDeadline(time.Now().Add(controlTimeout))
-		err = readMsg(c, &ack)
-		if err == nil && !ack.OK {
-			err = errors.New(ack.Error)
-		}
-	}
 	if err != nil {
-		lb.log.Error("handover failed; carrying on", "err", err)
-		if err := lb.startLoops(); err != nil {
-			lb.log.Error("restarting after a failed handover", "err", err)
-		}
+		lb.resumeAfterHandover(err)
 		return
 	}
-	// The new process holds every socket now. Close our descriptors (the
-	// sockets live on in the new process) and leave the data plane as is.
+	swapped, err := lb.handoverSteps(c)
+	if err != nil && !swapped {
+		lb.resumeAfterHandover(err)
+		return
+	}
+	if err != nil {
+		lb.log.Error("the new xlb did not finish the takeover, and may still finish it; not resuming: see `xlb status` and the new xlb's log, and start one with --reuse if none runs", "err", err, "timeout", handoverTimeout())
+	}
+	lb.letGo()
+	lb.log.Info("handed over; exiting")
+	close(lb.done)
+}
+
+// handoverSteps runs the old process's side of the takeover once the new
+// process has the descriptors. It returns true when the new process may have
+// swapped the programs (it said so, or went quiet after a go): then we must
+// not resume.
+func (lb *LB) handoverSteps(c *net.UnixConn) (bool, error) {
+	timeout := handoverTimeout()
+	c.SetDeadline(time.Now().Add(timeout))
+	var ready handoverAck
+	if err := readMsg(c, &ready); err != nil {
+		// The new process is slow or gone: call it off. It swaps only
+		// after a go, and this answer (or the closed connection) is not one.
+		writeMsg(c, handoverAck{Step: stepGo, Error: fmt.Sprintf("the running xlb waited %v for the new one to be ready and carries on", timeout)})
+		return false, fmt.Errorf("waiting for the new xlb to be ready: %w", err)
+	}
+	switch {
+	case !ready.OK:
+		return false, errors.New(ready.Error)
+	case ready.Step == "":
+		return true, nil // an older xlb: it swapped already, and this says so
+	case ready.Step != stepReady:
+		writeMsg(c, handoverAck{Step: stepGo, Error: fmt.Sprintf("unexpected step %q", ready.Step)})
+		return false, fmt.Errorf("the new xlb sent step %q, want %q", ready.Step, stepReady)
+	}
+	if err := writeMsg(c, handoverAck{OK: true, Step: stepGo}); err != nil {
+		// Not sent whole: the new process reads no go, and gives up.
+		return false, fmt.Errorf("telling the new xlb to go: %w", err)
+	}
+	// From here the new process may swap until it answers.
+	c.SetDeadline(time.Now().Add(timeout))
+	var done handoverAck
+	err := readMsg(c, &done)
+	switch {
+	case err == nil && done.OK:
+		return true, nil
+	case err == nil:
+		return false, errors.New(done.Error) // it did not swap (it says so)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, unix.ECONNRESET):
+		// Gone without an answer: it swaps no more; the program
+		// attached tells whether it did.
+		return false, fmt.Errorf("the new xlb went away during the takeover: %w", err)
+	}
+	return true, fmt.Errorf("no answer from the new xlb after it was told to go: %w", err)
+}
+
+// resumeAfterHandover carries on after a takeover that failed (err), if our
+// program is still the one attached; otherwise another process holds the
+// data plane (or none does), and we let go of it all and stop.
+func (lb *LB) resumeAfterHandover(err error) {
+	if lost := lb.programLost(); lost != nil {
+		lb.log.Error("the takeover failed, but our data plane was replaced; not resuming: see `xlb status`, and start an xlb with --reuse if none runs", "err", err, "lost", lost)
+		lb.letGo()
+		close(lb.done)
+		return
+	}
+	lb.log.Error("handover failed; carrying on", "err", err)
+	// The new process may have written its settings into the shared maps
+	// while it prepared: ours again.
+	if err := lb.writeSettings(); err != nil {
+		lb.log.Error("restoring the data plane's settings after a failed handover", "err", err)
+	}
+	lb.updateSchedule()
+	if err := lb.startLoops(); err != nil {
+		lb.log.Error("restarting after a failed handover", "err", err)
+	}
+}
+
+// programLost says on which of our interfaces our program is no longer the
+// attached one (nil: on none).
+func (lb *LB) programLost() error {
+	var errs []error
+	for _, ifc := range lb.attached {
+		st, err := xdp.Query(ifc)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case !st.Attached:
+			errs = append(errs, fmt.Errorf("%s: no program attached (ours is id %d)", ifc, lb.progID))
+		case st.ProgID != lb.progID:
+			errs = append(errs, fmt.Errorf("%s: program id %d attached, ours is id %d", ifc, st.ProgID, lb.progID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// letGo gives up everything to the process that took over: our descriptors
+// are closed (the sockets live on in the new process), the data plane is
+// left as it is, and the control socket's path is not removed (the new
+// process listens there).
+func (lb *LB) letGo() {
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		for _, wc := range w.legs {
@@ -107,18 +243,16 @@ func (lb *LB) giveHandover(c *net.UnixConn) {
 	for _, ln := range lb.listeners {
 		ln.Close()
 	}
-	lb.control.SetUnlinkOnClose(false) // the new process listens on that path now
+	lb.control.SetUnlinkOnClose(false)
 	lb.control.Close()
 	lb.attached, lb.pinned = nil, false
 	lb.closeObjects()
-	lb.log.Info("handed over; exiting")
-	close(lb.done)
 }
 
 // handoverSnapshot describes the paused load balancer and duplicates the
 // descriptors of its sockets, in the order of the description.
 func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
-	st := handoverState{Pid: os.Getpid(), Ifaces: lb.attached}
+	st := handoverState{Version: handoverVersion, Pid: os.Getpid(), ProgID: lb.progID, Ifaces: lb.attached}
 	var files []*os.File
 	fail := func(err error) (handoverState, []*os.File, error) {
 		for _, f := range files {
@@ -204,9 +338,10 @@ func recvFiles(c *net.UnixConn, n int) ([]*os.File, error) {
 }
 
 // takeOver runs in the new process: it takes the sockets of the running xlb,
-// loads its data plane against the pinned maps and replaces the attached
-// program. ErrNoInstance means nobody was there.
-func (lb *LB) takeOver() (err error) {
+// prepares its data plane against the pinned maps and, once the old process
+// says go, replaces the attached program. ErrNoInstance means nobody was
+// there.
+func (lb *LB) takeOver() error {
 	cfg := lb.cfg
 	c, err := Dial(lb.socketPath())
 	if err != nil {
@@ -232,18 +367,60 @@ func (lb *LB) takeOver() (err error) {
 		for _, f := range files {
 			f.Close() // net.FileConn/FileListener made their own copies
 		}
-		ack := handoverAck{OK: err == nil}
-		if err != nil {
-			ack.Error = err.Error()
-		}
-		writeMsg(c, ack)
 	}()
-	if err != nil {
+	// Until the swap, a failure of ours is the old process's to recover
+	// from: it is told, and resumes. Our teardown (Start's) then finds
+	// nothing attached or pinned of ours, and leaves the data plane alone.
+	fail := func(err error) error {
+		writeMsg(c, handoverAck{Step: stepReady, Error: err.Error()})
 		return fmt.Errorf("handover: %w", err)
+	}
+	if err != nil {
+		return fail(err)
 	}
 	if err := lb.adoptState(st, files); err != nil {
+		return fail(err)
+	}
+	if err := handoverHook(hookBeforeReady, c); err != nil {
+		return fail(err)
+	}
+	if st.Version >= handoverVersion {
+		// The old process decides whether we may swap: it may have
+		// given up waiting for us.
+		c.SetDeadline(time.Now().Add(controlTimeout))
+		var goAhead handoverAck
+		err := writeMsg(c, handoverAck{OK: true, Step: stepReady})
+		if err == nil {
+			err = readMsg(c, &goAhead)
+		}
+		if err != nil {
+			return fmt.Errorf("handover: the running xlb did not say go, and carries on (it waits %v for a new xlb to be ready): %w", controlTimeout, err)
+		}
+		if !goAhead.OK {
+			return fmt.Errorf("handover called off by the running xlb: %s", goAhead.Error)
+		}
+	}
+	done := handoverAck{Step: stepDone}
+	if st.Version < handoverVersion {
+		done.Step = "" // an older xlb reads one answer, without steps
+	}
+	err = handoverHook(hookBeforeSwap, c)
+	if err == nil {
+		err = lb.replacePrograms(st.Ifaces, st.ProgID, lb.dp.Objs.Program.FD())
+	}
+	if err != nil {
+		done.Error = err.Error()
+		writeMsg(c, done)
 		return fmt.Errorf("handover: %w", err)
 	}
+	handoverHook(hookAfterSwap, c)
+	// The data plane is ours. What is left cannot undo that: a failure
+	// from here is logged, and we carry on.
+	done.OK = true
+	if err := writeMsg(c, done); err != nil {
+		lb.log.Warn("telling the old xlb the takeover is done (it finds out from the attached program)", "err", err)
+	}
+	lb.finishTakeover()
 	clients := 0
 	lb.dp.ForEachLeg(func(_ kern.LegKey, l *kern.Leg) bool {
 		if l.Kind == kern.LegClient && l.State != kern.LegDead {
@@ -255,7 +432,10 @@ func (lb *LB) takeOver() (err error) {
 	return nil
 }
 
-// adoptState builds the load balancer from the old one's state and sockets.
+// adoptState builds the load balancer from the old one's state and sockets,
+// and prepares its data plane, all but the program swap. What it writes into
+// the shared maps (settings, workers, schedule) the old process writes back
+// if the takeover fails.
 func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	cfg := lb.cfg
 	next := 0
@@ -326,46 +506,76 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 		return err
 	}
 	lb.dp = &DataPlane{Objs: objs}
+	if lb.progID, err = programID(objs.Program); err != nil {
+		return err
+	}
 	lb.lingerMax = int(objs.Legs.MaxEntries() / 4)
-	kc, err := lb.dp.Config()
-	if err != nil {
+	if err := lb.writeSettings(); err != nil {
 		return err
-	}
-	kc.Flags = kc.Flags&^(kern.ConfigRouted|kern.ConfigAnswerSyn) | cfg.flags()
-	kc.Policy = cfg.Policy.code()
-	kc.Protocol = cfg.Protocol
-	if err := lb.dp.SetConfig(kc); err != nil {
-		return err
-	}
-	for _, w := range lb.workerList() {
-		info := kern.WorkerInfo{ID: w.id}
-		if err := lb.dp.SetWorker(w.spec.Addr, info); err != nil {
-			return err
-		}
 	}
 	if err := lb.setupPools(); err != nil {
 		return err
 	}
-	if err := lb.replacePrograms(st.Ifaces, objs.Program.FD()); err != nil {
-		return err
-	}
-	if err := objs.Pin(PinDir(cfg.Iface)); err != nil {
-		return err
-	}
-	lb.pinned = true
-	// The old process listens on the control socket until it has our ack;
-	// ours replaces it (listenControl removes a path nobody answers on, and
-	// the old one does not unlink it).
-	lb.control = nil
-	return lb.startLoopsAfterHandover()
+	// The event reader now: it can fail, and after the swap nothing may.
+	lb.events, err = ebpf.NewRingBufReader(objs.Events)
+	return err
 }
 
-// replacePrograms puts our program on every interface of the command line
-// in place of the old process's (atomically where one is attached, in the
-// first interface's mode where none is: an interface added to the list),
-// and removes the old program from the interfaces no longer listed (old, as
-// the old process reported them; empty from an xlb of one interface).
-func (lb *LB) replacePrograms(old []string, progFD int) error {
+// writeSettings writes what of the data plane's settings a takeover
+// changes: those of our command line, and our workers (the schedule is
+// updateSchedule's).
+func (lb *LB) writeSettings() error {
+	kc, err := lb.dp.Config()
+	if err != nil {
+		return err
+	}
+	kc.Flags = kc.Flags&^(kern.ConfigRouted|kern.ConfigAnswerSyn) | lb.cfg.flags()
+	kc.Policy = lb.cfg.Policy.code()
+	kc.Protocol = lb.cfg.Protocol
+	if err := lb.dp.SetConfig(kc); err != nil {
+		return err
+	}
+	for _, w := range lb.workerList() {
+		if err := lb.dp.SetWorker(w.spec.Addr, kern.WorkerInfo{ID: w.id}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finishTakeover makes the pins ours and starts serving, once the data
+// plane is. Neither can undo the takeover: a failure is logged, and says
+// what it costs.
+func (lb *LB) finishTakeover() {
+	if err := lb.dp.Objs.Pin(PinDir(lb.cfg.Iface)); err != nil {
+		// The old pins stay: the maps are the same, so that a later
+		// --reuse still finds them.
+		lb.log.Error("pinning our program (the pinned maps are unchanged)", "err", err)
+	} else {
+		lb.pinned = true
+	}
+	// The old process no longer answers on the control socket (it stopped
+	// at the swap), and does not remove the path: ours replaces it.
+	path := lb.socketPath()
+	os.Remove(path)
+	if ln, err := listenControlAt(path); err != nil {
+		lb.log.Error("no control socket: xlb ctl, stats and a later --reuse cannot reach this xlb; stop it (SIGTERM) and start it again", "err", err)
+	} else {
+		lb.control = ln
+		go lb.serveControl(ln)
+	}
+	lb.runLoops()
+}
+
+// replacePrograms puts our program (progFD) on every interface of the
+// command line in place of the old process's (oldID; 0 from an older xlb:
+// whatever xlb program is attached), atomically where one is attached, in
+// the first interface's mode where none is (an interface added to the
+// list); then it removes the old program from the interfaces no longer
+// listed (old, as the old process reported them; empty from an xlb of one
+// interface). If an interface fails, those done before get the old program
+// back: it is all or nothing.
+func (lb *LB) replacePrograms(old []string, oldID uint32, progFD int) error {
 	cfg := lb.cfg
 	cur, err := xdp.Query(cfg.Iface)
 	if err != nil {
@@ -375,56 +585,91 @@ func (lb *LB) replacePrograms(old []string, progFD int) error {
 		return fmt.Errorf("no data plane is attached to %s any more", cfg.Iface)
 	}
 	mode := cur.Mode
+	type swapped struct {
+		ifc     string
+		oldProg *ebpf.Program // nil: nothing was attached
+	}
+	var done []swapped
+	undo := func() {
+		for _, s := range done {
+			var err error
+			if s.oldProg != nil {
+				_, err = xdp.Attach(s.ifc, s.oldProg.FD(), xdp.AttachOptions{ReplaceFD: progFD})
+			} else {
+				err = xdp.Detach(s.ifc, lb.progID)
+			}
+			if err != nil {
+				lb.log.Error("putting the old program back after a failed takeover", "iface", s.ifc, "err", err)
+			}
+		}
+	}
+	defer func() {
+		for _, s := range done {
+			if s.oldProg != nil {
+				s.oldProg.Close()
+			}
+		}
+	}()
 	for _, ifc := range cfg.ifaces() {
 		if cur, err = xdp.Query(ifc); err != nil {
+			undo()
 			return err
 		}
 		opts := xdp.AttachOptions{Mode: mode}
+		var oldProg *ebpf.Program
 		if cur.Attached {
-			oldProg, stats, err := kern.Attached(cur.ProgID)
-			if err != nil {
+			id := oldID
+			if id == 0 {
+				id = cur.ProgID
+			}
+			if oldProg, err = oldProgram(id); err != nil {
+				undo()
 				return fmt.Errorf("%s: %w", ifc, err)
 			}
 			opts.Mode = cur.Mode
 			opts.ReplaceFD = oldProg.FD()
-			_, err = xdp.Attach(ifc, progFD, opts)
-			oldProg.Close()
-			stats.Close()
-			if err != nil {
-				return fmt.Errorf("replacing the attached program on %s: %w", ifc, err)
-			}
-		} else if _, err := xdp.Attach(ifc, progFD, opts); err != nil {
-			return err
 		}
-		lb.attached = append(lb.attached, ifc)
+		if _, err := xdp.Attach(ifc, progFD, opts); err != nil {
+			if oldProg != nil {
+				oldProg.Close()
+			}
+			undo()
+			return fmt.Errorf("replacing the attached program on %s: %w", ifc, err)
+		}
+		done = append(done, swapped{ifc, oldProg})
+	}
+	for _, s := range done {
+		lb.attached = append(lb.attached, s.ifc)
 	}
 	for _, ifc := range old {
 		if slices.Contains(cfg.ifaces(), ifc) {
 			continue
 		}
 		if cur, err := xdp.Query(ifc); err == nil && cur.Attached {
-			if p, stats, err := kern.Attached(cur.ProgID); err == nil { // ours
+			id := oldID
+			if id == 0 {
+				p, stats, err := kern.Attached(cur.ProgID)
+				if err != nil {
+					continue // not an xlb's
+				}
 				p.Close()
 				stats.Close()
-				if err := xdp.Detach(ifc, cur.ProgID); err != nil {
-					lb.log.Warn("removing the old program from an interface no longer listed", "iface", ifc, "err", err)
-				}
+				id = cur.ProgID
+			}
+			if err := xdp.Detach(ifc, id); err != nil {
+				lb.log.Warn("removing the old program from an interface no longer listed", "iface", ifc, "err", err)
 			}
 		}
 	}
 	return nil
 }
 
-// startLoopsAfterHandover starts the loops; the control socket is taken over
-// once the old process has let go of it.
-func (lb *LB) startLoopsAfterHandover() error {
-	path := lb.socketPath()
-	os.Remove(path) // the old process still holds its listener; the path is ours
-	ln, err := listenControlAt(path)
+// oldProgram opens the old process's program, which must be an xlb's.
+func oldProgram(id uint32) (*ebpf.Program, error) {
+	p, stats, err := kern.Attached(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	lb.control = ln
-	go lb.serveControl(ln)
-	return lb.startLoops()
+	stats.Close()
+	return p, nil
 }

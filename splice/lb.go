@@ -211,16 +211,18 @@ type LB struct {
 	earlyReaps atomic.Uint64                // finished legs forgotten before Linger (a full table)
 	lingerMax  int                          // finished legs that may wait out Linger: a quarter of the table
 
-	events   *ebpf.RingBufReader
-	control  *net.UnixListener
-	attached []string // interfaces our program is attached to
-	pinned   bool
-	reused   map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
-	cancel   context.CancelFunc
-	loopCtx  context.Context // of the running loops (workers added later run in it)
-	pausing  atomic.Bool
-	wg       sync.WaitGroup
-	done     chan struct{} // closed when the load balancer handed over and stopped
+	events      *ebpf.RingBufReader
+	control     *net.UnixListener
+	attached    []string // interfaces our program is attached to
+	progID      uint32   // our program's id: what we detach, and what a takeover must leave attached for us to resume
+	pinned      bool
+	reused      map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
+	cancel      context.CancelFunc
+	loopCtx     context.Context // of the running loops (workers added later run in it)
+	pausing     atomic.Bool
+	handingOver atomic.Bool // a takeover is under way (giveHandover)
+	wg          sync.WaitGroup
+	done        chan struct{} // closed when the load balancer handed over and stopped
 }
 
 type reapItem struct {
@@ -319,6 +321,9 @@ func (lb *LB) start() error {
 		return err
 	}
 	lb.dp = &DataPlane{Objs: objs}
+	if lb.progID, err = programID(objs.Program); err != nil {
+		return err
+	}
 	lb.lingerMax = int(objs.Legs.MaxEntries() / 4)
 
 	for _, a := range addrs {
@@ -392,8 +397,10 @@ func (lb *LB) checkControlFree() error {
 // pools, accept loops, reaper, control socket.
 func (lb *LB) startLoops() error {
 	var err error
-	if lb.events, err = ebpf.NewRingBufReader(lb.dp.Objs.Events); err != nil {
-		return err
+	if lb.events == nil { // a takeover makes its reader before the swap
+		if lb.events, err = ebpf.NewRingBufReader(lb.dp.Objs.Events); err != nil {
+			return err
+		}
 	}
 	if lb.control == nil {
 		if lb.control, err = listenControl(lb.socketPath()); err != nil {
@@ -401,6 +408,13 @@ func (lb *LB) startLoops() error {
 		}
 		go lb.serveControl(lb.control)
 	}
+	lb.runLoops()
+	return nil
+}
+
+// runLoops starts the goroutines of startLoops, once the event reader is
+// made.
+func (lb *LB) runLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	lb.cancel, lb.loopCtx = cancel, ctx
 	lb.pausing.Store(false)
@@ -415,7 +429,6 @@ func (lb *LB) startLoops() error {
 	}
 	lb.goroutine(func() { lb.reaper(ctx) })
 	lb.goroutine(func() { lb.releaser(ctx) })
-	return nil
 }
 
 // stopLoops stops what startLoops started, but the control socket.
@@ -673,11 +686,15 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		// so that a burst of new clients gets its connections in one
 		// round rather than a few dozen per round.
 		lb.waiting.Add(1)
-		lb.mu.Lock()
-		if q, ok := lb.queued[ev.Key]; (!ok || q.peerHi != ev.PeerHi) && len(lb.queued) < maxQueued {
-			lb.queued[ev.Key] = queuedClient{since: time.Now(), peerHi: ev.PeerHi}
+		// Remembered for endQueued, the only reader and deleter: without a
+		// queue timeout it never runs, and the entries would stay.
+		if lb.cfg.QueueTimeout > 0 {
+			lb.mu.Lock()
+			if q, ok := lb.queued[ev.Key]; (!ok || q.peerHi != ev.PeerHi) && len(lb.queued) < maxQueued {
+				lb.queued[ev.Key] = queuedClient{since: time.Now(), peerHi: ev.PeerHi}
+			}
+			lb.mu.Unlock()
 		}
-		lb.mu.Unlock()
 		for _, w := range lb.workerList() {
 			w.poke()
 		}
@@ -970,10 +987,15 @@ func (lb *LB) teardown() error {
 		lb.control.Close()
 	}
 	for _, ifc := range lb.attached {
-		if st, err := xdp.Query(ifc); err == nil && st.Attached {
-			if err := xdp.Detach(ifc, st.ProgID); err != nil {
-				errs = append(errs, err)
-			}
+		// Ours only, by id: another program may have replaced ours since
+		// (xlb attach --force, another tool); it stays.
+		err := xdp.Detach(ifc, lb.progID)
+		switch {
+		case err == nil, errors.Is(err, xdp.ErrNotAttached):
+		case errors.Is(err, xdp.ErrAlreadyAttached):
+			lb.log.Warn("our program was replaced by another; leaving that one attached", "iface", ifc, "err", err)
+		default:
+			errs = append(errs, err)
 		}
 	}
 	lb.attached = nil
@@ -989,6 +1011,15 @@ func (lb *LB) teardown() error {
 	lb.stopLoops()
 	lb.closeObjects()
 	return errors.Join(errs...)
+}
+
+// programID is the kernel's id of a loaded program.
+func programID(p *ebpf.Program) (uint32, error) {
+	info, err := p.Info()
+	if err != nil {
+		return 0, fmt.Errorf("reading our program's id: %w", err)
+	}
+	return info.ID, nil
 }
 
 func (lb *LB) closeObjects() {

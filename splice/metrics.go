@@ -151,10 +151,11 @@ func WriteMetrics(w io.Writer, s Status) error {
 		sample("xlb_worker_state", 1, "worker", x.Addr, "state", x.State)
 	}
 	perWorker("xlb_worker_weight", "gauge", "The worker's weight (its share of the pool).", func(x WorkerStatus) uint64 { return uint64(x.Weight) })
-	family("xlb_worker_legs", "gauge", "The worker's pool connections, idle or bound to a client.")
+	family("xlb_worker_legs", "gauge", "The worker's live connections: idle in its pool, bound to a client, or cooling (given back by a leaving client).")
 	for _, x := range s.Workers {
 		sample("xlb_worker_legs", uint64(x.Idle), "worker", x.Addr, "state", "idle")
-		sample("xlb_worker_legs", uint64(max(x.Legs-x.Idle, 0)), "worker", x.Addr, "state", "bound")
+		sample("xlb_worker_legs", uint64(x.Bound), "worker", x.Addr, "state", "bound")
+		sample("xlb_worker_legs", uint64(x.Cooling), "worker", x.Addr, "state", "cooling")
 	}
 	perWorker("xlb_worker_requests_total", "counter", "Requests started on the worker's connections.", func(x WorkerStatus) uint64 { return x.Requests })
 	perWorker("xlb_worker_request_bytes_total", "counter", "Payload bytes from clients to the worker.", func(x WorkerStatus) uint64 { return x.BytesIn })

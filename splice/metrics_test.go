@@ -14,7 +14,7 @@ import (
 func TestWriteMetrics(t *testing.T) {
 	st := Status{Pid: 1, Iface: "lo", Port: 8080, Clients: 3, Unspliced: 1,
 		Workers: []WorkerStatus{
-			{Addr: "127.0.0.1:4171", State: "up", Weight: 2, Legs: 5, Idle: 3, Binds: 7, Releases: 6, Requests: 42, BytesIn: 1000, BytesOut: 9000},
+			{Addr: "127.0.0.1:4171", State: "up", Weight: 2, Legs: 6, Bound: 2, Idle: 3, Cooling: 1, Binds: 7, Releases: 6, Requests: 42, BytesIn: 1000, BytesOut: 9000},
 			{Addr: `odd"name\`, State: "down", Weight: 1},
 		},
 		Counters: map[string]uint64{},
@@ -83,6 +83,7 @@ func TestWriteMetrics(t *testing.T) {
 		`xlb_worker_binds_total{worker="127.0.0.1:4171"}`:          "7",
 		`xlb_worker_legs{worker="127.0.0.1:4171",state="idle"}`:    "3",
 		`xlb_worker_legs{worker="127.0.0.1:4171",state="bound"}`:   "2",
+		`xlb_worker_legs{worker="127.0.0.1:4171",state="cooling"}`: "1",
 		`xlb_worker_weight{worker="127.0.0.1:4171"}`:               "2",
 		`xlb_worker_up{worker="127.0.0.1:4171"}`:                   "1",
 		`xlb_worker_up{worker="odd\"name\\"}`:                      "0",

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xlb-lb/xlb/kern"
 )
@@ -206,5 +207,20 @@ func TestSchedule(t *testing.T) {
 	}
 	if s := schedule([]uint32{1}, []int{0}, 64); len(s) != 0 {
 		t.Errorf("weight 0 only: %v", s)
+	}
+}
+
+// TestQueuedOnlyWithTimeout: a client whose request found no worker
+// connection is remembered for --queue-timeout only; with the timeout off
+// nothing would ever forget it (endQueued, its only deleter, does not run).
+func TestQueuedOnlyWithTimeout(t *testing.T) {
+	ev := kern.Event{Type: kern.EventPoolEmpty, Key: kern.LegKey{
+		Local: netip.MustParseAddrPort("127.0.0.1:8080"), Peer: netip.MustParseAddrPort("127.0.0.1:40000")}}
+	for _, timeout := range []time.Duration{0, DefaultQueueTimeout} {
+		lb := &LB{cfg: Config{QueueTimeout: timeout}, queued: map[kern.LegKey]queuedClient{}, byID: map[uint32]*worker{}}
+		lb.handleEvent(ev)
+		if want := min(int(timeout), 1); len(lb.queued) != want {
+			t.Errorf("queue timeout %v: %d clients remembered, want %d", timeout, len(lb.queued), want)
+		}
 	}
 }

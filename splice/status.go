@@ -10,12 +10,16 @@ import (
 
 // WorkerStatus is what `xlb stats` shows of a worker.
 type WorkerStatus struct {
-	Addr     string `json:"addr"`
-	ID       uint32 `json:"id"`
-	Weight   int    `json:"weight"`
-	State    string `json:"state"`
-	Legs     int    `json:"legs"`      // live pool connections (idle or bound)
-	Idle     int    `json:"idle"`      // of which idle
+	Addr   string `json:"addr"`
+	ID     uint32 `json:"id"`
+	Weight int    `json:"weight"`
+	State  string `json:"state"`
+	// Legs is the worker's live connections, Bound + Idle + Cooling, as
+	// the data plane counts them (xlb_wload, read once for every worker).
+	Legs     int    `json:"legs"`
+	Bound    int    `json:"bound"`     // bound to a client
+	Idle     int    `json:"idle"`      // idle in its pool
+	Cooling  int    `json:"cooling"`   // given back by a leaving client, idle soon
 	Binds    uint64 `json:"binds"`     // times a leg was taken for a client
 	Releases uint64 `json:"releases"`  // times a leg was given back at a remix
 	Requests uint64 `json:"requests"`  // requests started on its legs
@@ -50,14 +54,19 @@ type Status struct {
 func (lb *LB) Status() Status {
 	s := Status{Pid: os.Getpid(), Iface: lb.cfg.Iface, Port: lb.cfg.Port,
 		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load(), EarlyReaps: lb.earlyReaps.Load()}
+	loads, lerr := lb.dp.Loads()
 	for _, w := range lb.workerList() {
-		idle, _ := w.idle()
+		l := loads.of(w.id)
 		ws, _ := lb.dp.WorkerStats(w.id)
 		w.mu.Lock()
 		st := WorkerStatus{Addr: w.spec.Addr.String(), ID: w.id, Weight: w.spec.Weight, State: w.stateName(),
-			Legs: len(w.legs), Idle: idle, Binds: ws.Binds, Releases: ws.Releases, Requests: ws.Requests, BytesIn: ws.BytesIn, BytesOut: ws.BytesOut}
+			Legs: l.Legs(), Bound: l.Bound, Idle: l.Idle, Cooling: l.Cooling,
+			Binds: ws.Binds, Releases: ws.Releases, Requests: ws.Requests, BytesIn: ws.BytesIn, BytesOut: ws.BytesOut}
 		if w.lastErr != nil {
 			st.Error = w.lastErr.Error()
+		}
+		if lerr != nil {
+			st.Error = lerr.Error() // its connections are unknown: say why they read 0
 		}
 		w.mu.Unlock()
 		s.Workers = append(s.Workers, st)

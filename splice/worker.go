@@ -145,7 +145,6 @@ type worker struct {
 	drainSince   time.Time            // when the drain began
 	removing     bool                 // xlb ctl remove: forget it once drained
 	drained      bool                 // drain completion logged
-	bound        atomic.Int64         // legs busy with a client at the last fill
 	deaths       atomic.Uint64        // legs that ended (reported by the data plane)
 	lastDeaths   uint64               // deaths at the last fill
 	lastFill     time.Time
@@ -155,13 +154,6 @@ type worker struct {
 	backoff      time.Duration
 	lastErr      error
 	kick         chan struct{}
-}
-
-// idle is the number of this worker's legs idle in its pool, as the data
-// plane counts them.
-func (w *worker) idle() (int, error) {
-	_, idle, _, err := w.lb.dp.Load(w.id)
-	return idle, err
 }
 
 func (w *worker) isDraining() bool {
@@ -200,11 +192,15 @@ func (w *worker) run(ctx context.Context) {
 // fill opens legs until the worker has its pool of idle ones. It returns how
 // long to back off after a failure (0 when all went well).
 func (w *worker) fill(ctx context.Context) time.Duration {
-	bound, idle, cooling, err := w.lb.dp.Load(w.id)
+	// One read of every worker's load: ours and the demand over all
+	// workers come from the same instant.
+	loads, err := w.lb.dp.Loads()
 	if err != nil {
 		w.lb.log.Error("reading worker load", "worker", w.spec.Addr, "err", err)
 		return backoffMax
 	}
+	load := loads.of(w.id)
+	bound, idle, cooling := load.Bound, load.Idle, load.Cooling
 	w.mu.Lock()
 	weight, draining := w.spec.Weight, w.draining
 	w.mu.Unlock()
@@ -214,14 +210,13 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	// no longer its: a worker that closes after every answer would
 	// otherwise look busier the faster it is.
 	legs := idle + bound
-	w.bound.Store(int64(bound))
 	// A worker's share of the connections follows its weight, not how
 	// long its requests take: the pool, plus its share of the connections
 	// busy over all workers. A slow worker then has fewer idle, and the
 	// policies that go by idle connections (jiq) give it less, as they
 	// should; sizing each pool by its own idle count would give a slow
 	// worker more connections and undo that.
-	demand, weights := w.lb.demand()
+	demand, weights := w.lb.demand(loads)
 	target := w.lb.cfg.Pool*weight + demand*weight/max(weights, 1)
 	// A worker that ends its connections (Connection: close, HTTP/1.0,
 	// health checks) uses one up per request: keep what it uses up while a
@@ -307,15 +302,15 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 }
 
 // demand is the connections busy with a client over the workers that take
-// requests, as each worker's last fill saw them, plus the clients that
-// found no idle connection lately; and the sum of the weights.
-func (lb *LB) demand() (bound, weights int) {
+// requests (loads), plus the clients that found no idle connection lately;
+// and the sum of the weights.
+func (lb *LB) demand(loads workerLoads) (bound, weights int) {
 	bound = int(lb.waiting.Load())
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		if !w.draining && w.spec.Weight > 0 {
 			weights += w.spec.Weight
-			bound += int(w.bound.Load())
+			bound += loads.of(w.id).Bound
 		}
 		w.mu.Unlock()
 	}

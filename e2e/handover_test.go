@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// The failure paths of a takeover (--reuse), injected into a binary built
+// with the xlbtest tag (splice/fault_xlbtest.go): a production build has no
+// such hook. Whatever fails, one process serves the data plane, and only the
+// one whose program is attached.
+
+var (
+	faultBinOnce sync.Once
+	faultBinPath string
+	faultBinErr  error
+)
+
+// faultBin is xlb built with the xlbtest tag, once.
+func faultBin(t *testing.T) string {
+	t.Helper()
+	faultBinOnce.Do(func() {
+		path := filepath.Join(filepath.Dir(xlbBin), "xlb-faults")
+		cmd := exec.Command("go", "build", "-tags", "xlbtest", "-o", path, "..")
+		cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			faultBinErr = fmt.Errorf("building xlb with -tags xlbtest: %v\n%s", err, out)
+			return
+		}
+		faultBinPath = path
+	})
+	if faultBinErr != nil {
+		t.Fatal(faultBinErr)
+	}
+	return faultBinPath
+}
+
+// talkers are keep-alive clients that request in a loop until stopped; a
+// failed request is an error of the test.
+type talkers struct {
+	stop     atomic.Bool
+	wg       sync.WaitGroup
+	requests atomic.Int64
+	errs     chan error
+}
+
+func startTalkers(t *testing.T, ns *testnet.NS, n int) *talkers {
+	tk := &talkers{errs: make(chan error, n)}
+	for i := 0; i < n; i++ {
+		c := dial(t, ns, "127.0.0.1:8080")
+		tk.wg.Add(1)
+		go func() {
+			defer tk.wg.Done()
+			for j := 0; j < 100000 && !tk.stop.Load(); j++ {
+				if _, _, err := c.get(fmt.Sprintf("/bytes/%d", 700+i*1000+j%977)); err != nil {
+					tk.errs <- fmt.Errorf("client %d request %d: %w", i, j, err)
+					return
+				}
+				tk.requests.Add(1)
+				time.Sleep(2 * time.Millisecond) // a client's pace, not a wait for an event
+			}
+		}()
+	}
+	return tk
+}
+
+// wait waits until n more requests than now are done (polling the counter:
+// the clients have no event to wait on).
+func (tk *talkers) wait(t *testing.T, n int64) {
+	t.Helper()
+	want := tk.requests.Load() + n
+	deadline := time.Now().Add(ioTimeout)
+	for tk.requests.Load() < want {
+		select {
+		case err := <-tk.errs:
+			t.Fatal(err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d requests done, waited for %d", tk.requests.Load(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// end stops the clients and reports their errors.
+func (tk *talkers) end(t *testing.T) {
+	t.Helper()
+	tk.stop.Store(true)
+	tk.wg.Wait()
+	close(tk.errs)
+	for err := range tk.errs {
+		t.Error(err)
+	}
+}
+
+// count is the number of p's output lines that contain substr.
+func (p *proc) count(substr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// exitCode waits for p's exit and returns its code.
+func exitCode(t *testing.T, p *proc) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		t.Fatalf("%s did not exit within %v", p.name, stopTimeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatalf("%s: %v", p.name, p.err)
+	}
+	return 0
+}
+
+// handoverSetup starts workers and xlb (the xlbtest build, with env) with
+// clients talking through it; it returns the program id attached.
+func handoverSetup(t *testing.T, env ...string) (*testnet.NS, []string, string, *proc, *talkers, uint32) {
+	testnet.RequireRoot(t)
+	bin := faultBin(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 2)
+	sock := t.TempDir() + "/ctl.sock"
+	args := append(append([]string{"env"}, env...), bin, "--socket", sock, "lo", "8080", workers[0], workers[1])
+	old := startProc(t, ns, "xlb", args...)
+	old.waitLines("data plane attached", 1, startTimeout)
+	old.waitLines("worker up", len(workers), startTimeout)
+	tk := startTalkers(t, ns, 4)
+	tk.wait(t, 100)
+	r := status(t, ns, "lo")
+	if !r.Attached || r.ProgID == 0 {
+		t.Fatalf("xlb status: attached %v, program id %d", r.Attached, r.ProgID)
+	}
+	return ns, workers, sock, old, tk, r.ProgID
+}
+
+// startTakeover runs the xlbtest build with --reuse and the fault given.
+func startTakeover(t *testing.T, ns *testnet.NS, fault, sock string, workers []string) *proc {
+	args := []string{"env", "XLB_TEST_HANDOVER_FAULT=" + fault, faultBin(t), "--reuse", "--socket", sock, "lo", "8080"}
+	return startProc(t, ns, "xlb --reuse ("+fault+")", append(args, workers...)...)
+}
+
+// checkResumed checks that the old xlb serves on after a takeover failed:
+// its program is still attached, its clients and new ones are served, and a
+// takeover without a fault then succeeds (its pins and state are intact).
+func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, old *proc, tk *talkers, progID uint32) {
+	t.Helper()
+	old.waitLines("handover failed; carrying on", 1, startTimeout)
+	if r := status(t, ns, "lo"); r.ProgID != progID {
+		t.Fatalf("after the failed takeover program id %d is attached, want the old xlb's %d", r.ProgID, progID)
+	}
+	tk.wait(t, 200)
+	c := dial(t, ns, "127.0.0.1:8080")
+	for i := 0; i < 10; i++ {
+		if _, _, err := c.get("/bytes/2000"); err != nil {
+			t.Fatalf("new client after the failed takeover: %v", err)
+		}
+	}
+	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--socket", sock, "lo", "8080", workers[0], workers[1])
+	newer.waitLines("took over", 1, startTimeout)
+	if code := exitCode(t, old); code != 0 {
+		t.Errorf("the old xlb exited with %d after handing over", code)
+	}
+	tk.wait(t, 200)
+	tk.end(t)
+	newer.stop()
+}
+
+// TestHandoverFailsBeforeSwap: the new xlb fails with everything prepared,
+// after the old one said go, just before the program swap. It exits 1
+// without touching the data plane; the old one resumes and serves on.
+func TestHandoverFailsBeforeSwap(t *testing.T) {
+	ns, workers, sock, old, tk, progID := handoverSetup(t)
+	newer := startTakeover(t, ns, "fail-before-swap", sock, workers)
+	if code := exitCode(t, newer); code != 1 {
+		t.Errorf("the failing xlb exited with %d, want 1", code)
+	}
+	newer.waitLines("injected failure before the program swap", 1, startTimeout)
+	checkResumed(t, ns, workers, sock, old, tk, progID)
+}
+
+// TestHandoverOutlastsTimeout: the new xlb is not ready before the old one's
+// timeout (1s here). The old one calls the takeover off and resumes; the new
+// one, ready later, is not told to go and exits 1 without swapping: never
+// both.
+func TestHandoverOutlastsTimeout(t *testing.T) {
+	ns, workers, sock, old, tk, progID := handoverSetup(t, "XLB_TEST_HANDOVER_TIMEOUT=1s")
+	newer := startTakeover(t, ns, "stall", sock, workers)
+	if code := exitCode(t, newer); code != 1 {
+		t.Errorf("the stalled xlb exited with %d, want 1", code)
+	}
+	newer.waitLines("did not say go", 1, startTimeout)
+	checkResumed(t, ns, workers, sock, old, tk, progID)
+}
+
+// TestHandoverNewDiesAfterSwap: the new xlb dies right after the swap,
+// without a word. The old one finds its program replaced: it does not
+// resume (its program is gone), says so, and exits 0.
+func TestHandoverNewDiesAfterSwap(t *testing.T) {
+	ns, workers, sock, old, tk, progID := handoverSetup(t)
+	newer := startTakeover(t, ns, "exit-after-swap", sock, workers)
+	if code := exitCode(t, newer); code != 3 {
+		t.Errorf("the dying xlb exited with %d, want 3 (the injected exit)", code)
+	}
+	if code := exitCode(t, old); code != 0 {
+		t.Errorf("the old xlb exited with %d, want 0", code)
+	}
+	if n := old.count("not resuming"); n != 1 {
+		t.Errorf("the old xlb said %d times that it does not resume, want 1", n)
+	}
+	if n := old.count("carrying on"); n != 0 {
+		t.Errorf("the old xlb carried on with another program attached")
+	}
+	if r := status(t, ns, "lo"); r.ProgID == progID || !r.Attached {
+		t.Errorf("after the swap: attached %v, program id %d; want the new xlb's, not %d", r.Attached, r.ProgID, progID)
+	}
+	tk.stop.Store(true) // nobody runs the control plane: their fate is not the point
+	tk.wg.Wait()
+}
