@@ -215,8 +215,10 @@ func TestWorkerIdleTimeout(t *testing.T) {
 	})
 	t.Logf("idle legs closed by nginx and answered by the data plane: fin_answered %d, leg_closed %d",
 		r.Counters["fin_answered"], r.Counters["leg_closed"])
+	// At least full: a worker that ends connections gets a share of its
+	// turnover on top (refillHorizon).
 	waitStatus(t, ns, "lo", 5*time.Second, "pools refilled", func(r statusReport) bool {
-		return r.Legs["worker/idle"] == full
+		return r.Legs["worker/idle"] >= full
 	})
 
 	// New clients are served by the refilled pools.
@@ -256,7 +258,7 @@ func TestWorkerIdleTimeout(t *testing.T) {
 	c.c.Close()
 	waitStatus(t, ns, "lo", reapTimeout, "the idle client's legs reaped and pools full", func(r statusReport) bool {
 		return r.Legs["client/bound"]+r.Legs["client/dead"]+r.Legs["bindings"]+r.Legs["worker/bound"] == 0 &&
-			r.Legs["worker/idle"] == full && r.Counters["leg_closed"] >= r0.Counters["leg_closed"]+2
+			r.Legs["worker/idle"] >= full && r.Counters["leg_closed"] >= r0.Counters["leg_closed"]+2
 	})
 	lb.stop()
 }

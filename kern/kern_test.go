@@ -177,14 +177,14 @@ func TestMarshalRoundTrip(t *testing.T) {
 
 	// A command of no leg has an all-zero key; one of a leg has the key.
 	mb, err := (&CtlMsg{Op: CtlRetireIdle, Worker: 5}).MarshalBinary()
-	if err != nil || len(mb) != CtlMsgSize || !bytes.Equal(mb[16:], make([]byte, LegKeySize)) {
+	if err != nil || len(mb) != CtlMsgSize || !bytes.Equal(mb[16:16+LegKeySize], make([]byte, LegKeySize)) {
 		t.Errorf("ctl msg without a key: % x %v", mb, err)
 	}
 	m := CtlMsg{Op: CtlPark, Worker: 1, MinIdleNs: 1 << 33, Key: k}
 	mb, _ = m.MarshalBinary()
 	var m2 CtlMsg
 	m2.decode(mb)
-	if m2 != m || !bytes.Equal(mb[16:], b) {
+	if m2 != m || !bytes.Equal(mb[16:16+LegKeySize], b) {
 		t.Errorf("ctl msg round trip: %+v", m2)
 	}
 

@@ -6,6 +6,7 @@ package kern_test
 import (
 	"testing"
 
+	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
 )
 
@@ -382,6 +383,53 @@ func TestRSTWithDataUnbound(t *testing.T) {
 			}
 			if q := d.idleQueue(); len(q) != 1 {
 				t.Errorf("idle queue %v: a RST took a worker leg", q)
+			}
+		})
+	}
+}
+
+// TestForgetFinished: CTL_FORGET deletes a finished leg and its binding
+// only while the leg under the key is still the one reported (dead or stuck
+// closing, at the peer_hi of its report); a new connection's leg under the
+// same key (a client reconnecting from the same port), and any handshake,
+// stay.
+func TestForgetFinished(t *testing.T) {
+	c := stdClientLeg()
+	tests := []struct {
+		name   string
+		state  kern.LegState
+		peerHi uint32 // of the command
+		gone   bool
+	}{
+		{"dead, as reported: forgotten", kern.LegDead, c.PeerHi, true},
+		{"stuck closing, as reported: forgotten", kern.LegClosing, c.PeerHi, true},
+		{"dead, but moved since its report: kept", kern.LegDead, c.PeerHi - 1, false},
+		{"a new connection's leg: kept", kern.LegIdle, c.PeerHi, false},
+		{"a new connection's bound leg: kept", kern.LegBound, c.PeerHi, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := loadDataPlane(t)
+			l := c
+			l.State = tc.state
+			d.putLeg(clientKey, l)
+			d.putBind(clientKey, kern.Binding{To: workerKey})
+			// A handshake under the key is a new connection's: never touched.
+			hs := make([]byte, kern.HandshakeSize)
+			hs[0] = 77
+			if err := d.objs.Handshakes.Update(keyBytes(t, clientKey), hs, ebpf.UpdateAny); err != nil {
+				t.Fatal(err)
+			}
+			if got := d.ctl2(kern.CtlMsg{Op: kern.CtlForget, Key: clientKey, PeerHi: tc.peerHi}); got != tc.gone {
+				t.Errorf("CTL_FORGET returned %v, want %v", got, tc.gone)
+			}
+			_, legThere := d.leg(clientKey)
+			_, bindThere := d.bind(clientKey)
+			if legThere == tc.gone || bindThere == tc.gone {
+				t.Errorf("leg present %v, binding present %v; want both %v", legThere, bindThere, !tc.gone)
+			}
+			if h, ok := d.handshake(clientKey); !ok || h.PeerISN != 77 {
+				t.Error("the handshake under the key was touched")
 			}
 		})
 	}

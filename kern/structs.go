@@ -382,6 +382,7 @@ type CtlMsg struct {
 	Worker    uint32 // CtlRetireIdle
 	MinIdleNs uint64
 	Key       LegKey // zero for a command of no leg (CtlRetireIdle): all zero bytes
+	PeerHi    uint32 // CtlForget
 }
 
 func (m *CtlMsg) MarshalBinary() ([]byte, error) {

@@ -19,7 +19,7 @@ const (
 	WorkerLoadSize   = 24 // sizeof(struct worker_load)
 	WorkerStatsSize  = 40 // sizeof(struct worker_stats)
 	ConfigSize       = 32 // sizeof(struct xlb_config)
-	CtlMsgSize       = 56 // sizeof(struct ctl_msg)
+	CtlMsgSize       = 64 // sizeof(struct ctl_msg)
 	EventSize        = 80 // sizeof(struct xlb_event)
 	CoolingEntrySize = 48 // sizeof(struct cooling)
 )
@@ -251,6 +251,7 @@ const (
 	CtlRetireIdle CtlOp = 4 // CTL_RETIRE_IDLE
 	CtlPool       CtlOp = 5 // CTL_POOL
 	CtlWarm       CtlOp = 6 // CTL_WARM
+	CtlForget     CtlOp = 7 // CTL_FORGET
 )
 
 // Values of enum event_type.
@@ -531,6 +532,8 @@ func (v *CtlMsg) encode(b []byte) {
 	ne.PutUint32(b[4:], v.Worker)
 	ne.PutUint64(b[8:], v.MinIdleNs)
 	v.Key.encode(b[16:56])
+	ne.PutUint32(b[56:], v.PeerHi)
+	clear(b[60:64])
 }
 
 // decode reads v from struct ctl_msg in b[:CtlMsgSize].
@@ -540,6 +543,7 @@ func (v *CtlMsg) decode(b []byte) {
 	v.Worker = ne.Uint32(b[4:])
 	v.MinIdleNs = ne.Uint64(b[8:])
 	v.Key.decode(b[16:56])
+	v.PeerHi = ne.Uint32(b[56:])
 }
 
 // encode writes v as struct xlb_event into b[:EventSize].

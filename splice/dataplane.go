@@ -161,15 +161,13 @@ func (d *DataPlane) ForgetLeg(key kern.LegKey) {
 	d.Objs.Handshakes.Delete(k)
 }
 
-// forgetFinished deletes a finished leg's entries, but not the handshake
-// under its key, which may be a new connection's.
-func (d *DataPlane) forgetFinished(key kern.LegKey) {
-	k, err := key.MarshalBinary()
-	if err != nil {
-		return
-	}
-	d.Objs.Binds.Delete(k)
-	d.Objs.Legs.Delete(k)
+// forgetFinished deletes a finished (or stuck closing) leg's entries if the
+// leg under key is still the one that finished at peerHi (the data plane checks and deletes
+// in one run: a client reconnecting from the same port has a new leg under
+// the key, and a handshake, which stay).
+func (d *DataPlane) forgetFinished(key kern.LegKey, peerHi uint32) bool {
+	done, err := d.ctl(kern.CtlMsg{Op: kern.CtlForget, Key: key, PeerHi: peerHi})
+	return err == nil && done
 }
 
 // SetWorkerCfg writes a worker's settings for the data plane.

@@ -769,12 +769,11 @@ func (lb *LB) reaper(ctx context.Context) {
 // second, so it has no TIME-WAIT): the data plane then forgot the finished
 // leg at the new SYN, and the entries under the key are the new
 // connection's, its handshake included. Only the finished leg itself is
-// forgotten, told by its positions; a finished leg whose positions moved
-// after its death is left to reapStuck.
+// forgotten, told by its positions, checked and deleted in one run of the
+// data plane's control program (CTL_FORGET); a finished leg whose
+// positions moved after its death is left to the sweep.
 func (lb *LB) reap(it reapItem) {
-	if leg, err := lb.dp.Leg(it.key); err == nil && leg.State == kern.LegDead && leg.PeerHi == it.peerHi {
-		lb.dp.forgetFinished(it.key)
-	}
+	lb.dp.forgetFinished(it.key, it.peerHi)
 }
 
 // queuedClient is a client whose request found no worker connection: when,
@@ -898,11 +897,10 @@ func (lb *LB) sweep(eventsLost bool) {
 	})
 	for _, it := range stuck {
 		// As reap does: only that leg, not a new one of the same 4-tuple.
-		if l, err := lb.dp.Leg(it.key); err != nil || (l.State != kern.LegDead && l.State != kern.LegClosing) || l.PeerHi != it.peerHi {
+		if !lb.dp.forgetFinished(it.key, it.peerHi) {
 			continue
 		}
 		lb.log.Debug("reaping a finished or stuck leg", "leg", it.key)
-		lb.dp.forgetFinished(it.key)
 		if c := lb.takeConn(it.key); c != noSock {
 			c.closeSilently()
 		}

@@ -354,7 +354,9 @@ struct ctl_msg {
 	__u32 op;            /* enum ctl_op */
 	__u32 worker;        /* CTL_RETIRE_IDLE: the worker id */
 	__u64 min_idle_ns;   /* CTL_PARK: both legs silent for at least this long */
-	struct leg_key key;  /* the client leg */
+	struct leg_key key;  /* the client leg (CTL_FORGET: the finished leg) */
+	__u32 peer_hi;       /* CTL_FORGET: the finished leg's peer_hi when it was reported */
+	__u32 pad;
 };
 
 enum ctl_op {
@@ -364,6 +366,7 @@ enum ctl_op {
 	CTL_RETIRE_IDLE = 4, /* take one entry off a draining worker's pool, retiring its leg */
 	CTL_POOL = 5,    /* a new worker leg (LEG_NEW) goes into its worker's pool */
 	CTL_WARM = 6,    /* cooled worker legs go to their pools (XDP_PASS: run again, more may be due) */
+	CTL_FORGET = 7,  /* a finished leg (LEG_DEAD or LEG_CLOSING, peer_hi as reported) and its binding are deleted */
 };
 
 enum event_type {

@@ -1567,6 +1567,26 @@ int xlb_ctl(struct xdp_md *ctx)
 			return XDP_DROP;
 		return XDP_PASS; /* more may be due: run again */
 	}
+	if (m->op == CTL_FORGET) {
+		/* A finished leg whose linger is over (or one stuck closing)
+		 * goes, with its binding, if it is still that leg (at the
+		 * position it was reported at): a client reconnecting from the same port makes
+		 * a new leg under the same key, which a lookup and a delete of
+		 * user space's, two system calls apart, could delete. Here the
+		 * check and the delete are one run, shorter than the new
+		 * connection's handshake. */
+		__u32 st;
+
+		w = bpf_map_lookup_elem(&xlb_legs, &m->key);
+		if (!w)
+			return XDP_DROP;
+		st = READ_ONCE(w->state);
+		if ((st != LEG_DEAD && st != LEG_CLOSING) || READ_ONCE(w->peer_hi) != m->peer_hi)
+			return XDP_DROP;
+		bpf_map_delete_elem(&xlb_binds, &m->key);
+		bpf_map_delete_elem(&xlb_legs, &m->key);
+		return XDP_PASS;
+	}
 	if (m->op == CTL_POOL) {
 		/* A worker leg user space just registered (LEG_NEW) goes into
 		 * its pool, counted idle: through here rather than a map push
