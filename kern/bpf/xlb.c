@@ -103,6 +103,28 @@ static __always_inline int cut_payload(struct pkt *p)
 	return 0;
 }
 
+/* turn_around makes the packet go back where it came from: MACs, addresses
+ * and ports swapped, tot_len new_len, TTL 64. The caller sets the rest and
+ * the IP header checksum. */
+static __always_inline void turn_around(struct pkt *p, __u32 new_len)
+{
+	__u8 mac[ETH_ALEN];
+	__be32 addr;
+	__be16 port;
+
+	__builtin_memcpy(mac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, p->eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, mac, ETH_ALEN);
+	addr = p->ip->saddr;
+	p->ip->saddr = p->ip->daddr;
+	p->ip->daddr = addr;
+	p->ip->tot_len = bpf_htons(new_len);
+	p->ip->ttl = 64;
+	port = p->tcp->source;
+	p->tcp->source = p->tcp->dest;
+	p->tcp->dest = port;
+}
+
 /* reply turns the packet into our answer on `leg`: addresses swapped, seq =
  * `seq`, ack = the leg's peer_hi, flags `flags` (TCP_FLAG_* of the 13th/14th
  * byte), our window, and timestamps (our last TSval, echoing the peer's) if
@@ -116,9 +138,6 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8
 	__u32 tcp_len = with_ts ? 32 : 20;
 	__u32 old_len = bpf_ntohs(p->ip->tot_len);
 	__u32 new_len = sizeof(struct iphdr) + tcp_len;
-	__u8 mac[ETH_ALEN];
-	__be32 addr;
-	__be16 port;
 	__u8 *o;
 
 	if (p->ip->ihl != 5 || old_len < new_len)
@@ -134,21 +153,8 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8
 	}
 	if (reparse(p, tcp_len))
 		return -1;
-
-	__builtin_memcpy(mac, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, p->eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_dest, mac, ETH_ALEN);
-
-	addr = p->ip->saddr;
-	p->ip->saddr = p->ip->daddr;
-	p->ip->daddr = addr;
-	p->ip->tot_len = bpf_htons(new_len);
-	p->ip->ttl = 64;
+	turn_around(p, new_len);
 	p->ip->check = csum_ipv4_header(p->ip);
-
-	port = p->tcp->source;
-	p->tcp->source = p->tcp->dest;
-	p->tcp->dest = port;
 	p->tcp->seq = bpf_htonl(seq);
 	p->tcp->ack_seq = bpf_htonl(READ_ONCE(leg->peer_hi));
 	/* doff and flags: byte 12 is doff<<4, byte 13 the flags. */
@@ -321,9 +327,6 @@ static __always_inline int answer_syn(struct pkt *p)
 	__u32 isn = bpf_get_prandom_u32(), peer_isn = p->seq;
 	__u32 tsval = (__u32)(now_ns() >> 20), tsecr = p->o->tsval; /* ~1 ms ticks */
 	__u8 sack = p->o->sack_perm, ts = p->o->has_ts, ws = p->o->wscale != XLB_NO_WSCALE;
-	__u8 mac[ETH_ALEN];
-	__be32 addr;
-	__be16 port;
 	__u8 *o;
 
 	if (!cfg)
@@ -343,22 +346,10 @@ static __always_inline int answer_syn(struct pkt *p)
 	if (reparse(p, tcp_len))
 		return verdict(XDP_DROP); /* cannot happen: the frame was sized for it */
 
-	__builtin_memcpy(mac, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, p->eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_dest, mac, ETH_ALEN);
-
-	addr = p->ip->saddr;
-	p->ip->saddr = p->ip->daddr;
-	p->ip->daddr = addr;
-	p->ip->tot_len = bpf_htons(new_len);
+	turn_around(p, new_len);
 	p->ip->id = 0;
 	p->ip->frag_off = bpf_htons(0x4000); /* DF */
-	p->ip->ttl = 64;
 	p->ip->check = csum_ipv4_header(p->ip);
-
-	port = p->tcp->source;
-	p->tcp->source = p->tcp->dest;
-	p->tcp->dest = port;
 	p->tcp->seq = bpf_htonl(isn);
 	p->tcp->ack_seq = bpf_htonl(peer_isn + 1);
 	((__u8 *)p->tcp)[12] = (tcp_len / 4) << 4;
