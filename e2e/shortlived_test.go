@@ -532,3 +532,38 @@ func TestLegTableFull(t *testing.T) {
 	lb.waitLines("leg table full: new clients are reset; raise --max-legs", 1, 5*time.Second)
 	t.Logf("%d of 100 clients refused", refused)
 }
+
+// TestKernelHandshake: with --handshake kernel the listener answers every
+// SYN, and each client is accepted and its socket destroyed (the path a
+// SYN the data plane cannot answer still takes): ab with and without
+// keep-alive, every request served, no SYN answered by the data plane, no
+// client left to the kernel.
+func TestKernelHandshake(t *testing.T) {
+	sock := ownSocket(t)
+	ns, lb, _ := startConnXLB(t, append(sock, "--handshake", "kernel")...)
+	defer lb.stop()
+	const n = 3000
+	for _, args := range [][]string{{}, {"-k"}} {
+		cmd := append([]string{"-q", "-s", "10", "-n", fmt.Sprint(n), "-c", "8"}, args...)
+		out, err := ns.Command("ab", append(cmd, "http://127.0.0.1:8080/b100")...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ab %v: %v\n%s", args, err, out)
+		}
+		if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(string(out)); m == nil || m[1] != fmt.Sprint(n) {
+			t.Errorf("ab %v: not every request completed:\n%s", args, out)
+		}
+		if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(string(out)); m == nil || m[1] != "0" {
+			t.Errorf("ab %v: failed requests:\n%s", args, out)
+		}
+	}
+	r := stats(t, ns, sock[1])
+	if r.Counters["syn_answered"] != 0 {
+		t.Errorf("%d SYNs answered by the data plane under --handshake kernel", r.Counters["syn_answered"])
+	}
+	if r.Counters["client_leg"] < n+8 {
+		t.Errorf("client_leg %d: want the %d connections of ab without -k and the 8 of ab -k", r.Counters["client_leg"], n+8)
+	}
+	if r.Unspliced != 0 {
+		t.Errorf("%d clients left to the kernel (no leg for them)", r.Unspliced)
+	}
+}

@@ -868,14 +868,16 @@ func (lb *LB) endRetired() {
 // sweep walks the leg table for legs that would otherwise stay for ever:
 //   - finished legs whose reap was never scheduled (their event was lost)
 //     or was skipped (their positions moved after their death): forgotten
-//     once they have been dead for Linger (lost events) or stuckClosing;
+//     once silent for Linger (lost events) or twice Linger;
 //   - legs waiting in CLOSING for an ACK that never came (stuckClosing);
 //   - client legs whose client has been silent for ClientTimeout (it may
 //     have vanished without a FIN): an unbound one is handed back to the
 //     kernel and closed (a FIN), a bound pair ended both ways (endPair).
 func (lb *LB) sweep(eventsLost bool) {
 	now := monotonicNs()
-	dead := stuckClosing
+	// (A finished leg silent for two lingers is done: lingering is for
+	// late retransmissions. It used to wait stuckClosing, 30 s.)
+	dead := 2 * lb.cfg.Linger
 	if eventsLost {
 		dead = lb.cfg.Linger
 	}

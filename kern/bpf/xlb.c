@@ -388,6 +388,21 @@ listener:
 	return verdict(XDP_PASS);
 }
 
+/* again runs xlb_xdp on the packet once more, for a leg made since it
+ * looked (the packet was counted already). */
+static __always_inline int again(struct pkt *p)
+{
+	__u32 zero = 0;
+	struct bind_scratch *bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
+
+	if (bs)
+		bs->reentry = 1;
+	bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_MAIN);
+	if (bs)
+		bs->reentry = 0;
+	return drop(XLB_CNT_TAIL_FAIL);
+}
+
 /* The ACK that completes a client's handshake: the client leg is born. */
 static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config *cfg)
 {
@@ -395,6 +410,13 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 	struct leg leg = {};
 	__u32 answered;
 
+	if (!hs && bpf_map_lookup_elem(&xlb_legs, &p->key)) {
+		/* The handshake's other ACK made the leg on another CPU since
+		 * this packet looked (the pure ACK and the first data, sent
+		 * from two CPUs): the leg's packet. Passed to the stack, it
+		 * would be reset, and the leg left to --client-timeout. */
+		return again(p);
+	}
 	if (!hs || p->seq != hs->peer_isn + 1) {
 		/* A connection we did not see open (older than the program, or
 		 * its SYN evicted): the stack's, not ours. */
@@ -461,18 +483,9 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 		 * on it (the pure ACK was lost) is the leg's first request:
 		 * xlb_xdp again, which now finds the leg (and, back here,
 		 * does not count the packet twice). */
-		__u32 zero = 0;
-		struct bind_scratch *bs;
-
 		if (!p->payload)
 			return verdict(XDP_DROP);
-		bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
-		if (bs)
-			bs->reentry = 1;
-		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_MAIN);
-		if (bs)
-			bs->reentry = 0;
-		return drop(XLB_CNT_TAIL_FAIL);
+		return again(p);
 	}
 	if (p->payload) {
 		/* The stack must see the handshake complete, never data: pass the
