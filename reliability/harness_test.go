@@ -517,3 +517,53 @@ func (tp *topo) csumErrors() int64 {
 	}
 	return n
 }
+
+// runPerConnection drives clients from C that each make requests requests,
+// every one over a new connection closed after its answer (bodies checked
+// as run does).
+func (tp *topo) runPerConnection(clients, requests int, sizes []int) result {
+	tp.t.Helper()
+	res := result{perWorker: map[string]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < requests; j++ {
+				n := sizes[(i+j)%len(sizes)]
+				worker, got, err := tp.getOnce(fmt.Sprintf("/bytes/%d", n))
+				mu.Lock()
+				if err != nil {
+					res.failures = append(res.failures, fmt.Errorf("client %d request %d (%d bytes): %w", i, j, n, err))
+					mu.Unlock()
+					return
+				}
+				res.requests++
+				res.bytes += int64(got)
+				res.perWorker[worker]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.took = time.Since(start)
+	return res
+}
+
+// getOnce makes one request over a new connection from C and closes it.
+func (tp *topo) getOnce(path string) (string, int, error) {
+	var c net.Conn
+	err := tp.c.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", frontAddr, servicePort), requestTimeout)
+		return err
+	})
+	if err != nil {
+		return "", 0, err
+	}
+	defer c.Close()
+	hung := time.AfterFunc(requestTimeout, func() { c.SetDeadline(time.Now()) })
+	defer hung.Stop()
+	return demo.Get(c, bufio.NewReaderSize(c, 64<<10), path)
+}

@@ -193,3 +193,27 @@ func TestManyShortRemix(t *testing.T) {
 		expectRemix: true,
 	})
 }
+
+// TestConnPerRequestImpaired: clients that open a connection per request
+// (connect, one GET, close) under loss, duplication and reordering: the
+// data plane answers every handshake itself (SYN-ACKs and handshake ACKs
+// lost, duplicated, reordered, data before the ACK), and every client's
+// FIN; every body arrives intact and the legs go back to the baseline.
+func TestConnPerRequestImpaired(t *testing.T) {
+	const clients = 8
+	requests := pick(15, 150)
+	runScenario(t, scenario{
+		imp:     testnet.Impairment{Drop: 0.03, Duplicate: 0.02, Reorder: 0.05, Seed: 1700},
+		want:    clients * requests,
+		clients: clients,
+		drive: func(tp *topo) result {
+			st0 := tp.status()
+			res := tp.runPerConnection(clients, requests, small)
+			st := tp.status()
+			if d := st.Counters["syn_answered"] - st0.Counters["syn_answered"]; d < uint64(res.requests) {
+				tp.t.Errorf("the data plane answered %d SYNs for %d connections", d, res.requests)
+			}
+			return res
+		},
+	})
+}

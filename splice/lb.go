@@ -107,10 +107,15 @@ const (
 	// reapTick is how often finished legs are reaped and stuck ones found.
 	reapTick = 250 * time.Millisecond
 	// stuckClosing is how long a leg may wait for the last ACK of a close
-	// the data plane answered before it is reaped anyway.
-	stuckClosing = 30 * time.Second
+	// the data plane answered before it is reaped anyway. The data plane
+	// cannot resend its FIN: when the peer's last ACK is lost, the peer
+	// (in TIME-WAIT) sends nothing more. A peer still waiting for our FIN
+	// resends its own, which refreshes the wait; one that resends after
+	// the reap is reset by the stack, which costs a closing connection
+	// nothing.
+	stuckClosing = 10 * time.Second
 	// sweepEvery is how often the leg table is swept (see sweep).
-	sweepEvery = stuckClosing / 4
+	sweepEvery = 7500 * time.Millisecond
 	// DefaultClientTimeout is how long a client may stay silent.
 	DefaultClientTimeout = 10 * time.Minute
 )
@@ -876,7 +881,7 @@ func (lb *LB) endRetired() {
 func (lb *LB) sweep(eventsLost bool) {
 	now := monotonicNs()
 	// (A finished leg silent for two lingers is done: lingering is for
-	// late retransmissions. It used to wait stuckClosing, 30 s.)
+	// late retransmissions. It used to wait 30 s.)
 	dead := 2 * lb.cfg.Linger
 	if eventsLost {
 		dead = lb.cfg.Linger
