@@ -449,6 +449,21 @@ type result struct {
 	took      time.Duration
 }
 
+// note records one request's outcome under mu: an answer of got bytes from
+// worker, or err. It returns false after a failure (the client stops).
+func (res *result) note(mu *sync.Mutex, worker string, got int, err error) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil {
+		res.failures = append(res.failures, err)
+		return false
+	}
+	res.requests++
+	res.bytes += int64(got)
+	res.perWorker[worker]++
+	return true
+}
+
 // run drives the load from C. Every body is checked (demo.Get: hash header
 // and the exact expected bytes); every request is bounded by requestTimeout.
 func (tp *topo) run(l load) result {
@@ -472,16 +487,12 @@ func (tp *topo) run(l load) result {
 				hung := time.AfterFunc(requestTimeout, func() { c.SetDeadline(time.Now()) })
 				worker, got, err := demo.Get(c, r, fmt.Sprintf("/bytes/%d", n))
 				hung.Stop()
-				mu.Lock()
 				if err != nil {
-					res.failures = append(res.failures, fmt.Errorf("connection %d (%s) request %d (%d bytes): %w", i, c.LocalAddr(), j, n, err))
-					mu.Unlock()
+					err = fmt.Errorf("connection %d (%s) request %d (%d bytes): %w", i, c.LocalAddr(), j, n, err)
+				}
+				if !res.note(&mu, worker, got, err) {
 					return
 				}
-				res.requests++
-				res.bytes += int64(got)
-				res.perWorker[worker]++
-				mu.Unlock()
 			}
 		}()
 	}
@@ -534,16 +545,12 @@ func (tp *topo) runPerConnection(clients, requests int, sizes []int) result {
 			for j := 0; j < requests; j++ {
 				n := sizes[(i+j)%len(sizes)]
 				worker, got, err := tp.getOnce(fmt.Sprintf("/bytes/%d", n))
-				mu.Lock()
 				if err != nil {
-					res.failures = append(res.failures, fmt.Errorf("client %d request %d (%d bytes): %w", i, j, n, err))
-					mu.Unlock()
+					err = fmt.Errorf("client %d request %d (%d bytes): %w", i, j, n, err)
+				}
+				if !res.note(&mu, worker, got, err) {
 					return
 				}
-				res.requests++
-				res.bytes += int64(got)
-				res.perWorker[worker]++
-				mu.Unlock()
 			}
 		}()
 	}
