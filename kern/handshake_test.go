@@ -8,6 +8,7 @@ import (
 
 	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
+	"github.com/xlb-lb/xlb/testnet"
 )
 
 func TestHandshakeLearning(t *testing.T) {
@@ -418,5 +419,22 @@ func TestAnsweredHandshakeTableFull(t *testing.T) {
 	}
 	if _, ok := d.handshake(clientKey); ok {
 		t.Error("handshake entry left behind")
+	}
+}
+
+// TestHandshakeTableSize: the table of handshakes under way is a quarter of
+// the leg table (--max-legs), never below the object's default.
+func TestHandshakeTableSize(t *testing.T) {
+	testnet.RequireRoot(t)
+	for _, tc := range []struct{ legs, want uint32 }{{4096, 16384}, {262144, 65536}} {
+		objs, err := kern.LoadWith(kern.LoadOptions{MaxLegs: tc.legs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := objs.Handshakes.MaxEntries()
+		objs.Close()
+		if got != tc.want {
+			t.Errorf("--max-legs %d: handshake table of %d, want %d", tc.legs, got, tc.want)
+		}
 	}
 }

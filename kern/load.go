@@ -97,6 +97,12 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 				m.MaxEntries = opts.MaxLegs
 			}
 		}
+		// Handshakes under way: a quarter of the legs, never fewer than
+		// the object's default. A burst of new clients larger than the
+		// table evicts some, and their ACK meets the listener's reset.
+		if m := spec.Maps[HandshakesName]; m != nil {
+			m.MaxEntries = max(m.MaxEntries, opts.MaxLegs/4)
+		}
 	}
 	if err := ebpf.RemoveMemlockLimit(); err != nil {
 		return nil, err
