@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -194,8 +195,12 @@ func (rep *report) markdown(b *strings.Builder, chart bool) {
 	p("")
 	p("## Configurations")
 	p("")
-	for _, bl := range httpBalancers {
-		p("- **%s**: %s", bl.name, bl.descr)
+	listed := map[string]bool{}
+	for _, bl := range append(slices.Clone(httpBalancers), cprBalancers...) {
+		if !listed[bl.name] {
+			listed[bl.name] = true
+			p("- **%s**: %s", bl.name, bl.descr)
+		}
 	}
 	p("")
 	p("Workers: three nginx (one process each, keep-alive without a request limit, `sendfile on`, no")

@@ -11,14 +11,6 @@ import (
 	"github.com/xlb-lb/xlb/testnet"
 )
 
-// ctlList runs `xlb ctl list --json`.
-type ctlWorker struct {
-	Addr  string `json:"addr"`
-	State string `json:"state"`
-	Legs  int    `json:"legs"`
-	Idle  int    `json:"idle"`
-}
-
 func ctl(t testing.TB, ns *testnet.NS, sock string, args ...string) []byte {
 	t.Helper()
 	out, err := ns.Command(xlbBin, append([]string{"ctl", "--socket", sock}, args...)...).CombinedOutput()
@@ -28,7 +20,8 @@ func ctl(t testing.TB, ns *testnet.NS, sock string, args ...string) []byte {
 	return out
 }
 
-func ctlWorkers(t testing.TB, ns *testnet.NS, sock string) map[string]ctlWorker {
+// ctlWorkers is `xlb ctl list --json` by address (the workers of xlb stats).
+func ctlWorkers(t testing.TB, ns *testnet.NS, sock string) map[string]statsWorker {
 	t.Helper()
 	m, err := listWorkers(ns, sock)
 	if err != nil {
@@ -39,18 +32,16 @@ func ctlWorkers(t testing.TB, ns *testnet.NS, sock string) map[string]ctlWorker 
 
 // listWorkers is `xlb ctl list --json` by address, for goroutines other
 // than the test's (which may not call t.Fatal).
-func listWorkers(ns *testnet.NS, sock string) (map[string]ctlWorker, error) {
+func listWorkers(ns *testnet.NS, sock string) (map[string]statsWorker, error) {
 	out, err := ns.Command(xlbBin, "ctl", "--socket", sock, "list", "--json").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("xlb ctl list: %v\n%s", err, out)
 	}
-	var st struct {
-		Workers []ctlWorker `json:"workers"`
-	}
+	var st statsReport
 	if err := json.Unmarshal(out, &st); err != nil {
 		return nil, err
 	}
-	m := map[string]ctlWorker{}
+	m := map[string]statsWorker{}
 	for _, w := range st.Workers {
 		m[w.Addr] = w
 	}
@@ -96,12 +87,29 @@ func startTraffic(t *testing.T, ns *testnet.NS, conns int) *traffic {
 	return tr
 }
 
+// end stops the clients and reports their failed requests.
+func (tr *traffic) end(t *testing.T) {
+	t.Helper()
+	tr.stop.Store(true)
+	tr.wg.Wait()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, err := range tr.errs {
+		t.Error(err)
+	}
+}
+
+// wait waits until n requests are done in all (polling the counter: the
+// clients have no event to wait on).
 func (tr *traffic) wait(t *testing.T, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(ioTimeout)
 	for tr.count.Load() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d requests, waited for %d", tr.count.Load(), n)
+			tr.mu.Lock()
+			errs := tr.errs
+			tr.mu.Unlock()
+			t.Fatalf("only %d requests, waited for %d; failed requests: %v", tr.count.Load(), n, errs)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/testnet"
 	"github.com/xlb-lb/xlb/xdp"
 )
@@ -121,18 +120,7 @@ func TestErrorAlreadyAttached(t *testing.T) {
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 1)
 
-	prog, err := ebpf.LoadProgram(&ebpf.ProgramSpec{
-		Name: "other", Type: ebpf.XDP, License: "GPL",
-		Instructions: []ebpf.Instruction{ebpf.Mov64Imm(ebpf.R0, 2), ebpf.Exit()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
-	err = ns.Do(func() error {
-		_, err := xdp.Attach("lo", prog.FD(), xdp.AttachOptions{Mode: xdp.ModeGeneric})
-		return err
-	})
+	_, err := attachForeignXDP(t, ns, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,78 +42,6 @@ func faultBin(t *testing.T) string {
 	return faultBinPath
 }
 
-// talkers are keep-alive clients that request in a loop until stopped; a
-// failed request is an error of the test.
-type talkers struct {
-	stop     atomic.Bool
-	wg       sync.WaitGroup
-	requests atomic.Int64
-	errs     chan error
-}
-
-func startTalkers(t *testing.T, ns *testnet.NS, n int) *talkers {
-	tk := &talkers{errs: make(chan error, n)}
-	for i := 0; i < n; i++ {
-		c := dial(t, ns, "127.0.0.1:8080")
-		tk.wg.Add(1)
-		go func() {
-			defer tk.wg.Done()
-			for j := 0; j < 100000 && !tk.stop.Load(); j++ {
-				if _, _, err := c.get(fmt.Sprintf("/bytes/%d", 700+i*1000+j%977)); err != nil {
-					tk.errs <- fmt.Errorf("client %d request %d: %w", i, j, err)
-					return
-				}
-				tk.requests.Add(1)
-				time.Sleep(2 * time.Millisecond) // a client's pace, not a wait for an event
-			}
-		}()
-	}
-	return tk
-}
-
-// wait waits until n more requests than now are done (polling the counter:
-// the clients have no event to wait on).
-func (tk *talkers) wait(t *testing.T, n int64) {
-	t.Helper()
-	want := tk.requests.Load() + n
-	deadline := time.Now().Add(ioTimeout)
-	for tk.requests.Load() < want {
-		select {
-		case err := <-tk.errs:
-			t.Fatal(err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d requests done, waited for %d", tk.requests.Load(), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// end stops the clients and reports their errors.
-func (tk *talkers) end(t *testing.T) {
-	t.Helper()
-	tk.stop.Store(true)
-	tk.wg.Wait()
-	close(tk.errs)
-	for err := range tk.errs {
-		t.Error(err)
-	}
-}
-
-// count is the number of p's output lines that contain substr.
-func (p *proc) count(substr string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, l := range p.lines {
-		if strings.Contains(l, substr) {
-			n++
-		}
-	}
-	return n
-}
-
 // exitCode waits for p's exit and returns its code.
 func exitCode(t *testing.T, p *proc) int {
 	t.Helper()
@@ -136,7 +62,7 @@ func exitCode(t *testing.T, p *proc) int {
 
 // handoverSetup starts workers and xlb (the xlbtest build, with env) with
 // clients talking through it; it returns the program id attached.
-func handoverSetup(t *testing.T, env ...string) (*testnet.NS, []string, string, *proc, *talkers, uint32) {
+func handoverSetup(t *testing.T, env ...string) (*testnet.NS, []string, string, *proc, *traffic, uint32) {
 	testnet.RequireRoot(t)
 	bin := faultBin(t)
 	ns := testnet.New(t)
@@ -146,7 +72,7 @@ func handoverSetup(t *testing.T, env ...string) (*testnet.NS, []string, string, 
 	old := startProc(t, ns, "xlb", args...)
 	old.waitLines("data plane attached", 1, startTimeout)
 	old.waitLines("worker up", len(workers), startTimeout)
-	tk := startTalkers(t, ns, 4)
+	tk := startTraffic(t, ns, 4)
 	tk.wait(t, 100)
 	r := status(t, ns, "lo")
 	if !r.Attached || r.ProgID == 0 {
@@ -164,13 +90,13 @@ func startTakeover(t *testing.T, ns *testnet.NS, fault, sock string, workers []s
 // checkResumed checks that the old xlb serves on after a takeover failed:
 // its program is still attached, its clients and new ones are served, and a
 // takeover without a fault then succeeds (its pins and state are intact).
-func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, old *proc, tk *talkers, progID uint32) {
+func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, old *proc, tk *traffic, progID uint32) {
 	t.Helper()
 	old.waitLines("handover failed; carrying on", 1, startTimeout)
 	if r := status(t, ns, "lo"); r.ProgID != progID {
 		t.Fatalf("after the failed takeover program id %d is attached, want the old xlb's %d", r.ProgID, progID)
 	}
-	tk.wait(t, 200)
+	tk.wait(t, tk.count.Load()+200)
 	c := dial(t, ns, "127.0.0.1:8080")
 	for i := 0; i < 10; i++ {
 		if _, _, err := c.get("/bytes/2000"); err != nil {
@@ -182,7 +108,7 @@ func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, o
 	if code := exitCode(t, old); code != 0 {
 		t.Errorf("the old xlb exited with %d after handing over", code)
 	}
-	tk.wait(t, 200)
+	tk.wait(t, tk.count.Load()+200)
 	tk.end(t)
 	newer.stop()
 }
@@ -191,13 +117,7 @@ func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, o
 // after the old one said go, just before the program swap. It exits 1
 // without touching the data plane; the old one resumes and serves on.
 func TestHandoverFailsBeforeSwap(t *testing.T) {
-	ns, workers, sock, old, tk, progID := handoverSetup(t)
-	newer := startTakeover(t, ns, "fail-before-swap", sock, workers)
-	if code := exitCode(t, newer); code != 1 {
-		t.Errorf("the failing xlb exited with %d, want 1", code)
-	}
-	newer.waitLines("injected failure before the program swap", 1, startTimeout)
-	checkResumed(t, ns, workers, sock, old, tk, progID)
+	checkFailedTakeover(t, "fail-before-swap", "injected failure before the program swap")
 }
 
 // TestHandoverOutlastsTimeout: the new xlb is not ready before the old one's
@@ -205,12 +125,19 @@ func TestHandoverFailsBeforeSwap(t *testing.T) {
 // one, ready later, is not told to go and exits 1 without swapping: never
 // both.
 func TestHandoverOutlastsTimeout(t *testing.T) {
-	ns, workers, sock, old, tk, progID := handoverSetup(t, "XLB_TEST_HANDOVER_TIMEOUT=1s")
-	newer := startTakeover(t, ns, "stall", sock, workers)
+	checkFailedTakeover(t, "stall", "did not say go", "XLB_TEST_HANDOVER_TIMEOUT=1s")
+}
+
+// checkFailedTakeover runs a takeover with fault (the old xlb with env): the
+// new xlb exits 1 saying says, and the old one resumes (checkResumed).
+func checkFailedTakeover(t *testing.T, fault, says string, env ...string) {
+	t.Helper()
+	ns, workers, sock, old, tk, progID := handoverSetup(t, env...)
+	newer := startTakeover(t, ns, fault, sock, workers)
 	if code := exitCode(t, newer); code != 1 {
-		t.Errorf("the stalled xlb exited with %d, want 1", code)
+		t.Errorf("the xlb with fault %q exited with %d, want 1", fault, code)
 	}
-	newer.waitLines("did not say go", 1, startTimeout)
+	newer.waitLines(says, 1, startTimeout)
 	checkResumed(t, ns, workers, sock, old, tk, progID)
 }
 
@@ -235,6 +162,5 @@ func TestHandoverNewDiesAfterSwap(t *testing.T) {
 	if r := status(t, ns, "lo"); r.ProgID == progID || !r.Attached {
 		t.Errorf("after the swap: attached %v, program id %d; want the new xlb's, not %d", r.Attached, r.ProgID, progID)
 	}
-	tk.stop.Store(true) // nobody runs the control plane: their fate is not the point
-	tk.wg.Wait()
+	tk.stop.Store(true) // nobody runs the control plane: their fate is not the point (their cleanup waits for them)
 }

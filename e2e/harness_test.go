@@ -17,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
+	"github.com/xlb-lb/xlb/xdp"
 )
 
 // xlbBin is the binary under test, built once by TestMain.
@@ -352,6 +354,24 @@ func (p *proc) waitOutput(substr string, n int, timeout time.Duration) {
 	}
 }
 
+// count is the number of p's output lines that contain substr.
+func (p *proc) count(substr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.countLocked(substr)
+}
+
+// countLocked is count with p.mu held.
+func (p *proc) countLocked(substr string) int {
+	n := 0
+	for _, l := range p.lines {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
 func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() {
@@ -363,13 +383,7 @@ func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
-		c := 0
-		for _, l := range p.lines {
-			if strings.Contains(l, substr) {
-				c++
-			}
-		}
-		if c >= n {
+		if p.countLocked(substr) >= n {
 			return nil
 		}
 		select {
@@ -382,4 +396,29 @@ func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
 		}
 		p.cond.Wait()
 	}
+}
+
+// attachForeignXDP attaches another XDP program (one that passes every
+// packet) to lo in ns, generic mode, replacing one there if force, and
+// returns its id. The program is closed at the end of the test.
+func attachForeignXDP(t testing.TB, ns *testnet.NS, force bool) (uint32, error) {
+	t.Helper()
+	prog, err := ebpf.LoadProgram(&ebpf.ProgramSpec{
+		Name: "other", Type: ebpf.XDP, License: "GPL",
+		Instructions: []ebpf.Instruction{ebpf.Mov64Imm(ebpf.R0, 2), ebpf.Exit()},
+	})
+	if err != nil {
+		return 0, err
+	}
+	t.Cleanup(func() { prog.Close() })
+	var id uint32
+	err = ns.Do(func() error {
+		if _, err := xdp.Attach("lo", prog.FD(), xdp.AttachOptions{Mode: xdp.ModeGeneric, Force: force}); err != nil {
+			return err
+		}
+		st, err := xdp.Query("lo")
+		id = st.ProgID
+		return err
+	})
+	return id, err
 }

@@ -295,8 +295,9 @@ func TestAbSmallLegTable(t *testing.T) {
 		t.Errorf("failed requests:\n%s", s)
 	}
 	r := stats(t, ns, sock[1])
-	if r.Unspliced != 0 {
-		t.Errorf("%d clients refused (no room for their leg)", r.Unspliced)
+	if r.Unspliced != 0 || r.Counters["legs_full"] != 0 {
+		t.Errorf("%d clients refused (no room for their leg): %d left to the listener, %d reset by the data plane",
+			r.Unspliced+r.Counters["legs_full"], r.Unspliced, r.Counters["legs_full"])
 	}
 	if r.EarlyReaps == 0 {
 		t.Errorf("no finished leg was forgotten early: %d requests through 4096 legs should need it", n)
@@ -565,5 +566,8 @@ func TestKernelHandshake(t *testing.T) {
 	}
 	if r.Unspliced != 0 {
 		t.Errorf("%d clients left to the kernel (no leg for them)", r.Unspliced)
+	}
+	if r.Mismatches != 0 {
+		t.Errorf("%d client legs built from the handshake disagree with the kernel's socket", r.Mismatches)
 	}
 }

@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/testnet"
-	"github.com/xlb-lb/xlb/xdp"
 )
 
 // TestShutdownEndsConnectionsProperly: on SIGINT xlb lets a response in
@@ -125,25 +123,7 @@ func TestShutdownLeavesForeignProgram(t *testing.T) {
 	lb := startXLB(t, ns, "lo", 8080, workers, "--socket", t.TempDir()+"/ctl.sock")
 	ours := status(t, ns, "lo").ProgID
 
-	prog, err := ebpf.LoadProgram(&ebpf.ProgramSpec{
-		Name: "other", Type: ebpf.XDP, License: "GPL",
-		Instructions: []ebpf.Instruction{ebpf.Mov64Imm(ebpf.R0, 2), ebpf.Exit()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
-	var foreign uint32
-	err = ns.Do(func() error {
-		if _, err := xdp.Attach("lo", prog.FD(), xdp.AttachOptions{Mode: xdp.ModeGeneric, Force: true}); err != nil {
-			return err
-		}
-		st, err := xdp.Query("lo")
-		if err == nil {
-			foreign = st.ProgID
-		}
-		return err
-	})
+	foreign, err := attachForeignXDP(t, ns, true)
 	if err != nil {
 		t.Fatal(err)
 	}

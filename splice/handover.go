@@ -505,11 +505,9 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	if err != nil {
 		return err
 	}
-	lb.dp = &DataPlane{Objs: objs}
-	if lb.progID, err = programID(objs.Program); err != nil {
+	if err := lb.useObjects(objs); err != nil {
 		return err
 	}
-	lb.lingerMax = int(objs.Legs.MaxEntries() / 4)
 	if err := lb.writeSettings(); err != nil {
 		return err
 	}
@@ -648,12 +646,11 @@ func (lb *LB) replacePrograms(old []string, oldID uint32, progFD int) error {
 		if cur, err := xdp.Query(ifc); err == nil && cur.Attached {
 			id := oldID
 			if id == 0 {
-				p, stats, err := kern.Attached(cur.ProgID)
+				p, err := oldProgram(cur.ProgID)
 				if err != nil {
 					continue // not an xlb's
 				}
 				p.Close()
-				stats.Close()
 				id = cur.ProgID
 			}
 			if err := xdp.Detach(ifc, id); err != nil {

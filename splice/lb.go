@@ -214,7 +214,6 @@ type LB struct {
 	queued     map[kern.LegKey]queuedClient // clients whose request found no worker connection
 	mismatches atomic.Uint64                // client legs whose numbers disagree with the socket
 	earlyReaps atomic.Uint64                // finished legs forgotten before Linger (a full table)
-	lingerMax  int                          // finished legs that may wait out Linger: a quarter of the table
 
 	events      *ebpf.RingBufReader
 	control     *net.UnixListener
@@ -325,11 +324,9 @@ func (lb *LB) start() error {
 	if err != nil {
 		return err
 	}
-	lb.dp = &DataPlane{Objs: objs}
-	if lb.progID, err = programID(objs.Program); err != nil {
+	if err := lb.useObjects(objs); err != nil {
 		return err
 	}
-	lb.lingerMax = int(objs.Legs.MaxEntries() / 4)
 
 	for _, a := range addrs {
 		ln, err := listen(netip.AddrPortFrom(a, cfg.Port))
@@ -672,16 +669,18 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, at: time.Now().Add(lb.cfg.Linger), peerHi: ev.PeerHi})
 		// Finished legs wait out Linger, but not at the cost of new ones:
 		// a client per request against a worker that closes after each
-		// answer ends two legs a request, 100k in 3 s at 17k requests a
-		// second, more than the table holds (new clients would be
-		// refused). Past a quarter of the table, the oldest go at once.
+		// answer ends two legs a request, 138k in 3 s at the 23k requests
+		// a second of ab -c50 (docs/BENCHMARKS.md), more than the table
+		// holds (new clients would be refused). Past a quarter of the
+		// table, the oldest go at once.
 		var early reapItem
-		if len(lb.reapQueue) > lb.lingerMax {
+		reapEarly := len(lb.reapQueue) > int(lb.dp.Objs.Legs.MaxEntries()/4)
+		if reapEarly {
 			early = lb.reapQueue[0]
 			lb.reapQueue = lb.reapQueue[1:]
 		}
 		lb.mu.Unlock()
-		if early.at != (time.Time{}) {
+		if reapEarly {
 			lb.reap(early)
 			lb.earlyReaps.Add(1)
 		}
@@ -1016,6 +1015,14 @@ func (lb *LB) teardown() error {
 	lb.stopLoops()
 	lb.closeObjects()
 	return errors.Join(errs...)
+}
+
+// useObjects makes objs (loaded, not attached yet) the data plane.
+func (lb *LB) useObjects(objs *kern.Objects) error {
+	lb.dp = &DataPlane{Objs: objs}
+	var err error
+	lb.progID, err = programID(objs.Program)
+	return err
 }
 
 // programID is the kernel's id of a loaded program.

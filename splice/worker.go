@@ -233,7 +233,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	}
 	// Cooling connections come back within 200 ms: opening others for
 	// them now would leave a surplus once they do.
-	want := target - legs - cooling
+	want := target - load.Legs()
 	// Remixing moves idle legs from one worker's share to another's, and a
 	// burst leaves more than the pool needs after it: ask the data plane
 	// to retire the surplus as it takes legs from the queue, and retire a
@@ -280,7 +280,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	if c := w.lb.cfg.WorkerConns; c > 0 {
 		// The cap counts the cooling connections: they are open, and
 		// back in the pool within 200 ms.
-		want = min(want, c-legs-cooling)
+		want = min(want, c-load.Legs())
 	}
 	if want <= 0 || ctx.Err() != nil {
 		return 0
@@ -364,11 +364,12 @@ const trimAfter = 2 * time.Second
 // refillHorizon is how long a pool's refill may take: a worker's pool
 // holds, beyond its target, the connections its clients use up in that
 // time (turnover). A refill is late when the machine is busy (the
-// clients, the workers and softirq on every core): with ab -c4 through
-// three nginx that close after each answer (6k connections a second
-// each), every pool ran dry together about once in 4,000 requests at
-// 50 ms, once in 15,000 at 100 ms, never in 120,000 at 200 ms; each time
-// a client's first data is dropped and waits out its 200 ms RTO.
+// clients, the workers and softirq on every core): with `ab -n 60000 -c 4`
+// through three nginx that close after each answer (6k connections a
+// second each), no_idle_leg counted 16 per run at 50 ms, 4 at 100 ms, 0
+// in two runs at 200 ms (runs after the first, pools warm; every one was
+// all pools empty at once); each drops a client's first data, which then
+// waits out its 200 ms RTO.
 // --worker-conns caps what this holds open.
 const refillHorizon = 200 * time.Millisecond
 

@@ -40,5 +40,6 @@
 #define NULL ((void *)0)
 #endif
 #define AF_INET 2
+#define EEXIST 17 /* errno of an update of an existing key (BPF_NOEXIST) */
 
 #endif

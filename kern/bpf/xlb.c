@@ -318,9 +318,8 @@ static __always_inline __u32 win_bound(__u8 a, __u8 b)
  * options, a frame that cannot grow to the SYN-ACK's size) goes to the
  * listener, as without the flag. */
 #define SYNACK_OPT_LEN 20
-static __always_inline int answer_syn(struct pkt *p)
+static __always_inline int answer_syn(struct pkt *p, const struct xlb_config *cfg)
 {
-	struct xlb_config *cfg = config();
 	struct handshake *old = bpf_map_lookup_elem(&xlb_hs, &p->key);
 	__u32 tcp_len = sizeof(struct tcphdr) + SYNACK_OPT_LEN;
 	__u32 new_len = sizeof(struct iphdr) + tcp_len;
@@ -329,8 +328,6 @@ static __always_inline int answer_syn(struct pkt *p)
 	__u8 sack = p->o->sack_perm, ts = p->o->has_ts, ws = p->o->wscale != XLB_NO_WSCALE;
 	__u8 *o;
 
-	if (!cfg)
-		return verdict(XDP_PASS);
 	if (old && old->peer_isn == peer_isn && (old->flags & HS_ANSWERED))
 		isn = old->our_isn;
 	if (p->ip->ihl != 5)
@@ -409,6 +406,7 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 	struct handshake *hs = bpf_map_lookup_elem(&xlb_hs, &p->key);
 	struct leg leg = {};
 	__u32 answered;
+	long err;
 
 	if (!hs && bpf_map_lookup_elem(&xlb_legs, &p->key)) {
 		/* The handshake's other ACK made the leg on another CPU since
@@ -456,17 +454,24 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 		 * with (xlb_config.rest_win). */
 		__u64 w = (__u64)p->win << leg.peer_wscale;
 
-		if (w >= XLB_REST_WIN_MIN && w < READ_ONCE(cfg->rest_win))
-			WRITE_ONCE(cfg->rest_win, (__u32)w);
+		for (int i = 0; i < XLB_CAS_TRIES && w >= XLB_REST_WIN_MIN; i++) {
+			__u32 cur = READ_ONCE(cfg->rest_win);
+
+			/* A minimum of all CPUs' clients: a plain store could
+			 * raise it back over a smaller one written meanwhile. */
+			if (w >= cur || __sync_val_compare_and_swap(&cfg->rest_win, cur, (__u32)w) == cur)
+				break;
+		}
 	}
 	leg.snd_nxt = p->ack;
 	leg.snd_win = 0xffff >> leg.our_wscale;
 	leg.state = LEG_IDLE;
 	leg.last_ns = now_ns();
-	if (bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST)) {
+	err = bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST);
+	if (err) {
 		if (!answered)
 			return verdict(XDP_PASS); /* table full or a duplicate: the stack keeps it */
-		if (bpf_map_lookup_elem(&xlb_legs, &p->key))
+		if (err == -EEXIST)
 			return verdict(XDP_DROP); /* a duplicate made it on another CPU */
 		/* The table is full: the client is refused with a reset (the
 		 * listener never knew it, so it cannot take it either). */
@@ -525,7 +530,7 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 	}
 	if (t->syn && !t->ack) {
 		if ((cfg->flags & CFG_ANSWER_SYN) && !p->payload)
-			return answer_syn(p);
+			return answer_syn(p, cfg);
 		learn_handshake(p, 0, 0);
 		count(XLB_CNT_SYN);
 		return verdict(XDP_PASS);
@@ -736,28 +741,29 @@ static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding
 static __always_inline void track_client(const struct pkt *p, struct leg *c, const struct binding *b,
 					 struct leg *w)
 {
-	__u32 end = p->seq + p->payload;
+	__u32 end = p->seq + p->payload, end_w = end + b->seq_off;
 	__u8 tail = 0;
-
-	__u32 end_w = end + b->seq_off, edge = READ_ONCE(w->cli_edge);
-	__u32 room = edge - READ_ONCE(w->peer_acked), slack = c->our_mss;
 
 	if (!seq_gt(end, READ_ONCE(c->peer_hi)))
 		return;
-	/* A segment that ends within a segment of the window the client was
-	 * offered ended where the window did, perhaps not where a write
-	 * did (Linux sends full segments up to the edge, then waits; it
-	 * may have set PSH on one mid-write): no evidence of a boundary.
-	 * A sender's segments are at most half the largest window it saw. */
-	if (slack > room / 2)
-		slack = room / 2;
-	if (p->psh && seq_lt(end_w + slack, edge)) {
-		tail = TAIL_PSH;
-		if ((c->proto == PROTO_RESP || c->proto == PROTO_MEMCACHE) && payload_tail(p, 2) == CRLF)
-			tail |= TAIL_CRLF;
+	if (p->psh) {
+		/* A segment that ends within a segment of the window the client
+		 * was offered ended where the window did, perhaps not where a
+		 * write did (Linux sends full segments up to the edge, then
+		 * waits; it may have set PSH on one mid-write): no evidence of
+		 * a boundary. A sender's segments are at most half the largest
+		 * window it saw. */
+		__u32 edge = READ_ONCE(w->cli_edge), room = edge - READ_ONCE(w->peer_acked);
+		__u32 slack = c->our_mss < room / 2 ? c->our_mss : room / 2;
+
+		if (seq_lt(end_w + slack, edge)) {
+			tail = TAIL_PSH;
+			if ((c->proto == PROTO_RESP || c->proto == PROTO_MEMCACHE) && payload_tail(p, 2) == CRLF)
+				tail |= TAIL_CRLF;
+		}
 	}
 	WRITE_ONCE(c->tail, tail);
-	seq_advance(&w->sent_hi, end + b->seq_off);
+	seq_advance(&w->sent_hi, end_w);
 }
 
 /* client_data: a client data segment on a bound leg. Returns 1 when the
@@ -1429,7 +1435,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		count(XLB_CNT_FOREIGN);
 		return verdict(XDP_PASS);
 	}
-	/* The re-entry flag is of xlb_xdp and xlb_bind only, but leaving the
+	/* The re-entry flag is of xlb_xdp, xlb_bind and xlb_slow (again()), but leaving the
 	 * lookup out of xlb_xlate doubled the verifier's walk of translate()
 	 * there, past its budget (measured): keep it. */
 	bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
