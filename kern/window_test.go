@@ -19,6 +19,13 @@ import (
 
 const restWin = 20_000 // bytes
 
+// restConfig is the default config with the rest window restWin.
+var restConfig = func() kern.Config {
+	c := defaultConfig
+	c.RestWin = restWin
+	return c
+}()
+
 func (d *dataPlane) config() kern.Config {
 	d.t.Helper()
 	var c kern.Config
@@ -38,9 +45,7 @@ func (d *dataPlane) config() kern.Config {
 // its own window, on W2; W1, back in the pool, answers with the rest window.
 func TestRestWindow(t *testing.T) {
 	d := loadDataPlane(t)
-	cfg := defaultConfig
-	cfg.RestWin = restWin
-	d.setConfig(cfg)
+	d.setConfig(restConfig)
 	a := answeredPair()
 	a.store(d, true)
 	ts := a.c.PeerTSval
@@ -137,9 +142,7 @@ func TestRestWindowLearned(t *testing.T) {
 // rest window.
 func TestRestWindowMaterialized(t *testing.T) {
 	d := loadDataPlane(t)
-	cfg := defaultConfig
-	cfg.RestWin = restWin
-	d.setConfig(cfg)
+	d.setConfig(restConfig)
 	a := answeredPair() // the client's last window: 400 (x128), larger
 	a.store(d, true)
 	v, _, _ := d.run(a.next().build())
@@ -183,9 +186,7 @@ func TestRestWindowAtLeastTwoSegments(t *testing.T) {
 // forwarded segment moves the edge.
 func TestRestWindowNotWhenHeld(t *testing.T) {
 	d := loadDataPlane(t)
-	cfg := defaultConfig
-	cfg.RestWin = restWin
-	d.setConfig(cfg)
+	d.setConfig(restConfig)
 	a := answeredPair()
 	a.w1.WinEdge = a.w1.PeerHi + 100 // less than a segment short of the edge
 	a.store(d, true)
@@ -306,6 +307,40 @@ func TestClientHeldByWindow(t *testing.T) {
 			moved := delta[kern.CounterRemix] == 1
 			if moved == tc.held || (tc.held && delta[kern.CounterStayTail] != 1) {
 				t.Errorf("held %v: remix %d, stay_tail %d (counters %v)", tc.held, delta[kern.CounterRemix], delta[kern.CounterStayTail], delta)
+			}
+		})
+	}
+}
+
+// TestParkRefusedWhileWindowHeld: idle release, like a client's FIN
+// (TestClientLeavesWhileWindowHeld), takes a worker held by the window for
+// one that is done: the client acknowledged all the worker sent, but that
+// reached the window's edge, and more may come. CTL_PARK refuses it, and
+// takes the same pair once the worker stopped short of its window.
+func TestParkRefusedWhileWindowHeld(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edge func(a answered) uint32
+		park bool
+	}{
+		{"held: the answer reached the window's edge", func(a answered) uint32 { return a.w1.PeerHi + 100 }, false},
+		{"not held: the worker stopped short of it", func(a answered) uint32 { return a.w1.PeerHi + 1_000_000 }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := loadDataPlane(t)
+			a := answeredPair()
+			a.w1.WinEdge = tc.edge(a)
+			a.c.PeerAcked = a.cSndNxt() // the client acknowledged the whole answer
+			a.store(d, false)
+			if got := d.ctl(kern.CtlPark, clientKey, 0); got != tc.park {
+				t.Errorf("CTL_PARK returned %v, want %v", got, tc.park)
+			}
+			wantState := kern.LegBound
+			if tc.park {
+				wantState = kern.LegParked
+			}
+			if c := d.mustLeg(clientKey); c.State != wantState {
+				t.Errorf("client leg %v, want %v", c.State, wantState)
 			}
 		})
 	}

@@ -472,6 +472,8 @@ static __always_inline int quiescent(const struct leg *c, const struct binding *
 		return 0;
 	if (READ_ONCE(w->peer_acked) != READ_ONCE(c->peer_hi) + b->seq_off)
 		return 0;
+	if (window_held(w))
+		return 0; /* its answer reached the window's edge: more may come (as between_exchanges) */
 	if (now - READ_ONCE(c->last_ns) < min_idle_ns || now - READ_ONCE(w->last_ns) < min_idle_ns)
 		return 0;
 	return 1;
