@@ -44,6 +44,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.IdleRelease, "idle-release", splice.DefaultIdleRelease, "a client with no request in flight for this long gives its worker connection back (0: keep it until its next request)")
 	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
 	fs.BoolVar(&cfg.Reuse, "reuse", false, "take over from a running xlb on IFACE without dropping its connections")
+	dial := fs.String("dial", "socket", "how pool connections to workers are opened: socket (connect(), then the socket read in repair mode) or xdp (experimental: a SYN sent raw, the handshake completed by the data plane, no socket per connection)")
 	handshake := fs.String("handshake", "xdp", "who answers a client's SYN: xdp (the data plane, no socket per client) or kernel (the listener; each client accepted and its socket destroyed)")
 	fs.BoolVar(&cfg.Routed, "routed", false, "send rewritten packets out toward the next hop (XDP_TX/redirect after a FIB lookup) instead of to this host's stack")
 	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/net<netns inode>-IFACE.sock, the first IFACE; xlb ctl finds it)")
@@ -90,6 +91,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.Protocol, err = splice.ParseProtocol(*protocol); err != nil {
 		return usagef("--protocol: %v", err)
+	}
+	switch *dial {
+	case "xdp":
+		cfg.DialXDP = true
+	case "socket":
+	default:
+		return usagef("--dial %q: must be xdp or socket", *dial)
 	}
 	switch *handshake {
 	case "xdp":

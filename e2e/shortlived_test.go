@@ -272,6 +272,51 @@ func TestAbWithoutKeepAlive(t *testing.T) {
 	waitOnlyIdleWorkers(t, ns, reapTimeout, "after ab")
 }
 
+// TestAbDialXDP: connection-per-request with --dial xdp: the pool
+// connections are opened by a SYN user space sends and a handshake the data
+// plane completes, so xlb holds no socket per worker connection. Every
+// request completes, each over its own worker connection (nginx closes after
+// HTTP/1.0), the data plane made them (dialed), and xlb has no TCP socket
+// but its listener. Only -c 4: at -c 50, ab sees resets in this mode (not
+// understood yet; splice/dial.go).
+func TestAbDialXDP(t *testing.T) {
+	ns, lb, logs := startConnXLB(t, "--dial", "xdp")
+	defer lb.stop()
+	before := status(t, ns, "lo").Counters["dialed"]
+	const n = 4000
+	out, err := ns.Command("ab", "-q", "-s", "10", "-n", fmt.Sprint(n), "-c", "4", "http://127.0.0.1:8080/b100").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ab -c 4: %v\n%s", err, out)
+	}
+	s := string(out)
+	if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != fmt.Sprint(n) {
+		t.Errorf("ab -c 4: not every request completed:\n%s", s)
+	}
+	if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != "0" {
+		t.Errorf("ab -c 4: failed requests:\n%s", s)
+	}
+	requests, perConn := connUse(t, logs)
+	if requests != n {
+		t.Errorf("nginx logged %d requests, want %d", requests, n)
+	}
+	if len(perConn) < n {
+		t.Errorf("nginx logged %d connections for %d requests, want one each", len(perConn), n)
+	}
+	if dialed := status(t, ns, "lo").Counters["dialed"] - before; dialed < n {
+		t.Errorf("the data plane completed %d dialed handshakes, want at least %d", dialed, n)
+	}
+	ssOut, err := ns.Command("ss", "-Htanp").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss: %v\n%s", err, ssOut)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(ssOut)), "\n") {
+		if strings.Contains(line, "xlb") && !strings.HasPrefix(line, "LISTEN") {
+			t.Errorf("xlb holds a TCP socket besides its listener: %s", line)
+		}
+	}
+	waitOnlyIdleWorkers(t, ns, reapTimeout, "after ab")
+}
+
 // TestAbSmallLegTable: connection-per-request through a leg table of 4096
 // (--max-legs). Every request ends two legs (nginx closes after an HTTP/1.0
 // answer), and finished legs linger 3 s for late retransmissions: at a few

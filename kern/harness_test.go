@@ -80,7 +80,7 @@ func loadDataPlane(t testing.TB) *dataPlane {
 // reset empties every map but the counters and sets the default config.
 func (d *dataPlane) reset() {
 	d.t.Helper()
-	for _, m := range []*ebpf.Map{d.objs.Legs, d.objs.Binds, d.objs.Handshakes, d.objs.Workers, d.objs.Rematch} {
+	for _, m := range []*ebpf.Map{d.objs.Legs, d.objs.Binds, d.objs.Handshakes, d.objs.Dials, d.objs.Workers, d.objs.Rematch} {
 		next := make([]byte, m.KeySize())
 		for {
 			err := m.NextKey(nil, next)

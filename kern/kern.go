@@ -21,6 +21,7 @@ const (
 	LegsMapName    = "xlb_legs"
 	BindsMapName   = "xlb_binds"
 	HandshakesName = "xlb_hs"
+	DialsName      = "xlb_dials"
 	PoolMapName    = "xlb_pool"
 	ReadyMapName   = "xlb_ready"
 	SchedMapName   = "xlb_sched"

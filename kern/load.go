@@ -32,6 +32,7 @@ type Objects struct {
 	Legs       *ebpf.Map     // LegKey -> Leg
 	Binds      *ebpf.Map     // LegKey -> Binding
 	Handshakes *ebpf.Map     // LegKey -> Handshake (LRU)
+	Dials      *ebpf.Map     // LegKey -> Handshake: dialed SYNs under way
 	Pool       *ebpf.Map     // worker id -> queue of LegKey: idle worker legs
 	Ready      *ebpf.Map     // queue of worker ids: jiq tokens
 	Sched      *ebpf.Map     // slot -> worker id: weighted schedule (rr, least)
@@ -52,7 +53,7 @@ type Objects struct {
 // The prog array is not among them: its slots refer to the programs of one
 // load, and it empties when the last process holding it goes.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
-	HandshakesName, PoolMapName, ReadyMapName, SchedMapName, RRMapName, WLoadMapName, RematchMapName,
+	HandshakesName, DialsName, PoolMapName, ReadyMapName, SchedMapName, RRMapName, WLoadMapName, RematchMapName,
 	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName, PortsMapName, CoolingMapName}
 
 // LoadOptions adjust the data plane before it is loaded.
@@ -122,6 +123,7 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		Legs:       coll.Maps[LegsMapName],
 		Binds:      coll.Maps[BindsMapName],
 		Handshakes: coll.Maps[HandshakesName],
+		Dials:      coll.Maps[DialsName],
 		Pool:       coll.Maps[PoolMapName],
 		Ready:      coll.Maps[ReadyMapName],
 		Sched:      coll.Maps[SchedMapName],

@@ -289,12 +289,23 @@ type Handshake struct {
 	PeerWScale uint8 // NoWScale if the peer offered none
 	Opts       uint8
 	OurISN     uint32
-	Flags      uint32 // HSAnswered
-	Ns         uint64
+	Flags      uint32 // HSAnswered, HSDialed, HSRetry, HSRefused
+	// A dialed handshake's (HSDialed): what user space's SYN offered.
+	OurMSS    uint16
+	OurWScale uint8
+	OurOpts   uint8
+	Ns        uint64
+	Worker    uint32 // a dialed handshake's worker id
 }
 
 // NoWScale marks a handshake without a window-scale option.
 const NoWScale = 0xff
+
+func (h *Handshake) MarshalBinary() ([]byte, error) {
+	b := make([]byte, HandshakeSize)
+	h.encode(b)
+	return b, nil
+}
 
 func (h *Handshake) UnmarshalBinary(b []byte) error {
 	if len(b) < HandshakeSize {

@@ -12,7 +12,7 @@ const (
 	LegKeySize       = 40 // sizeof(struct leg_key)
 	LegSize          = 88 // sizeof(struct leg)
 	BindingSize      = 68 // sizeof(struct binding)
-	HandshakeSize    = 32 // sizeof(struct handshake)
+	HandshakeSize    = 40 // sizeof(struct handshake)
 	EndpointSize     = 20 // sizeof(struct endpoint)
 	WorkerInfoSize   = 8  // sizeof(struct worker_info)
 	WorkerCfgSize    = 24 // sizeof(struct worker_cfg)
@@ -82,7 +82,9 @@ const (
 	CounterUnserved     Counter = 53 // XLB_CNT_UNSERVED
 	CounterSynAnswered  Counter = 54 // XLB_CNT_SYN_ANSWERED
 	CounterLegsFull     Counter = 55 // XLB_CNT_LEGS_FULL
-	CounterMax          Counter = 56 // XLB_CNT_MAX
+	CounterDialed       Counter = 56 // XLB_CNT_DIALED
+	CounterDialReset    Counter = 57 // XLB_CNT_DIAL_RESET
+	CounterMax          Counter = 58 // XLB_CNT_MAX
 )
 
 // counterNames are the names of enum xlb_counter's values: lower case, without XLB_CNT_.
@@ -143,6 +145,8 @@ var counterNames = [CounterMax]string{
 	CounterUnserved:     "unserved",
 	CounterSynAnswered:  "syn_answered",
 	CounterLegsFull:     "legs_full",
+	CounterDialed:       "dialed",
+	CounterDialReset:    "dial_reset",
 }
 
 // Values of enum leg_kind.
@@ -164,10 +168,11 @@ const (
 
 // Values of enum leg_opt.
 const (
-	OptTS     = 1 // LEG_OPT_TS
-	OptSACK   = 2 // LEG_OPT_SACK
-	OptWScale = 4 // LEG_OPT_WSCALE
-	OptPeerTS = 8 // LEG_OPT_PEER_TS
+	OptTS     = 1  // LEG_OPT_TS
+	OptSACK   = 2  // LEG_OPT_SACK
+	OptWScale = 4  // LEG_OPT_WSCALE
+	OptPeerTS = 8  // LEG_OPT_PEER_TS
+	OptNosock = 16 // LEG_OPT_NOSOCK
 )
 
 // Values of enum leg_rx_flag.
@@ -233,6 +238,9 @@ const (
 // Values of enum hs_flag.
 const (
 	HSAnswered = 1 // HS_ANSWERED
+	HSDialed   = 2 // HS_DIALED
+	HSRetry    = 4 // HS_RETRY
+	HSRefused  = 8 // HS_REFUSED
 )
 
 // Values of enum xlb_policy.
@@ -385,7 +393,12 @@ func (v *Handshake) encode(b []byte) {
 	b[11] = v.Opts
 	ne.PutUint32(b[12:], v.OurISN)
 	ne.PutUint32(b[16:], v.Flags)
+	ne.PutUint16(b[20:], v.OurMSS)
+	b[22] = v.OurWScale
+	b[23] = v.OurOpts
 	ne.PutUint64(b[24:], v.Ns)
+	ne.PutUint32(b[32:], v.Worker)
+	clear(b[36:40])
 }
 
 // decode reads v from struct handshake in b[:HandshakeSize].
@@ -398,7 +411,11 @@ func (v *Handshake) decode(b []byte) {
 	v.Opts = b[11]
 	v.OurISN = ne.Uint32(b[12:])
 	v.Flags = ne.Uint32(b[16:])
+	v.OurMSS = ne.Uint16(b[20:])
+	v.OurWScale = b[22]
+	v.OurOpts = b[23]
 	v.Ns = ne.Uint64(b[24:])
+	v.Worker = ne.Uint32(b[32:])
 }
 
 // encode writes v as struct endpoint into b[:EndpointSize].

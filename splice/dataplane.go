@@ -103,6 +103,40 @@ func (d *DataPlane) Handshake(key kern.LegKey) (kern.Handshake, bool) {
 	return h, h.UnmarshalBinary(v) == nil
 }
 
+// putDial writes a dialed connection's handshake entry (xlb_dials).
+func (d *DataPlane) putDial(key kern.LegKey, h *kern.Handshake) error {
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	v, _ := h.MarshalBinary()
+	if err := d.Objs.Dials.Update(k, v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("handshake entry %s: %w", key, err)
+	}
+	return nil
+}
+
+// peekDial reads a dialed connection's handshake entry and leaves it.
+func (d *DataPlane) peekDial(key kern.LegKey) (kern.Handshake, bool) {
+	var h kern.Handshake
+	k, err := key.MarshalBinary()
+	if err != nil {
+		return h, false
+	}
+	v := make([]byte, kern.HandshakeSize)
+	if err := d.Objs.Dials.Lookup(k, v); err != nil {
+		return h, false
+	}
+	return h, h.UnmarshalBinary(v) == nil
+}
+
+// dropDial deletes a dialed connection's handshake entry.
+func (d *DataPlane) dropDial(key kern.LegKey) {
+	if k, err := key.MarshalBinary(); err == nil {
+		d.Objs.Dials.Delete(k)
+	}
+}
+
 // RegisterLeg adds a leg; it fails if the key exists. A worker leg's local
 // port is marked in xlb_ports, so that its packets are looked at.
 func (d *DataPlane) RegisterLeg(key kern.LegKey, leg *kern.Leg) error {

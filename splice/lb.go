@@ -45,8 +45,13 @@ type Config struct {
 	// is then accepted, and its socket destroyed), instead of the data
 	// plane answering them (kern.ConfigAnswerSyn).
 	KernelHandshake bool
-	Socket          string
-	MaxLegs         uint32
+	// DialXDP opens pool connections without sockets: user space sends
+	// the SYN, the data plane completes the handshake (dial.go). Off: each
+	// is connect()ed, read in repair mode and registered. Experimental:
+	// ab -c50 against nginx sees resets with it (dial.go).
+	DialXDP bool
+	Socket  string
+	MaxLegs uint32
 	// WorkerMSS is the TCP_MAXSEG of worker connections (0: from Iface's
 	// MTU, see WorkerMSS).
 	WorkerMSS int
@@ -198,6 +203,7 @@ type LB struct {
 	dp  *DataPlane
 
 	listeners []*net.TCPListener
+	dialer    *dialer    // pool connections without sockets (nil unless Config.DialXDP)
 	workerMSS int        // TCP_MAXSEG of worker legs (Config.WorkerMSS, or from the MTU)
 	schedMu   sync.Mutex // serialises updateSchedule
 
@@ -264,6 +270,13 @@ func Start(cfg Config) (*LB, error) {
 		if ifc, err := net.InterfaceByName(cfg.Iface); err == nil {
 			lb.workerMSS = WorkerMSS(ifc.MTU)
 		}
+	}
+	if cfg.DialXDP {
+		d, err := newDialer()
+		if err != nil {
+			return nil, err
+		}
+		lb.dialer = d
 	}
 	if err := lb.start(); err != nil {
 		lb.teardown()
@@ -1003,6 +1016,9 @@ func (lb *LB) teardown() error {
 		}
 	}
 	lb.attached = nil
+	if lb.dialer != nil {
+		lb.dialer.close()
+	}
 	if lb.pinned {
 		if err := runstate.RemovePins(lb.cfg.Iface); err != nil {
 			errs = append(errs, fmt.Errorf("removing pins: %w", err))

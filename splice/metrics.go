@@ -90,6 +90,8 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterUnserved:     "Clients that closed with their request while no worker connection was idle: FIN answered, request dropped.",
 	kern.CounterSynAnswered:  "Client SYNs answered by the data plane itself (no socket made for the client).",
 	kern.CounterLegsFull:     "Client handshakes refused with a reset: the leg table was full (raise --max-legs).",
+	kern.CounterDialed:       "Worker connections opened by a SYN xlb sent and a handshake the data plane completed (--dial xdp).",
+	kern.CounterDialReset:    "Dialed SYNs a worker reset (nothing listening), or rejected from TIME-WAIT (reset by the data plane and sent again).",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.

@@ -24,6 +24,9 @@ const noSock sock = -1
 // closeSilently closes the socket without a FIN or RST on the wire: in
 // repair mode the kernel forgets the connection.
 func (s sock) closeSilently() error {
+	if s < 0 {
+		return nil // a dialed leg's: no socket
+	}
 	err := unix.SetsockoptInt(int(s), unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn)
 	cerr := unix.Close(int(s))
 	if err != nil {
@@ -33,7 +36,12 @@ func (s sock) closeSilently() error {
 }
 
 // close closes the socket normally (a connection nobody spliced yet).
-func (s sock) close() error { return unix.Close(int(s)) }
+func (s sock) close() error {
+	if s < 0 {
+		return nil
+	}
+	return unix.Close(int(s))
+}
 
 // pendingDial is a connection to a worker on its way.
 type pendingDial struct {

@@ -466,6 +466,9 @@ func (w *worker) succeeded() {
 // those that come up into its pool. It returns how many it pooled, and the
 // first error.
 func (w *worker) openLegs(ctx context.Context, n int) (int, error) {
+	if w.lb.dialer != nil {
+		return w.dialLegs(ctx, n)
+	}
 	pooled := 0
 	var first error
 	for _, d := range dialLegs(ctx, w.spec.Addr, w.lb.workerMSS, n) {
@@ -527,6 +530,9 @@ func (w *worker) register(c sock, key kern.LegKey) error {
 }
 
 func (w *worker) forget(key kern.LegKey) sock {
+	if w.lb.dialer != nil {
+		w.lb.dialer.release(key) // its port, if it was a dialed leg's
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	c, ok := w.legs[key]

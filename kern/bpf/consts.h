@@ -5,6 +5,7 @@
 #define XLB_CONSTS_H
 
 #define XLB_MAX_LEGS        65536  /* client + worker legs */
+#define XLB_MAX_DIALS       65536  /* dialed SYNs under way (user space's, never evicted) */
 #define XLB_MAX_HANDSHAKES  16384  /* SYNs / SYN-ACKs remembered (LRU: a SYN flood only churns it) */
 #define XLB_MAX_WORKERS     256
 #define XLB_EVENT_RING      (4 * 1024 * 1024) /* bytes of the event ring buffer: 50k events (a burst of 20k connections ending at once sends 40k) */

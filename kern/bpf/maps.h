@@ -44,6 +44,17 @@ struct xlb_map_def SEC("maps") xlb_binds = {
 };
 
 /* Handshakes in progress (client SYNs, worker SYN-ACKs). */
+/* Dialed handshakes under way (HS_DIALED), by the key of the worker's answer:
+ * written by user space before it sends the SYN, deleted by the program when
+ * the leg is born, or by user space when the dial fails. A hash, not an LRU:
+ * the churn of clients' handshakes must not evict them, nor they those. */
+struct xlb_map_def SEC("maps") xlb_dials = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct leg_key),
+	.value_size = sizeof(struct handshake),
+	.max_entries = XLB_MAX_DIALS,
+};
+
 struct xlb_map_def SEC("maps") xlb_hs = {
 	.type = BPF_MAP_TYPE_LRU_HASH,
 	.key_size = sizeof(struct leg_key),

@@ -80,6 +80,8 @@ enum xlb_counter {
 	XLB_CNT_UNSERVED = 53,     /* a client closed (FIN) with its request while no worker leg was idle: FIN answered, request dropped */
 	XLB_CNT_SYN_ANSWERED = 54, /* client SYN answered by the program (CFG_ANSWER_SYN): no socket for the client */
 	XLB_CNT_LEGS_FULL = 55,    /* a client's handshake completed but the leg table is full: reset */
+	XLB_CNT_DIALED = 56,       /* worker leg born from a SYN user space sent (no socket): pooled, handshake ACKed */
+	XLB_CNT_DIAL_RESET = 57,   /* a worker reset a dialed SYN (refused), or held its 4-tuple in TIME-WAIT (reset by us) */
 	XLB_CNT_MAX
 };
 
@@ -123,6 +125,7 @@ enum leg_opt {
 	LEG_OPT_SACK = 2,    /* SACK permitted */
 	LEG_OPT_WSCALE = 4,  /* window scaling negotiated */
 	LEG_OPT_PEER_TS = 8, /* peer_tsval is known */
+	LEG_OPT_NOSOCK = 16, /* a dialed worker leg: no socket of ours, the program answers for it */
 };
 
 enum leg_rx_flag {
@@ -242,11 +245,20 @@ struct handshake {
 	__u8 opts;           /* LEG_OPT_TS | LEG_OPT_SACK | LEG_OPT_WSCALE offered by the peer */
 	__u32 our_isn;       /* our ISN: a worker's SYN-ACK acks it + 1; the ISN of a SYN-ACK the program sent */
 	__u32 flags;         /* enum hs_flag */
+	/* A dialed handshake (HS_DIALED): what user space's SYN offered. */
+	__u16 our_mss;
+	__u8 our_wscale;
+	__u8 our_opts;       /* LEG_OPT_TS | LEG_OPT_SACK | LEG_OPT_WSCALE offered */
 	__u64 ns;
+	__u32 worker;        /* a dialed handshake's worker id */
+	__u32 pad;
 };
 
 enum hs_flag {
 	HS_ANSWERED = 1,     /* the program answered this client's SYN itself (CFG_ANSWER_SYN) */
+	HS_DIALED = 2,       /* user space sent the SYN to a worker (no socket): the program completes the handshake */
+	HS_RETRY = 4,        /* dialed: the worker held the 4-tuple in TIME-WAIT; we reset it, the SYN must go again */
+	HS_REFUSED = 8,      /* dialed: the worker answered with a RST (nothing listens) */
 };
 
 /* A worker as the data plane knows it, keyed by struct endpoint. */

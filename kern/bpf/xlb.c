@@ -503,23 +503,117 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 	return verdict(XDP_PASS);
 }
 
+/* dialed: a worker answers a SYN user space sent to fill its pool (hs, its
+ * entry in xlb_dials). No socket of ours exists for the connection: the program
+ * completes it. A SYN-ACK gives the leg, born idle in its worker's pool
+ * (LEG_OPT_NOSOCK), and is answered with the handshake's ACK. A RST (nothing
+ * listens) marks the handshake refused, for user space. An ACK instead of a
+ * SYN-ACK is a worker that holds the 4-tuple in TIME-WAIT and did not take
+ * our SYN (its timestamp was older than the last it saw there): the RST that
+ * ends the TIME-WAIT answers it, and user space sends the SYN again. */
+static __always_inline int dialed(struct pkt *p, struct handshake *hs, struct xlb_config *cfg)
+{
+	struct tcphdr *t = p->tcp;
+	struct leg leg = {};
+	__u32 worker = hs->worker;
+	struct leg *w;
+	long err;
+
+	if (t->rst) {
+		if (t->ack && p->ack == hs->our_isn + 1)
+			__sync_fetch_and_or(&hs->flags, HS_REFUSED);
+		return drop(XLB_CNT_DIAL_RESET);
+	}
+	if (!t->syn) {
+		if (!t->ack || p->payload || t->fin || p->bad_opts)
+			return drop(XLB_CNT_DIAL_RESET);
+		/* RFC 793's reset of an unacceptable ACK: seq = its ack. Its
+		 * timestamp echoes the TIME-WAIT's own, which PAWS accepts. */
+		leg.our_tsval = p->o->tsecr;
+		leg.peer_tsval = p->o->tsval;
+		__sync_fetch_and_or(&hs->flags, HS_RETRY);
+		count(XLB_CNT_DIAL_RESET);
+		if (reply(p, &leg, p->ack, REPLY_RST))
+			return verdict(XDP_DROP);
+		return verdict(XDP_TX);
+	}
+	if (p->bad_opts || p->ack != hs->our_isn + 1)
+		return drop(XLB_CNT_BAD_OPTIONS); /* not an answer to our SYN: it retransmits, we time out */
+
+	leg.kind = LEG_WORKER;
+	leg.worker = worker;
+	leg.opts = LEG_OPT_NOSOCK;
+	if ((hs->our_opts & LEG_OPT_SACK) && p->o->sack_perm)
+		leg.opts |= LEG_OPT_SACK;
+	if ((hs->our_opts & LEG_OPT_WSCALE) && p->o->wscale != XLB_NO_WSCALE) {
+		leg.opts |= LEG_OPT_WSCALE;
+		leg.peer_wscale = p->o->wscale > 14 ? 14 : p->o->wscale;
+		leg.our_wscale = hs->our_wscale;
+	}
+	if ((hs->our_opts & LEG_OPT_TS) && p->o->has_ts) {
+		leg.opts |= LEG_OPT_TS | LEG_OPT_PEER_TS;
+		leg.peer_tsval = p->o->tsval;
+		leg.our_tsval = p->o->tsecr; /* our SYN's, echoed */
+	}
+	leg.peer_mss = p->o->mss ? p->o->mss : 536;
+	leg.our_mss = hs->our_mss;
+	leg.win_bound = win_bound(leg.peer_wscale, leg.our_wscale);
+	leg.peer_hi = p->seq + 1;
+	leg.peer_acked = p->ack;
+	leg.snd_nxt = p->ack;
+	leg.peer_win = p->win >> leg.peer_wscale; /* a SYN-ACK's window is not scaled */
+	leg.snd_win = 0xffff >> leg.our_wscale;
+	leg.state = LEG_IDLE;
+	leg.last_ns = now_ns();
+	err = bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST);
+	if (err == -EEXIST)
+		return verdict(XDP_DROP); /* the same SYN-ACK twice, on another CPU */
+	if (err) {
+		/* The table is full: the worker forgets the connection, user
+		 * space sees the dial fail. */
+		__sync_fetch_and_or(&hs->flags, HS_REFUSED);
+		count(XLB_CNT_LEGS_FULL);
+		if (reply(p, &leg, p->ack, REPLY_RST))
+			return verdict(XDP_DROP);
+		return verdict(XDP_TX);
+	}
+	bpf_map_delete_elem(&xlb_dials, &p->key);
+	count(XLB_CNT_WORKER_SYNACK);
+	count(XLB_CNT_DIALED);
+	idle_add(worker, 1);
+	if (pool_put(&p->key, worker, cfg)) {
+		w = bpf_map_lookup_elem(&xlb_legs, &p->key);
+		if (w)
+			retire(&p->key, w, LEG_IDLE);
+	}
+	if (reply(p, &leg, leg.snd_nxt, REPLY_ACK))
+		return verdict(XDP_DROP); /* the worker retransmits its SYN-ACK, answered then */
+	return verdict(XDP_TX);
+}
+
 /* A packet of no leg: maybe a handshake we must learn, else foreign. */
 static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 {
 	struct tcphdr *t = p->tcp;
 
-	if (t->syn && t->ack) {
+	if ((t->syn && t->ack) || ((t->rst || t->ack) && ports_mapped(t->dest, cfg))) {
 		struct endpoint ep = {};
 
 		ep.addr[0] = p->ip->saddr;
 		ep.port = t->source;
 		ep.family = AF_INET;
 		if (bpf_map_lookup_elem(&xlb_workers, &ep)) {
-			if (!p->bad_opts) {
-				learn_handshake(p, p->ack - 1, 0);
-				count(XLB_CNT_WORKER_SYNACK);
+			struct handshake *hs = bpf_map_lookup_elem(&xlb_dials, &p->key);
+
+			if (hs && (hs->flags & HS_DIALED))
+				return dialed(p, hs, cfg);
+			if (t->syn && t->ack) {
+				if (!p->bad_opts) {
+					learn_handshake(p, p->ack - 1, 0);
+					count(XLB_CNT_WORKER_SYNACK);
+				}
+				return verdict(XDP_PASS);
 			}
-			return verdict(XDP_PASS);
 		}
 	}
 	/* Every packet passed here without being learned is foreign: the
@@ -1230,7 +1324,10 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 		/* A worker's retransmitted SYN-ACK (our handshake ACK was lost)
 		 * is the stack's business; a SYN on a live client leg is not. */
 		if (leg->kind == LEG_WORKER && p->has_ack) {
-			d->act = ACT_PASS;
+			if (leg->opts & LEG_OPT_NOSOCK)
+				act_reply(d, leg, READ_ONCE(leg->snd_nxt), REPLY_ACK); /* ours to answer */
+			else
+				d->act = ACT_PASS;
 			return;
 		}
 		act_drop(d, XLB_CNT_DEAD_LEG);
@@ -1255,6 +1352,18 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 	/* Each path counts its own reasons (implausible, rst_ignored) once:
 	 * the unbound path turns them into drop reasons. */
 	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
+	if (b && state == LEG_DEAD) {
+		/* A late segment of a finished pair is translated only into a
+		 * partner that finished too: a worker leg's 4-tuple serves a new
+		 * connection once its port is free again (dialed legs), and
+		 * this pair's offsets mean nothing there. */
+		struct leg *z = bpf_map_lookup_elem(&xlb_legs, &b->to);
+
+		if (!z || READ_ONCE(z->state) != LEG_DEAD) {
+			act_drop(d, XLB_CNT_DEAD_LEG);
+			return;
+		}
+	}
 	if (b) {
 		if (!ok)
 			count(XLB_CNT_IMPLAUSIBLE);
@@ -1353,12 +1462,16 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 {
 	struct decision d;
 
-	if (leg && p->syn && READ_ONCE(leg->state) == LEG_DEAD &&
-	    (!p->has_ack || leg->kind == LEG_WORKER)) {
+	if (leg && READ_ONCE(leg->state) == LEG_DEAD &&
+	    ((p->syn && (!p->has_ack || leg->kind == LEG_WORKER)) ||
+	     (leg->kind == LEG_WORKER && !p->payload && (p->rst || p->has_ack) &&
+	      bpf_map_lookup_elem(&xlb_dials, &p->key)))) {
 		/* A client reuses the port of a finished leg, or a new pool
 		 * connection does (user space destroys a finished worker
-		 * leg's socket at once, which frees its port): forget the
-		 * leg, learn the new handshake. */
+		 * leg's socket at once, or frees a dialed leg's port, and
+		 * dials again): forget the leg, learn the new handshake. The
+		 * answer to a dialed SYN may also be a TIME-WAIT's ACK or a
+		 * RST (dialed()). */
 		bpf_map_delete_elem(&xlb_binds, &p->key);
 		bpf_map_delete_elem(&xlb_legs, &p->key);
 		leg = NULL;
@@ -1497,9 +1610,11 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		return drop(XLB_CNT_TAIL_FAIL);
 	}
 
-	if (stage == STAGE_MAIN && !leg && !(p.syn && p.has_ack) && !is_service(&p, cfg)) {
+	if (stage == STAGE_MAIN && !leg && !(p.syn && p.has_ack) && !is_service(&p, cfg) &&
+	    !(p.rst || (p.has_ack && !p.payload))) {
 		/* Foreign traffic to a port a worker leg once had: nothing
-		 * more to look at (no_leg would say the same). */
+		 * more to look at (no_leg would say the same). A RST or a pure
+		 * ACK there may answer a SYN user space sent (dialed()). */
 		count(XLB_CNT_FOREIGN);
 		return verdict(XDP_PASS);
 	}

@@ -1,0 +1,394 @@
+package splice
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/xlb-lb/xlb/kern"
+	"golang.org/x/sys/unix"
+)
+
+// Dialed worker legs. A pool connection needs no socket of ours: user space
+// sends the SYN itself (a raw IP socket, send-only), after telling the data
+// plane what it offered (a handshake entry with HS_DIALED), and the data
+// plane completes the handshake when the worker's SYN-ACK comes (kern
+// dialed()): the leg is born idle in its worker's pool, and the program
+// answers whatever our stack would have answered for it (its SYN-ACK again,
+// FINs, stale data). A connection then costs user space three system calls
+// (the entry, the SYN, a lookup) instead of about twenty (socket, connect,
+// the repair reads, registration, the silent close), and the kernel no
+// socket of ours: with a worker that closes after every answer (HTTP/1.0,
+// Connection: close) those were most of xlb's time.
+//
+// Experimental (--dial xdp, off by default): ab -c 50 against nginx sees
+// connection resets in this mode, not understood yet; a --reuse handover
+// does not pass the placeholders nor knows dialed legs (no descriptor).
+//
+// Our local ports are held by placeholder sockets, bound and never listening
+// nor connected, so that the kernel gives them to no other connection; one
+// port serves one connection to each worker at a time. A port a connection
+// ended on waits in a FIFO behind others before it serves again.
+
+// Offered on dialed SYNs: the window scale our stack would choose for a
+// default receive buffer, and the options a Linux peer offers.
+const (
+	dialWScale = 7
+	dialOpts   = kern.OptTS | kern.OptSACK | kern.OptWScale
+	// A freed port waits until this many others are free for the same
+	// worker, so that a 4-tuple is not reused at once (the worker may hold
+	// it in TIME-WAIT: our SYN is taken only if newer, see kern dialed()).
+	portRest = 64
+	// dialedSock stands in worker.legs for the socket a dialed leg does not
+	// have.
+	dialedSock sock = -2
+)
+
+// errRefused is a worker that reset our SYN: nothing listens there.
+var errRefused = errors.New("connection refused")
+
+type dialer struct {
+	raw    int // AF_INET SOCK_RAW IPPROTO_RAW: send only, we write the IP header
+	secret [16]byte
+
+	mu      sync.Mutex
+	src     map[netip.AddrPort]netip.Addr // worker -> our address toward it
+	holders map[netip.Addr][]placeholder  // per local address, in order of creation
+	ports   map[netip.AddrPort]*workerPorts
+}
+
+type placeholder struct {
+	fd   int
+	port uint16
+}
+
+// workerPorts is what one worker's connections use of a local address's
+// ports: next indexes the ports it never used, free those it used and may
+// use again (oldest first), inUse those with a connection.
+type workerPorts struct {
+	next  int
+	free  []uint16
+	inUse map[uint16]bool
+}
+
+func newDialer() (*dialer, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return nil, fmt.Errorf("raw socket for worker connections: %w", err)
+	}
+	d := &dialer{raw: fd, src: map[netip.AddrPort]netip.Addr{}, holders: map[netip.Addr][]placeholder{},
+		ports: map[netip.AddrPort]*workerPorts{}}
+	rand.Read(d.secret[:])
+	return d, nil
+}
+
+func (d *dialer) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	unix.Close(d.raw)
+	for _, hs := range d.holders {
+		for _, h := range hs {
+			unix.Close(h.fd)
+		}
+	}
+	d.holders = map[netip.Addr][]placeholder{}
+}
+
+// source is our address toward worker: the one the kernel would choose.
+func (d *dialer) source(worker netip.AddrPort) (netip.Addr, error) {
+	if a, ok := d.src[worker]; ok {
+		return a, nil
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: worker.Addr().As4(), Port: int(worker.Port())}); err != nil {
+		return netip.Addr{}, fmt.Errorf("no route to %s: %w", worker, err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	a := netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr)
+	d.src[worker] = a
+	return a, nil
+}
+
+// take gives a local port for a new connection to worker, reserving a new
+// one (mark: the data plane must look at its packets) when none is free.
+func (d *dialer) take(worker netip.AddrPort, mark func(uint16) error) (netip.AddrPort, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	src, err := d.source(worker)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	wp := d.ports[worker]
+	if wp == nil {
+		wp = &workerPorts{inUse: map[uint16]bool{}}
+		d.ports[worker] = wp
+	}
+	var port uint16
+	hs := d.holders[src]
+	switch {
+	case len(wp.free) > portRest:
+		port, wp.free = wp.free[0], wp.free[1:]
+	case wp.next < len(hs):
+		port = hs[wp.next].port
+		wp.next++
+	default:
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return netip.AddrPort{}, fmt.Errorf("placeholder socket: %w", err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
+			unix.Close(fd)
+			return netip.AddrPort{}, fmt.Errorf("reserving a local port: %w", err)
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			unix.Close(fd)
+			return netip.AddrPort{}, err
+		}
+		port = uint16(sa.(*unix.SockaddrInet4).Port)
+		if err := mark(port); err != nil {
+			unix.Close(fd)
+			return netip.AddrPort{}, err
+		}
+		d.holders[src] = append(hs, placeholder{fd: fd, port: port})
+		wp.next = len(d.holders[src])
+	}
+	wp.inUse[port] = true
+	return netip.AddrPortFrom(src, port), nil
+}
+
+// release gives back the local port of a connection to worker that ended.
+func (d *dialer) release(key kern.LegKey) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wp := d.ports[key.Peer]
+	if wp == nil || !wp.inUse[key.Local.Port()] {
+		return
+	}
+	delete(wp.inUse, key.Local.Port())
+	wp.free = append(wp.free, key.Local.Port())
+}
+
+// isn is a 4-tuple's initial sequence number: as the kernel's, a clock of
+// 64 ns ticks plus a keyed hash of the tuple, so that a new connection of a
+// tuple starts after the last one's bytes (a TIME-WAIT takes its SYN).
+func (d *dialer) isn(key kern.LegKey) uint32 {
+	h := fnv.New32a()
+	h.Write(d.secret[:])
+	b, _ := key.MarshalBinary()
+	h.Write(b)
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return h.Sum32() + uint32(uint64(ts.Nano())>>6)
+}
+
+// tsNow is our timestamp clock for dialed SYNs: milliseconds, as Linux's.
+func tsNow() uint32 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint32(uint64(ts.Nano()) / 1e6)
+}
+
+// synPacket is the IPv4 SYN from key.Local to key.Peer: MSS, SACK
+// permitted, timestamps and window scale offered, checksums computed (the
+// kernel fills the IP header's).
+func synPacket(key kern.LegKey, isn, tsval uint32, mss uint16) []byte {
+	b := make([]byte, 60)
+	src, dst := key.Local.Addr().As4(), key.Peer.Addr().As4()
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], 60)
+	binary.BigEndian.PutUint16(b[6:], 0x4000) // DF
+	b[8] = 64
+	b[9] = unix.IPPROTO_TCP
+	copy(b[12:], src[:])
+	copy(b[16:], dst[:])
+	t := b[20:]
+	binary.BigEndian.PutUint16(t[0:], key.Local.Port())
+	binary.BigEndian.PutUint16(t[2:], key.Peer.Port())
+	binary.BigEndian.PutUint32(t[4:], isn)
+	t[12] = 10 << 4 // 40 bytes of header
+	t[13] = 0x02    // SYN
+	binary.BigEndian.PutUint16(t[14:], 0xffff)
+	o := t[20:]
+	o[0], o[1] = 2, 4 // MSS
+	binary.BigEndian.PutUint16(o[2:], mss)
+	o[4], o[5] = 4, 2 // SACK permitted
+	o[6], o[7] = 8, 10
+	binary.BigEndian.PutUint32(o[8:], tsval)
+	o[16] = 1 // NOP
+	o[17], o[18], o[19] = 3, 3, dialWScale
+	// Checksum over the pseudo header and the segment.
+	var sum uint32
+	add := func(p []byte) {
+		for i := 0; i+1 < len(p); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(p[i:]))
+		}
+	}
+	add(src[:])
+	add(dst[:])
+	sum += unix.IPPROTO_TCP + 40
+	add(t)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(t[16:], ^uint16(sum))
+	return b
+}
+
+// pendingSyn is a dialed connection waiting for its worker's answer.
+type pendingSyn struct {
+	key   kern.LegKey
+	isn   uint32
+	sent  time.Time
+	tries int
+}
+
+// send writes the handshake entry, then the SYN.
+func (d *dialer) send(dp *DataPlane, p *pendingSyn, worker uint32, mss int) error {
+	hs := kern.Handshake{OurISN: p.isn, Flags: kern.HSDialed, OurMSS: uint16(mss), OurWScale: dialWScale,
+		OurOpts: dialOpts, Ns: monotonicNs(), Worker: worker}
+	if err := dp.putDial(p.key, &hs); err != nil {
+		return err
+	}
+	pkt := synPacket(p.key, p.isn, tsNow(), uint16(mss))
+	if err := unix.Sendto(d.raw, pkt, 0, &unix.SockaddrInet4{Addr: p.key.Peer.Addr().As4()}); err != nil {
+		return fmt.Errorf("sending a SYN to %s: %w", p.key.Peer, err)
+	}
+	p.sent, p.tries = time.Now(), p.tries+1
+	return nil
+}
+
+// Resending an unanswered SYN: as the kernel, after a second.
+const synResend = time.Second
+
+// dialLegs opens n dialed connections to worker w and waits for them (on
+// lo the handshake is done before the SYN's sendto returns; elsewhere one
+// round trip) up to connectTimeout or ctx. It returns how many it pooled,
+// and the first error. The data plane pools each leg itself.
+func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
+	d, dp, addr := w.lb.dialer, w.lb.dp, w.spec.Addr
+	if !addr.Addr().Is4() {
+		return 0, fmt.Errorf("worker %s: only IPv4 workers are supported", addr)
+	}
+	var first error
+	pending := make([]*pendingSyn, 0, n)
+	for range n {
+		local, err := d.take(addr, w.lb.dp.markPort)
+		if err != nil {
+			first = err
+			break
+		}
+		key := kern.LegKey{Peer: addr, Local: local}
+		p := &pendingSyn{key: key, isn: d.isn(key)}
+		if err := d.send(dp, p, w.id, w.lb.workerMSS); err != nil {
+			dp.dropDial(key)
+			d.release(key)
+			first = err
+			break
+		}
+		pending = append(pending, p)
+	}
+	pooled := 0
+	deadline := time.Now().Add(connectTimeout)
+	wait := 100 * time.Microsecond
+	for len(pending) > 0 {
+		still := pending[:0]
+		for _, p := range pending {
+			switch err := w.dialOutcome(p); {
+			case err == nil:
+				pooled++
+			case errors.Is(err, errPending):
+				still = append(still, p)
+			default:
+				first = cmp.Or(first, err)
+			}
+		}
+		pending = still
+		if len(pending) == 0 {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			for _, p := range pending {
+				dp.dropDial(p.key)
+				// A late SYN-ACK may still make the leg: it is the
+				// pool's then, counted by the data plane.
+				if !w.adoptDialed(p.key) {
+					d.release(p.key)
+				}
+			}
+			first = cmp.Or(first, fmt.Errorf("dial %s: %w", addr, errTimeout(ctx)))
+			break
+		}
+		// The data plane has no event for a handshake done: look again
+		// soon, then less often (a remote worker answers in a round trip).
+		time.Sleep(wait)
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+	return pooled, first
+}
+
+var errPending = errors.New("no answer yet")
+
+// dialOutcome looks at a dialed connection: nil when its leg is up (now in
+// w.legs), errPending while its worker has not answered (its SYN sent again
+// after a TIME-WAIT's reset or a second of silence), or why it failed.
+func (w *worker) dialOutcome(p *pendingSyn) error {
+	dp, d := w.lb.dp, w.lb.dialer
+	if w.adoptDialed(p.key) {
+		return nil
+	}
+	hs, ok := dp.peekDial(p.key)
+	switch {
+	case !ok:
+		// Neither a live leg nor a handshake: the leg was pooled, taken
+		// by a client and ended already (the data plane pools it at once,
+		// and ab's next request is microseconds away). Its event frees
+		// the port.
+		return nil
+	case hs.Flags&kern.HSRefused != 0:
+		dp.dropDial(p.key)
+		d.release(p.key)
+		return fmt.Errorf("dial %s: %w", p.key.Peer, errRefused)
+	case hs.Flags&kern.HSRetry != 0 || time.Since(p.sent) >= synResend:
+		if p.tries >= 4 {
+			dp.dropDial(p.key)
+			d.release(p.key)
+			return fmt.Errorf("dial %s: no answer to %d SYNs", p.key.Peer, p.tries)
+		}
+		if err := d.send(dp, p, w.id, w.lb.workerMSS); err != nil {
+			dp.dropDial(p.key)
+			d.release(p.key)
+			return err
+		}
+	}
+	return errPending
+}
+
+// adoptDialed notes a dialed leg the data plane made: true if it exists.
+func (w *worker) adoptDialed(key kern.LegKey) bool {
+	// Under w.mu: the event of a leg that ends after the lookup is handled
+	// (forget) after the leg is in w.legs, never before.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, err := w.lb.dp.Leg(key)
+	if err != nil || l.Kind != kern.LegWorker || l.Opts&kern.OptNosock == 0 ||
+		l.State == kern.LegDead || l.State == kern.LegClosing {
+		return false // none, or ended already (its event freed the port)
+	}
+	w.legs[key] = dialedSock
+	return true
+}
