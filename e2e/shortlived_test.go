@@ -230,6 +230,25 @@ func TestConnectionPerRequest(t *testing.T) {
 	waitOnlyIdleWorkers(t, ns, reapTimeout, "after the clients")
 }
 
+// abPerConnection runs ab (HTTP/1.0, a connection per request) for n
+// requests, c at a time, against the service: every request must complete,
+// none fail. It returns ab's output.
+func abPerConnection(t *testing.T, ns *testnet.NS, n, c int) string {
+	t.Helper()
+	out, err := ns.Command("ab", "-q", "-s", "10", "-n", fmt.Sprint(n), "-c", fmt.Sprint(c), "http://127.0.0.1:8080/b100").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ab -c %d: %v\n%s", c, err, out)
+	}
+	s := string(out)
+	if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != fmt.Sprint(n) {
+		t.Errorf("ab -c %d: not every request completed:\n%s", c, s)
+	}
+	if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != "0" {
+		t.Errorf("ab -c %d: failed requests:\n%s", c, s)
+	}
+	return s
+}
+
 // TestAbWithoutKeepAlive: ab without -k speaks HTTP/1.0, and nginx closes
 // every connection after its answer: a worker connection serves one request
 // and is gone, whatever the balancer (an L4 splice cannot keep a connection
@@ -241,17 +260,7 @@ func TestAbWithoutKeepAlive(t *testing.T) {
 	total := 0
 	for _, c := range []int{4, 50} {
 		const n = 4000
-		out, err := ns.Command("ab", "-q", "-s", "10", "-n", fmt.Sprint(n), "-c", fmt.Sprint(c), "http://127.0.0.1:8080/b100").CombinedOutput()
-		if err != nil {
-			t.Fatalf("ab -c %d: %v\n%s", c, err, out)
-		}
-		s := string(out)
-		if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != fmt.Sprint(n) {
-			t.Errorf("ab -c %d: not every request completed:\n%s", c, s)
-		}
-		if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != "0" {
-			t.Errorf("ab -c %d: failed requests:\n%s", c, s)
-		}
+		s := abPerConnection(t, ns, n, c)
 		rps := regexp.MustCompile(`Requests per second:\s+(\S+)`).FindStringSubmatch(s)
 		longest := regexp.MustCompile(`100%\s+(\d+)`).FindStringSubmatch(s)
 		if rps != nil && longest != nil {
@@ -284,17 +293,7 @@ func TestAbDialXDP(t *testing.T) {
 	defer lb.stop()
 	before := status(t, ns, "lo").Counters["dialed"]
 	const n = 4000
-	out, err := ns.Command("ab", "-q", "-s", "10", "-n", fmt.Sprint(n), "-c", "4", "http://127.0.0.1:8080/b100").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ab -c 4: %v\n%s", err, out)
-	}
-	s := string(out)
-	if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != fmt.Sprint(n) {
-		t.Errorf("ab -c 4: not every request completed:\n%s", s)
-	}
-	if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != "0" {
-		t.Errorf("ab -c 4: failed requests:\n%s", s)
-	}
+	abPerConnection(t, ns, n, 4)
 	requests, perConn := connUse(t, logs)
 	if requests != n {
 		t.Errorf("nginx logged %d requests, want %d", requests, n)
@@ -328,17 +327,7 @@ func TestAbSmallLegTable(t *testing.T) {
 	ns, lb, _ := startConnXLB(t, append(sock, "--max-legs", "4096", "--pool", "8")...)
 	defer lb.stop()
 	const n = 12000
-	out, err := ns.Command("ab", "-q", "-s", "10", "-n", fmt.Sprint(n), "-c", "20", "http://127.0.0.1:8080/b100").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ab: %v\n%s", err, out)
-	}
-	s := string(out)
-	if m := regexp.MustCompile(`Complete requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != fmt.Sprint(n) {
-		t.Errorf("not every request completed:\n%s", s)
-	}
-	if m := regexp.MustCompile(`Failed requests:\s+(\d+)`).FindStringSubmatch(s); m == nil || m[1] != "0" {
-		t.Errorf("failed requests:\n%s", s)
-	}
+	abPerConnection(t, ns, n, 20)
 	r := stats(t, ns, sock[1])
 	if r.Unspliced != 0 || r.Counters["legs_full"] != 0 {
 		t.Errorf("%d clients refused (no room for their leg): %d left to the listener, %d reset by the data plane",

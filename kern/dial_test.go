@@ -10,7 +10,6 @@ package kern_test
 import (
 	"encoding/binary"
 	"errors"
-	"net/netip"
 	"slices"
 	"testing"
 
@@ -81,20 +80,7 @@ func (d *dataPlane) putDial(k kern.LegKey, h kern.Handshake) {
 
 // dialEntry is the dial entry of k.
 func (d *dataPlane) dialEntry(k kern.LegKey) (kern.Handshake, bool) {
-	d.t.Helper()
-	var h kern.Handshake
-	v := make([]byte, kern.HandshakeSize)
-	err := d.objs.Dials.Lookup(keyBytes(d.t, k), v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return h, false
-	}
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	if err := h.UnmarshalBinary(v); err != nil {
-		d.t.Fatal(err)
-	}
-	return h, true
+	return entry[kern.Handshake](d, d.objs.Dials, k)
 }
 
 // setPortMark sets or clears a local port's bit in xlb_ports.
@@ -207,6 +193,16 @@ func dialedLeg() kern.Leg {
 // worker leg without a socket (LEG_OPT_NOSOCK), with what both SYNs
 // negotiated, puts it in its worker's pool, and is answered with the
 // handshake's ACK (the stack, which has no socket for it, never sees it).
+// tsOnlyLeg is dialedLeg negotiated with timestamps alone: no scaling
+// (both scales 0, the window as it came), no SACK.
+func tsOnlyLeg() kern.Leg {
+	l := dialedLeg()
+	l.Opts = kern.OptNosock | kern.OptTS | kern.OptPeerTS
+	l.PeerWScale, l.OurWScale, l.WinBound = 0, 0, winBound(0, 0)
+	l.PeerWin, l.SndWin = 65160, 0xffff
+	return l
+}
+
 // The same SYN-ACK again (our ACK was lost) is answered again, from the leg.
 func TestDialedSynAck(t *testing.T) {
 	tests := []struct {
@@ -224,21 +220,9 @@ func TestDialedSynAck(t *testing.T) {
 				return l
 			}},
 		{"timestamps only: both scales 0, the window as it came", dialStd, cat(optMSS(1400), optNOP, optNOP, optTS(dialPeerTS, dialTSval)),
-			func() kern.Leg {
-				l := dialedLeg()
-				l.Opts = kern.OptNosock | kern.OptTS | kern.OptPeerTS
-				l.PeerWScale, l.OurWScale, l.WinBound = 0, 0, winBound(0, 0)
-				l.PeerWin, l.SndWin = 65160, 0xffff
-				return l
-			}},
+			tsOnlyLeg},
 		{"our SYN offered timestamps only: the worker's SACK and scale are not taken", func() kern.Handshake { return dialHS(kern.OptTS) }, linuxSynAck(1400, dialPeerTS, dialTSval, 9),
-			func() kern.Leg {
-				l := dialedLeg()
-				l.Opts = kern.OptNosock | kern.OptTS | kern.OptPeerTS
-				l.PeerWScale, l.OurWScale, l.WinBound = 0, 0, winBound(0, 0)
-				l.PeerWin, l.SndWin = 65160, 0xffff
-				return l
-			}},
+			tsOnlyLeg},
 		{"our MSS and scale are the SYN's (not the config's)",
 			func() kern.Handshake {
 				h := dialHS(dialOurOpts)
@@ -704,17 +688,7 @@ func TestDialedTableFull(t *testing.T) {
 	t.Cleanup(d.reset)
 	hs := dialHS(dialOurOpts)
 	d.dial(workerKey, hs)
-	fl := stdClientLeg()
-	filler, _ := fl.MarshalBinary()
-	for i := uint32(0); i < d.objs.Legs.MaxEntries(); i++ {
-		k := kern.LegKey{Peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 1000), Local: serviceAddr}
-		if err := d.objs.Legs.Update(keyBytes(t, k), filler, ebpf.UpdateNoExist); err != nil {
-			if i == 0 {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
+	d.fillLegs()
 	in := dialSynAck(linuxSynAck(1400, dialPeerTS, dialTSval, 9)).build()
 	v, out, delta := d.run(in)
 	checkVerdict(t, v, xdpTX)

@@ -3,10 +3,8 @@ package kern_test
 // Fixture 1: client legs learned from their handshake, worker SYN-ACKs.
 
 import (
-	"net/netip"
 	"testing"
 
-	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/testnet"
 )
@@ -394,17 +392,7 @@ func TestAnsweredHandshakeTableFull(t *testing.T) {
 	_, out, _ := d.run(fromClient(seg{seq: isn, flags: tcpSYN, win: 64240, opts: linuxSYN(1460, 1000, 7)}).build())
 	sa := mustParse(t, out)
 
-	fl := stdClientLeg()
-	filler, _ := fl.MarshalBinary()
-	for i := uint32(0); i < d.objs.Legs.MaxEntries(); i++ {
-		k := kern.LegKey{Peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 1000), Local: serviceAddr}
-		if err := d.objs.Legs.Update(keyBytes(t, k), filler, ebpf.UpdateNoExist); err != nil {
-			if i == 0 {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
+	d.fillLegs()
 	in := fromClient(seg{seq: isn + 1, ack: sa.seq + 1, flags: tcpACK, win: 502, opts: nopTS(1010, sa.tsval)}).build()
 	v, out, delta := d.run(in)
 	checkVerdict(t, v, xdpTX)

@@ -216,22 +216,29 @@ func (d *dataPlane) putLeg(k kern.LegKey, l kern.Leg) {
 	}
 }
 
-func (d *dataPlane) leg(k kern.LegKey) (kern.Leg, bool) {
+// entry reads key k of map m into a T (a struct of the object with its
+// UnmarshalBinary): false if m has no such key.
+func entry[T any, P interface {
+	*T
+	UnmarshalBinary([]byte) error
+}](d *dataPlane, m *ebpf.Map, k kern.LegKey) (T, bool) {
 	d.t.Helper()
-	var l kern.Leg
-	v := make([]byte, kern.LegSize)
-	err := d.objs.Legs.Lookup(keyBytes(d.t, k), v)
+	var x T
+	v := make([]byte, m.ValueSize())
+	err := m.Lookup(keyBytes(d.t, k), v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return l, false
+		return x, false
 	}
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	if err := l.UnmarshalBinary(v); err != nil {
+	if err := P(&x).UnmarshalBinary(v); err != nil {
 		d.t.Fatal(err)
 	}
-	return l, true
+	return x, true
 }
+
+func (d *dataPlane) leg(k kern.LegKey) (kern.Leg, bool) { return entry[kern.Leg](d, d.objs.Legs, k) }
 
 func (d *dataPlane) mustLeg(k kern.LegKey) kern.Leg {
 	d.t.Helper()
@@ -251,37 +258,11 @@ func (d *dataPlane) putBind(k kern.LegKey, b kern.Binding) {
 }
 
 func (d *dataPlane) bind(k kern.LegKey) (kern.Binding, bool) {
-	d.t.Helper()
-	var b kern.Binding
-	v := make([]byte, kern.BindingSize)
-	err := d.objs.Binds.Lookup(keyBytes(d.t, k), v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return b, false
-	}
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	if err := b.UnmarshalBinary(v); err != nil {
-		d.t.Fatal(err)
-	}
-	return b, true
+	return entry[kern.Binding](d, d.objs.Binds, k)
 }
 
 func (d *dataPlane) handshake(k kern.LegKey) (kern.Handshake, bool) {
-	d.t.Helper()
-	var h kern.Handshake
-	v := make([]byte, kern.HandshakeSize)
-	err := d.objs.Handshakes.Lookup(keyBytes(d.t, k), v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return h, false
-	}
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	if err := h.UnmarshalBinary(v); err != nil {
-		d.t.Fatal(err)
-	}
-	return h, true
+	return entry[kern.Handshake](d, d.objs.Handshakes, k)
 }
 
 // pushIdle queues worker leg k (registered already) in its worker's pool,
@@ -703,6 +684,23 @@ func (d *dataPlane) ageCooling(ns uint64) {
 	for _, v := range raw {
 		if err := m.Push(v); err != nil {
 			d.t.Fatal(err)
+		}
+	}
+}
+
+// fillLegs fills the leg table with client legs of addresses 10.9.x.y, until
+// it refuses one.
+func (d *dataPlane) fillLegs() {
+	d.t.Helper()
+	fl := stdClientLeg()
+	filler, _ := fl.MarshalBinary()
+	for i := uint32(0); i < d.objs.Legs.MaxEntries(); i++ {
+		k := kern.LegKey{Peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 1000), Local: serviceAddr}
+		if err := d.objs.Legs.Update(keyBytes(d.t, k), filler, ebpf.UpdateNoExist); err != nil {
+			if i == 0 {
+				d.t.Fatal(err)
+			}
+			return
 		}
 	}
 }

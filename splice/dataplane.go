@@ -90,17 +90,33 @@ func (d *DataPlane) DeleteWorker(addr netip.AddrPort) error {
 
 // Handshake returns and forgets what the data plane learnt of a handshake.
 func (d *DataPlane) Handshake(key kern.LegKey) (kern.Handshake, bool) {
+	h, ok := readHandshake(d.Objs.Handshakes, key)
+	if ok {
+		d.deleteKey(d.Objs.Handshakes, key)
+	}
+	return h, ok
+}
+
+// readHandshake reads key's entry of a map of struct handshake (xlb_hs,
+// xlb_dials).
+func readHandshake(m *ebpf.Map, key kern.LegKey) (kern.Handshake, bool) {
 	var h kern.Handshake
 	k, err := key.MarshalBinary()
 	if err != nil {
 		return h, false
 	}
 	v := make([]byte, kern.HandshakeSize)
-	if err := d.Objs.Handshakes.Lookup(k, v); err != nil {
+	if err := m.Lookup(k, v); err != nil {
 		return h, false
 	}
-	d.Objs.Handshakes.Delete(k)
 	return h, h.UnmarshalBinary(v) == nil
+}
+
+// deleteKey deletes key's entry of m, if any.
+func (d *DataPlane) deleteKey(m *ebpf.Map, key kern.LegKey) {
+	if k, err := key.MarshalBinary(); err == nil {
+		m.Delete(k)
+	}
 }
 
 // putDial writes a dialed connection's handshake entry (xlb_dials).
@@ -118,24 +134,11 @@ func (d *DataPlane) putDial(key kern.LegKey, h *kern.Handshake) error {
 
 // peekDial reads a dialed connection's handshake entry and leaves it.
 func (d *DataPlane) peekDial(key kern.LegKey) (kern.Handshake, bool) {
-	var h kern.Handshake
-	k, err := key.MarshalBinary()
-	if err != nil {
-		return h, false
-	}
-	v := make([]byte, kern.HandshakeSize)
-	if err := d.Objs.Dials.Lookup(k, v); err != nil {
-		return h, false
-	}
-	return h, h.UnmarshalBinary(v) == nil
+	return readHandshake(d.Objs.Dials, key)
 }
 
 // dropDial deletes a dialed connection's handshake entry.
-func (d *DataPlane) dropDial(key kern.LegKey) {
-	if k, err := key.MarshalBinary(); err == nil {
-		d.Objs.Dials.Delete(k)
-	}
-}
+func (d *DataPlane) dropDial(key kern.LegKey) { d.deleteKey(d.Objs.Dials, key) }
 
 // RegisterLeg adds a leg; it fails if the key exists. A worker leg's local
 // port is marked in xlb_ports, so that its packets are looked at.
@@ -285,8 +288,11 @@ func (d *DataPlane) ForEachLeg(fn func(kern.LegKey, *kern.Leg) bool) error {
 }
 
 // monotonicNs is the data plane's clock (now_ns(): CLOCK_MONOTONIC_COARSE).
-func monotonicNs() uint64 {
+func monotonicNs() uint64 { return clockNs(unix.CLOCK_MONOTONIC_COARSE) }
+
+// clockNs reads a clock in nanoseconds.
+func clockNs(id int32) uint64 {
 	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts)
+	unix.ClockGettime(id, &ts)
 	return uint64(ts.Nano())
 }

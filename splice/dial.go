@@ -191,17 +191,11 @@ func (d *dialer) isn(key kern.LegKey) uint32 {
 	h.Write(d.secret[:])
 	b, _ := key.MarshalBinary()
 	h.Write(b)
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return h.Sum32() + uint32(uint64(ts.Nano())>>6)
+	return h.Sum32() + uint32(clockNs(unix.CLOCK_MONOTONIC)>>6)
 }
 
 // tsNow is our timestamp clock for dialed SYNs: milliseconds, as Linux's.
-func tsNow() uint32 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint32(uint64(ts.Nano()) / 1e6)
-}
+func tsNow() uint32 { return uint32(clockNs(unix.CLOCK_MONOTONIC) / 1e6) }
 
 // synPacket is the IPv4 SYN from key.Local to key.Peer: MSS, SACK
 // permitted, timestamps and window scale offered, checksums computed (the

@@ -327,6 +327,18 @@ static __always_inline int pool_put(const struct leg_key *k, __u32 worker, const
 	return 0;
 }
 
+/* pool_new puts a new worker leg, just made LEG_IDLE, into its pool,
+ * counted idle; it is retired if its worker has no pool (removed). */
+static __always_inline int pool_new(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
+{
+	idle_add(w->worker, 1);
+	if (pool_put(k, w->worker, cfg)) {
+		retire(k, w, LEG_IDLE);
+		return -1;
+	}
+	return 0;
+}
+
 /* unpop gives back a leg that pool_pop handed out but that could not be
  * bound: as if it had never left (no release counted). */
 static __always_inline void unpop(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)

@@ -43,7 +43,6 @@ struct xlb_map_def SEC("maps") xlb_binds = {
 	.map_flags = BPF_F_NO_PREALLOC,
 };
 
-/* Handshakes in progress (client SYNs, worker SYN-ACKs). */
 /* Dialed handshakes under way (HS_DIALED), by the key of the worker's answer:
  * written by user space before it sends the SYN, deleted by the program when
  * the leg is born, or by user space when the dial fails. A hash, not an LRU:
@@ -55,6 +54,7 @@ struct xlb_map_def SEC("maps") xlb_dials = {
 	.max_entries = XLB_MAX_DIALS,
 };
 
+/* Handshakes in progress (client SYNs, worker SYN-ACKs). */
 struct xlb_map_def SEC("maps") xlb_hs = {
 	.type = BPF_MAP_TYPE_LRU_HASH,
 	.key_size = sizeof(struct leg_key),

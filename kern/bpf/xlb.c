@@ -178,6 +178,15 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8
 	return 0;
 }
 
+/* send_reply sends reply()'s answer back (XDP_TX); a packet that cannot be
+ * made into it is dropped (the peer retransmits, answered then). */
+static __always_inline int send_reply(struct pkt *p, struct leg *leg, __u32 seq, __u8 flags)
+{
+	if (reply(p, leg, seq, flags))
+		return verdict(XDP_DROP);
+	return verdict(XDP_TX);
+}
+
 /* forward sends a translated packet on: to the local stack, or, in routed
  * mode, out of the interface toward the next hop. */
 static __always_inline int forward(struct pkt *p, struct xlb_config *cfg)
@@ -385,19 +394,25 @@ listener:
 	return verdict(XDP_PASS);
 }
 
+/* reenter runs xlb_xdp on the packet once more, flagged in bs (this CPU's
+ * scratch) as counted already. */
+static __always_inline int reenter(struct xdp_md *ctx, struct bind_scratch *bs)
+{
+	if (bs)
+		bs->reentry = 1;
+	bpf_tail_call(ctx, &xlb_progs, XLB_PROG_MAIN);
+	if (bs)
+		bs->reentry = 0;
+	return drop(XLB_CNT_TAIL_FAIL);
+}
+
 /* again runs xlb_xdp on the packet once more, for a leg made since it
  * looked (the packet was counted already). */
 static __always_inline int again(struct pkt *p)
 {
 	__u32 zero = 0;
-	struct bind_scratch *bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
 
-	if (bs)
-		bs->reentry = 1;
-	bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_MAIN);
-	if (bs)
-		bs->reentry = 0;
-	return drop(XLB_CNT_TAIL_FAIL);
+	return reenter(p->ctx, bpf_map_lookup_elem(&xlb_bscratch, &zero));
 }
 
 /* The ACK that completes a client's handshake: the client leg is born. */
@@ -477,9 +492,7 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 		 * listener never knew it, so it cannot take it either). */
 		bpf_map_delete_elem(&xlb_hs, &p->key);
 		count(XLB_CNT_LEGS_FULL);
-		if (reply(p, &leg, p->ack, REPLY_RST))
-			return verdict(XDP_DROP);
-		return verdict(XDP_TX);
+		return send_reply(p, &leg, p->ack, REPLY_RST);
 	}
 	bpf_map_delete_elem(&xlb_hs, &p->key);
 	count(XLB_CNT_CLIENT_LEG);
@@ -515,7 +528,6 @@ static __always_inline int dialed(struct pkt *p, struct handshake *hs, struct xl
 {
 	struct tcphdr *t = p->tcp;
 	struct leg leg = {};
-	__u32 worker = hs->worker;
 	struct leg *w;
 	long err;
 
@@ -533,15 +545,13 @@ static __always_inline int dialed(struct pkt *p, struct handshake *hs, struct xl
 		leg.peer_tsval = p->o->tsval;
 		__sync_fetch_and_or(&hs->flags, HS_RETRY);
 		count(XLB_CNT_DIAL_RESET);
-		if (reply(p, &leg, p->ack, REPLY_RST))
-			return verdict(XDP_DROP);
-		return verdict(XDP_TX);
+		return send_reply(p, &leg, p->ack, REPLY_RST);
 	}
 	if (p->bad_opts || p->ack != hs->our_isn + 1)
 		return drop(XLB_CNT_BAD_OPTIONS); /* not an answer to our SYN: it retransmits, we time out */
 
 	leg.kind = LEG_WORKER;
-	leg.worker = worker;
+	leg.worker = hs->worker;
 	leg.opts = LEG_OPT_NOSOCK;
 	if ((hs->our_opts & LEG_OPT_SACK) && p->o->sack_perm)
 		leg.opts |= LEG_OPT_SACK;
@@ -573,22 +583,15 @@ static __always_inline int dialed(struct pkt *p, struct handshake *hs, struct xl
 		 * space sees the dial fail. */
 		__sync_fetch_and_or(&hs->flags, HS_REFUSED);
 		count(XLB_CNT_LEGS_FULL);
-		if (reply(p, &leg, p->ack, REPLY_RST))
-			return verdict(XDP_DROP);
-		return verdict(XDP_TX);
+		return send_reply(p, &leg, p->ack, REPLY_RST);
 	}
 	bpf_map_delete_elem(&xlb_dials, &p->key);
 	count(XLB_CNT_WORKER_SYNACK);
 	count(XLB_CNT_DIALED);
-	idle_add(worker, 1);
-	if (pool_put(&p->key, worker, cfg)) {
-		w = bpf_map_lookup_elem(&xlb_legs, &p->key);
-		if (w)
-			retire(&p->key, w, LEG_IDLE);
-	}
-	if (reply(p, &leg, leg.snd_nxt, REPLY_ACK))
-		return verdict(XDP_DROP); /* the worker retransmits its SYN-ACK, answered then */
-	return verdict(XDP_TX);
+	w = bpf_map_lookup_elem(&xlb_legs, &p->key);
+	if (w)
+		pool_new(&p->key, w, cfg);
+	return send_reply(p, &leg, leg.snd_nxt, REPLY_ACK);
 }
 
 /* A packet of no leg: maybe a handshake we must learn, else foreign. */
@@ -596,7 +599,10 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 {
 	struct tcphdr *t = p->tcp;
 
-	if ((t->syn && t->ack) || ((t->rst || t->ack) && ports_mapped(t->dest, cfg))) {
+	/* A worker's SYN-ACK, or a RST or ACK to one of our ports (run() let
+	 * through only those to a port marked in xlb_ports): maybe the answer
+	 * to a dialed SYN. */
+	if ((t->syn && t->ack) || ((t->rst || t->ack) && !is_service(p, cfg))) {
 		struct endpoint ep = {};
 
 		ep.addr[0] = p->ip->saddr;
@@ -1486,9 +1492,9 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_XLATE);
 		return drop(XLB_CNT_TAIL_FAIL);
 	case ACT_REPLY:
-		if (!d.leg || reply(p, d.leg, d.seq, d.flags))
+		if (!d.leg)
 			return verdict(XDP_DROP);
-		return verdict(XDP_TX);
+		return send_reply(p, d.leg, d.seq, d.flags);
 	case ACT_PASS:
 		return verdict(XDP_PASS);
 	case ACT_TAIL:
@@ -1598,16 +1604,11 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 			/* The client closed with its request unserved: its FIN is
 			 * answered (and its request dropped), else it would wait
 			 * in FIN-WAIT-1 for a worker leg that may never come. */
-			if (reply(&p, leg, READ_ONCE(leg->snd_nxt) - 1, REPLY_ACK | REPLY_FIN))
-				return verdict(XDP_DROP);
-			return verdict(XDP_TX);
+			return send_reply(&p, leg, READ_ONCE(leg->snd_nxt) - 1, REPLY_ACK | REPLY_FIN);
 		}
 		if (reason)
 			return drop(reason);
-		bs->reentry = 1;
-		bpf_tail_call(ctx, &xlb_progs, XLB_PROG_MAIN);
-		bs->reentry = 0;
-		return drop(XLB_CNT_TAIL_FAIL);
+		return reenter(ctx, bs);
 	}
 
 	if (stage == STAGE_MAIN && !leg && !(p.syn && p.has_ack) && !is_service(&p, cfg) &&
@@ -1721,12 +1722,7 @@ int xlb_ctl(struct xdp_md *ctx)
 		w = bpf_map_lookup_elem(&xlb_legs, &m->key);
 		if (!cfg || !w || w->kind != LEG_WORKER || w->worker != m->worker || !set_state(w, LEG_NEW, LEG_IDLE))
 			return XDP_DROP;
-		idle_add(m->worker, 1);
-		if (pool_put(&m->key, m->worker, cfg)) {
-			retire(&m->key, w, LEG_IDLE);
-			return XDP_DROP;
-		}
-		return XDP_PASS;
+		return pool_new(&m->key, w, cfg) ? XDP_DROP : XDP_PASS;
 	}
 	if (m->op == CTL_RETIRE_IDLE) {
 		/* A draining worker's idle legs, and a pool's surplus (its
