@@ -3,8 +3,8 @@ package kern_test
 // Dialed worker legs: user space sends the SYN of a pool connection itself
 // (no socket) after putting an HS_DIALED entry in xlb_dials under the
 // 4-tuple of the worker's answer, and the program completes the handshake
-// (dialed() in xlb.c): a SYN-ACK makes an idle leg in the worker's pool and
-// is answered with our ACK, a RST marks the dial refused, the ACK of a
+// (dialed() in xlb.c): a SYN-ACK makes a new leg, which user space pools
+// (CTL_POOL), and is answered with our ACK, a RST marks the dial refused, the ACK of a
 // TIME-WAIT is reset and the dial marked for a retry.
 
 import (
@@ -179,6 +179,21 @@ func dialSynAck(opts []byte) seg {
 	return fromWorker(seg{seq: dialPeerISN, ack: dialISN + 1, flags: tcpSYN | tcpACK, win: 65160, opts: opts})
 }
 
+// poolDialed checks that the program left the new dialed leg out of the
+// pool, then pools it as user space does (CTL_POOL): once, with its jiq
+// token, counted idle once. Like checkPooled, it empties the pool.
+func poolDialed(t *testing.T, d *dataPlane) {
+	t.Helper()
+	checkPooled(t, d, dialWorker)
+	if !d.ctl2(kern.CtlMsg{Op: kern.CtlPool, Key: workerKey, Worker: dialWorker}) {
+		t.Fatal("CTL_POOL refused the dialed leg")
+	}
+	checkPooled(t, d, dialWorker, workerKey)
+	if l := d.mustLeg(workerKey); l.State != kern.LegIdle {
+		t.Errorf("pooled dialed leg in state %d, want idle", l.State)
+	}
+}
+
 // dialedLeg is the leg a Linux SYN-ACK (linuxSynAck(1400, dialPeerTS,
 // dialTSval, 9)) to dialHS(dialOurOpts) makes.
 func dialedLeg() kern.Leg {
@@ -186,13 +201,9 @@ func dialedLeg() kern.Leg {
 		Opts:    kern.OptNosock | kern.OptTS | kern.OptPeerTS | kern.OptSACK | kern.OptWScale,
 		PeerMSS: 1400, OurMSS: 1460, Worker: dialWorker, WinBound: winBound(9, 7),
 		PeerHi: dialPeerISN + 1, PeerAcked: dialISN + 1, PeerTSval: dialPeerTS, PeerWin: 65160 >> 9,
-		SndNxt: dialISN + 1, OurTSval: dialTSval, SndWin: 0xffff >> 7, State: kern.LegIdle}
+		SndNxt: dialISN + 1, OurTSval: dialTSval, SndWin: 0xffff >> 7, State: kern.LegNew}
 }
 
-// TestDialedSynAck: the worker's SYN-ACK to a dialed SYN makes an idle
-// worker leg without a socket (LEG_OPT_NOSOCK), with what both SYNs
-// negotiated, puts it in its worker's pool, and is answered with the
-// handshake's ACK (the stack, which has no socket for it, never sees it).
 // tsOnlyLeg is dialedLeg negotiated with timestamps alone: no scaling
 // (both scales 0, the window as it came), no SACK.
 func tsOnlyLeg() kern.Leg {
@@ -204,6 +215,11 @@ func tsOnlyLeg() kern.Leg {
 }
 
 // The same SYN-ACK again (our ACK was lost) is answered again, from the leg.
+// TestDialedSynAck: the worker's SYN-ACK to a dialed SYN makes a new
+// worker leg without a socket (LEG_OPT_NOSOCK), with what both SYNs
+// negotiated, left out of the pool for user space to pool, and is answered
+// with the handshake's ACK (the stack, which has no socket for it, never
+// sees it).
 func TestDialedSynAck(t *testing.T) {
 	tests := []struct {
 		name string
@@ -280,8 +296,9 @@ func TestDialedSynAck(t *testing.T) {
 			checkLeg(t, "dialed leg after the SYN-ACK again", d.mustLeg(workerKey), want)
 			checkEvents(t, d.drainEvents())
 
-			// Pooled once, with its jiq token, counted idle once.
-			checkPooled(t, d, dialWorker, workerKey)
+			// Not pooled by the program (the ACK must reach the worker
+			// first); pooled by user space.
+			poolDialed(t, d)
 		})
 	}
 }
@@ -293,6 +310,9 @@ func TestDialedLegServesClient(t *testing.T) {
 	d.dial(workerKey, dialHS(dialOurOpts))
 	v, _, _ := d.run(dialSynAck(linuxSynAck(1400, dialPeerTS, dialTSval, 9)).build())
 	checkVerdict(t, v, xdpTX)
+	if !d.ctl2(kern.CtlMsg{Op: kern.CtlPool, Key: workerKey, Worker: dialWorker}) {
+		t.Fatal("CTL_POOL refused the dialed leg")
+	}
 	w := d.mustLeg(workerKey)
 
 	c := stdClientLeg()
@@ -430,7 +450,7 @@ func TestDialedTimeWait(t *testing.T) {
 			checkReply(t, in, out, dialedLeg(), dialISN+1, tcpACK)
 			checkLeg(t, "dialed leg", d.mustLeg(workerKey), dialedLeg())
 			checkDial(t, d, workerKey, nil)
-			checkPooled(t, d, dialWorker, workerKey)
+			poolDialed(t, d)
 		})
 	}
 }
@@ -617,7 +637,7 @@ func TestDialedReplacesDeadLeg(t *testing.T) {
 			t.Errorf("the dead leg's binding is left: %+v", b)
 		}
 		checkDial(t, d, workerKey, nil)
-		checkPooled(t, d, dialWorker, workerKey)
+		poolDialed(t, d)
 	})
 
 	t.Run("live leg kept", func(t *testing.T) {

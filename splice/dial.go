@@ -20,17 +20,17 @@ import (
 // sends the SYN itself (a raw IP socket, send-only), after telling the data
 // plane what it offered (a handshake entry with HS_DIALED), and the data
 // plane completes the handshake when the worker's SYN-ACK comes (kern
-// dialed()): the leg is born idle in its worker's pool, and the program
-// answers whatever our stack would have answered for it (its SYN-ACK again,
-// FINs, stale data). A connection then costs user space three system calls
-// (the entry, the SYN, a lookup) instead of about twenty (socket, connect,
-// the repair reads, registration, the silent close), and the kernel no
-// socket of ours: with a worker that closes after every answer (HTTP/1.0,
+// dialed()): the leg is born out of its pool (user space pools it once it
+// sees it; kern dialed() says why), and the program answers whatever our
+// stack would have answered for it (its SYN-ACK again, FINs, stale data).
+// A connection then costs user space four system calls (the entry, the
+// SYN, a lookup, the pooling) instead of about twenty (socket, connect, the
+// repair reads, registration, the silent close), and the kernel no socket
+// of ours: with a worker that closes after every answer (HTTP/1.0,
 // Connection: close) those were most of xlb's time.
 //
-// Experimental (--dial xdp, off by default): ab -c 50 against nginx sees
-// connection resets in this mode, not understood yet; a --reuse handover
-// does not pass the placeholders nor knows dialed legs (no descriptor).
+// Experimental (--dial xdp, off by default): a --reuse handover does not
+// pass the placeholders nor knows dialed legs (no descriptor).
 //
 // Our local ports are held by placeholder sockets, bound and never listening
 // nor connected, so that the kernel gives them to no other connection; one
@@ -348,11 +348,10 @@ func (w *worker) dialOutcome(p *pendingSyn) error {
 	hs, ok := dp.peekDial(p.key)
 	switch {
 	case !ok:
-		// Neither a live leg nor a handshake: the leg was pooled, taken
-		// by a client and ended already (the data plane pools it at once,
-		// and ab's next request is microseconds away). Its event frees
-		// the port.
-		return nil
+		// Neither a new leg nor a handshake: the connection ended before
+		// it was pooled (the worker reset or closed it at once); its event
+		// frees the port.
+		return fmt.Errorf("dial %s: the connection ended before it was pooled", p.key.Peer)
 	case hs.Flags&kern.HSRefused != 0:
 		dp.dropDial(p.key)
 		d.release(p.key)
@@ -372,17 +371,25 @@ func (w *worker) dialOutcome(p *pendingSyn) error {
 	return errPending
 }
 
-// adoptDialed notes a dialed leg the data plane made: true if it exists.
+// adoptDialed notes a dialed leg the data plane made (LEG_NEW) and puts it
+// in its pool: true if it did. The data plane does not pool it itself: our
+// ACK must have made the connection at the worker first (kern dialed()).
 func (w *worker) adoptDialed(key kern.LegKey) bool {
 	// Under w.mu: the event of a leg that ends after the lookup is handled
 	// (forget) after the leg is in w.legs, never before.
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	l, err := w.lb.dp.Leg(key)
-	if err != nil || l.Kind != kern.LegWorker || l.Opts&kern.OptNosock == 0 ||
-		l.State == kern.LegDead || l.State == kern.LegClosing {
-		return false // none, or ended already (its event freed the port)
+	if err != nil || l.Kind != kern.LegWorker || l.Opts&kern.OptNosock == 0 || l.State != kern.LegNew {
+		w.mu.Unlock()
+		return false // none yet, or ended already (its event frees the port)
 	}
 	w.legs[key] = dialedSock
+	w.mu.Unlock()
+	if err := w.lb.dp.PushIdle(key, w.id); err != nil {
+		// It ended meanwhile (its event forgets it), or its worker has
+		// no pool (the data plane retired it: endRetired ends it).
+		w.lb.log.Debug("a dialed connection was not pooled", "leg", key, "err", err)
+		return false
+	}
 	return true
 }

@@ -48,7 +48,7 @@ type Config struct {
 	// DialXDP opens pool connections without sockets: user space sends
 	// the SYN, the data plane completes the handshake (dial.go). Off: each
 	// is connect()ed, read in repair mode and registered. Experimental:
-	// ab -c50 against nginx sees resets with it (dial.go).
+	// a --reuse handover does not carry dialed legs (dial.go).
 	DialXDP bool
 	Socket  string
 	MaxLegs uint32

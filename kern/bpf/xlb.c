@@ -518,17 +518,22 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 
 /* dialed: a worker answers a SYN user space sent to fill its pool (hs, its
  * entry in xlb_dials). No socket of ours exists for the connection: the program
- * completes it. A SYN-ACK gives the leg, born idle in its worker's pool
- * (LEG_OPT_NOSOCK), and is answered with the handshake's ACK. A RST (nothing
+ * completes it. A SYN-ACK gives the leg (LEG_OPT_NOSOCK), and is answered
+ * with the handshake's ACK. The leg is born LEG_NEW, out of the pool: user
+ * space pools it (CTL_POOL) once it sees it, after that ACK went up the
+ * worker's stack. Pooled at once, a client's first request could reach the
+ * worker on another CPU while the ACK makes the connection there, and Linux
+ * then lets a segment miss both the request socket and its child (between
+ * the one's removal from the table and the other's insertion), which the
+ * listener resets: the client was reset (ab -c 50, 1 run in 3). A RST (nothing
  * listens) marks the handshake refused, for user space. An ACK instead of a
  * SYN-ACK is a worker that holds the 4-tuple in TIME-WAIT and did not take
  * our SYN (its timestamp was older than the last it saw there): the RST that
  * ends the TIME-WAIT answers it, and user space sends the SYN again. */
-static __always_inline int dialed(struct pkt *p, struct handshake *hs, struct xlb_config *cfg)
+static __always_inline int dialed(struct pkt *p, struct handshake *hs)
 {
 	struct tcphdr *t = p->tcp;
 	struct leg leg = {};
-	struct leg *w;
 	long err;
 
 	if (t->rst) {
@@ -573,7 +578,7 @@ static __always_inline int dialed(struct pkt *p, struct handshake *hs, struct xl
 	leg.snd_nxt = p->ack;
 	leg.peer_win = p->win >> leg.peer_wscale; /* a SYN-ACK's window is not scaled */
 	leg.snd_win = 0xffff >> leg.our_wscale;
-	leg.state = LEG_IDLE;
+	leg.state = LEG_NEW;
 	leg.last_ns = now_ns();
 	err = bpf_map_update_elem(&xlb_legs, &p->key, &leg, BPF_NOEXIST);
 	if (err == -EEXIST)
@@ -588,9 +593,6 @@ static __always_inline int dialed(struct pkt *p, struct handshake *hs, struct xl
 	bpf_map_delete_elem(&xlb_dials, &p->key);
 	count(XLB_CNT_WORKER_SYNACK);
 	count(XLB_CNT_DIALED);
-	w = bpf_map_lookup_elem(&xlb_legs, &p->key);
-	if (w)
-		pool_new(&p->key, w, cfg);
 	return send_reply(p, &leg, leg.snd_nxt, REPLY_ACK);
 }
 
@@ -612,7 +614,7 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 			struct handshake *hs = bpf_map_lookup_elem(&xlb_dials, &p->key);
 
 			if (hs && (hs->flags & HS_DIALED))
-				return dialed(p, hs, cfg);
+				return dialed(p, hs);
 			if (t->syn && t->ack) {
 				if (!p->bad_opts) {
 					learn_handshake(p, p->ack - 1, 0);
