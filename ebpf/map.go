@@ -248,6 +248,26 @@ func (m *Map) Update(key, value []byte, flags UpdateFlags) error {
 	return m.elem(cmdMapUpdateElem, "update", key, value, uint64(flags))
 }
 
+// UpdateBatch sets many entries in one system call (BPF_MAP_UPDATE_BATCH):
+// keys and values hold them back to back, as many values as keys. It
+// returns how many were set, in order, before any error.
+func (m *Map) UpdateBatch(keys, values []byte, flags UpdateFlags) (int, error) {
+	ks, vs := int(m.spec.KeySize), int(m.spec.ValueSize)
+	n := len(keys) / ks
+	if len(keys) != n*ks || len(values) != n*vs {
+		return 0, fmt.Errorf("map %s: update batch: %d bytes of keys and %d of values, want %d-byte keys and as many %d-byte values",
+			m.spec.Name, len(keys), len(values), ks, vs)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	attr := mapBatchAttr{Keys: bytePtr(keys), Values: bytePtr(values), Count: uint32(n), MapFD: uint32(m.fd), ElemFlags: uint64(flags)}
+	if err := sysMapBatch(cmdMapUpdateBatch, &attr); err != nil {
+		return int(attr.Count), fmt.Errorf("map %s: update batch: %w", m.spec.Name, sysErrno(err))
+	}
+	return int(attr.Count), nil
+}
+
 // Delete removes key.
 func (m *Map) Delete(key []byte) error {
 	if err := m.checkKey("delete", key); err != nil {

@@ -334,3 +334,34 @@ func TestMapForEachBatch(t *testing.T) {
 		t.Errorf("empty map: %v", err)
 	}
 }
+
+// TestMapUpdateBatch: entries set in one call read back; a batch that does
+// not fit stops at the full table and says how many it set.
+func TestMapUpdateBatch(t *testing.T) {
+	requireRoot(t)
+	m, err := NewMap(&MapSpec{Name: "upbatch", Type: Hash, KeySize: 8, ValueSize: 4, MaxEntries: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var keys, values []byte
+	for i := uint64(0); i < 12; i++ {
+		keys = binary.NativeEndian.AppendUint64(keys, i*7919)
+		values = append(values, Uint32Key(uint32(i))...)
+	}
+	if n, err := m.UpdateBatch(keys[:6*8], values[:6*4], UpdateAny); err != nil || n != 6 {
+		t.Fatalf("6 entries: %d set, %v", n, err)
+	}
+	for i := uint64(0); i < 6; i++ {
+		v := make([]byte, 4)
+		if err := m.Lookup(binary.NativeEndian.AppendUint64(nil, i*7919), v); err != nil || binary.NativeEndian.Uint32(v) != uint32(i) {
+			t.Errorf("key %d: %v, value %d", i*7919, err, binary.NativeEndian.Uint32(v))
+		}
+	}
+	if n, err := m.UpdateBatch(keys, values, UpdateAny); err == nil || n != 10 {
+		t.Errorf("12 entries into a table of 10: %d set, err %v; want 10 and an error", n, err)
+	}
+	if _, err := m.UpdateBatch(keys[:7], values[:4], UpdateAny); err == nil {
+		t.Error("a short key accepted")
+	}
+}

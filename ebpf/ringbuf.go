@@ -86,6 +86,17 @@ func (r *RingBufReader) producerPos() *uint64 { return (*uint64)(unsafe.Pointer(
 // returns ErrClosed.
 func (r *RingBufReader) Read() ([]byte, error) { return r.read(time.Time{}) }
 
+// TryRead returns the next record if one is committed, without waiting.
+func (r *RingBufReader) TryRead() ([]byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return nil, false
+	}
+	rec, _, ok := r.next()
+	return rec, ok
+}
+
 // ReadTimeout is Read giving up after d with os.ErrDeadlineExceeded.
 func (r *RingBufReader) ReadTimeout(d time.Duration) ([]byte, error) {
 	return r.read(time.Now().Add(d))

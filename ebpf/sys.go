@@ -24,6 +24,7 @@ const (
 	cmdMapLookupAndDelete = 21
 	cmdBTFLoad            = 18
 	cmdMapLookupBatch     = 24
+	cmdMapUpdateBatch     = 26
 )
 
 // objNameLen is BPF_OBJ_NAME_LEN: map_name and prog_name hold 15 characters

@@ -4,6 +4,7 @@ package kern_test
 // bound pairs, FIN on an idle worker leg.
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/xlb-lb/xlb/ebpf"
@@ -433,4 +434,139 @@ func TestForgetFinished(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ctlItems runs the control program on msg followed by items: whether the
+// message's own leg was done, and the items as the program left them.
+func (d *dataPlane) ctlItems(msg kern.CtlMsg, items []kern.CtlItem) (bool, []kern.CtlItem) {
+	d.t.Helper()
+	msg.Items = uint32(len(items))
+	b, err := msg.MarshalBinary()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, it := range items {
+		ib, err := it.MarshalBinary()
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		b = append(b, ib...)
+	}
+	res, err := d.objs.Ctl.TestRun(&ebpf.TestRunOptions{Data: b})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	out := make([]kern.CtlItem, len(items))
+	for i := range out {
+		if err := out[i].UnmarshalBinary(res.Data[kern.CtlMsgSize+i*kern.CtlItemSize:]); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+	return res.Return == xdpPass, out
+}
+
+// TestCtlItems: CTL_FORGET and CTL_POOL act on the message's own leg and
+// on each item after it, as on one leg, and say what became of each
+// (done, refused, no leg); a run takes XLB_CTL_ITEMS items, no more.
+func TestCtlItems(t *testing.T) {
+	itemKey := func(i int) kern.LegKey {
+		return kern.LegKey{Peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 8, 0, byte(i)}), 1000), Local: serviceAddr}
+	}
+	t.Run("forget", func(t *testing.T) {
+		d := loadDataPlane(t)
+		c := stdClientLeg()
+		dead := c
+		dead.State = kern.LegDead
+		d.putLeg(clientKey, dead)
+		d.putBind(clientKey, kern.Binding{To: workerKey})
+		live := c
+		live.State = kern.LegBound
+		d.putLeg(itemKey(1), dead)
+		d.putBind(itemKey(1), kern.Binding{To: workerKey})
+		d.putLeg(itemKey(2), dead)
+		d.putLeg(itemKey(3), live)
+		items := []kern.CtlItem{
+			{Key: itemKey(1), Arg: c.PeerHi},     // dead, as reported
+			{Key: itemKey(2), Arg: c.PeerHi - 1}, // moved since its report
+			{Key: itemKey(3), Arg: c.PeerHi},     // a live leg
+			{Key: itemKey(4), Arg: c.PeerHi},     // none
+		}
+		own, out := d.ctlItems(kern.CtlMsg{Op: kern.CtlForget, Key: clientKey, PeerHi: c.PeerHi}, items)
+		if !own {
+			t.Error("the message's own leg was not forgotten")
+		}
+		want := []uint32{kern.CtlDone, kern.CtlRefused, kern.CtlRefused, kern.CtlNoLeg}
+		for i, it := range out {
+			if it.Done != want[i] {
+				t.Errorf("item %d (%s): %d, want %d", i, it.Key, it.Done, want[i])
+			}
+		}
+		for _, k := range []kern.LegKey{clientKey, itemKey(1)} {
+			if _, ok := d.leg(k); ok {
+				t.Errorf("leg %s kept", k)
+			}
+			if _, ok := d.bind(k); ok {
+				t.Errorf("binding of %s kept", k)
+			}
+		}
+		for _, k := range []kern.LegKey{itemKey(2), itemKey(3)} {
+			if _, ok := d.leg(k); !ok {
+				t.Errorf("leg %s forgotten", k)
+			}
+		}
+	})
+	t.Run("pool", func(t *testing.T) {
+		d := loadDataPlane(t)
+		w := stdWorkerLeg()
+		w.Worker = dialWorker
+		w.State = kern.LegNew
+		wk := func(i int) kern.LegKey {
+			return kern.LegKey{Peer: workerAddr, Local: netip.AddrPortFrom(poolAddr.Addr(), uint16(40000+i))}
+		}
+		d.putLeg(wk(1), w)
+		d.putLeg(wk(2), w)
+		idle := w
+		idle.State = kern.LegIdle
+		d.putLeg(wk(3), idle)
+		other := w
+		other.Worker = dialWorker + 1
+		d.putLeg(wk(4), other)
+		items := []kern.CtlItem{
+			{Key: wk(2), Arg: dialWorker}, // new: pooled
+			{Key: wk(3), Arg: dialWorker}, // idle already
+			{Key: wk(4), Arg: dialWorker}, // another worker's
+			{Key: wk(5), Arg: dialWorker}, // none
+		}
+		own, out := d.ctlItems(kern.CtlMsg{Op: kern.CtlPool, Key: wk(1), Worker: dialWorker}, items)
+		if !own {
+			t.Error("the message's own leg was not pooled")
+		}
+		want := []uint32{kern.CtlDone, kern.CtlRefused, kern.CtlRefused, kern.CtlNoLeg}
+		for i, it := range out {
+			if it.Done != want[i] {
+				t.Errorf("item %d (%s): %d, want %d", i, it.Key, it.Done, want[i])
+			}
+		}
+		checkPooled(t, d, dialWorker, wk(2), wk(1)) // a stack: the last pooled on top
+	})
+	t.Run("at most XLB_CTL_ITEMS", func(t *testing.T) {
+		d := loadDataPlane(t)
+		dead := stdClientLeg()
+		dead.State = kern.LegDead
+		var items []kern.CtlItem
+		for i := range kern.CtlItemsMax + 2 {
+			d.putLeg(itemKey(i), dead)
+			items = append(items, kern.CtlItem{Key: itemKey(i), Arg: dead.PeerHi})
+		}
+		own, out := d.ctlItems(kern.CtlMsg{Op: kern.CtlForget}, items)
+		if own {
+			t.Error("a message without a leg of its own reported done")
+		}
+		for i, it := range out {
+			_, kept := d.leg(itemKey(i))
+			if in := i < kern.CtlItemsMax; in != (it.Done == kern.CtlDone) || in == kept {
+				t.Errorf("item %d: done %d, leg kept %v", i, it.Done, kept)
+			}
+		}
+	})
 }

@@ -394,6 +394,36 @@ type CtlMsg struct {
 	MinIdleNs uint64
 	Key       LegKey // zero for a command of no leg (CtlRetireIdle): all zero bytes
 	PeerHi    uint32 // CtlForget
+	Items     uint32 // CtlPool, CtlForget: CtlItem records that follow (at most CtlItemsMax)
+}
+
+// CtlItem is struct ctl_item: one more leg of a CtlPool (Arg: its worker)
+// or CtlForget (Arg: its peer_hi as reported) run, after the CtlMsg; the
+// program sets Done.
+type CtlItem struct {
+	Key  LegKey
+	Arg  uint32
+	Done uint32
+}
+
+// CtlItemsMax is XLB_CTL_ITEMS: the most CtlItem records one run takes.
+const CtlItemsMax = 31
+
+func (it *CtlItem) MarshalBinary() ([]byte, error) {
+	if err := it.Key.check(); err != nil {
+		return nil, err
+	}
+	b := make([]byte, CtlItemSize)
+	it.encode(b)
+	return b, nil
+}
+
+func (it *CtlItem) UnmarshalBinary(b []byte) error {
+	if len(b) < CtlItemSize {
+		return fmt.Errorf("ctl item: %d bytes, want %d", len(b), CtlItemSize)
+	}
+	it.decode(b)
+	return nil
 }
 
 func (m *CtlMsg) MarshalBinary() ([]byte, error) {

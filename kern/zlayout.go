@@ -20,6 +20,7 @@ const (
 	WorkerStatsSize  = 40 // sizeof(struct worker_stats)
 	ConfigSize       = 32 // sizeof(struct xlb_config)
 	CtlMsgSize       = 64 // sizeof(struct ctl_msg)
+	CtlItemSize      = 48 // sizeof(struct ctl_item)
 	EventSize        = 80 // sizeof(struct xlb_event)
 	CoolingEntrySize = 48 // sizeof(struct cooling)
 )
@@ -260,6 +261,13 @@ const (
 	CtlPool       CtlOp = 5 // CTL_POOL
 	CtlWarm       CtlOp = 6 // CTL_WARM
 	CtlForget     CtlOp = 7 // CTL_FORGET
+)
+
+// Values of enum ctl_done.
+const (
+	CtlNoLeg   = 0 // CTL_NO_LEG
+	CtlDone    = 1 // CTL_DONE
+	CtlRefused = 2 // CTL_REFUSED
 )
 
 // Values of enum event_type.
@@ -550,7 +558,7 @@ func (v *CtlMsg) encode(b []byte) {
 	ne.PutUint64(b[8:], v.MinIdleNs)
 	v.Key.encode(b[16:56])
 	ne.PutUint32(b[56:], v.PeerHi)
-	clear(b[60:64])
+	ne.PutUint32(b[60:], v.Items)
 }
 
 // decode reads v from struct ctl_msg in b[:CtlMsgSize].
@@ -561,6 +569,23 @@ func (v *CtlMsg) decode(b []byte) {
 	v.MinIdleNs = ne.Uint64(b[8:])
 	v.Key.decode(b[16:56])
 	v.PeerHi = ne.Uint32(b[56:])
+	v.Items = ne.Uint32(b[60:])
+}
+
+// encode writes v as struct ctl_item into b[:CtlItemSize].
+func (v *CtlItem) encode(b []byte) {
+	_ = b[CtlItemSize-1]
+	v.Key.encode(b[0:40])
+	ne.PutUint32(b[40:], v.Arg)
+	ne.PutUint32(b[44:], v.Done)
+}
+
+// decode reads v from struct ctl_item in b[:CtlItemSize].
+func (v *CtlItem) decode(b []byte) {
+	_ = b[CtlItemSize-1]
+	v.Key.decode(b[0:40])
+	v.Arg = ne.Uint32(b[40:])
+	v.Done = ne.Uint32(b[44:])
 }
 
 // encode writes v as struct xlb_event into b[:EventSize].

@@ -132,6 +132,26 @@ func (d *DataPlane) putDial(key kern.LegKey, h *kern.Handshake) error {
 	return nil
 }
 
+// putDials writes the handshake entries of dialed connections in one
+// call; it returns how many it wrote, in order, before an error.
+func (d *DataPlane) putDials(ps []*pendingSyn, hs []kern.Handshake) (int, error) {
+	keys := make([]byte, 0, len(ps)*kern.LegKeySize)
+	vals := make([]byte, 0, len(ps)*kern.HandshakeSize)
+	for i, p := range ps {
+		k, err := p.key.MarshalBinary()
+		if err != nil {
+			return 0, err
+		}
+		v, _ := hs[i].MarshalBinary()
+		keys, vals = append(keys, k...), append(vals, v...)
+	}
+	n, err := d.Objs.Dials.UpdateBatch(keys, vals, ebpf.UpdateAny)
+	if err != nil {
+		return n, fmt.Errorf("handshake entries: %w", err)
+	}
+	return n, nil
+}
+
 // peekDial reads a dialed connection's handshake entry and leaves it.
 func (d *DataPlane) peekDial(key kern.LegKey) (kern.Handshake, bool) {
 	return readHandshake(d.Objs.Dials, key)
@@ -203,8 +223,18 @@ func (d *DataPlane) ForgetLeg(key kern.LegKey) {
 // in one run: a client reconnecting from the same port has a new leg under
 // the key, and a handshake, which stay).
 func (d *DataPlane) forgetFinished(key kern.LegKey, peerHi uint32) bool {
-	done, err := d.ctl(kern.CtlMsg{Op: kern.CtlForget, Key: key, PeerHi: peerHi})
-	return err == nil && done
+	res, err := d.ctlLegs(kern.CtlForget, []ctlLeg{{key: key, arg: peerHi}})
+	return err == nil && res[0] == kern.CtlDone
+}
+
+// forgetAll is forgetFinished for many legs, in few runs.
+func (d *DataPlane) forgetAll(items []reapItem) error {
+	legs := make([]ctlLeg, len(items))
+	for i, it := range items {
+		legs[i] = ctlLeg{key: it.key, arg: it.peerHi}
+	}
+	_, err := d.ctlLegs(kern.CtlForget, legs)
+	return err
 }
 
 // SetWorkerCfg writes a worker's settings for the data plane.

@@ -249,15 +249,27 @@ type pendingSyn struct {
 	isn   uint32
 	sent  time.Time
 	tries int
+	// gone: the last look found neither its leg nor its handshake entry
+	// (the leg may have been made between the two looks: once more).
+	gone bool
 }
 
-// send writes the handshake entry, then the SYN.
-func (d *dialer) send(dp *DataPlane, p *pendingSyn, worker uint32, mss int) error {
-	hs := kern.Handshake{OurISN: p.isn, Flags: kern.HSDialed, OurMSS: uint16(mss), OurWScale: dialWScale,
+// handshake is the entry the data plane answers p's SYN-ACK with.
+func (p *pendingSyn) handshake(worker uint32, mss int) kern.Handshake {
+	return kern.Handshake{OurISN: p.isn, Flags: kern.HSDialed, OurMSS: uint16(mss), OurWScale: dialWScale,
 		OurOpts: dialOpts, Ns: monotonicNs(), Worker: worker}
+}
+
+// send writes the handshake entry, then the SYN (a SYN sent again).
+func (d *dialer) send(dp *DataPlane, p *pendingSyn, worker uint32, mss int) error {
+	hs := p.handshake(worker, mss)
 	if err := dp.putDial(p.key, &hs); err != nil {
 		return err
 	}
+	return d.sendSyn(p, mss)
+}
+
+func (d *dialer) sendSyn(p *pendingSyn, mss int) error {
 	pkt := synPacket(p.key, p.isn, tsNow(), uint16(mss))
 	if err := unix.Sendto(d.raw, pkt, 0, &unix.SockaddrInet4{Addr: p.key.Peer.Addr().As4()}); err != nil {
 		return fmt.Errorf("sending a SYN to %s: %w", p.key.Peer, err)
@@ -272,37 +284,62 @@ const synResend = time.Second
 // dialLegs opens n dialed connections to worker w and waits for them (on
 // lo the handshake is done before the SYN's sendto returns; elsewhere one
 // round trip) up to connectTimeout or ctx. It returns how many it pooled,
-// and the first error. The data plane pools each leg itself.
+// and the first error.
+//
+// A connection costs a sendto; its handshake entry and its pooling are
+// batches of the round (BPF_MAP_UPDATE_BATCH, CTL_POOL items). Each is in
+// w.legs from before its SYN: the event of a leg that ends at once finds
+// it there (forget), whatever this loop saw.
 func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
-	d, dp, addr := w.lb.dialer, w.lb.dp, w.spec.Addr
+	d, dp, addr, mss := w.lb.dialer, w.lb.dp, w.spec.Addr, w.lb.workerMSS
 	if !addr.Addr().Is4() {
 		return 0, fmt.Errorf("worker %s: only IPv4 workers are supported", addr)
 	}
 	var first error
 	pending := make([]*pendingSyn, 0, n)
+	hs := make([]kern.Handshake, 0, n)
 	for range n {
-		local, err := d.take(addr, w.lb.dp.markPort)
+		local, err := d.take(addr, dp.markPort)
 		if err != nil {
 			first = err
 			break
 		}
 		key := kern.LegKey{Peer: addr, Local: local}
 		p := &pendingSyn{key: key, isn: d.isn(key)}
-		if err := d.send(dp, p, w.id, w.lb.workerMSS); err != nil {
-			dp.dropDial(key)
-			d.release(key)
-			first = err
-			break
-		}
 		pending = append(pending, p)
+		hs = append(hs, p.handshake(w.id, mss))
 	}
+	set, err := dp.putDials(pending, hs)
+	if err != nil {
+		first = cmp.Or(first, err)
+		for _, p := range pending[set:] {
+			d.release(p.key)
+		}
+		pending = pending[:set]
+	}
+	w.mu.Lock()
+	for _, p := range pending {
+		w.legs[p.key] = dialedSock
+	}
+	w.mu.Unlock()
+	sent := pending[:0]
+	for _, p := range pending {
+		if err := d.sendSyn(p, mss); err != nil {
+			first = cmp.Or(first, err)
+			w.dialFailed(p)
+			continue
+		}
+		sent = append(sent, p)
+	}
+	pending = sent
 	pooled := 0
 	deadline := time.Now().Add(connectTimeout)
 	wait := 100 * time.Microsecond
 	for len(pending) > 0 {
+		res := w.poolDialed(pending)
 		still := pending[:0]
-		for _, p := range pending {
-			switch err := w.dialOutcome(p); {
+		for i, p := range pending {
+			switch err := w.dialOutcome(p, res[i]); {
 			case err == nil:
 				pooled++
 			case errors.Is(err, errPending):
@@ -318,10 +355,16 @@ func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			for _, p := range pending {
 				dp.dropDial(p.key)
-				// A late SYN-ACK may still make the leg: it is the
-				// pool's then, counted by the data plane.
-				if !w.adoptDialed(p.key) {
-					d.release(p.key)
+			}
+			// A late SYN-ACK may have made the leg meanwhile: it is the
+			// pool's then.
+			res := w.poolDialed(pending)
+			for i, p := range pending {
+				switch res[i] {
+				case kern.CtlDone:
+					pooled++
+				case kern.CtlNoLeg:
+					w.dialFailed(p)
 				}
 			}
 			first = cmp.Or(first, fmt.Errorf("dial %s: %w", addr, errTimeout(ctx)))
@@ -337,59 +380,74 @@ func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
 
 var errPending = errors.New("no answer yet")
 
-// dialOutcome looks at a dialed connection: nil when its leg is up (now in
-// w.legs), errPending while its worker has not answered (its SYN sent again
-// after a TIME-WAIT's reset or a second of silence), or why it failed.
-func (w *worker) dialOutcome(p *pendingSyn) error {
+// poolDialed puts the dialed legs the data plane made (LEG_NEW) into
+// their pool, in one run for up to kern.CtlItemsMax: what became of each
+// (kern.CtlDone, kern.CtlRefused, kern.CtlNoLeg). The data plane does not
+// pool them itself: our ACK must have made the connection at the worker
+// first (kern dialed()).
+func (w *worker) poolDialed(pending []*pendingSyn) []uint32 {
+	legs := make([]ctlLeg, len(pending))
+	for i, p := range pending {
+		legs[i] = ctlLeg{key: p.key, arg: w.id}
+	}
+	res, err := w.lb.dp.ctlLegs(kern.CtlPool, legs)
+	if err != nil {
+		w.lb.log.Error("pooling dialed connections", "worker", w.spec.Addr, "err", err)
+	}
+	return res // what the runs before an error did; CtlNoLeg (0) after it
+}
+
+// dialOutcome judges a dialed connection by its pooling's result: nil when
+// it is pooled, errPending while its worker has not answered (its SYN sent
+// again after a TIME-WAIT's reset or a second of silence), or why it
+// failed.
+func (w *worker) dialOutcome(p *pendingSyn, pooled uint32) error {
 	dp, d := w.lb.dp, w.lb.dialer
-	if w.adoptDialed(p.key) {
+	switch pooled {
+	case kern.CtlDone:
 		return nil
+	case kern.CtlRefused:
+		// Made, but ended before it was pooled (its event forgets it and
+		// frees the port), or its worker has no pool (retired: endRetired
+		// ends it).
+		return fmt.Errorf("dial %s: the connection ended before it was pooled", p.key.Peer)
 	}
 	hs, ok := dp.peekDial(p.key)
 	switch {
+	case !ok && !p.gone:
+		p.gone = true
+		return errPending
 	case !ok:
-		// Neither a new leg nor a handshake: the connection ended before
-		// it was pooled (the worker reset or closed it at once); its event
-		// frees the port.
+		// Neither a leg nor a handshake, twice: the connection ended and
+		// was forgotten already (its event freed the port).
 		return fmt.Errorf("dial %s: the connection ended before it was pooled", p.key.Peer)
 	case hs.Flags&kern.HSRefused != 0:
 		dp.dropDial(p.key)
-		d.release(p.key)
+		w.dialFailed(p)
 		return fmt.Errorf("dial %s: %w", p.key.Peer, errRefused)
 	case hs.Flags&kern.HSRetry != 0 || time.Since(p.sent) >= synResend:
 		if p.tries >= 4 {
 			dp.dropDial(p.key)
-			d.release(p.key)
+			w.dialFailed(p)
 			return fmt.Errorf("dial %s: no answer to %d SYNs", p.key.Peer, p.tries)
 		}
 		if err := d.send(dp, p, w.id, w.lb.workerMSS); err != nil {
 			dp.dropDial(p.key)
-			d.release(p.key)
+			w.dialFailed(p)
 			return err
 		}
 	}
+	p.gone = false
 	return errPending
 }
 
-// adoptDialed notes a dialed leg the data plane made (LEG_NEW) and puts it
-// in its pool: true if it did. The data plane does not pool it itself: our
-// ACK must have made the connection at the worker first (kern dialed()).
-func (w *worker) adoptDialed(key kern.LegKey) bool {
-	// Under w.mu: the event of a leg that ends after the lookup is handled
-	// (forget) after the leg is in w.legs, never before.
+// dialFailed forgets a dialed connection that made no leg: out of w.legs,
+// its port free.
+func (w *worker) dialFailed(p *pendingSyn) {
 	w.mu.Lock()
-	l, err := w.lb.dp.Leg(key)
-	if err != nil || l.Kind != kern.LegWorker || l.Opts&kern.OptNosock == 0 || l.State != kern.LegNew {
-		w.mu.Unlock()
-		return false // none yet, or ended already (its event frees the port)
+	if w.legs[p.key] == dialedSock {
+		delete(w.legs, p.key)
 	}
-	w.legs[key] = dialedSock
 	w.mu.Unlock()
-	if err := w.lb.dp.PushIdle(key, w.id); err != nil {
-		// It ended meanwhile (its event forgets it), or its worker has
-		// no pool (the data plane retired it: endRetired ends it).
-		w.lb.log.Debug("a dialed connection was not pooled", "leg", key, "err", err)
-		return false
-	}
-	return true
+	w.lb.dialer.release(p.key)
 }

@@ -111,6 +111,10 @@ const (
 	DefaultQueueTimeout = 30 * time.Second
 	// reapTick is how often finished legs are reaped and stuck ones found.
 	reapTick = 250 * time.Millisecond
+	// eventPoll and eventPollIdle: how often the event ring is looked at
+	// for the events that do not wake us, while events come and else.
+	eventPoll     = 5 * time.Millisecond
+	eventPollIdle = 250 * time.Millisecond
 	// stuckClosing is how long a leg may wait for the last ACK of a close
 	// the data plane answered before it is reaped anyway. The data plane
 	// cannot resend its FIN: when the peer's last ACK is lost, the peer
@@ -214,6 +218,7 @@ type LB struct {
 
 	mu         sync.Mutex
 	reapQueue  []reapItem
+	earlyDue   []reapItem                   // taken off reapQueue early, forgotten by readEvents
 	adopted    atomic.Uint64                // client connections adopted
 	unspliced  atomic.Uint64                // accepted connections without a client leg
 	waiting    atomic.Int64                 // clients that found the pool empty, this reaper tick
@@ -639,14 +644,30 @@ func (lb *LB) crossCheck(key kern.LegKey, fd int, leg kern.Leg) {
 
 // readEvents consumes the data plane's events until the reader is closed.
 func (lb *LB) readEvents(r *ebpf.RingBufReader) {
+	var last time.Time // of the last event
 	for {
-		rec, err := r.Read()
-		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
-				lb.log.Error("event ring", "err", err)
+		rec, ok := r.TryRead()
+		if !ok {
+			// Caught up: the legs due early go now, in one run or a few,
+			// before we wait. Finished legs' events do not wake us (kern
+			// emit()) until a batch of them waits: look every
+			// eventPoll while they come, every eventPollIdle else.
+			lb.reapEarly()
+			wait := eventPollIdle
+			if time.Since(last) < time.Second {
+				wait = eventPoll
 			}
-			return
+			var err error
+			if rec, err = r.ReadTimeout(wait); errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			} else if err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					lb.log.Error("event ring", "err", err)
+				}
+				return
+			}
 		}
+		last = time.Now()
 		var ev kern.Event
 		if err := ev.UnmarshalBinary(rec); err != nil {
 			lb.log.Warn("bad event from the data plane", "err", err)
@@ -685,17 +706,17 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		// answer ends two legs a request, 138k in 3 s at the 23k requests
 		// a second of ab -c50 (docs/BENCHMARKS.md), more than the table
 		// holds (new clients would be refused). Past a quarter of the
-		// table, the oldest go at once.
-		var early reapItem
-		reapEarly := len(lb.reapQueue) > int(lb.dp.Objs.Legs.MaxEntries()/4)
-		if reapEarly {
-			early = lb.reapQueue[0]
+		// table, the oldest go at once: at the end of this batch of
+		// events (readEvents), or once a run's worth is due.
+		var flush bool
+		if len(lb.reapQueue) > int(lb.dp.Objs.Legs.MaxEntries()/4) {
+			lb.earlyDue = append(lb.earlyDue, lb.reapQueue[0])
 			lb.reapQueue = lb.reapQueue[1:]
+			flush = len(lb.earlyDue) > kern.CtlItemsMax
 		}
 		lb.mu.Unlock()
-		if reapEarly {
-			lb.reap(early)
-			lb.earlyReaps.Add(1)
+		if flush {
+			lb.reapEarly()
 		}
 	case kern.EventPoolEmpty:
 		// A client's first request found no idle connection (it will
@@ -756,9 +777,7 @@ func (lb *LB) reaper(ctx context.Context) {
 		}
 		lb.reapQueue = rest
 		lb.mu.Unlock()
-		for _, it := range due {
-			lb.reap(it)
-		}
+		lb.reap(due)
 		lb.endRetired()
 		lb.endQueued(now)
 		// Finished legs are reaped on their events; when the ring lost
@@ -789,8 +808,22 @@ func (lb *LB) reaper(ctx context.Context) {
 // forgotten, told by its positions, checked and deleted in one run of the
 // data plane's control program (CTL_FORGET); a finished leg whose
 // positions moved after its death is left to the sweep.
-func (lb *LB) reap(it reapItem) {
-	lb.dp.forgetFinished(it.key, it.peerHi)
+func (lb *LB) reap(items []reapItem) {
+	if err := lb.dp.forgetAll(items); err != nil {
+		lb.log.Error("forgetting finished legs", "err", err)
+	}
+}
+
+// reapEarly forgets the legs handleEvent took off the reap queue early.
+func (lb *LB) reapEarly() {
+	lb.mu.Lock()
+	due := lb.earlyDue
+	lb.earlyDue = nil
+	lb.mu.Unlock()
+	if len(due) > 0 {
+		lb.reap(due)
+		lb.earlyReaps.Add(uint64(len(due)))
+	}
 }
 
 // queuedClient is a client whose request found no worker connection: when,

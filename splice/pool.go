@@ -105,7 +105,8 @@ func (d *DataPlane) Warm() error {
 // counts it idle (an exact count, the pool's size), unless it died
 // meanwhile.
 func (d *DataPlane) PushIdle(key kern.LegKey, worker uint32) error {
-	ok, err := d.ctl(kern.CtlMsg{Op: kern.CtlPool, Key: key, Worker: worker})
+	res, err := d.ctlLegs(kern.CtlPool, []ctlLeg{{key: key, arg: worker}})
+	ok := err == nil && res[0] == kern.CtlDone
 	if err != nil {
 		return fmt.Errorf("pool of worker %d: %w", worker, err)
 	}
@@ -240,6 +241,50 @@ func (d *DataPlane) ctl(msg kern.CtlMsg) (bool, error) {
 }
 
 const xdpPass = 2
+
+// ctlLeg is one leg of a CtlPool (arg: its worker) or CtlForget (arg: its
+// peer_hi as reported) command.
+type ctlLeg struct {
+	key kern.LegKey
+	arg uint32
+}
+
+// ctlLegs runs op on legs, kern.CtlItemsMax of them a run, and returns
+// what became of each (kern.CtlDone, kern.CtlRefused: the leg is not in
+// the state op wants, kern.CtlNoLeg). On an error, the runs before it were
+// done and reported.
+func (d *DataPlane) ctlLegs(op kern.CtlOp, legs []ctlLeg) ([]uint32, error) {
+	res := make([]uint32, len(legs))
+	for start := 0; start < len(legs); start += kern.CtlItemsMax {
+		run := legs[start:min(len(legs), start+kern.CtlItemsMax)]
+		// The message's own leg is left zero (none): the items say what
+		// became of theirs.
+		b, err := (&kern.CtlMsg{Op: op, Items: uint32(len(run))}).MarshalBinary()
+		if err != nil {
+			return res, err
+		}
+		for _, l := range run {
+			ib, err := (&kern.CtlItem{Key: l.key, Arg: l.arg}).MarshalBinary()
+			if err != nil {
+				return res, err
+			}
+			b = append(b, ib...)
+		}
+		out, err := d.Objs.Ctl.TestRun(&ebpf.TestRunOptions{Data: b})
+		if err != nil {
+			return res, err
+		}
+		if len(out.Data) < len(b) {
+			return res, fmt.Errorf("control program: %d bytes back, sent %d", len(out.Data), len(b))
+		}
+		for i := range run {
+			var it kern.CtlItem
+			it.UnmarshalBinary(out.Data[kern.CtlMsgSize+i*kern.CtlItemSize:])
+			res[start+i] = it.Done
+		}
+	}
+	return res, nil
+}
 
 // sync waits until no program runs any more with what it read before the
 // call: updating a map-in-map makes the kernel wait for an RCU grace period.

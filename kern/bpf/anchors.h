@@ -30,6 +30,7 @@ struct xlb_shared {
 	struct worker_stats worker_stats;
 	struct xlb_config xlb_config;
 	struct ctl_msg ctl_msg;
+	struct ctl_item ctl_item;
 	struct xlb_event xlb_event;
 	struct cooling cooling;
 	/* enums, each with every constant */
@@ -48,6 +49,7 @@ struct xlb_shared {
 	enum hs_flag hs_flag;
 	enum xlb_policy xlb_policy;
 	enum ctl_op ctl_op;
+	enum ctl_done ctl_done;
 	enum event_type event_type;
 };
 

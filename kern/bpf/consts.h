@@ -8,6 +8,7 @@
 #define XLB_MAX_DIALS       65536  /* dialed SYNs under way (user space's, never evicted) */
 #define XLB_MAX_HANDSHAKES  16384  /* SYNs / SYN-ACKs remembered (LRU: a SYN flood only churns it) */
 #define XLB_MAX_WORKERS     256
+#define XLB_EVENT_WAKE      (64 * 88) /* bytes of finished legs' events (88 a record) that wake user space (see emit()) */
 #define XLB_EVENT_RING      (4 * 1024 * 1024) /* bytes of the event ring buffer: 50k events (a burst of 20k connections ending at once sends 40k) */
 
 #define XLB_MAX_OPT_LEN     40     /* TCP options: at most 40 bytes */
@@ -30,6 +31,7 @@
 #define XLB_COOL_NS         (20ull * 1000 * 1000) /* a worker leg a leaving client gave back stays quiet this long before reuse, unless worker_cfg.cool_us says */
 #define XLB_COOL_MOVES      4      /* cooled legs moved to their pools per bind */
 #define XLB_COOL_MOVES_CTL  64     /* ... per CTL_WARM run */
+#define XLB_CTL_ITEMS       31     /* struct ctl_item after a CTL_POOL / CTL_FORGET message: 32 legs a run */
 #define XLB_METHOD_MAX      16     /* longest HTTP method token taken for a request start */
 #define XLB_MAX_WIN_BOUND   (1u << 30) /* 65535 << 14: the largest window TCP can advertise */
 #define XLB_REST_WIN_MIN    4096   /* xlb_config.rest_win is not lowered below (a client's tiny window) */

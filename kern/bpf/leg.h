@@ -56,7 +56,16 @@ static __always_inline void emit(__u32 type, const struct leg_key *key, const st
 		ev.kind = leg->kind;
 		ev.pin = leg->pin;
 	}
-	if (bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0))
+	/* Waking user space costs an interrupt an event (irq_work; in a VM
+	 * an exit): a finished leg, two a request with a connection per
+	 * request, is told without one until XLB_EVENT_WAKE bytes wait, or
+	 * until user space looks (every few ms while events come: splice
+	 * readEvents). The others wake it at once: a client waits. */
+	__u64 flags = BPF_RB_FORCE_WAKEUP;
+
+	if (type == EV_LEG_CLOSED && bpf_ringbuf_query(&xlb_events, BPF_RB_AVAIL_DATA) < XLB_EVENT_WAKE)
+		flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), flags))
 		count(XLB_CNT_EVENT_LOST);
 }
 

@@ -366,9 +366,23 @@ struct ctl_msg {
 	__u32 op;            /* enum ctl_op */
 	__u32 worker;        /* CTL_RETIRE_IDLE: the worker id */
 	__u64 min_idle_ns;   /* CTL_PARK: both legs silent for at least this long */
-	struct leg_key key;  /* the client leg (CTL_FORGET: the finished leg) */
+	struct leg_key key;  /* the client leg (CTL_POOL: the new worker leg; CTL_FORGET: the finished leg) */
 	__u32 peer_hi;       /* CTL_FORGET: the finished leg's peer_hi when it was reported */
-	__u32 pad;
+	__u32 items;         /* CTL_POOL, CTL_FORGET: struct ctl_item that follow (at most XLB_CTL_ITEMS) */
+};
+
+/* More legs for one CTL_POOL or CTL_FORGET run, after the struct ctl_msg
+ * (whose own leg goes first): one system call for a batch of legs. */
+struct ctl_item {
+	struct leg_key key;
+	__u32 arg;           /* CTL_POOL: the worker id; CTL_FORGET: peer_hi as reported */
+	__u32 done;          /* written by the program: enum ctl_done */
+};
+
+enum ctl_done {
+	CTL_NO_LEG = 0,  /* no leg under the key */
+	CTL_DONE = 1,
+	CTL_REFUSED = 2, /* the leg is not in the state the command wants (or, CTL_POOL, its worker has no pool: retired) */
 };
 
 enum ctl_op {
@@ -376,9 +390,9 @@ enum ctl_op {
 	CTL_RELEASE = 2, /* after an RCU grace period: unbind a parked leg, its worker leg back to the pool */
 	CTL_UNPARK = 3,  /* a parked leg goes on as it was (no grace period could be had) */
 	CTL_RETIRE_IDLE = 4, /* take one entry off a draining worker's pool, retiring its leg */
-	CTL_POOL = 5,    /* a new worker leg (LEG_NEW) goes into its worker's pool */
+	CTL_POOL = 5,    /* a new worker leg (LEG_NEW) goes into its worker's pool; items: more of them */
 	CTL_WARM = 6,    /* cooled worker legs go to their pools (XDP_PASS: run again, more may be due) */
-	CTL_FORGET = 7,  /* a finished leg (LEG_DEAD or LEG_CLOSING, peer_hi as reported) and its binding are deleted */
+	CTL_FORGET = 7,  /* a finished leg (LEG_DEAD or LEG_CLOSING, peer_hi as reported) and its binding are deleted; items: more of them */
 };
 
 enum event_type {

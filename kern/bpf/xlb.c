@@ -1669,6 +1669,37 @@ int xlb_slow(struct xdp_md *ctx)
 	return run(ctx, STAGE_SLOW);
 }
 
+/* ctl_leg is one leg of a CTL_FORGET or CTL_POOL run: enum ctl_done.
+ *
+ * CTL_FORGET: a finished leg whose linger is over (or one stuck closing)
+ * goes, with its binding, if it is still that leg (at the position it was
+ * reported at, arg): a client reconnecting from the same port makes a new
+ * leg under the same key, which a lookup and a delete of user space's, two
+ * system calls apart, could delete. Here the check and the delete are one
+ * run, shorter than the new connection's handshake.
+ *
+ * CTL_POOL: a worker leg user space just registered (LEG_NEW), or a dialed
+ * one it saw made, goes into the pool of worker arg, counted idle: through
+ * here rather than a map push from user space, so that the idle count
+ * stays exact (the leg may die before it is pooled). */
+static __always_inline __u32 ctl_leg(__u32 op, const struct leg_key *k, __u32 arg, const struct xlb_config *cfg)
+{
+	struct leg *l = bpf_map_lookup_elem(&xlb_legs, k);
+	__u32 st;
+
+	if (!l)
+		return CTL_NO_LEG;
+	if (op == CTL_POOL)
+		return l->kind == LEG_WORKER && l->worker == arg && set_state(l, LEG_NEW, LEG_IDLE) &&
+		       !pool_new(k, l, cfg) ? CTL_DONE : CTL_REFUSED;
+	st = READ_ONCE(l->state);
+	if ((st != LEG_DEAD && st != LEG_CLOSING) || READ_ONCE(l->peer_hi) != arg)
+		return CTL_REFUSED;
+	bpf_map_delete_elem(&xlb_binds, k);
+	bpf_map_delete_elem(&xlb_legs, k);
+	return CTL_DONE;
+}
+
 /* The control program: never attached; user space runs it with
  * BPF_PROG_TEST_RUN on a struct ctl_msg (see there). Idle release is two
  * commands with an RCU grace period between them (user space updates
@@ -1695,36 +1726,20 @@ int xlb_ctl(struct xdp_md *ctx)
 			return XDP_DROP;
 		return XDP_PASS; /* more may be due: run again */
 	}
-	if (m->op == CTL_FORGET) {
-		/* A finished leg whose linger is over (or one stuck closing)
-		 * goes, with its binding, if it is still that leg (at the
-		 * position it was reported at): a client reconnecting from the same port makes
-		 * a new leg under the same key, which a lookup and a delete of
-		 * user space's, two system calls apart, could delete. Here the
-		 * check and the delete are one run, shorter than the new
-		 * connection's handshake. */
-		__u32 st;
+	if (m->op == CTL_FORGET || m->op == CTL_POOL) {
+		struct ctl_item *it = (void *)(m + 1);
+		int done;
 
-		w = bpf_map_lookup_elem(&xlb_legs, &m->key);
-		if (!w)
-			return XDP_DROP;
-		st = READ_ONCE(w->state);
-		if ((st != LEG_DEAD && st != LEG_CLOSING) || READ_ONCE(w->peer_hi) != m->peer_hi)
-			return XDP_DROP;
-		bpf_map_delete_elem(&xlb_binds, &m->key);
-		bpf_map_delete_elem(&xlb_legs, &m->key);
-		return XDP_PASS;
-	}
-	if (m->op == CTL_POOL) {
-		/* A worker leg user space just registered (LEG_NEW) goes into
-		 * its pool, counted idle: through here rather than a map push
-		 * from user space, so that the idle count stays exact (the leg
-		 * may die before it is pooled). */
 		cfg = config();
-		w = bpf_map_lookup_elem(&xlb_legs, &m->key);
-		if (!cfg || !w || w->kind != LEG_WORKER || w->worker != m->worker || !set_state(w, LEG_NEW, LEG_IDLE))
+		if (!cfg)
 			return XDP_DROP;
-		return pool_new(&m->key, w, cfg) ? XDP_DROP : XDP_PASS;
+		done = ctl_leg(m->op, &m->key, m->op == CTL_POOL ? m->worker : m->peer_hi, cfg) == CTL_DONE;
+		for (__u32 i = 0; i < XLB_CTL_ITEMS; i++, it++) {
+			if (i >= m->items || (void *)(it + 1) > data_end)
+				break;
+			it->done = ctl_leg(m->op, &it->key, it->arg, cfg);
+		}
+		return done ? XDP_PASS : XDP_DROP;
 	}
 	if (m->op == CTL_RETIRE_IDLE) {
 		/* A draining worker's idle legs, and a pool's surplus (its

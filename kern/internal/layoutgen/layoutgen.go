@@ -71,6 +71,7 @@ var structs = []structSpec{
 	{c: "worker_stats", goName: "WorkerStats", perCPU: true},
 	{c: "xlb_config", goName: "Config"},
 	{c: "ctl_msg", goName: "CtlMsg"},
+	{c: "ctl_item", goName: "CtlItem"},
 	{c: "xlb_event", goName: "Event"},
 	{c: "cooling", goName: "CoolingEntry"},
 }
@@ -106,6 +107,7 @@ var enums = []enumSpec{
 	{c: "hs_flag", cPrefix: "HS_", goPrefix: "HS"},
 	{c: "xlb_policy", goType: "Policy", cPrefix: "POLICY_", goPrefix: "Policy"},
 	{c: "ctl_op", goType: "CtlOp", cPrefix: "CTL_", goPrefix: "Ctl"},
+	{c: "ctl_done", cPrefix: "CTL_", goPrefix: "Ctl"},
 	{c: "event_type", goType: "EventType", cPrefix: "EV_", goPrefix: "Event"},
 }
 
