@@ -12,13 +12,23 @@ import (
 
 // TestReuseDuringTraffic: a second xlb takes over with --reuse while clients
 // are mid-conversation; every client keeps its connection and no request
-// fails, before, during and after.
+// fails, before, during and after. With --dial xdp, the worker connections
+// the old process dialed (no socket: their ports held by placeholders) are
+// taken over: each is closed properly when the new process stops (one it
+// did not know would stay open at its worker).
 func TestReuseDuringTraffic(t *testing.T) {
+	for _, mode := range []string{"socket", "xdp"} {
+		t.Run("dial "+mode, func(t *testing.T) { testReuseDuringTraffic(t, mode) })
+	}
+}
+
+func testReuseDuringTraffic(t *testing.T, dialMode string) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 3)
 	sock := t.TempDir() + "/ctl.sock"
-	old := startXLB(t, ns, "lo", 8080, workers, "--socket", sock)
+	old := startXLB(t, ns, "lo", 8080, workers, "--socket", sock, "--dial", dialMode)
+	workerConns := func() []string { return sockets(t, ns, "established", "( sport >= :4171 and sport <= :4173 )") }
 
 	const clients = 8
 	var stop atomic.Bool
@@ -55,7 +65,8 @@ func TestReuseDuringTraffic(t *testing.T) {
 	}
 	waitRequests(200)
 
-	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--idle-release", "100ms", "--socket", sock, "lo", "8080", workers[0], workers[1], workers[2])
+	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--idle-release", "100ms", "--socket", sock, "--dial", dialMode,
+		"lo", "8080", workers[0], workers[1], workers[2])
 	newer.waitLines("took over", 1, startTimeout)
 	select {
 	case <-old.done:
@@ -65,8 +76,8 @@ func TestReuseDuringTraffic(t *testing.T) {
 	case <-time.After(stopTimeout):
 		t.Fatal("the old xlb did not exit after the handover")
 	}
-	before := requests.Load()
-	waitRequests(before + 400)
+	done0 := requests.Load()
+	waitRequests(done0 + 400)
 
 	// New clients are served by the new process.
 	c := dial(t, ns, "127.0.0.1:8080")
@@ -98,5 +109,14 @@ func TestReuseDuringTraffic(t *testing.T) {
 		t.Fatalf("the xlb that took over exited: %v", newer.err)
 	default:
 	}
+	for _, cl := range append(conns, c) {
+		cl.c.Close()
+	}
 	newer.stop()
+	// Every worker connection, the inherited ones too, was closed by the
+	// stop (handed back to the kernel: a FIN), not left to the worker's
+	// idle timeout.
+	if left := workerConns(); len(left) > 0 {
+		t.Errorf("%d worker connections still established after the stop, e.g. %s", len(left), left[0])
+	}
 }

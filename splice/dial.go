@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,7 +67,7 @@ type dialer struct {
 
 type placeholder struct {
 	fd   int
-	port uint16
+	addr netip.AddrPort // local address and the port it holds
 }
 
 // workerPorts is what one worker's connections use of a local address's
@@ -143,7 +144,7 @@ func (d *dialer) take(worker netip.AddrPort, mark func(uint16) error) (netip.Add
 	case len(wp.free) > portRest:
 		port, wp.free = wp.free[0], wp.free[1:]
 	case wp.next < len(hs):
-		port = hs[wp.next].port
+		port = hs[wp.next].addr.Port()
 		wp.next++
 	default:
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -164,11 +165,56 @@ func (d *dialer) take(worker netip.AddrPort, mark func(uint16) error) (netip.Add
 			unix.Close(fd)
 			return netip.AddrPort{}, err
 		}
-		d.holders[src] = append(hs, placeholder{fd: fd, port: port})
+		d.holders[src] = append(hs, placeholder{fd: fd, addr: netip.AddrPortFrom(src, port)})
 		wp.next = len(d.holders[src])
 	}
 	wp.inUse[port] = true
 	return netip.AddrPortFrom(src, port), nil
+}
+
+// placeholders are the placeholder sockets, per local address in the
+// order they were made (a handover passes them on).
+func (d *dialer) placeholders() []placeholder {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var all []placeholder
+	for _, hs := range d.holders {
+		all = append(all, hs...)
+	}
+	return all
+}
+
+// adopt takes placeholders a handover passed, in their order.
+func (d *dialer) adopt(hs []placeholder) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range hs {
+		src := h.addr.Addr()
+		d.holders[src] = append(d.holders[src], h)
+	}
+}
+
+// portsOf is worker's share of the ports: those it may use again, oldest
+// first, and the index of the next never used.
+func (d *dialer) portsOf(worker netip.AddrPort) ([]uint16, int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if wp := d.ports[worker]; wp != nil {
+		return slices.Clone(wp.free), wp.next
+	}
+	return nil, 0
+}
+
+// adoptPorts takes worker's share of the ports from a handover: inUse
+// those of its dialed legs.
+func (d *dialer) adoptPorts(worker netip.AddrPort, free []uint16, next int, legs []kern.LegKey) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wp := &workerPorts{next: next, free: free, inUse: map[uint16]bool{}}
+	for _, k := range legs {
+		wp.inUse[k.Local.Port()] = true
+	}
+	d.ports[worker] = wp
 }
 
 // release gives back the local port of a connection to worker that ended.

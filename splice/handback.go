@@ -71,7 +71,12 @@ func (lb *LB) handBackAll() int {
 	// Positions first, for every leg, while all bindings still exist.
 	pos := make(map[kern.LegKey]legPositions, len(items))
 	for _, it := range items {
-		if it.l.State != kern.LegIdle && it.l.State != kern.LegBound && it.l.State != kern.LegParked {
+		switch it.l.State {
+		case kern.LegIdle, kern.LegBound, kern.LegParked:
+		case kern.LegCooling, kern.LegNew:
+			// A worker connection a leaving client gave back, or one not
+			// pooled yet: unbound, as an idle one.
+		default:
 			continue
 		}
 		if it.l.RxFlags != 0 {

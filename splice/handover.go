@@ -69,6 +69,12 @@ type handoverWorker struct {
 	Pushed     uint64        `json:"pushed"`
 	IdleDeaths uint64        `json:"idle_deaths"`
 	Legs       []kern.LegKey `json:"legs"` // descriptors in this order, after the clients'
+	// Dialed legs (--dial xdp) have no descriptor; their ports are
+	// held by the placeholders. FreePorts and NextPort are the worker's
+	// share of them (the dialer's workerPorts).
+	Dialed    []kern.LegKey `json:"dialed,omitempty"`
+	FreePorts []uint16      `json:"free_ports,omitempty"`
+	NextPort  int           `json:"next_port,omitempty"`
 }
 
 type handoverReap struct {
@@ -86,7 +92,10 @@ type handoverState struct {
 	Listeners []string         `json:"listeners"`         // descriptors first, in this order
 	Workers   []handoverWorker `json:"workers"`           // then each worker's legs (clients have no socket)
 	Reaps     []handoverReap   `json:"reaps"`
-	Ifaces    []string         `json:"ifaces,omitempty"` // the program is attached to these
+	// The ports of dialed legs (--dial xdp): placeholder sockets,
+	// descriptors after the workers' legs, in this order.
+	Placeholders []netip.AddrPort `json:"placeholders,omitempty"`
+	Ifaces       []string         `json:"ifaces,omitempty"` // the program is attached to these
 }
 
 // handoverAck is a step of the takeover after the descriptors (an answer
@@ -243,6 +252,9 @@ func (lb *LB) letGo() {
 	for _, ln := range lb.listeners {
 		ln.Close()
 	}
+	if lb.dialer != nil {
+		lb.dialer.close() // the placeholders live on in the new process
+	}
 	lb.control.SetUnlinkOnClose(false)
 	lb.control.Close()
 	lb.attached, lb.pinned = nil, false
@@ -277,7 +289,14 @@ func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		hw := handoverWorker{Addr: w.spec.Addr.String(), ID: w.id}
+		if lb.dialer != nil {
+			hw.FreePorts, hw.NextPort = lb.dialer.portsOf(w.spec.Addr)
+		}
 		for k, c := range w.legs {
+			if c == dialedSock {
+				hw.Dialed = append(hw.Dialed, k)
+				continue
+			}
 			fd, err := unix.Dup(int(c))
 			if err != nil {
 				w.mu.Unlock()
@@ -288,6 +307,16 @@ func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
 		}
 		w.mu.Unlock()
 		st.Workers = append(st.Workers, hw)
+	}
+	if lb.dialer != nil {
+		for _, h := range lb.dialer.placeholders() {
+			fd, err := unix.Dup(h.fd)
+			if err != nil {
+				return fail(fmt.Errorf("duplicating a placeholder's descriptor: %w", err))
+			}
+			files = append(files, os.NewFile(uintptr(fd), "placeholder"))
+			st.Placeholders = append(st.Placeholders, h.addr)
+		}
 	}
 	return st, files, nil
 }
@@ -358,7 +387,7 @@ func (lb *LB) takeOver() error {
 	if st.Error != "" {
 		return fmt.Errorf("handover refused: %s", st.Error)
 	}
-	n := len(st.Listeners)
+	n := len(st.Listeners) + len(st.Placeholders)
 	for _, w := range st.Workers {
 		n += len(w.Legs)
 	}
@@ -488,6 +517,34 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 				return fmt.Errorf("taking a worker connection's descriptor: %w", err)
 			}
 			w.legs[k] = sock(fd)
+		}
+		for _, k := range hw.Dialed {
+			w.legs[k] = dialedSock
+		}
+	}
+	if len(st.Placeholders) > 0 {
+		// Dialed legs' ports: ours to hold now, with or without --dial
+		// xdp (without it, only until their connections end).
+		if lb.dialer == nil {
+			d, err := newDialer()
+			if err != nil {
+				return err
+			}
+			lb.dialer = d
+		}
+		var hs []placeholder
+		for _, a := range st.Placeholders {
+			fd, err := unix.Dup(int(take().Fd()))
+			if err != nil {
+				return fmt.Errorf("taking a placeholder's descriptor: %w", err)
+			}
+			hs = append(hs, placeholder{fd: fd, addr: a})
+		}
+		lb.dialer.adopt(hs)
+		for _, hw := range st.Workers {
+			if ap, err := netip.ParseAddrPort(hw.Addr); err == nil {
+				lb.dialer.adoptPorts(ap, hw.FreePorts, hw.NextPort, hw.Dialed)
+			}
 		}
 	}
 	now := time.Now()

@@ -466,7 +466,7 @@ func (w *worker) succeeded() {
 // those that come up into its pool. It returns how many it pooled, and the
 // first error.
 func (w *worker) openLegs(ctx context.Context, n int) (int, error) {
-	if w.lb.dialer != nil {
+	if w.lb.cfg.DialXDP {
 		return w.dialLegs(ctx, n)
 	}
 	pooled := 0
