@@ -26,7 +26,7 @@ else
 BIN := build/xlb-linux-$(GOARCH)
 endif
 
-.PHONY: all deps test test-unit bench clean reliability
+.PHONY: all deps test test-unit bench clean reliability scale
 
 all: deps $(BIN)
 
@@ -72,6 +72,15 @@ bench: deps
 	@bash scripts/deps.sh bench
 	$(MAKE) --no-print-directory xlb
 	CGO_ENABLED=0 $(GO) run ./bench
+
+# 100,000 client connections held at once through xlb, then through HAProxy
+# (scale/, as root, about 4 minutes); writes docs/SCALE.md. A quicker run:
+#   SCALE_CLIENTS=20000 make scale
+# Other settings: SCALE_BALANCERS, SCALE_OUT (see docs/SCALE.md).
+scale: deps
+	@bash scripts/deps.sh bench
+	$(MAKE) --no-print-directory xlb
+	CGO_ENABLED=0 $(GO) run ./scale
 
 # The adversity scenarios of reliability/ in their long versions (root: they
 # build namespaces and TAP links); writes docs/RELIABILITY.md.
