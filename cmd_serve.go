@@ -44,7 +44,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.IdleRelease, "idle-release", splice.DefaultIdleRelease, "a client with no request in flight for this long gives its worker connection back (0: keep it until its next request)")
 	fs.BoolVar(&cfg.Force, "force", false, "replace an XDP program already attached to IFACE")
 	fs.BoolVar(&cfg.Reuse, "reuse", false, "take over from a running xlb on IFACE without dropping its connections")
-	dial := fs.String("dial", "socket", "how pool connections to workers are opened: socket (connect(), then the socket read in repair mode) or xdp (experimental: a SYN sent raw, the handshake completed by the data plane, no socket per connection)")
+	dial := fs.String("dial", "auto", "how pool connections to workers are opened: xdp (a SYN sent raw, the handshake completed by the data plane, no socket per connection), socket (connect(), then the socket read in repair mode), or auto (xdp for an IPv4 worker reached through an interface the program is attached to, whose answers it sees; socket otherwise)")
 	handshake := fs.String("handshake", "xdp", "who answers a client's SYN: xdp (the data plane, no socket per client) or kernel (the listener; each client accepted and its socket destroyed)")
 	fs.BoolVar(&cfg.Routed, "routed", false, "send rewritten packets out toward the next hop (XDP_TX/redirect after a FIB lookup) instead of to this host's stack")
 	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/net<netns inode>-IFACE.sock, the first IFACE; xlb ctl finds it)")
@@ -94,10 +94,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	switch *dial {
 	case "xdp":
-		cfg.DialXDP = true
+		cfg.Dial = splice.DialXDP
 	case "socket":
+		cfg.Dial = splice.DialSocket
+	case "auto":
+		cfg.Dial = splice.DialAuto
 	default:
-		return usagef("--dial %q: must be xdp or socket", *dial)
+		return usagef("--dial %q: must be auto, xdp or socket", *dial)
 	}
 	switch *handshake {
 	case "xdp":

@@ -180,8 +180,8 @@ var (
 	xlbDefault  = balancer{name: "xlb", kind: "xlb", descr: "xlb, default policy (jiq: per-request remix)"}
 	xlbKernelHS = balancer{name: "xlb-kernel-hs", kind: "xlb", args: []string{"--handshake", "kernel"},
 		descr: "xlb --handshake kernel (the listener answers SYNs; each client accepted, its socket destroyed)"}
-	xlbDialXDP = balancer{name: "xlb-dial", kind: "xlb", args: []string{"--dial", "xdp"},
-		descr: "xlb --dial xdp (worker connections dialed by the data plane, without sockets)"}
+	xlbDialSocket = balancer{name: "xlb-socket", kind: "xlb", args: []string{"--dial", "socket"},
+		descr: "xlb --dial socket (each worker connection a socket, connect()ed and read in repair mode; the default, auto, dials them from the data plane)"}
 	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
 	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
 )
@@ -189,7 +189,7 @@ var (
 // cprBalancers run the connection-per-request rows (haproxy-tcp would open
 // a worker connection per client connection, as direct does).
 // xlb-kernel-hs shows what answering handshakes in the data plane buys.
-var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialXDP, xlbKernelHS, haproxyHTTP}
+var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialSocket, xlbKernelHS, haproxyHTTP}
 
 // running is a started balancer: where clients connect, and its process.
 type running struct {

@@ -195,7 +195,7 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 1)
-	caps := "-all,+bpf,+net_admin,+sys_admin,+perfmon"
+	caps := "-all,+bpf,+net_admin,+sys_admin,+perfmon,+net_raw"
 	lb := startProc(t, ns, "xlb", "setpriv", "--bounding-set="+caps, "--inh-caps=-all", xlbBin,
 		"--socket", t.TempDir()+"/ctl.sock", "lo", "8080", workers[0])
 	lb.waitOutput("worker up", 1, startTimeout)

@@ -42,18 +42,23 @@ func waitBaseline(t *testing.T, ns *testnet.NS, workers int, baseSockets []strin
 	if s := sockets(t, ns, "all", "( sport = :8080 )"); strings.Join(s, "\n") != strings.Join(baseSockets, "\n") {
 		t.Errorf("%s: sockets on port 8080:\n%s\nwant those of the start:\n%s", what, strings.Join(s, "\n"), strings.Join(baseSockets, "\n"))
 	}
-	// The sockets to the workers are the pools' legs: read both until they
-	// agree (a pool may be opening or losing one as we look).
+	// The workers' connections are the pools' legs: read both until they
+	// agree (a pool may be opening or losing one as we look). xlb holds no
+	// socket of them: it dialed them from the data plane (--dial auto, on
+	// lo).
 	var s []string
 	for i := 0; i < 50; i++ {
-		s = sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )")
+		s = sockets(t, ns, "established", "( sport >= :4171 and sport <= :4173 )")
 		if r = status(t, ns, "lo"); len(s) == r.Legs["worker/idle"] && atBaseline(r.Legs, workers) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if len(s) != r.Legs["worker/idle"] {
-		t.Errorf("%s: xlb holds %d connections to its workers, want the %d idle legs of its pools:\n%s", what, len(s), r.Legs["worker/idle"], strings.Join(s, "\n"))
+		t.Errorf("%s: the workers hold %d connections, want the %d idle legs of the pools:\n%s", what, len(s), r.Legs["worker/idle"], strings.Join(s, "\n"))
+	}
+	if own := sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )"); len(own) > 0 {
+		t.Errorf("%s: xlb holds %d sockets to its workers, want none (dialed connections):\n%s", what, len(own), strings.Join(own, "\n"))
 	}
 	return r
 }

@@ -87,8 +87,16 @@ func TestCurlReusesOneConnection(t *testing.T) {
 var wrkRequests = regexp.MustCompile(`(\d+) requests in`)
 
 // TestWrkNginx: wrk -t1 -c2 against three nginx workers through xlb, zero
-// errors; the load balancer's own sockets carry almost none of the bytes.
+// errors; the load balancer's own sockets carry almost none of the bytes:
+// with --dial socket its pool connections' sockets received nothing, and
+// by default (on lo, dialed from the data plane) it has none.
 func TestWrkNginx(t *testing.T) {
+	for _, mode := range []string{"auto", "socket"} {
+		t.Run("dial "+mode, func(t *testing.T) { testWrkNginx(t, mode) })
+	}
+}
+
+func testWrkNginx(t *testing.T, dialMode string) {
 	testnet.RequireRoot(t)
 	if _, err := exec.LookPath("wrk"); err != nil {
 		t.Fatal("wrk not installed (make test installs it)")
@@ -101,7 +109,7 @@ func TestWrkNginx(t *testing.T) {
 		startNginx(t, ns, port, root, "")
 		workers = append(workers, fmt.Sprintf("127.0.0.1:%d", port))
 	}
-	lb := startXLB(t, ns, "lo", 8080, workers)
+	lb := startXLB(t, ns, "lo", 8080, workers, "--dial", dialMode)
 	for _, path := range []string{"/b100", "/b100000"} {
 		out, err := ns.Command("wrk", "-t1", "-c2", "-d2s", "http://127.0.0.1:8080"+path).CombinedOutput()
 		if err != nil {
@@ -135,7 +143,11 @@ func TestWrkNginx(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ss: %v", err)
 	}
-	checkQuietSockets(t, string(ssw), "worker legs")
+	if dialMode == "socket" {
+		checkQuietSockets(t, string(ssw), "worker legs")
+	} else if s := sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )"); len(s) > 0 {
+		t.Errorf("worker legs: xlb holds %d sockets to its workers, want none (dialed connections):\n%s", len(s), strings.Join(s, "\n"))
+	}
 	lb.stop()
 }
 

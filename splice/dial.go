@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -24,19 +25,19 @@ import (
 // dialed()): the leg is born out of its pool (user space pools it once it
 // sees it; kern dialed() says why), and the program answers whatever our
 // stack would have answered for it (its SYN-ACK again, FINs, stale data).
-// A connection then costs user space four system calls (the entry, the
-// SYN, a lookup, the pooling) instead of about twenty (socket, connect, the
-// repair reads, registration, the silent close), and the kernel no socket
-// of ours: with a worker that closes after every answer (HTTP/1.0,
-// Connection: close) those were most of xlb's time.
-//
-// Experimental (--dial xdp, off by default): a --reuse handover does not
-// pass the placeholders nor knows dialed legs (no descriptor).
+// A connection then costs user space a sendto and its share of a round's
+// two batches (the handshake entries, the pooling) instead of about twenty
+// system calls (socket, connect, the repair reads, registration, the
+// silent close), and the kernel no socket of ours: with a worker that
+// closes after every answer (HTTP/1.0, Connection: close) those were most
+// of xlb's time. The default (DialAuto) for a worker whose answers reach
+// the data plane (worker.dialsXDP).
 //
 // Our local ports are held by placeholder sockets, bound and never listening
 // nor connected, so that the kernel gives them to no other connection; one
 // port serves one connection to each worker at a time. A port a connection
-// ended on waits in a FIFO behind others before it serves again.
+// ended on waits in a FIFO behind others before it serves again. A --reuse
+// handover passes the placeholders and names the dialed legs.
 
 // Offered on dialed SYNs: the window scale our stack would choose for a
 // default receive buffer, and the options a Linux peer offers.
@@ -51,6 +52,68 @@ const (
 	// have.
 	dialedSock sock = -2
 )
+
+// DialMode is how pool connections are opened (Config.Dial).
+type DialMode uint8
+
+const (
+	DialAuto   DialMode = iota // DialXDP where it works (worker.dialsXDP), else DialSocket
+	DialXDP                    // a raw SYN, the handshake completed by the data plane
+	DialSocket                 // connect(), then the socket read in repair mode
+)
+
+// dialsXDP says whether w's pool connections are dialed (DialXDP), and,
+// under DialAuto, decides it once: an IPv4 worker whose route leaves
+// through an interface our program is attached to (its SYN-ACK comes back
+// there, to the data plane; elsewhere our stack would reset it, as no
+// socket of ours is connected).
+func (w *worker) dialsXDP() bool {
+	switch w.lb.cfg.Dial {
+	case DialXDP:
+		return true
+	case DialSocket:
+		return false
+	}
+	if w.lb.dialer == nil {
+		return false
+	}
+	if w.dialAuto.Load() == 0 {
+		d := uint32(2)
+		if ifc, err := w.lb.dialer.routeIface(w.spec.Addr); err == nil && slices.Contains(w.lb.attached, ifc) {
+			d = 1
+		} else {
+			w.lb.log.Debug("worker connections opened with sockets", "worker", w.spec.Addr, "route_iface", ifc, "err", err)
+		}
+		w.dialAuto.CompareAndSwap(0, d)
+	}
+	return w.dialAuto.Load() == 1
+}
+
+// routeIface names the interface that holds our address toward worker.
+func (d *dialer) routeIface(worker netip.AddrPort) (string, error) {
+	if !worker.Addr().Is4() {
+		return "", errors.New("not IPv4")
+	}
+	d.mu.Lock()
+	src, err := d.source(worker)
+	d.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, ifc := range ifs {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == src {
+				return ifc.Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface holds %s", src)
+}
 
 // errRefused is a worker that reset our SYN: nothing listens there.
 var errRefused = errors.New("connection refused")
@@ -182,6 +245,16 @@ func (d *dialer) placeholders() []placeholder {
 		all = append(all, hs...)
 	}
 	return all
+}
+
+func (d *dialer) placeholderCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, hs := range d.holders {
+		n += len(hs)
+	}
+	return n
 }
 
 // adopt takes placeholders a handover passed, in their order.

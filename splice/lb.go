@@ -45,11 +45,12 @@ type Config struct {
 	// is then accepted, and its socket destroyed), instead of the data
 	// plane answering them (kern.ConfigAnswerSyn).
 	KernelHandshake bool
-	// DialXDP opens pool connections without sockets: user space sends
-	// the SYN, the data plane completes the handshake (dial.go). Off: each
-	// is connect()ed, read in repair mode and registered. Experimental:
-	// a --reuse handover does not carry dialed legs (dial.go).
-	DialXDP bool
+	// Dial is how pool connections are opened: DialXDP without sockets
+	// (user space sends the SYN, the data plane completes the handshake:
+	// dial.go), DialSocket connect()ed, read in repair mode and
+	// registered, DialAuto (the zero value) as DialXDP for the workers it
+	// suits (worker.dialsXDP).
+	Dial    DialMode
 	Socket  string
 	MaxLegs uint32
 	// WorkerMSS is the TCP_MAXSEG of worker connections (0: from Iface's
@@ -149,6 +150,20 @@ func raiseFileLimit(log *slog.Logger) {
 	}
 }
 
+// fileBudget is how many descriptors worker connections may take: the
+// open-file limit less a reserve for everything else (listeners, the
+// control socket and its clients, maps, the metrics server). Worker
+// connections past it would starve those: accept() and the control socket
+// fail with EMFILE, and xlb can no longer be asked what is wrong.
+func fileBudget() int {
+	var l unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &l) != nil {
+		return 1 << 30
+	}
+	cur := int(min(l.Cur, 1<<30))
+	return cur - max(cur/16, 256)
+}
+
 // Policy decides which worker leg a request goes to.
 type Policy string
 
@@ -207,9 +222,11 @@ type LB struct {
 	dp  *DataPlane
 
 	listeners []*net.TCPListener
-	dialer    *dialer    // pool connections without sockets (nil unless Config.DialXDP)
-	workerMSS int        // TCP_MAXSEG of worker legs (Config.WorkerMSS, or from the MTU)
-	schedMu   sync.Mutex // serialises updateSchedule
+	files     int         // descriptors worker connections may take (fileBudget)
+	filesFull atomic.Bool // the budget capped a pool (logged once)
+	dialer    *dialer     // pool connections without sockets (nil with DialSocket, unless a takeover passed dialed legs)
+	workerMSS int         // TCP_MAXSEG of worker legs (Config.WorkerMSS, or from the MTU)
+	schedMu   sync.Mutex  // serialises updateSchedule
 
 	wmu     sync.RWMutex // guards workers, byID and nextID (workers come and go: xlb ctl)
 	nextID  uint32       // the id of the next worker added
@@ -263,6 +280,7 @@ func Start(cfg Config) (*LB, error) {
 	}
 	raiseFileLimit(cfg.Log)
 	lb := &LB{
+		files:     fileBudget(),
 		cfg:       cfg,
 		log:       cfg.Log,
 		byID:      map[uint32]*worker{},
@@ -276,12 +294,16 @@ func Start(cfg Config) (*LB, error) {
 			lb.workerMSS = WorkerMSS(ifc.MTU)
 		}
 	}
-	if cfg.DialXDP {
+	if cfg.Dial != DialSocket {
 		d, err := newDialer()
-		if err != nil {
+		switch {
+		case err == nil:
+			lb.dialer = d
+		case cfg.Dial == DialAuto:
+			cfg.Log.Warn("worker connections opened with sockets", "err", err, "hint", "CAP_NET_RAW lets xlb open them without")
+		default:
 			return nil, err
 		}
-		lb.dialer = d
 	}
 	if err := lb.start(); err != nil {
 		lb.teardown()

@@ -224,3 +224,29 @@ func TestQueuedOnlyWithTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestFileRoom: worker connections stay within the descriptor budget: with
+// sockets, every worker's connect()ed connections (and placeholders) count; dialed,
+// only the worker's own (a port serves one connection to each worker).
+func TestFileRoom(t *testing.T) {
+	legs := func(n int) map[kern.LegKey]sock {
+		m := map[kern.LegKey]sock{}
+		for i := range n {
+			m[kern.LegKey{Peer: netip.MustParseAddrPort("127.0.0.1:4171"), Local: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(40000+i))}] = sock(100 + i)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		mode DialMode
+		want int
+	}{{DialSocket, 100 - 30 - 40}, {DialXDP, 100 - 30}} {
+		lb := &LB{files: 100, cfg: Config{Dial: tc.mode}, byID: map[uint32]*worker{}}
+		a := &worker{lb: lb, id: 1, legs: legs(30)}
+		b := &worker{lb: lb, id: 2, legs: legs(40)}
+		lb.addWorker(a)
+		lb.addWorker(b)
+		if got := lb.fileRoom(a); got != tc.want {
+			t.Errorf("dial mode %d: room %d, want %d", tc.mode, got, tc.want)
+		}
+	}
+}

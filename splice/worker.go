@@ -136,6 +136,9 @@ type worker struct {
 	lb   *LB
 	spec WorkerSpec
 	id   uint32
+	// dialAuto is dialsXDP's decision under DialAuto: 0 not made, 1 xdp,
+	// 2 sockets.
+	dialAuto atomic.Uint32
 
 	mu           sync.Mutex
 	state        WorkerState
@@ -281,6 +284,13 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		// The cap counts the cooling connections: they are open, and
 		// back in the pool within 200 ms.
 		want = min(want, c-load.Legs())
+	}
+	if room := w.lb.fileRoom(w); want > room {
+		want = room
+		if !w.lb.filesFull.Swap(true) {
+			w.lb.log.Warn("worker connections capped by the open-file limit: clients wait for one; raise the limit (ulimit -n, LimitNOFILE=) or cap them with --worker-conns",
+				"worker", w.spec.Addr, "budget", w.lb.files)
+		}
 	}
 	if want <= 0 || ctx.Err() != nil {
 		return 0
@@ -466,7 +476,7 @@ func (w *worker) succeeded() {
 // those that come up into its pool. It returns how many it pooled, and the
 // first error.
 func (w *worker) openLegs(ctx context.Context, n int) (int, error) {
-	if w.lb.cfg.DialXDP {
+	if w.dialsXDP() {
 		return w.dialLegs(ctx, n)
 	}
 	pooled := 0
@@ -548,4 +558,30 @@ func (w *worker) poke() {
 	case w.kick <- struct{}{}:
 	default:
 	}
+}
+
+// fileRoom is how many more connections w may open within the descriptor
+// budget: a connect()ed one is a socket; a dialed one needs a port, held
+// by a placeholder socket, that no other connection to w uses (ports are
+// shared between workers), so only w's own count against it.
+func (lb *LB) fileRoom(w *worker) int {
+	if w.dialsXDP() {
+		return lb.files - w.legCount()
+	}
+	n := 0
+	for _, o := range lb.workerList() {
+		if !o.dialsXDP() {
+			n += o.legCount()
+		}
+	}
+	if lb.dialer != nil {
+		n += lb.dialer.placeholderCount()
+	}
+	return lb.files - n
+}
+
+func (w *worker) legCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.legs)
 }
