@@ -332,8 +332,11 @@ const batchSize = 4096
 // seen. It visits at most MaxEntries entries.
 func (m *Map) ForEachBatch(fn func(key, value []byte) bool) error {
 	ks, vs := int(m.spec.KeySize), int(m.spec.ValueSize)
-	keys := make([]byte, batchSize*ks)
-	values := make([]byte, batchSize*vs)
+	// No bigger than the map: a 256-entry array is read often (a worker's
+	// every refill), and 4096 entries of room were 128 KiB of garbage a read.
+	batch := min(batchSize, max(int(m.spec.MaxEntries), 1))
+	keys := make([]byte, batch*ks)
+	values := make([]byte, batch*vs)
 	// The batch token of a hash map is a bucket index (4 bytes); room for
 	// a key is what libbpf gives it.
 	in, out := make([]byte, max(ks, 8)), make([]byte, max(ks, 8))
@@ -343,7 +346,7 @@ func (m *Map) ForEachBatch(fn func(key, value []byte) bool) error {
 			OutBatch: bytePtr(out),
 			Keys:     bytePtr(keys),
 			Values:   bytePtr(values),
-			Count:    batchSize,
+			Count:    uint32(batch),
 			MapFD:    uint32(m.fd),
 		}
 		if !first {
@@ -354,7 +357,7 @@ func (m *Map) ForEachBatch(fn func(key, value []byte) bool) error {
 		if err != nil && !done {
 			return fmt.Errorf("map %s: lookup batch: %w", m.spec.Name, sysErrno(err))
 		}
-		for i := 0; i < int(attr.Count) && i < batchSize; i++ {
+		for i := 0; i < int(attr.Count) && i < batch; i++ {
 			seen++
 			if !fn(keys[i*ks:(i+1)*ks], values[i*vs:(i+1)*vs]) {
 				return nil

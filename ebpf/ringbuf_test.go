@@ -63,6 +63,14 @@ func TestRingBufEvents(t *testing.T) {
 	if _, err := r.ReadTimeout(20 * time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read from empty ring: %v, want deadline exceeded", err)
 	}
+	// A deadline already past still returns a record that is there.
+	pkt := bytes.Repeat([]byte{0x5a}, 64)
+	if _, err := prog.TestRun(&TestRunOptions{Data: pkt}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.ReadTimeout(0); err != nil || !bytes.Equal(got, pkt[:16]) {
+		t.Fatalf("ReadTimeout(0) with a record waiting: %x, %v", got, err)
+	}
 }
 
 func TestRingBufBlockingReadAndClose(t *testing.T) {

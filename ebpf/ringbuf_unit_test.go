@@ -49,13 +49,21 @@ func TestRingBufRecordParsing(t *testing.T) {
 	f.write([]byte("third"), 0)
 	f.write([]byte("reserved"), ringbufBusyBit)
 
-	for _, want := range []string{"first wraps", "third"} {
-		rec, busy, ok := f.r.next()
+	buf := make([]byte, 0, 64)
+	for i, want := range []string{"first wraps", "third"} {
+		var dst []byte
+		if i == 1 {
+			dst = buf // TryReadAppend's: the record lands in it
+		}
+		rec, busy, ok := f.r.next(dst)
 		if !ok || busy || !bytes.Equal(rec, []byte(want)) {
 			t.Fatalf("next() = %q, busy %v, ok %v; want %q", rec, busy, ok, want)
 		}
+		if dst != nil && &rec[0] != &buf[:1][0] {
+			t.Errorf("next(dst) did not reuse dst")
+		}
 	}
-	if _, busy, ok := f.r.next(); ok || !busy {
+	if _, busy, ok := f.r.next(nil); ok || !busy {
 		t.Fatalf("uncommitted record: busy %v ok %v", busy, ok)
 	}
 	// The consumer stops at the busy record: the producer commits it later.
@@ -66,10 +74,10 @@ func TestRingBufRecordParsing(t *testing.T) {
 	hdr := cons & f.r.mask
 	binary.NativeEndian.PutUint32(f.r.data[hdr:], 8)
 	binary.NativeEndian.PutUint32(f.r.data[hdr+f.size:], 8)
-	if rec, _, ok := f.r.next(); !ok || string(rec) != "reserved" {
+	if rec, _, ok := f.r.next(nil); !ok || string(rec) != "reserved" {
 		t.Fatalf("committed record: %q %v", rec, ok)
 	}
-	if _, busy, ok := f.r.next(); ok || busy {
+	if _, busy, ok := f.r.next(nil); ok || busy {
 		t.Fatal("record read from an empty ring")
 	}
 }

@@ -243,8 +243,28 @@ type progInfo struct {
 const eintrRetries = 100
 
 func bpf(cmd uintptr, attr unsafe.Pointer, size uintptr) (uintptr, error) {
+	return bpfCall(unix.Syscall, cmd, attr, size)
+}
+
+// bpfQuick is bpf for commands that cannot block and take microseconds: an
+// element looked up, updated or deleted, a small batch, one test run. It
+// does not tell the runtime it enters a system call (RawSyscall): a P in a
+// system call for more than 20 us is taken back by sysmon and handed to
+// another thread, and sysmon, finding work to retake, keeps polling every
+// 20 us. At ten thousand connections a second each such call was a thread
+// wakeup and a context switch, a VM exit apiece under the hypervisor here.
+// The cost: the goroutine's P waits for the call (microseconds). Program
+// and BTF loads, map creation and big batches go through bpf.
+func bpfQuick(cmd uintptr, attr unsafe.Pointer, size uintptr) (uintptr, error) {
+	return bpfCall(unix.RawSyscall, cmd, attr, size)
+}
+
+// quickBatch is the largest batch bpfQuick takes.
+const quickBatch = 256
+
+func bpfCall(call func(trap, a1, a2, a3 uintptr) (uintptr, uintptr, unix.Errno), cmd uintptr, attr unsafe.Pointer, size uintptr) (uintptr, error) {
 	for i := 0; ; i++ {
-		r, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(attr), size)
+		r, _, errno := call(unix.SYS_BPF, cmd, uintptr(attr), size)
 		if errno == unix.EINTR && i < eintrRetries {
 			continue
 		}
@@ -262,13 +282,17 @@ func sysMapCreate(attr *mapCreateAttr) (int, error) {
 }
 
 func sysMapElem(cmd uintptr, attr *mapElemAttr) error {
-	_, err := bpf(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
+	_, err := bpfQuick(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
 	runtime.KeepAlive(attr)
 	return err
 }
 
 func sysMapBatch(cmd uintptr, attr *mapBatchAttr) error {
-	_, err := bpf(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
+	call := bpf
+	if attr.Count <= quickBatch {
+		call = bpfQuick
+	}
+	_, err := call(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
 	runtime.KeepAlive(attr)
 	return err
 }
@@ -298,7 +322,11 @@ func sysObjGet(attr *objAttr) (int, error) {
 }
 
 func sysProgTestRun(attr *progTestRunAttr) error {
-	_, err := bpf(cmdProgTestRun, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
+	call := bpf
+	if attr.Repeat <= 1 {
+		call = bpfQuick
+	}
+	_, err := call(cmdProgTestRun, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
 	runtime.KeepAlive(attr)
 	return err
 }

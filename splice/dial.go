@@ -10,9 +10,11 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/xlb-lb/xlb/kern"
 	"golang.org/x/sys/unix"
@@ -310,11 +312,11 @@ func (d *dialer) isn(key kern.LegKey) uint32 {
 	h.Write(d.secret[:])
 	b, _ := key.MarshalBinary()
 	h.Write(b)
-	return h.Sum32() + uint32(clockNs(unix.CLOCK_MONOTONIC)>>6)
+	return h.Sum32() + uint32(fineNs()>>6)
 }
 
 // tsNow is our timestamp clock for dialed SYNs: milliseconds, as Linux's.
-func tsNow() uint32 { return uint32(clockNs(unix.CLOCK_MONOTONIC) / 1e6) }
+func tsNow() uint32 { return uint32(fineNs() / 1e6) }
 
 // synPacket is the IPv4 SYN from key.Local to key.Peer: MSS, SACK
 // permitted, timestamps and window scale offered, checksums computed (the
@@ -373,15 +375,16 @@ type pendingSyn struct {
 	gone bool
 }
 
-// handshake is the entry the data plane answers p's SYN-ACK with.
-func (p *pendingSyn) handshake(worker uint32, mss int) kern.Handshake {
+// handshake is the entry the data plane answers p's SYN-ACK with, made at
+// now (monotonicNs, read once for a round of dials).
+func (p *pendingSyn) handshake(worker uint32, mss int, now uint64) kern.Handshake {
 	return kern.Handshake{OurISN: p.isn, Flags: kern.HSDialed, OurMSS: uint16(mss), OurWScale: dialWScale,
-		OurOpts: dialOpts, Ns: monotonicNs(), Worker: worker}
+		OurOpts: dialOpts, Ns: now, Worker: worker}
 }
 
 // send writes the handshake entry, then the SYN (a SYN sent again).
 func (d *dialer) send(dp *DataPlane, p *pendingSyn, worker uint32, mss int) error {
-	hs := p.handshake(worker, mss)
+	hs := p.handshake(worker, mss, monotonicNs())
 	if err := dp.putDial(p.key, &hs); err != nil {
 		return err
 	}
@@ -390,11 +393,32 @@ func (d *dialer) send(dp *DataPlane, p *pendingSyn, worker uint32, mss int) erro
 
 func (d *dialer) sendSyn(p *pendingSyn, mss int) error {
 	pkt := synPacket(p.key, p.isn, tsNow(), uint16(mss))
-	if err := unix.Sendto(d.raw, pkt, 0, &unix.SockaddrInet4{Addr: p.key.Peer.Addr().As4()}); err != nil {
+	if err := sendRaw(d.raw, pkt, p.key.Peer.Addr().As4()); err != nil {
 		return fmt.Errorf("sending a SYN to %s: %w", p.key.Peer, err)
 	}
 	p.sent, p.tries = time.Now(), p.tries+1
 	return nil
+}
+
+// sendRaw sends an IP packet on the raw socket fd to dst. On lo the
+// worker's whole handshake runs inside this call (the SYN, its SYN-ACK
+// through the data plane, our ACK: tens of microseconds), so it does not
+// tell the runtime it enters a system call (as ebpf's bpfQuick; sysmon
+// would hand its P to another thread, a wakeup and a context switch a
+// connection) and does not wait: a full send buffer takes the ordinary
+// path.
+func sendRaw(fd int, pkt []byte, dst [4]byte) error {
+	sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst}
+	_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&pkt[0])), uintptr(len(pkt)),
+		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	runtime.KeepAlive(pkt)
+	switch errno {
+	case 0:
+		return nil
+	case unix.EAGAIN, unix.EINTR:
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst})
+	}
+	return errno
 }
 
 // Resending an unanswered SYN: as the kernel, after a second.
@@ -417,6 +441,7 @@ func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
 	var first error
 	pending := make([]*pendingSyn, 0, n)
 	hs := make([]kern.Handshake, 0, n)
+	now := monotonicNs()
 	for range n {
 		local, err := d.take(addr, dp.markPort)
 		if err != nil {
@@ -426,7 +451,7 @@ func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
 		key := kern.LegKey{Peer: addr, Local: local}
 		p := &pendingSyn{key: key, isn: d.isn(key)}
 		pending = append(pending, p)
-		hs = append(hs, p.handshake(w.id, mss))
+		hs = append(hs, p.handshake(w.id, mss, now))
 	}
 	set, err := dp.putDials(pending, hs)
 	if err != nil {

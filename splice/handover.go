@@ -1,6 +1,7 @@
 package splice
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -282,9 +283,9 @@ func (lb *LB) handoverSnapshot() (handoverState, []*os.File, error) {
 	}
 	lb.mu.Lock()
 	now := time.Now()
-	for _, r := range lb.reapQueue {
+	lb.reapQueue.each(func(r reapItem) {
 		st.Reaps = append(st.Reaps, handoverReap{Key: r.key, InMs: r.at.Sub(now).Milliseconds(), PeerHi: r.peerHi})
-	}
+	})
 	lb.mu.Unlock()
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
@@ -548,8 +549,11 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 		}
 	}
 	now := time.Now()
+	// Oldest first, as they were handed over; sorted all the same (the
+	// queue is a FIFO, and the file is another process's).
+	slices.SortStableFunc(st.Reaps, func(a, b handoverReap) int { return cmp.Compare(a.InMs, b.InMs) })
 	for _, r := range st.Reaps {
-		lb.reapQueue = append(lb.reapQueue, reapItem{key: r.Key, at: now.Add(time.Duration(r.InMs) * time.Millisecond), peerHi: r.PeerHi})
+		lb.reapQueue.push(reapItem{key: r.Key, at: now.Add(time.Duration(r.InMs) * time.Millisecond), peerHi: r.PeerHi})
 	}
 
 	// The data plane: our program against the pinned maps.

@@ -234,8 +234,9 @@ type LB struct {
 	byID    map[uint32]*worker
 
 	mu         sync.Mutex
-	reapQueue  []reapItem
+	reapQueue  reapQueue
 	earlyDue   []reapItem                   // taken off reapQueue early, forgotten by readEvents
+	earlySpare []reapItem                   // earlyDue's other buffer (reapEarly's, in readEvents)
 	adopted    atomic.Uint64                // client connections adopted
 	unspliced  atomic.Uint64                // accepted connections without a client leg
 	waiting    atomic.Int64                 // clients that found the pool empty, this reaper tick
@@ -667,8 +668,9 @@ func (lb *LB) crossCheck(key kern.LegKey, fd int, leg kern.Leg) {
 // readEvents consumes the data plane's events until the reader is closed.
 func (lb *LB) readEvents(r *ebpf.RingBufReader) {
 	var last time.Time // of the last event
+	buf := make([]byte, 0, 256)
 	for {
-		rec, ok := r.TryRead()
+		rec, ok := r.TryReadAppend(buf)
 		if !ok {
 			// Caught up: the legs due early go now, in one run or a few,
 			// before we wait. Finished legs' events do not wake us (kern
@@ -722,7 +724,7 @@ func (lb *LB) handleEvent(ev kern.Event) {
 			}
 		}
 		lb.mu.Lock()
-		lb.reapQueue = append(lb.reapQueue, reapItem{key: ev.Key, at: time.Now().Add(lb.cfg.Linger), peerHi: ev.PeerHi})
+		lb.reapQueue.push(reapItem{key: ev.Key, at: time.Now().Add(lb.cfg.Linger), peerHi: ev.PeerHi})
 		// Finished legs wait out Linger, but not at the cost of new ones:
 		// a client per request against a worker that closes after each
 		// answer ends two legs a request, 138k in 3 s at the 23k requests
@@ -731,9 +733,8 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		// table, the oldest go at once: at the end of this batch of
 		// events (readEvents), or once a run's worth is due.
 		var flush bool
-		if len(lb.reapQueue) > int(lb.dp.Objs.Legs.MaxEntries()/4) {
-			lb.earlyDue = append(lb.earlyDue, lb.reapQueue[0])
-			lb.reapQueue = lb.reapQueue[1:]
+		if lb.reapQueue.len() > int(lb.dp.Objs.Legs.MaxEntries()/4) {
+			lb.earlyDue = append(lb.earlyDue, lb.reapQueue.pop())
 			flush = len(lb.earlyDue) > kern.CtlItemsMax
 		}
 		lb.mu.Unlock()
@@ -773,6 +774,7 @@ func (lb *LB) reaper(ctx context.Context) {
 	defer t.Stop()
 	lastScan := time.Now()
 	var lastLost, lastFull uint64
+	var due []reapItem
 	if c, err := kern.ReadCounters(lb.dp.Objs.Stats); err == nil {
 		lastFull = c[kern.CounterLegsFull] // counted before us (--reuse): said by them
 	}
@@ -788,18 +790,11 @@ func (lb *LB) reaper(ctx context.Context) {
 		}
 		now := time.Now()
 		lb.mu.Lock()
-		var due []reapItem
-		rest := lb.reapQueue[:0]
-		for _, it := range lb.reapQueue {
-			if now.After(it.at) {
-				due = append(due, it)
-			} else {
-				rest = append(rest, it)
-			}
-		}
-		lb.reapQueue = rest
+		due = lb.reapQueue.popDue(now, due[:0])
 		lb.mu.Unlock()
-		lb.reap(due)
+		if len(due) > 0 {
+			lb.reap(due)
+		}
 		lb.endRetired()
 		lb.endQueued(now)
 		// Finished legs are reaped on their events; when the ring lost
@@ -840,12 +835,13 @@ func (lb *LB) reap(items []reapItem) {
 func (lb *LB) reapEarly() {
 	lb.mu.Lock()
 	due := lb.earlyDue
-	lb.earlyDue = nil
+	lb.earlyDue = lb.earlySpare[:0]
 	lb.mu.Unlock()
 	if len(due) > 0 {
 		lb.reap(due)
 		lb.earlyReaps.Add(uint64(len(due)))
 	}
+	lb.earlySpare = due
 }
 
 // queuedClient is a client whose request found no worker connection: when,
