@@ -387,13 +387,21 @@ func TestXLBObjectBTF(t *testing.T) {
 		}
 	}
 	for name, p := range spec.Programs {
-		if p.BTF != spec.BTF || len(p.FuncInfo) != 1 || p.FuncInfo[0].InsnOff != 0 {
+		if p.BTF != spec.BTF || len(p.FuncInfo) == 0 || p.FuncInfo[0].InsnOff != 0 {
 			t.Errorf("program %s: func_info %+v", name, p.FuncInfo)
 			continue
 		}
 		fn, _ := spec.BTF.TypeByID(p.FuncInfo[0].TypeID)
 		if fn.Kind != KindFunc || fn.Name != name || fn.Linkage != LinkageGlobal {
 			t.Errorf("program %s: func_info names %s", name, fn)
+		}
+		// Then the functions of .text it calls, linked after it in order
+		// (http_connection, global, and its bpf_loop step, static).
+		for i, fi := range p.FuncInfo[1:] {
+			sub, _ := spec.BTF.TypeByID(fi.TypeID)
+			if sub.Kind != KindFunc || fi.InsnOff <= p.FuncInfo[i].InsnOff || int(fi.InsnOff) >= len(p.Instructions) {
+				t.Errorf("program %s: func_info %d (%s) at instruction %d", name, i+1, sub, fi.InsnOff)
+			}
 		}
 		if len(p.LineInfo) == 0 || p.LineInfo[0].InsnOff != 0 || !strings.HasSuffix(p.LineInfo[0].FileName, "xlb.c") {
 			t.Errorf("program %s: line_info starts %+v", name, p.LineInfo[:min(1, len(p.LineInfo))])

@@ -204,6 +204,9 @@ func TestClientLeavesMidExchange(t *testing.T) {
 		{"FIN on a pinned pair", func(a *answered) { a.c.Pin, a.w1.Pin = kern.PinTLS, kern.PinTLS }, func(a answered) seg {
 			return seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}
 		}},
+		{"FIN after an answer that said the worker closes", func(a *answered) { a.c.Pin, a.w1.Pin = kern.PinClose, kern.PinClose }, func(a answered) seg {
+			return seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}
+		}},
 		{"FIN after a write that went on (no PSH)", func(a *answered) { a.c.Tail = 0 }, func(a answered) seg {
 			return seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400, opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}
 		}},

@@ -5,6 +5,7 @@ package kern_test
 // every boundary that the TCP conditions allow but the evidence refuses.
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/xlb-lb/xlb/kern"
@@ -214,7 +215,19 @@ func TestWorkerEvidence(t *testing.T) {
 		interim bool
 	}{
 		{name: "final answer", pair: answeredPair, payload: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
-		{name: "HTTP/1.0 answer", pair: answeredPair, payload: "HTTP/1.0 404 Not Found\r\n\r\n"},
+		{name: "HTTP/1.0 answer", pair: answeredPair, payload: "HTTP/1.0 404 Not Found\r\n\r\n", pin: kern.PinClose},
+		{name: "HTTP/1.0 answer, keep-alive", pair: answeredPair,
+			payload: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\nok"},
+		{name: "Connection: close (nginx's)", pair: answeredPair, payload: nginxAnswer("close"), pin: kern.PinClose},
+		{name: "connection: CLOSE", pair: answeredPair,
+			payload: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: CLOSE\r\n\r\nok", pin: kern.PinClose},
+		{name: "Connection: keep-alive", pair: answeredPair, payload: nginxAnswer("keep-alive")},
+		{name: "Connection: close in the body, not the headers", pair: answeredPair,
+			payload: "HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n\nConnection: close\r\n"},
+		{name: "Connection: close past the scanned bytes", pair: answeredPair,
+			payload: "HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", 600) + "\r\nConnection: close\r\n\r\n"},
+		{name: "Connection: close in a later segment of the answer", pair: answeredPair, seq: 1400,
+			payload: "X: y\r\nConnection: close\r\n\r\n"},
 		{name: "101 Switching Protocols", pair: answeredPair, payload: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
 			pin: kern.PinUpgrade},
 		{name: "100 Continue", pair: answeredPair, payload: "HTTP/1.1 100 Continue\r\n\r\n", interim: true},
@@ -333,4 +346,13 @@ func TestPinnedNeverReleased(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nginxAnswer is the head of an nginx answer to a GET, with the Connection
+// header it writes (after about 200 bytes of others).
+func nginxAnswer(connection string) string {
+	return "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 03:40:00 GMT\r\n" +
+		"Content-Type: application/octet-stream\r\nContent-Length: 100\r\n" +
+		"Last-Modified: Wed, 02 Dec 2026 02:50:00 GMT\r\nConnection: " + connection + "\r\n" +
+		"ETag: \"6a4d-64\"\r\nAccept-Ranges: bytes\r\n\r\n" + strings.Repeat("b", 100)
 }

@@ -212,6 +212,7 @@ var pinNames = [PinMax]string{
 	PinRaw:       "raw",
 	PinUnknown:   "unknown-protocol",
 	PinStateful:  "stateful",
+	PinClose:     "close",
 }
 
 func (r PinReason) String() string {
@@ -221,8 +222,14 @@ func (r PinReason) String() string {
 	return fmt.Sprintf("pin(%d)", uint32(r))
 }
 
-// Counter is the data-plane counter of pins for this reason.
-func (r PinReason) Counter() Counter { return CounterPinTLS - 1 + Counter(r) }
+// Counter is the data-plane counter of pins for this reason (PinClose's
+// came later than the others' run).
+func (r PinReason) Counter() Counter {
+	if r == PinClose {
+		return CounterPinClose
+	}
+	return CounterPinTLS - 1 + Counter(r)
+}
 
 // Protocol is enum cfg_protocol: --protocol.
 type Protocol uint8

@@ -85,7 +85,8 @@ const (
 	CounterLegsFull     Counter = 55 // XLB_CNT_LEGS_FULL
 	CounterDialed       Counter = 56 // XLB_CNT_DIALED
 	CounterDialReset    Counter = 57 // XLB_CNT_DIAL_RESET
-	CounterMax          Counter = 58 // XLB_CNT_MAX
+	CounterPinClose     Counter = 58 // XLB_CNT_PIN_CLOSE
+	CounterMax          Counter = 59 // XLB_CNT_MAX
 )
 
 // counterNames are the names of enum xlb_counter's values: lower case, without XLB_CNT_.
@@ -148,6 +149,7 @@ var counterNames = [CounterMax]string{
 	CounterLegsFull:     "legs_full",
 	CounterDialed:       "dialed",
 	CounterDialReset:    "dial_reset",
+	CounterPinClose:     "pin_close",
 }
 
 // Values of enum leg_kind.
@@ -193,16 +195,17 @@ const (
 
 // Values of enum pin_reason.
 const (
-	PinNone      PinReason = 0 // PIN_NONE
-	PinTLS       PinReason = 1 // PIN_TLS
-	PinUpgrade   PinReason = 2 // PIN_UPGRADE
-	PinInterim   PinReason = 3 // PIN_INTERIM
-	PinPipelined PinReason = 4 // PIN_PIPELINED
-	PinNotMsg    PinReason = 5 // PIN_NOT_MSG
-	PinRaw       PinReason = 6 // PIN_RAW
-	PinUnknown   PinReason = 7 // PIN_UNKNOWN
-	PinStateful  PinReason = 8 // PIN_STATEFUL
-	PinMax       PinReason = 9 // one past PIN_STATEFUL
+	PinNone      PinReason = 0  // PIN_NONE
+	PinTLS       PinReason = 1  // PIN_TLS
+	PinUpgrade   PinReason = 2  // PIN_UPGRADE
+	PinInterim   PinReason = 3  // PIN_INTERIM
+	PinPipelined PinReason = 4  // PIN_PIPELINED
+	PinNotMsg    PinReason = 5  // PIN_NOT_MSG
+	PinRaw       PinReason = 6  // PIN_RAW
+	PinUnknown   PinReason = 7  // PIN_UNKNOWN
+	PinStateful  PinReason = 8  // PIN_STATEFUL
+	PinClose     PinReason = 9  // PIN_CLOSE
+	PinMax       PinReason = 10 // one past PIN_CLOSE
 )
 
 // Values of enum leg_tail.

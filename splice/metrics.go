@@ -92,6 +92,7 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterLegsFull:     "Client handshakes refused with a reset: the leg table was full (raise --max-legs).",
 	kern.CounterDialed:       "Worker connections opened by a SYN xlb sent and a handshake the data plane completed (--dial xdp).",
 	kern.CounterDialReset:    "Dialed SYNs a worker reset (nothing listening), or rejected from TIME-WAIT (reset by the data plane and sent again).",
+	kern.CounterPinClose:     "Connections pinned: the answer said the worker closes after it (Connection: close, HTTP/1.0): a client leaving then does not give the worker connection back.",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.

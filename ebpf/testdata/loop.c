@@ -8,7 +8,6 @@
 
 #define LOOPS 100
 
-static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)BPF_FUNC_loop;
 
 struct sum {
 	__u64 total;

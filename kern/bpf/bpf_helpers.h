@@ -50,5 +50,6 @@ static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)BPF_FUNC_ktime_get_coars
  * fraction of bpf_ktime_get_ns()'s time, on every packet. */
 #define now_ns() bpf_ktime_get_coarse_ns()
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)BPF_FUNC_loop;
 
 #endif

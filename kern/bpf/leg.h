@@ -134,7 +134,7 @@ static __always_inline void pin_pair(struct leg *c, struct leg *w, __u32 reason)
 	if (w)
 		__sync_val_compare_and_swap(&w->pin, 0, reason);
 	if (c && __sync_val_compare_and_swap(&c->pin, 0, reason) == 0)
-		count(XLB_CNT_PIN_TLS - 1 + reason);
+		count(reason == PIN_CLOSE ? XLB_CNT_PIN_CLOSE : XLB_CNT_PIN_TLS - 1 + reason);
 }
 
 static __always_inline int pinned(const struct leg *c, const struct leg *w)

@@ -255,6 +255,19 @@ struct xlb_map_def SEC("maps") xlb_peek = {
 	.max_entries = 1,
 };
 
+/* The header block of an answer's first segment, where http_connection()
+ * looks for its Connection header. */
+struct scan_buf {
+	__u8 b[XLB_HDR_SCAN + 8]; /* a word read at the last index stays inside */
+};
+
+struct xlb_map_def SEC("maps") xlb_scan = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct scan_buf),
+	.max_entries = 1,
+};
+
 /* Per-CPU room for the two bindings bind_legs() writes: on the stack they
  * would push the program past the 512-byte BPF stack. */
 struct bind_scratch {

@@ -338,6 +338,86 @@ static __always_inline int http_status(const struct peek_buf *k)
 	return (a - '0') * 100 + (b - '0') * 10 + (c - '0');
 }
 
+/* What an answer's Connection header says (http_connection). */
+enum conn_header {
+	CONN_NONE = 0,       /* none seen */
+	CONN_CLOSE = 1,      /* "close": the worker ends the connection after this answer */
+	CONN_KEEP_ALIVE = 2, /* "keep-alive" */
+};
+
+/* fold8 reads 8 bytes of s at i (at most XLB_HDR_SCAN) folded as FOLD
+ * says: letters in lower case. */
+static __always_inline __u64 fold8(const struct scan_buf *s, __u32 i)
+{
+	__u64 w;
+
+	__builtin_memcpy(&w, &s->b[i], 8);
+	return w | FOLD;
+}
+
+struct conn_scan {
+	struct scan_buf *s;
+	__u32 len;    /* bytes in s */
+	__u32 result; /* enum conn_header */
+};
+
+/* conn_step: bpf_loop's step of http_connection at byte i + 1: a header
+ * line starts after a '\n'. Returns 1 to stop: the header is found, the
+ * header block or the bytes end. */
+static long conn_step(__u64 index, struct conn_scan *c)
+{
+	struct scan_buf *s = c->s;
+	__u32 i = (__u32)index + 1;
+
+	/* "\nconnection: " is 13 bytes, then at least 5 of the token. */
+	if (i + 18 > c->len || i >= XLB_HDR_SCAN - 24)
+		return 1;
+	/* The verifier must see i bounded where it indexes: the mask, which
+	 * clang would drop after the test above unless it cannot see through
+	 * i (the empty asm). */
+	asm volatile("" : "+r"(i));
+	i &= XLB_HDR_SCAN - 1;
+	if (s->b[i] != '\n')
+		return 0;
+	if (s->b[i + 1] == '\r')
+		return 1; /* the empty line: the headers end */
+	/* Every byte of these words has bit 5 set already: folding them is
+	 * a no-op. */
+	if (fold8(s, i + 1) != W8("connecti") || (fold8(s, i + 9) & 0xffffffffull) != W8("on: "))
+		return 0;
+	if ((fold8(s, i + 13) & 0xffffffffffull) == W8("close"))
+		c->result = CONN_CLOSE;
+	else if (i + 21 <= c->len && fold8(s, i + 13) == W8("keep-ali"))
+		c->result = CONN_KEEP_ALIVE;
+	return 1;
+}
+
+/* http_connection: the Connection header of the answer whose first segment
+ * has len payload bytes at off of the packet, if it is in the first
+ * XLB_HDR_SCAN bytes: "\r\nConnection: close" or "keep-alive", names and
+ * tokens without case, one space. nginx writes it after Server, Date and the
+ * Content-* and Last-Modified headers: about 200 bytes in. A header past
+ * the scan, or written otherwise, is not seen (the worker leg then cools as
+ * any other, cool()). Global, its loop a bpf_loop: the verifier checks the
+ * step once, not once per byte on each of worker_data()'s paths in two
+ * programs (a plain loop cost each program 170k instructions). */
+__attribute__((noinline)) int http_connection(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	__u32 zero = 0;
+	struct conn_scan c = {};
+
+	c.s = bpf_map_lookup_elem(&xlb_scan, &zero);
+	if (!c.s)
+		return CONN_NONE;
+	if (len > XLB_HDR_SCAN)
+		len = XLB_HDR_SCAN;
+	if (len < 24 || bpf_xdp_load_bytes(ctx, off, c.s->b, len))
+		return CONN_NONE;
+	c.len = len;
+	bpf_loop(XLB_HDR_SCAN - 24, conn_step, &c, 0);
+	return c.result;
+}
+
 /* payload_tail reads the last n (2 or 4) payload bytes of p as a
  * big-endian number, or returns -1 when they cannot be read. Used on
  * segments that end a write, and on interim answers: never on a

@@ -82,6 +82,7 @@ enum xlb_counter {
 	XLB_CNT_LEGS_FULL = 55,    /* a client's handshake completed but the leg table is full: reset */
 	XLB_CNT_DIALED = 56,       /* worker leg born from a SYN user space sent (no socket): pooled, handshake ACKed */
 	XLB_CNT_DIAL_RESET = 57,   /* a worker reset a dialed SYN (refused), or held its 4-tuple in TIME-WAIT (reset by us) */
+	XLB_CNT_PIN_CLOSE = 58,    /* pinned, enum pin_reason PIN_CLOSE (after the others, not in their run) */
 	XLB_CNT_MAX
 };
 
@@ -206,6 +207,7 @@ enum pin_reason {
 	PIN_RAW = 6,
 	PIN_UNKNOWN = 7,
 	PIN_STATEFUL = 8,
+	PIN_CLOSE = 9, /* the answer says the worker closes after it (Connection: close, HTTP/1.0): counted by XLB_CNT_PIN_CLOSE */
 };
 
 /* How the client's data before a candidate boundary ended. */
