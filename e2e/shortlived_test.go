@@ -149,12 +149,7 @@ func cmpErr(a, b error) error {
 func waitOnlyIdleWorkers(t *testing.T, ns *testnet.NS, timeout time.Duration, what string) testkit.StatusReport {
 	t.Helper()
 	r := testkit.WaitStatus(t, ns, "lo", timeout, what+": only idle worker legs", func(r testkit.StatusReport) bool {
-		for k, v := range r.Legs {
-			if v > 0 && k != "worker/idle" {
-				return false
-			}
-		}
-		return r.Legs["worker/idle"] > 0
+		return testkit.OnlyIdleWorkers(r.Legs)
 	})
 	if s := testkit.Sockets(t, ns, "established", "( sport = :8080 )"); len(s) > 0 {
 		t.Errorf("%s: xlb holds %d sockets on :8080:\n%s", what, len(s), strings.Join(s, "\n"))
