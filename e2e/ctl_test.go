@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
 func ctl(t testing.TB, ns *testnet.NS, sock string, args ...string) []byte {
 	t.Helper()
-	out, err := ns.Command(xlbBin, append([]string{"ctl", "--socket", sock}, args...)...).CombinedOutput()
+	out, err := ns.Command(testkit.XLB, append([]string{"ctl", "--socket", sock}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("xlb ctl %v: %v\n%s", args, err, out)
 	}
@@ -21,7 +22,7 @@ func ctl(t testing.TB, ns *testnet.NS, sock string, args ...string) []byte {
 }
 
 // ctlWorkers is `xlb ctl list --json` by address (the workers of xlb stats).
-func ctlWorkers(t testing.TB, ns *testnet.NS, sock string) map[string]statsWorker {
+func ctlWorkers(t testing.TB, ns *testnet.NS, sock string) map[string]testkit.StatsWorker {
 	t.Helper()
 	m, err := listWorkers(ns, sock)
 	if err != nil {
@@ -32,16 +33,16 @@ func ctlWorkers(t testing.TB, ns *testnet.NS, sock string) map[string]statsWorke
 
 // listWorkers is `xlb ctl list --json` by address, for goroutines other
 // than the test's (which may not call t.Fatal).
-func listWorkers(ns *testnet.NS, sock string) (map[string]statsWorker, error) {
-	out, err := ns.Command(xlbBin, "ctl", "--socket", sock, "list", "--json").CombinedOutput()
+func listWorkers(ns *testnet.NS, sock string) (map[string]testkit.StatsWorker, error) {
+	out, err := ns.Command(testkit.XLB, "ctl", "--socket", sock, "list", "--json").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("xlb ctl list: %v\n%s", err, out)
 	}
-	var st statsReport
+	var st testkit.StatsReport
 	if err := json.Unmarshal(out, &st); err != nil {
 		return nil, err
 	}
-	m := map[string]statsWorker{}
+	m := map[string]testkit.StatsWorker{}
 	for _, w := range st.Workers {
 		m[w.Addr] = w
 	}
@@ -150,12 +151,12 @@ func TestCtlAddAndDrain(t *testing.T) {
 	}
 	t.Logf("after add: %v", after)
 
-	r0 := status(t, ns, "lo")
+	r0 := testkit.Status(t, ns, "lo")
 	ctl(t, ns, sock, "drain", workers[0])
 	drained := time.Now()
 	tr.wait(t, tr.count.Load()+1500)
 	after, n = tr.since(drained)
-	r1 := status(t, ns, "lo")
+	r1 := testkit.Status(t, ns, "lo")
 	// A request meets the drained worker only when no other leg was idle at
 	// its boundary (remix_no_idle: it stays where it is).
 	if stayed := r1.Counters["remix_no_idle"] - r0.Counters["remix_no_idle"]; uint64(after["w1"]) > stayed {
@@ -189,7 +190,7 @@ func TestCtlAddAndDrain(t *testing.T) {
 	for _, err := range tr.errs {
 		t.Error(err)
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 // TestDrainWithoutTraffic: a drained worker's idle connections close even
@@ -203,7 +204,7 @@ func TestDrainWithoutTraffic(t *testing.T) {
 			workers := startWorkers(t, ns, 2)
 			sock := t.TempDir() + "/ctl.sock"
 			lb := startXLB(t, ns, "lo", 8080, workers, "--socket", sock, "--policy", policy, "--pool", "4")
-			defer lb.stop()
+			defer lb.Stop()
 			if w := ctlWorkers(t, ns, sock)[workers[0]]; w.Legs == 0 {
 				t.Fatalf("worker %s has no connection to drain: %+v", workers[0], w)
 			}

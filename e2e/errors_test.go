@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 	"github.com/xlb-lb/xlb/xdp"
 )
@@ -17,7 +18,7 @@ import (
 // its exit code and combined output.
 func runXLB(t *testing.T, ns *testnet.NS, prefix []string, args ...string) (int, string) {
 	t.Helper()
-	argv := append(append(prefix, xlbBin), args...)
+	argv := append(append(prefix, testkit.XLB), args...)
 	out, err := ns.Command(argv[0], argv[1:]...).CombinedOutput()
 	code := 0
 	var ee *exec.ExitError
@@ -44,7 +45,7 @@ func wantFailure(t *testing.T, what string, code int, out string, want ...string
 // assertDetached checks that a failed start left nothing attached to lo.
 func assertDetached(t *testing.T, ns *testnet.NS) {
 	t.Helper()
-	if r := status(t, ns, "lo"); r.Attached {
+	if r := testkit.Status(t, ns, "lo"); r.Attached {
 		t.Errorf("a failed start left a program attached to lo")
 	}
 }
@@ -102,15 +103,15 @@ func TestErrorWorkerUnreachable(t *testing.T) {
 		"start the workers first, or leave the flag out and xlb keeps retrying them")
 	assertDetached(t, ns)
 
-	lb := startProc(t, ns, "xlb", xlbBin, "--socket", sock, "--log-format", "json", "lo", "8080", "127.0.0.1:4179")
-	lb.waitOutput(`"msg":"worker down: pool connection failed, retrying","worker":"127.0.0.1:4179"`, 1, startTimeout)
+	lb := testkit.Start(t, ns, "xlb", testkit.XLB, "--socket", sock, "--log-format", "json", "lo", "8080", "127.0.0.1:4179")
+	lb.WaitLines(`"msg":"worker down: pool connection failed, retrying","worker":"127.0.0.1:4179"`, 1, testkit.StartTimeout)
 	startWorkersAt(t, ns, "127.0.0.1:4179")
-	lb.waitOutput(`"msg":"worker up","worker":"127.0.0.1:4179"`, 1, startTimeout)
+	lb.WaitLines(`"msg":"worker up","worker":"127.0.0.1:4179"`, 1, testkit.StartTimeout)
 	c := dial(t, ns, "127.0.0.1:8080")
 	if w, _, err := c.get("/bytes/100"); err != nil || w != "w1" {
 		t.Errorf("request after the worker came up: worker %q, %v", w, err)
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 // TestErrorAlreadyAttached: another XDP program, or another xlb, on the
@@ -137,7 +138,7 @@ func TestErrorAlreadyAttached(t *testing.T) {
 	lb := startXLB(t, ns, "lo", 8080, workers, "--socket", t.TempDir()+"/b.sock")
 	code, out = runXLB(t, ns, nil, "--socket", t.TempDir()+"/c.sock", "lo", "8080", workers[0])
 	wantFailure(t, "second xlb", code, out, "an xlb data plane is already attached to lo", "stop it, or restart with --reuse to take over")
-	lb.stop()
+	lb.Stop()
 }
 
 // TestErrorNativeModeUnsupported: a feature the interface or kernel lacks
@@ -165,7 +166,7 @@ func TestErrorControlSocket(t *testing.T) {
 	asNobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}
 	code, out = runXLB(t, ns, asNobody, "stats", "--socket", sock)
 	wantFailure(t, "stats as nobody", code, out, "control socket "+sock+": permission denied: run as root")
-	lb.stop()
+	lb.Stop()
 }
 
 // TestBPFFSNotMounted: without bpffs on /sys/fs/bpf (in a private mount
@@ -176,16 +177,16 @@ func TestBPFFSNotMounted(t *testing.T) {
 	workers := startWorkers(t, ns, 1)
 	sock := t.TempDir() + "/ctl.sock"
 	script := `umount /sys/fs/bpf || exit 3; mountpoint -q /sys/fs/bpf && exit 4; exec "$@"`
-	lb := startProc(t, ns, "xlb", "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-		xlbBin, "--socket", sock, "lo", "8080", workers[0])
-	lb.waitOutput("worker up", 1, startTimeout)
+	lb := testkit.Start(t, ns, "xlb", "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+		testkit.XLB, "--socket", sock, "lo", "8080", workers[0])
+	lb.WaitLines("worker up", 1, testkit.StartTimeout)
 	c := dial(t, ns, "127.0.0.1:8080")
 	if _, _, err := c.get("/bytes/100"); err != nil {
 		t.Error(err)
 	}
-	lb.stop()
-	if strings.Contains(lb.output(), "pinning") {
-		t.Errorf("xlb failed to pin:\n%s", lb.output())
+	lb.Stop()
+	if strings.Contains(lb.Output(), "pinning") {
+		t.Errorf("xlb failed to pin:\n%s", lb.Output())
 	}
 }
 
@@ -196,14 +197,14 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 1)
 	caps := "-all,+bpf,+net_admin,+sys_admin,+perfmon,+net_raw"
-	lb := startProc(t, ns, "xlb", "setpriv", "--bounding-set="+caps, "--inh-caps=-all", xlbBin,
+	lb := testkit.Start(t, ns, "xlb", "setpriv", "--bounding-set="+caps, "--inh-caps=-all", testkit.XLB,
 		"--socket", t.TempDir()+"/ctl.sock", "lo", "8080", workers[0])
-	lb.waitOutput("worker up", 1, startTimeout)
+	lb.WaitLines("worker up", 1, testkit.StartTimeout)
 	c := dial(t, ns, "127.0.0.1:8080")
 	for i := 0; i < 3; i++ {
 		if _, _, err := c.get("/bytes/1000"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lb.stop()
+	lb.Stop()
 }

@@ -2,13 +2,12 @@ package e2e
 
 import (
 	"errors"
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
@@ -27,14 +26,10 @@ var (
 func faultBin(t *testing.T) string {
 	t.Helper()
 	faultBinOnce.Do(func() {
-		path := filepath.Join(filepath.Dir(xlbBin), "xlb-faults")
-		cmd := exec.Command("go", "build", "-tags", "xlbtest", "-o", path, "..")
-		cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			faultBinErr = fmt.Errorf("building xlb with -tags xlbtest: %v\n%s", err, out)
-			return
+		path := filepath.Join(testkit.BuildDir, "xlb-faults")
+		if faultBinErr = testkit.Build(path, "xlbtest"); faultBinErr == nil {
+			faultBinPath = path
 		}
-		faultBinPath = path
 	})
 	if faultBinErr != nil {
 		t.Fatal(faultBinErr)
@@ -43,38 +38,36 @@ func faultBin(t *testing.T) string {
 }
 
 // exitCode waits for p's exit and returns its code.
-func exitCode(t *testing.T, p *proc) int {
+func exitCode(t *testing.T, p *testkit.Proc) int {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		t.Fatalf("%s did not exit within %v", p.name, stopTimeout)
+	if !p.Exited(testkit.StopTimeout) {
+		t.Fatalf("%s did not exit within %v", p.Name, testkit.StopTimeout)
 	}
 	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
+	if errors.As(p.Err(), &ee) {
 		return ee.ExitCode()
 	}
-	if p.err != nil {
-		t.Fatalf("%s: %v", p.name, p.err)
+	if p.Err() != nil {
+		t.Fatalf("%s: %v", p.Name, p.Err())
 	}
 	return 0
 }
 
 // handoverSetup starts workers and xlb (the xlbtest build, with env) with
 // clients talking through it; it returns the program id attached.
-func handoverSetup(t *testing.T, env ...string) (*testnet.NS, []string, string, *proc, *traffic, uint32) {
+func handoverSetup(t *testing.T, env ...string) (*testnet.NS, []string, string, *testkit.Proc, *traffic, uint32) {
 	testnet.RequireRoot(t)
 	bin := faultBin(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 2)
 	sock := t.TempDir() + "/ctl.sock"
 	args := append(append([]string{"env"}, env...), bin, "--socket", sock, "lo", "8080", workers[0], workers[1])
-	old := startProc(t, ns, "xlb", args...)
-	old.waitLines("data plane attached", 1, startTimeout)
-	old.waitLines("worker up", len(workers), startTimeout)
+	old := testkit.Start(t, ns, "xlb", args...)
+	old.WaitLines("data plane attached", 1, testkit.StartTimeout)
+	old.WaitLines("worker up", len(workers), testkit.StartTimeout)
 	tk := startTraffic(t, ns, 4)
 	tk.wait(t, 100)
-	r := status(t, ns, "lo")
+	r := testkit.Status(t, ns, "lo")
 	if !r.Attached || r.ProgID == 0 {
 		t.Fatalf("xlb status: attached %v, program id %d", r.Attached, r.ProgID)
 	}
@@ -82,18 +75,18 @@ func handoverSetup(t *testing.T, env ...string) (*testnet.NS, []string, string, 
 }
 
 // startTakeover runs the xlbtest build with --reuse and the fault given.
-func startTakeover(t *testing.T, ns *testnet.NS, fault, sock string, workers []string) *proc {
+func startTakeover(t *testing.T, ns *testnet.NS, fault, sock string, workers []string) *testkit.Proc {
 	args := []string{"env", "XLB_TEST_HANDOVER_FAULT=" + fault, faultBin(t), "--reuse", "--socket", sock, "lo", "8080"}
-	return startProc(t, ns, "xlb --reuse ("+fault+")", append(args, workers...)...)
+	return testkit.Start(t, ns, "xlb --reuse ("+fault+")", append(args, workers...)...)
 }
 
 // checkResumed checks that the old xlb serves on after a takeover failed:
 // its program is still attached, its clients and new ones are served, and a
 // takeover without a fault then succeeds (its pins and state are intact).
-func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, old *proc, tk *traffic, progID uint32) {
+func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, old *testkit.Proc, tk *traffic, progID uint32) {
 	t.Helper()
-	old.waitLines("handover failed; carrying on", 1, startTimeout)
-	if r := status(t, ns, "lo"); r.ProgID != progID {
+	old.WaitLines("handover failed; carrying on", 1, testkit.StartTimeout)
+	if r := testkit.Status(t, ns, "lo"); r.ProgID != progID {
 		t.Fatalf("after the failed takeover program id %d is attached, want the old xlb's %d", r.ProgID, progID)
 	}
 	tk.wait(t, tk.count.Load()+200)
@@ -103,14 +96,14 @@ func checkResumed(t *testing.T, ns *testnet.NS, workers []string, sock string, o
 			t.Fatalf("new client after the failed takeover: %v", err)
 		}
 	}
-	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--socket", sock, "lo", "8080", workers[0], workers[1])
-	newer.waitLines("took over", 1, startTimeout)
+	newer := testkit.Start(t, ns, "xlb --reuse", testkit.XLB, "--reuse", "--socket", sock, "lo", "8080", workers[0], workers[1])
+	newer.WaitLines("took over", 1, testkit.StartTimeout)
 	if code := exitCode(t, old); code != 0 {
 		t.Errorf("the old xlb exited with %d after handing over", code)
 	}
 	tk.wait(t, tk.count.Load()+200)
 	tk.end(t)
-	newer.stop()
+	newer.Stop()
 }
 
 // TestHandoverFailsBeforeSwap: the new xlb fails with everything prepared,
@@ -137,7 +130,7 @@ func checkFailedTakeover(t *testing.T, fault, says string, env ...string) {
 	if code := exitCode(t, newer); code != 1 {
 		t.Errorf("the xlb with fault %q exited with %d, want 1", fault, code)
 	}
-	newer.waitLines(says, 1, startTimeout)
+	newer.WaitLines(says, 1, testkit.StartTimeout)
 	checkResumed(t, ns, workers, sock, old, tk, progID)
 }
 
@@ -153,13 +146,13 @@ func TestHandoverNewDiesAfterSwap(t *testing.T) {
 	if code := exitCode(t, old); code != 0 {
 		t.Errorf("the old xlb exited with %d, want 0", code)
 	}
-	if n := old.count("not resuming"); n != 1 {
+	if n := old.Count("not resuming"); n != 1 {
 		t.Errorf("the old xlb said %d times that it does not resume, want 1", n)
 	}
-	if n := old.count("carrying on"); n != 0 {
+	if n := old.Count("carrying on"); n != 0 {
 		t.Errorf("the old xlb carried on with another program attached")
 	}
-	if r := status(t, ns, "lo"); r.ProgID == progID || !r.Attached {
+	if r := testkit.Status(t, ns, "lo"); r.ProgID == progID || !r.Attached {
 		t.Errorf("after the swap: attached %v, program id %d; want the new xlb's, not %d", r.Attached, r.ProgID, progID)
 	}
 	tk.stop.Store(true) // nobody runs the control plane: their fate is not the point (their cleanup waits for them)

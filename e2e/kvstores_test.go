@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
@@ -30,12 +31,12 @@ import (
 // addresses.
 func startRedisFarm(t testing.TB, ns *testnet.NS, n int) []string {
 	t.Helper()
-	needTools(t, "redis-server")
+	testkit.NeedTools(t, "redis-server")
 	var addrs []string
 	for i := 0; i < n; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", 4171+i)
-		p := startProc(t, ns, "redis "+addr, testproto.RedisArgs(addr)...)
-		p.waitOutput(testproto.RedisReady, 1, startTimeout)
+		p := testkit.Start(t, ns, "redis "+addr, testproto.RedisArgs(addr)...)
+		p.WaitLines(testproto.RedisReady, 1, testkit.StartTimeout)
 		addrs = append(addrs, addr)
 	}
 	return addrs
@@ -171,7 +172,7 @@ func TestRedisPipelines(t *testing.T) {
 		}
 		t.Logf("batch %s: %d SETs of %d bytes (%d bytes in one write) landed whole on %s and read back", b.name, b.keys, b.size, len(batch), servers[owner])
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 // checkLanded checks on each server directly that batch b landed whole on
@@ -325,12 +326,12 @@ func TestRedisOneCommandAtATime(t *testing.T) {
 		}
 	}
 	if slow > 0 {
-		t.Logf("%d of %d commands took over 100 ms (a retransmission timeout?); data plane counters %v", slow, n, status(t, ns, "lo").Counters)
+		t.Logf("%d of %d commands took over 100 ms (a retransmission timeout?); data plane counters %v", slow, n, testkit.Status(t, ns, "lo").Counters)
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	t.Logf("%d commands, one at a time, every reply right; per server %s; latency p50 %v p90 %v max %v",
 		n, strings.Join(spread, ", "), took[n/2].Round(time.Microsecond), took[n*9/10].Round(time.Microsecond), took[n-1].Round(time.Microsecond))
-	lb.stop()
+	lb.Stop()
 }
 
 // runBounded runs cmd, killing its process group after d, and returns its
@@ -357,7 +358,7 @@ func runBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
 // error.
 func TestRedisRealPipelineClients(t *testing.T) {
 	testnet.RequireRoot(t)
-	needTools(t, "redis-cli", "redis-benchmark")
+	testkit.NeedTools(t, "redis-cli", "redis-benchmark")
 	ns := testnet.New(t)
 	servers := startRedisFarm(t, ns, 3)
 	direct := dialEach(t, ns, servers)
@@ -393,19 +394,19 @@ func TestRedisRealPipelineClients(t *testing.T) {
 	} else {
 		t.Logf("redis-benchmark -P 16 -d 4096: %s", strings.Join(strings.Fields(s), " "))
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 // startMemcachedFarm runs n memcached on 127.0.0.1:4171.. and returns their
 // addresses.
 func startMemcachedFarm(t testing.TB, ns *testnet.NS, n int) []string {
 	t.Helper()
-	needTools(t, "memcached")
+	testkit.NeedTools(t, "memcached")
 	var addrs []string
 	for i := 0; i < n; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", 4171+i)
-		p := startProc(t, ns, "memcached "+addr, testproto.MemcachedArgs(addr)...)
-		waitAccepts(t, ns, addr, p)
+		p := testkit.Start(t, ns, "memcached "+addr, testproto.MemcachedArgs(addr)...)
+		p.WaitAccepts(ns, addr)
 		addrs = append(addrs, addr)
 	}
 	return addrs
@@ -540,7 +541,7 @@ func TestMemcachedText(t *testing.T) {
 		t.Fatalf("batch of %d gets (%d bytes in one write): %v", batched, len(batch), err)
 	}
 	t.Logf("batch of %d gets, %d bytes in one write: every answer right, in order", batched, len(batch))
-	lb.stop()
+	lb.Stop()
 }
 
 // cleanClient matches CLIENT INFO of a connection in its initial state.
@@ -654,5 +655,5 @@ func TestRedisStatefulCommands(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	lb.stop()
+	lb.Stop()
 }

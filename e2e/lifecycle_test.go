@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
@@ -33,13 +34,13 @@ func baselineLegs(workers int) map[string]int {
 // leg_closed counter moved by at least closed since from; it returns the
 // status then. The sockets on port 8080 must be those of the start
 // (baseSockets): the listener, and the TIME-WAIT of xlb's own probe of it.
-func waitBaseline(t *testing.T, ns *testnet.NS, workers int, baseSockets []string, from statusReport, closed uint64, what string) statusReport {
+func waitBaseline(t *testing.T, ns *testnet.NS, workers int, baseSockets []string, from testkit.StatusReport, closed uint64, what string) testkit.StatusReport {
 	t.Helper()
 	want := baselineLegs(workers)
-	r := waitStatus(t, ns, "lo", reapTimeout, what+": legs back to "+fmt.Sprint(want)+" (idle up to 2 more per worker)", func(r statusReport) bool {
+	r := testkit.WaitStatus(t, ns, "lo", reapTimeout, what+": legs back to "+fmt.Sprint(want)+" (idle up to 2 more per worker)", func(r testkit.StatusReport) bool {
 		return atBaseline(r.Legs, workers) && r.Counters["leg_closed"] >= from.Counters["leg_closed"]+closed
 	})
-	if s := sockets(t, ns, "all", "( sport = :8080 )"); strings.Join(s, "\n") != strings.Join(baseSockets, "\n") {
+	if s := testkit.Sockets(t, ns, "all", "( sport = :8080 )"); strings.Join(s, "\n") != strings.Join(baseSockets, "\n") {
 		t.Errorf("%s: sockets on port 8080:\n%s\nwant those of the start:\n%s", what, strings.Join(s, "\n"), strings.Join(baseSockets, "\n"))
 	}
 	// The workers' connections are the pools' legs: read both until they
@@ -48,8 +49,8 @@ func waitBaseline(t *testing.T, ns *testnet.NS, workers int, baseSockets []strin
 	// lo).
 	var s []string
 	for i := 0; i < 50; i++ {
-		s = sockets(t, ns, "established", "( sport >= :4171 and sport <= :4173 )")
-		if r = status(t, ns, "lo"); len(s) == r.Legs["worker/idle"] && atBaseline(r.Legs, workers) {
+		s = testkit.Sockets(t, ns, "established", "( sport >= :4171 and sport <= :4173 )")
+		if r = testkit.Status(t, ns, "lo"); len(s) == r.Legs["worker/idle"] && atBaseline(r.Legs, workers) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -57,7 +58,7 @@ func waitBaseline(t *testing.T, ns *testnet.NS, workers int, baseSockets []strin
 	if len(s) != r.Legs["worker/idle"] {
 		t.Errorf("%s: the workers hold %d connections, want the %d idle legs of the pools:\n%s", what, len(s), r.Legs["worker/idle"], strings.Join(s, "\n"))
 	}
-	if own := sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )"); len(own) > 0 {
+	if own := testkit.Sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )"); len(own) > 0 {
 		t.Errorf("%s: xlb holds %d sockets to its workers, want none (dialed connections):\n%s", what, len(own), strings.Join(own, "\n"))
 	}
 	return r
@@ -72,11 +73,11 @@ func TestClientCloseAndReset(t *testing.T) {
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 3)
 	lb := // Sticky: no remix moves legs between pools meanwhile.
-		startXLB(t, ns, "lo", 8080, workers, append(ownSocket(t), "--policy", "sticky", "--pool", fmt.Sprint(lifecyclePool))...)
-	r := waitStatus(t, ns, "lo", startTimeout, "full pools", func(r statusReport) bool {
-		return sameLegs(r.Legs, baselineLegs(len(workers)))
+		startXLB(t, ns, "lo", 8080, workers, append(testkit.OwnSocket(t), "--policy", "sticky", "--pool", fmt.Sprint(lifecyclePool))...)
+	r := testkit.WaitStatus(t, ns, "lo", testkit.StartTimeout, "full pools", func(r testkit.StatusReport) bool {
+		return testkit.SameLegs(r.Legs, baselineLegs(len(workers)))
 	})
-	baseSockets := sockets(t, ns, "all", "( sport = :8080 )")
+	baseSockets := testkit.Sockets(t, ns, "all", "( sport = :8080 )")
 	const n = 5 // clients per case
 	large := demo.Body(8 << 20)
 	cases := []struct {
@@ -105,7 +106,7 @@ func TestClientCloseAndReset(t *testing.T) {
 			return reset(c)
 		}},
 		{"half a request then reset", 2, func(c *client) error {
-			binds := status(t, ns, "lo").Counters["bind"]
+			binds := testkit.Status(t, ns, "lo").Counters["bind"]
 			if _, err := c.c.Write([]byte("GET /bytes/100 HTTP/1.1\r\nHo")); err != nil {
 				return err
 			}
@@ -164,7 +165,7 @@ func TestClientCloseAndReset(t *testing.T) {
 	if _, _, err := c.get("/bytes/100000"); err != nil {
 		t.Fatalf("request after the closes and resets: %v", err)
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 // reset makes the client's close a RST: linger 0, then close.
@@ -179,7 +180,7 @@ func reset(c *client) error {
 func waitBind(t *testing.T, ns *testnet.NS, since uint64) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		r := status(t, ns, "lo")
+		r := testkit.Status(t, ns, "lo")
 		if r.Counters["bind"] > since {
 			return nil
 		}
@@ -207,14 +208,14 @@ func TestWorkerIdleTimeout(t *testing.T) {
 		startNginx(t, ns, port, root, "keepalive_timeout 1s; client_header_timeout 1s;")
 		workers = append(workers, fmt.Sprintf("127.0.0.1:%d", port))
 	}
-	lb := startXLB(t, ns, "lo", 8080, workers, append(ownSocket(t), "--pool", fmt.Sprint(lifecyclePool))...)
+	lb := startXLB(t, ns, "lo", 8080, workers, append(testkit.OwnSocket(t), "--pool", fmt.Sprint(lifecyclePool))...)
 	full := len(workers) * lifecyclePool
 
 	// Every leg of the first fill is closed by nginx after a second; the
 	// data plane answers each FIN; the pools refill. Wait for two rounds of
 	// that, so that the refilled legs are known to die and refill too.
-	r0 := status(t, ns, "lo")
-	r := waitStatus(t, ns, "lo", 10*time.Second, "two rounds of idle legs closed by nginx", func(r statusReport) bool {
+	r0 := testkit.Status(t, ns, "lo")
+	r := testkit.WaitStatus(t, ns, "lo", 10*time.Second, "two rounds of idle legs closed by nginx", func(r testkit.StatusReport) bool {
 		return r.Counters["fin_answered"] >= r0.Counters["fin_answered"]+uint64(2*full) &&
 			r.Counters["leg_closed"] >= r0.Counters["leg_closed"]+uint64(2*full)
 	})
@@ -222,7 +223,7 @@ func TestWorkerIdleTimeout(t *testing.T) {
 		r.Counters["fin_answered"], r.Counters["leg_closed"])
 	// At least full: a worker that ends connections gets a share of its
 	// turnover on top (refillHorizon).
-	waitStatus(t, ns, "lo", 5*time.Second, "pools refilled", func(r statusReport) bool {
+	testkit.WaitStatus(t, ns, "lo", 5*time.Second, "pools refilled", func(r testkit.StatusReport) bool {
 		return r.Legs["worker/idle"] >= full
 	})
 
@@ -231,13 +232,13 @@ func TestWorkerIdleTimeout(t *testing.T) {
 		c := dialFrom(t, ns, "", "127.0.0.1:8080")
 		for _, n := range sizes {
 			if err := c.getWant(fmt.Sprintf("/b%d", n), demo.Body(n)); err != nil {
-				r := status(t, ns, "lo")
+				r := testkit.Status(t, ns, "lo")
 				t.Fatalf("client %d, %d bytes: %v\nlegs %v\ncounters %v", i, n, err, r.Legs, r.Counters)
 			}
 		}
 		c.c.Close()
 	}
-	r = status(t, ns, "lo")
+	r = testkit.Status(t, ns, "lo")
 	if r.Counters["no_idle_leg"] != 0 {
 		t.Errorf("%d client segments found no idle leg", r.Counters["no_idle_leg"])
 	}
@@ -245,7 +246,7 @@ func TestWorkerIdleTimeout(t *testing.T) {
 	// A client that stays idle longer than keepalive_timeout: nginx closes
 	// its worker leg, the FIN reaches the client through the binding, and
 	// both legs are finished once the client closes too.
-	r0 = status(t, ns, "lo")
+	r0 = testkit.Status(t, ns, "lo")
 	c := dialFrom(t, ns, "", "127.0.0.1:8080")
 	if err := c.getWant("/b1000", demo.Body(1000)); err != nil {
 		t.Fatal(err)
@@ -261,11 +262,11 @@ func TestWorkerIdleTimeout(t *testing.T) {
 		t.Logf("idle client got nginx's FIN after %v", d.Round(time.Millisecond))
 	}
 	c.c.Close()
-	waitStatus(t, ns, "lo", reapTimeout, "the idle client's legs reaped and pools full", func(r statusReport) bool {
+	testkit.WaitStatus(t, ns, "lo", reapTimeout, "the idle client's legs reaped and pools full", func(r testkit.StatusReport) bool {
 		return r.Legs["client/bound"]+r.Legs["client/dead"]+r.Legs["bindings"]+r.Legs["worker/bound"] == 0 &&
 			r.Legs["worker/idle"] >= full && r.Counters["leg_closed"] >= r0.Counters["leg_closed"]+2
 	})
-	lb.stop()
+	lb.Stop()
 }
 
 // TestWorkerKilledAndRestarted: a worker dies with legs idle and bound. Its
@@ -279,10 +280,10 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	procs := startWorkersAt(t, ns, addrs...)
 	// Sticky: the clients below are tied to the worker that dies (with the
 	// default policy their next request would simply go elsewhere).
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	lb := startXLB(t, ns, "lo", 8080, addrs, append(sock, "--policy", "sticky", "--pool", fmt.Sprint(lifecyclePool))...)
 	full := len(addrs) * lifecyclePool
-	waitStatus(t, ns, "lo", startTimeout, "full pools", func(r statusReport) bool { return r.Legs["worker/idle"] == full })
+	testkit.WaitStatus(t, ns, "lo", testkit.StartTimeout, "full pools", func(r testkit.StatusReport) bool { return r.Legs["worker/idle"] == full })
 
 	// Clients bound to every worker, one request each so far; w2 gets two.
 	bound := map[string][]*client{}
@@ -310,8 +311,8 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	// The pools grow by the connections now busy (each worker its share):
 	// wait until they stop changing, then count w2's.
 	var last map[string]int
-	r0 := waitStatus(t, ns, "lo", 5*time.Second, "pools refilled after the binds", func(r statusReport) bool {
-		settled := last != nil && sameLegs(last, r.Legs) && r.Legs["worker/idle"] > 0
+	r0 := testkit.WaitStatus(t, ns, "lo", 5*time.Second, "pools refilled after the binds", func(r testkit.StatusReport) bool {
+		settled := last != nil && testkit.SameLegs(last, r.Legs) && r.Legs["worker/idle"] > 0
 		last = r.Legs
 		if !settled {
 			time.Sleep(300 * time.Millisecond)
@@ -320,9 +321,9 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	})
 	w2Legs := ctlWorkers(t, ns, sock[1])[addrs[1]].Legs
 
-	procs[1].kill()
-	lb.waitOutput("worker down", 1, 10*time.Second)
-	for _, l := range strings.Split(lb.output(), "\n") {
+	procs[1].Kill()
+	lb.WaitLines("worker down", 1, 10*time.Second)
+	for _, l := range strings.Split(lb.Output(), "\n") {
 		if strings.Contains(l, "worker down") && !strings.Contains(l, "worker=127.0.0.1:4172") {
 			t.Errorf("a worker that was not killed is reported down: %s", l)
 		}
@@ -351,7 +352,7 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	}
 	inflight.c.Close()
 	// The legs of w2 are finished: its idle ones, and every pair.
-	r := waitStatus(t, ns, "lo", 10*time.Second, "w2's legs closed", func(r statusReport) bool {
+	r := testkit.WaitStatus(t, ns, "lo", 10*time.Second, "w2's legs closed", func(r testkit.StatusReport) bool {
 		// All of w2's connections, including any its pool opened since
 		// r0: one still open would take a new client's request and
 		// answer it with a reset.
@@ -382,10 +383,10 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	}
 
 	// Back on the same port.
-	startProc(t, ns, "worker 127.0.0.1:4172 (restarted)", xlbBin, "demo-worker", "--name", "w2", addrs[1]).
-		waitOutput("listening on", 1, startTimeout)
-	lb.waitOutput(`msg="worker up" worker=127.0.0.1:4172`, 2, 15*time.Second)
-	waitStatus(t, ns, "lo", 10*time.Second, "w2's pool refilled", func(r statusReport) bool {
+	testkit.Start(t, ns, "worker 127.0.0.1:4172 (restarted)", testkit.XLB, "demo-worker", "--name", "w2", addrs[1]).
+		WaitLines("listening on", 1, testkit.StartTimeout)
+	lb.WaitLines(`msg="worker up" worker=127.0.0.1:4172`, 2, 15*time.Second)
+	testkit.WaitStatus(t, ns, "lo", 10*time.Second, "w2's pool refilled", func(r testkit.StatusReport) bool {
 		return ctlWorkers(t, ns, sock[1])[addrs[1]].Legs >= lifecyclePool
 	})
 	served := map[string]int{}
@@ -402,7 +403,7 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 		t.Fatalf("no new client reached the restarted worker: %v", served)
 	}
 	t.Logf("after the restart: %v", served)
-	lb.stop()
+	lb.Stop()
 }
 
 // atBaseline: no client leg, no binding, no worker leg bound or dead; the

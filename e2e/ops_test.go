@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,48 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
 // What an operator sees: xlb stats, xlb top, the metrics endpoint.
-
-// statsWorker and statsReport are the parts of `xlb stats --json` the tests
-// read.
-type statsWorker struct {
-	Addr     string `json:"addr"`
-	State    string `json:"state"`
-	Requests uint64 `json:"requests"`
-	BytesIn  uint64 `json:"bytes_in"`
-	BytesOut uint64 `json:"bytes_out"`
-	Releases uint64 `json:"releases"`
-	Legs     int    `json:"legs"`
-	Bound    int    `json:"bound"`
-	Idle     int    `json:"idle"`
-	Cooling  int    `json:"cooling"`
-}
-
-type statsReport struct {
-	Clients    int               `json:"clients"`
-	Unspliced  uint64            `json:"unspliced"`
-	Mismatches uint64            `json:"mismatches"`
-	EarlyReaps uint64            `json:"early_reaps"`
-	Workers    []statsWorker     `json:"workers"`
-	Counters   map[string]uint64 `json:"counters"`
-	Legs       map[string]int    `json:"legs"`
-}
-
-func stats(t testing.TB, ns *testnet.NS, sock string) statsReport {
-	t.Helper()
-	out, err := ns.Command(xlbBin, "stats", "--json", "--socket", sock).Output()
-	if err != nil {
-		t.Fatalf("xlb stats --json: %v\n%s", err, out)
-	}
-	var r statsReport
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("xlb stats --json: %v\n%s", err, out)
-	}
-	return r
-}
 
 // scrape reads the metrics endpoint at addr (inside ns) and returns its
 // samples by "name{labels}".
@@ -105,14 +67,14 @@ func TestMetricsMatchStats(t *testing.T) {
 	sock := t.TempDir() + "/ctl.sock"
 	const metricsAddr = "127.0.0.1:9464"
 	lb := startXLB(t, ns, "lo", 8080, workers, "--socket", sock, "--metrics", metricsAddr)
-	lb.waitOutput("serving metrics", 1, startTimeout)
+	lb.WaitLines("serving metrics", 1, testkit.StartTimeout)
 
 	m0 := scrape(t, ns, metricsAddr)
 	tr := startTraffic(t, ns, 3)
 	tr.wait(t, 300)
-	before := stats(t, ns, sock)
+	before := testkit.Stats(t, ns, sock)
 	m1 := scrape(t, ns, metricsAddr)
-	after := stats(t, ns, sock)
+	after := testkit.Stats(t, ns, sock)
 	moved := uint64(0)
 	for i, w := range before.Workers {
 		got := workerRequests(m1, w.Addr)
@@ -135,7 +97,7 @@ func TestMetricsMatchStats(t *testing.T) {
 		t.Error(err)
 	}
 	// Quiet now: the figures hold still, so both views must agree.
-	st := stats(t, ns, sock)
+	st := testkit.Stats(t, ns, sock)
 	m2 := scrape(t, ns, metricsAddr)
 	var sum uint64
 	for _, w := range st.Workers {
@@ -170,7 +132,7 @@ func TestMetricsMatchStats(t *testing.T) {
 		t.Errorf("data-plane counters did not move: %v", st.Counters)
 	}
 	checkWorkerLegs(t, ns, sock, metricsAddr)
-	lb.stop()
+	lb.Stop()
 }
 
 // checkWorkerLegs checks that xlb stats, the metrics and xlb ctl list give
@@ -183,7 +145,7 @@ func checkWorkerLegs(t *testing.T, ns *testnet.NS, sock, metricsAddr string) {
 	const tries = 20
 	var diffs []string
 	for try := 0; try < tries; try++ {
-		st := stats(t, ns, sock)
+		st := testkit.Stats(t, ns, sock)
 		m := scrape(t, ns, metricsAddr)
 		list := ctlWorkers(t, ns, sock)
 		diffs = nil
@@ -279,7 +241,7 @@ func TestStatsAndTopInTerminal(t *testing.T) {
 	tr := startTraffic(t, ns, 2)
 	tr.wait(t, 100)
 
-	screen := tmuxCapture(t, ns, "[exit ", xlbBin, "stats", "--socket", sock)
+	screen := tmuxCapture(t, ns, "[exit ", testkit.XLB, "stats", "--socket", sock)
 	t.Logf("xlb stats in 80 columns:\n%s", screen)
 	checkScreen(t, "xlb stats", screen, "[exit 0]", "WORKER", "IDLE/LEGS", "REQUESTS", "RELEASES",
 		workers[0], workers[1], workers[2], "2 client legs open",
@@ -297,7 +259,7 @@ func TestStatsAndTopInTerminal(t *testing.T) {
 		t.Errorf("xlb stats: %d lines of 8 columns for %s, want 1 (the layout changed?)", workerLines, workers[0])
 	}
 
-	screen = tmuxCapture(t, ns, "[exit ", xlbBin, "top", "--socket", sock, "--interval", "300ms", "--count", "3")
+	screen = tmuxCapture(t, ns, "[exit ", testkit.XLB, "top", "--socket", sock, "--interval", "300ms", "--count", "3")
 	t.Logf("xlb top in 80 columns:\n%s", screen)
 	checkScreen(t, "xlb top", screen, "[exit 0]", "REQ/S", "Ctrl-C to quit", workers[0], "drop reasons:")
 	if strings.Count(screen, "WORKER") != 1 {
@@ -305,5 +267,5 @@ func TestStatsAndTopInTerminal(t *testing.T) {
 	}
 	tr.stop.Store(true)
 	tr.wg.Wait()
-	lb.stop()
+	lb.Stop()
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/testnet"
 )
@@ -24,13 +25,13 @@ import (
 // completes. Plain HTTP clients beside it are balanced as ever.
 func TestPinnedClientOperations(t *testing.T) {
 	testnet.RequireRoot(t)
-	needTools(t, "nginx")
+	testkit.NeedTools(t, "nginx")
 	ns := testnet.New(t)
 	farm := tlsFarm(t, ns)
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	metrics := "127.0.0.1:9464"
 	lb := startXLB(t, ns, "lo", 8080, farm.addrs, append(sock, "--drain-timeout", "1s", "--metrics", metrics)...)
-	defer lb.stop()
+	defer lb.Stop()
 
 	var tc *tls.Conn
 	err := ns.Do(func() error {
@@ -74,7 +75,7 @@ func TestPinnedClientOperations(t *testing.T) {
 	}
 
 	// Stats and metrics count it.
-	st := status(t, ns, "lo")
+	st := testkit.Status(t, ns, "lo")
 	if st.Counters["pin_tls"] != 1 || st.Legs["pinned/tls"] != 1 {
 		t.Errorf("pin_tls %d, legs pinned/tls %d; want 1, 1", st.Counters["pin_tls"], st.Legs["pinned/tls"])
 	}
@@ -93,7 +94,7 @@ func TestPinnedClientOperations(t *testing.T) {
 	if other == worker {
 		other = farm.addrs[1]
 	}
-	out, err := ns.Command(xlbBin, "ctl", "--socket", sock[1], "rematch", local, other).CombinedOutput()
+	out, err := ns.Command(testkit.XLB, "ctl", "--socket", sock[1], "rematch", local, other).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "pinned") || !strings.Contains(string(out), "tls") {
 		t.Errorf("rematch of a pinned client: %v\n%s\nwant an error saying it is pinned (tls)", err, out)
 	}
@@ -114,8 +115,8 @@ func TestPinnedClientOperations(t *testing.T) {
 	if waited < time.Second {
 		t.Errorf("the pinned client was closed %v after the drain began, before --drain-timeout 1s", waited)
 	}
-	lb.waitOutput("drain timeout", 1, 10*time.Second)
-	lb.waitOutput(fmt.Sprintf(`msg="worker drained: no connection left" worker=%s`, worker), 1, 10*time.Second)
+	lb.WaitLines("drain timeout", 1, 10*time.Second)
+	lb.WaitLines(fmt.Sprintf(`msg="worker drained: no connection left" worker=%s`, worker), 1, 10*time.Second)
 	t.Logf("pinned client closed %v after the drain began", waited.Round(10*time.Millisecond))
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
 )
@@ -24,14 +25,14 @@ func slowShare(t *testing.T, policy string, conns int, d time.Duration) (float64
 	ns := testnet.New(t)
 	workers := []string{"127.0.0.1:4171", "127.0.0.1:4172", "127.0.0.1:4173"}
 	for i, addr := range workers {
-		args := []string{xlbBin, "demo-worker", "--name", fmt.Sprintf("w%d", i+1)}
+		args := []string{testkit.XLB, "demo-worker", "--name", fmt.Sprintf("w%d", i+1)}
 		if i == 2 {
 			args = append(args, "--delay", "5ms")
 		}
-		startProc(t, ns, "worker "+addr, append(args, addr)...).waitLines("listening on", 1, startTimeout)
+		testkit.Start(t, ns, "worker "+addr, append(args, addr)...).WaitLines("listening on", 1, testkit.StartTimeout)
 	}
-	lb := startXLB(t, ns, "lo", 8080, workers, append(ownSocket(t), "--policy", policy, "--pool", "8")...)
-	defer lb.stop()
+	lb := startXLB(t, ns, "lo", 8080, workers, append(testkit.OwnSocket(t), "--policy", policy, "--pool", "8")...)
+	defer lb.Stop()
 	var mu sync.Mutex
 	by := map[string]int{}
 	var wg sync.WaitGroup
@@ -94,9 +95,9 @@ func TestRematch(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 3)
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	lb := startXLB(t, ns, "lo", 8080, workers, append(sock, "--policy", "sticky")...)
-	defer lb.stop()
+	defer lb.Stop()
 	c := dial(t, ns, "127.0.0.1:8080")
 	first, _, err := c.get("/bytes/1000")
 	if err != nil {
@@ -134,7 +135,7 @@ func TestRematch(t *testing.T) {
 	}
 	// Bad input: an unknown client, an unknown worker.
 	for _, args := range [][]string{{"rematch", "127.0.0.1:1", workers[0]}, {"rematch", me, "127.0.0.1:9"}} {
-		out, err := ns.Command(xlbBin, append([]string{"ctl", "--socket", sock[1]}, args...)...).CombinedOutput()
+		out, err := ns.Command(testkit.XLB, append([]string{"ctl", "--socket", sock[1]}, args...)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "no ") {
 			t.Errorf("xlb ctl %v: %v, %s; want an error", args, err, out)
 		}
@@ -154,10 +155,10 @@ func TestManyIdleClients(t *testing.T) {
 	)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 8)
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	lb := startXLB(t, ns, "lo", 8080, workers, append(sock, "--pool", "16",
 		"--worker-conns", fmt.Sprint(perConn), "--idle-release", "20ms")...)
-	defer lb.stop()
+	defer lb.Stop()
 
 	var maxLegs atomic.Int64
 	var watchErr error
@@ -239,7 +240,7 @@ func TestManyIdleClients(t *testing.T) {
 	if n > 0 {
 		t.Fatalf("%d clients saw errors", n)
 	}
-	r := status(t, ns, "lo")
+	r := testkit.Status(t, ns, "lo")
 	t.Logf("%d clients (dialed in %v), %d requests, %d bytes verified in %v; at most %d connections per worker; released %d, no idle leg %d, parked drops %d",
 		clients, dialed.Round(time.Millisecond), served.Load(), bytes.Load(), time.Since(start).Round(time.Millisecond),
 		maxLegs.Load(), r.Counters["released"], r.Counters["no_idle_leg"], r.Counters["parked_drop"])

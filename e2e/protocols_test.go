@@ -18,7 +18,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -26,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
@@ -37,19 +37,8 @@ import (
 // moves a client, and every test here must pass (TestRedisOneCommandAtATime
 // then does not check the balance).
 func protoFlags(t testing.TB, extra ...string) []string {
-	flags := append(ownSocket(t), extra...)
-	return append(flags, strings.Fields(os.Getenv("XLB_PROTO_FLAGS"))...)
-}
-
-// needTools fails the test when a client or server it runs is missing (make
-// test installs them all with scripts/deps.sh test).
-func needTools(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed (make test installs it: scripts/deps.sh test)", tool)
-		}
-	}
+	flags := append(testkit.OwnSocket(t), extra...)
+	return append(flags, testkit.ProtoFlags()...)
 }
 
 // nginxFarm is n nginx workers on 127.0.0.1:4171.. serving root, each logging
@@ -176,7 +165,7 @@ func curlTail(out []byte, n int) string {
 // every request with status 200.
 func TestTLSCurlKeepAlive(t *testing.T) {
 	testnet.RequireRoot(t)
-	needTools(t, "nginx", "curl")
+	testkit.NeedTools(t, "nginx", "curl")
 	ns := testnet.New(t)
 	farm := tlsFarm(t, ns)
 	lb := startXLB(t, ns, "lo", 8080, farm.addrs, protoFlags(t)...)
@@ -224,7 +213,7 @@ func TestTLSCurlKeepAlive(t *testing.T) {
 		}
 	}
 	t.Logf("%d TLS requests on %d connections; per worker %v", len(lines), runs, perWorker(lines))
-	lb.stop()
+	lb.Stop()
 }
 
 // tlsGet sends GET path on a TLS connection and checks the response against
@@ -255,7 +244,7 @@ func tlsGet(c *tls.Conn, r *bufio.Reader, size int) error {
 // response is intact, and one nginx connection served each client.
 func TestTLSPausesPastIdleRelease(t *testing.T) {
 	testnet.RequireRoot(t)
-	needTools(t, "nginx")
+	testkit.NeedTools(t, "nginx")
 	ns := testnet.New(t)
 	farm := tlsFarm(t, ns)
 	lb := startXLB(t, ns, "lo", 8080, farm.addrs, protoFlags(t, "--idle-release", "200ms")...)
@@ -306,7 +295,7 @@ func TestTLSPausesPastIdleRelease(t *testing.T) {
 		t.Errorf("%d TLS connections served by %d nginx connections, want one each: %v", len(versions), len(conns), conns)
 	}
 	t.Logf("%d requests over %d TLS connections with pauses of 600 ms; nginx connections %v", len(lines), len(versions), conns)
-	lb.stop()
+	lb.Stop()
 }
 
 // xWorker finds the last X-Worker header in curl's header dump (-D).
@@ -323,7 +312,7 @@ var uploadSizes = []int{2 << 20, 3<<20 + 1, 8 << 20, 2<<20 + 333, 5<<20 + 7, 4 <
 // answer must be the SHA-256 of the file sent.
 func TestExpectContinueUploads(t *testing.T) {
 	testnet.RequireRoot(t)
-	needTools(t, "curl")
+	testkit.NeedTools(t, "curl")
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 3)
 	lb := startXLB(t, ns, "lo", 8080, workers, protoFlags(t)...)
@@ -383,7 +372,7 @@ func TestExpectContinueUploads(t *testing.T) {
 	if bad > 0 {
 		t.Errorf("%d of %d uploads came back wrong", bad, len(uploadSizes))
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 // TestUpgradeEchoStream: a client upgrades to the demo worker's echo protocol
@@ -516,7 +505,7 @@ func TestUpgradeEchoStream(t *testing.T) {
 	}
 	t.Logf("%d echoes and %d of %d pushes verified, all from %s", echoes, pushes, pushesDue, worker)
 	cl.c.Close()
-	lb.stop()
+	lb.Stop()
 }
 
 // pipelineSizes are the files of the HTTP pipelining test: 100 different
@@ -553,7 +542,7 @@ func TestHTTPPipelining(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testnet.RequireRoot(t)
-			needTools(t, "nginx")
+			testkit.NeedTools(t, "nginx")
 			ns := testnet.New(t)
 			if tc.mtu > 0 {
 				ns.Run("ip", "link", "set", "lo", "mtu", fmt.Sprint(tc.mtu))
@@ -611,7 +600,7 @@ func TestHTTPPipelining(t *testing.T) {
 			if t.Failed() {
 				return
 			}
-			lb.stop()
+			lb.Stop()
 		})
 	}
 }
@@ -660,7 +649,7 @@ func TestAbKeepAlive(t *testing.T) {
 	for _, scheme := range []string{"http", "https"} {
 		t.Run(scheme, func(t *testing.T) {
 			testnet.RequireRoot(t)
-			needTools(t, "nginx", "ab")
+			testkit.NeedTools(t, "nginx", "ab")
 			ns := testnet.New(t)
 			var cert, key string
 			if scheme == "https" {
@@ -705,7 +694,7 @@ func TestAbKeepAlive(t *testing.T) {
 					}
 				}
 			}
-			lb.stop()
+			lb.Stop()
 		})
 	}
 }

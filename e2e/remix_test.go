@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/testnet"
 )
@@ -54,12 +55,12 @@ func TestRemixSpreadsTwoConnections(t *testing.T) {
 			t.Errorf("worker %s served %.1f%% of %d requests, want at least 25%%", w, 100*share, total)
 		}
 	}
-	r := status(t, ns, "lo")
+	r := testkit.Status(t, ns, "lo")
 	if r.Counters["bind"] != 2 || r.Counters["remix"] < uint64(total)/2 {
 		t.Errorf("binds %d, remixes %d for %d requests on 2 connections", r.Counters["bind"], r.Counters["remix"], total)
 	}
 	t.Logf("requests per worker %v; remixes %d, requests seen %d", counts, r.Counters["remix"], r.Counters["request"])
-	lb.stop()
+	lb.Stop()
 }
 
 // TestStickyKeepsConnections: with --policy sticky the same two connections
@@ -84,8 +85,8 @@ func TestStickyKeepsConnections(t *testing.T) {
 			}
 		}
 	}
-	if r := status(t, ns, "lo"); r.Counters["remix"] != 0 || r.Counters["request"] < 98 {
+	if r := testkit.Status(t, ns, "lo"); r.Counters["remix"] != 0 || r.Counters["request"] < 98 {
 		t.Errorf("sticky: remix %d (want 0), requests seen %d", r.Counters["remix"], r.Counters["request"])
 	}
-	lb.stop()
+	lb.Stop()
 }

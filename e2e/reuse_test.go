@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
@@ -28,7 +29,7 @@ func testReuseDuringTraffic(t *testing.T, dialMode string) {
 	workers := startWorkers(t, ns, 3)
 	sock := t.TempDir() + "/ctl.sock"
 	old := startXLB(t, ns, "lo", 8080, workers, "--socket", sock, "--dial", dialMode)
-	workerConns := func() []string { return sockets(t, ns, "established", "( sport >= :4171 and sport <= :4173 )") }
+	workerConns := func() []string { return testkit.Sockets(t, ns, "established", "( sport >= :4171 and sport <= :4173 )") }
 
 	const clients = 8
 	var stop atomic.Bool
@@ -65,15 +66,15 @@ func testReuseDuringTraffic(t *testing.T, dialMode string) {
 	}
 	waitRequests(200)
 
-	newer := startProc(t, ns, "xlb --reuse", xlbBin, "--reuse", "--idle-release", "100ms", "--socket", sock, "--dial", dialMode,
+	newer := testkit.Start(t, ns, "xlb --reuse", testkit.XLB, "--reuse", "--idle-release", "100ms", "--socket", sock, "--dial", dialMode,
 		"lo", "8080", workers[0], workers[1], workers[2])
-	newer.waitLines("took over", 1, startTimeout)
+	newer.WaitLines("took over", 1, testkit.StartTimeout)
 	select {
-	case <-old.done:
-		if old.err != nil {
-			t.Errorf("the old xlb exited with %v", old.err)
+	case <-old.Done():
+		if old.Err() != nil {
+			t.Errorf("the old xlb exited with %v", old.Err())
 		}
-	case <-time.After(stopTimeout):
+	case <-time.After(testkit.StopTimeout):
 		t.Fatal("the old xlb did not exit after the handover")
 	}
 	done0 := requests.Load()
@@ -97,22 +98,22 @@ func testReuseDuringTraffic(t *testing.T, dialMode string) {
 	// Idle release works in the process that took over (its map-in-map
 	// templates come from the object, not from the pinned maps): the idle
 	// clients give their connections back, and the next request binds again.
-	r0 := status(t, ns, "lo")
-	waitStatus(t, ns, "lo", ioTimeout, "idle clients released", func(r statusReport) bool {
+	r0 := testkit.Status(t, ns, "lo")
+	testkit.WaitStatus(t, ns, "lo", ioTimeout, "idle clients released", func(r testkit.StatusReport) bool {
 		return r.Counters["released"] > r0.Counters["released"]
 	})
 	if _, _, err := c.get("/bytes/3000"); err != nil {
 		t.Fatalf("request after an idle release: %v", err)
 	}
 	select {
-	case <-newer.done:
-		t.Fatalf("the xlb that took over exited: %v", newer.err)
+	case <-newer.Done():
+		t.Fatalf("the xlb that took over exited: %v", newer.Err())
 	default:
 	}
 	for _, cl := range append(conns, c) {
 		cl.c.Close()
 	}
-	newer.stop()
+	newer.Stop()
 	// Every worker connection, the inherited ones too, was closed by the
 	// stop (handed back to the kernel: a FIN), not left to the worker's
 	// idle timeout.

@@ -1,16 +1,15 @@
 package e2e
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/testnet"
-	"golang.org/x/sys/unix"
 )
 
 // Addresses of the two-namespace topology of TestVethChecksums.
@@ -38,7 +37,7 @@ func routedNet(t *testing.T, mode string) (lbNS, hostNS *testnet.NS) {
 		// on. Without it they are counted as xdp_tx_errors and lost.
 		hostNS.Run("ethtool", "-K", routedHostIface, "gro", "on")
 	}
-	sysctls(t, lbNS,
+	testkit.Sysctls(t, lbNS,
 		"net.ipv4.ip_forward=1",
 		// Translated packets carry L's own address as their source.
 		"net.ipv4.conf.all.accept_local=1", "net.ipv4.conf."+routedLBIface+".accept_local=1",
@@ -71,17 +70,17 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 		workers = append(workers, fmt.Sprintf("%s:%d", routedWorkerAddr, 4171+i))
 	}
 	startWorkersAt(t, hostNS, workers...)
-	flags := append(ownSocket(t), "--listen", routedLBAddr, "--mode", mode)
+	flags := append(testkit.OwnSocket(t), "--listen", routedLBAddr, "--mode", mode)
 	if routed {
 		flags = append(flags, "--routed")
 		if mode == "native" {
 			// XDP_TX on a veth needs an XDP program on the peer (GRO
 			// alone lost half of the frames as xdp_tx_errors): xlb's own
 			// program, without a service, passes everything.
-			if out, err := hostNS.Command(xlbBin, "attach", "--mode", "native", routedHostIface).CombinedOutput(); err != nil {
+			if out, err := hostNS.Command(testkit.XLB, "attach", "--mode", "native", routedHostIface).CombinedOutput(); err != nil {
 				t.Fatalf("xlb attach on the peer: %v\n%s", err, out)
 			}
-			t.Cleanup(func() { hostNS.Command(xlbBin, "detach", routedHostIface).Run() })
+			t.Cleanup(func() { hostNS.Command(testkit.XLB, "detach", routedHostIface).Run() })
 		}
 	}
 	lb := startXLB(t, lbNS, routedLBIface, 8080, workers, flags...)
@@ -90,11 +89,11 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 			if t.Failed() {
 				out, _ := hostNS.Command("ethtool", "-S", routedHostIface).CombinedOutput()
 				out2, _ := lbNS.Command("ethtool", "-S", routedLBIface).CombinedOutput()
-				t.Logf("counters %v\nH: %s\nL: %s", status(t, lbNS, routedLBIface).Counters, out, out2)
+				t.Logf("counters %v\nH: %s\nL: %s", testkit.Status(t, lbNS, routedLBIface).Counters, out, out2)
 			}
 		}()
 	}
-	lb.waitOutput("mode="+mode, 1, startTimeout)
+	lb.WaitLines("mode="+mode, 1, testkit.StartTimeout)
 
 	before := hostNS.TCPMIB(t)
 	c := dialFrom(t, hostNS, routedClientAddr, routedLBAddr+":8080")
@@ -116,7 +115,7 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 	if d := after["InSegs"] - before["InSegs"]; d < int64(requests) {
 		t.Errorf("host namespace received %d TCP segments for %d requests: the traffic did not go through its stack", d, requests)
 	}
-	r := status(t, lbNS, routedLBIface)
+	r := testkit.Status(t, lbNS, routedLBIface)
 	if routed && r.Counters["tx"]+r.Counters["redirect"] < (r.Counters["fwd_to_client"]+r.Counters["fwd_to_worker"])*9/10 {
 		t.Errorf("--routed: %d packets left by XDP_TX/redirect for %d translated: counters %v",
 			r.Counters["tx"]+r.Counters["redirect"], r.Counters["fwd_to_client"]+r.Counters["fwd_to_worker"], r.Counters)
@@ -136,22 +135,33 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 	cport := uint16(c.c.LocalAddr().(*net.TCPAddr).Port)
 	seq, ack := snd+1<<31, rcv+1<<31
 	before = hostNS.TCPMIB(t)
-	r0 := status(t, lbNS, routedLBIface)
+	r0 := testkit.Status(t, lbNS, routedLBIface)
 	src, dst := netip.MustParseAddr(routedClientAddr), netip.MustParseAddr(routedLBAddr)
-	sendRawTCP(t, hostNS, src, dst, cport, 8080, seq, ack, []byte("x"), false)
-	sendRawTCP(t, hostNS, src, dst, cport, 8080, seq, ack, []byte("x"), true)
+	good := testkit.Segment{Src: src, Dst: dst, SPort: cport, DPort: 8080, Seq: seq, Ack: ack,
+		Flags: testkit.FlagPSH | testkit.FlagACK, Window: 1024, Payload: []byte("x")}
+	bad := good
+	bad.BadCsum = true
+	err := testkit.RawIPv4(hostNS, func(send func([]byte) error) error {
+		if err := send(good.IPv4()); err != nil {
+			return err
+		}
+		return send(bad.IPv4())
+	})
+	if err != nil {
+		t.Fatalf("sending a raw segment: %v", err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for hostNS.TCPMIB(t)["InCsumErrors"] == before["InCsumErrors"] {
 		if time.Now().After(deadline) {
 			t.Fatalf("a translated segment with a wrong checksum was not counted as a checksum error by the receiver within 5s (counters %v)",
-				status(t, lbNS, routedLBIface).Counters)
+				testkit.Status(t, lbNS, routedLBIface).Counters)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if d := hostNS.TCPMIB(t)["InCsumErrors"] - before["InCsumErrors"]; d != 1 {
 		t.Errorf("receiver counted %d checksum errors for one corrupted segment and one good one, want 1", d)
 	}
-	r1 := status(t, lbNS, routedLBIface)
+	r1 := testkit.Status(t, lbNS, routedLBIface)
 	if d := r1.Counters["implausible"] - r0.Counters["implausible"]; d != 2 {
 		t.Errorf("data plane saw %d implausible segments, want the 2 injected ones", d)
 	}
@@ -166,13 +176,13 @@ func testVethChecksums(t *testing.T, mode string, routed bool) {
 
 	// The data plane's own answers (XDP_TX) cross the veth too: a client
 	// that closes without a request has its FIN answered by the program.
-	r0 = status(t, lbNS, routedLBIface)
+	r0 = testkit.Status(t, lbNS, routedLBIface)
 	idle := dialFrom(t, hostNS, routedClientAddr, routedLBAddr+":8080")
 	idle.c.Close()
-	waitStatus(t, lbNS, routedLBIface, 5*time.Second, "the idle client's close completed by the data plane", func(r statusReport) bool {
+	testkit.WaitStatus(t, lbNS, routedLBIface, 5*time.Second, "the idle client's close completed by the data plane", func(r testkit.StatusReport) bool {
 		return r.Counters["fin_answered"] > r0.Counters["fin_answered"] && r.Counters["leg_closed"] > r0.Counters["leg_closed"]
 	})
-	lb.stop()
+	lb.Stop()
 }
 
 // connSeqs reads the client socket's snd_nxt and rcv_nxt (TCP_REPAIR, which
@@ -192,66 +202,4 @@ func connSeqs(t *testing.T, c *client) (snd, rcv uint32) {
 		t.Fatalf("reading the client's sequence numbers: %v", serr)
 	}
 	return st.SndNxt, st.RcvNxt
-}
-
-// sendRawTCP sends one IPv4 TCP segment (flags ACK|PSH) from a raw socket in
-// ns. With badCsum its TCP checksum is wrong; the IP checksum is always
-// right (the kernel fills it in).
-func sendRawTCP(t *testing.T, ns *testnet.NS, src, dst netip.Addr, sport, dport uint16, seq, ack uint32, payload []byte, badCsum bool) {
-	t.Helper()
-	pkt := make([]byte, 20+20+len(payload))
-	ip, tcp := pkt[:20], pkt[20:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(pkt)))
-	ip[8] = 64
-	ip[9] = unix.IPPROTO_TCP
-	s4, d4 := src.As4(), dst.As4()
-	copy(ip[12:16], s4[:])
-	copy(ip[16:20], d4[:])
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	binary.BigEndian.PutUint32(tcp[4:], seq)
-	binary.BigEndian.PutUint32(tcp[8:], ack)
-	tcp[12] = 5 << 4
-	tcp[13] = 0x18 // PSH|ACK
-	binary.BigEndian.PutUint16(tcp[14:], 1024)
-	copy(tcp[20:], payload)
-	sum := tcpChecksum(s4, d4, tcp)
-	if badCsum {
-		sum ^= 0x5a5a
-	}
-	binary.BigEndian.PutUint16(tcp[16:], sum)
-	err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: d4})
-	})
-	if err != nil {
-		t.Fatalf("sending a raw segment: %v", err)
-	}
-}
-
-// tcpChecksum is the RFC 793 checksum of an IPv4 TCP segment (its checksum
-// field must be zero).
-func tcpChecksum(src, dst [4]byte, seg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-		if len(b)%2 == 1 {
-			sum += uint32(b[len(b)-1]) << 8
-		}
-	}
-	add(src[:])
-	add(dst[:])
-	sum += unix.IPPROTO_TCP + uint32(len(seg))
-	add(seg)
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

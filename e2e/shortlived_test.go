@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
@@ -49,12 +50,12 @@ var connLogLine = regexp.MustCompile(`^(\d+) (\S+) (\d+) (\d+) (\d+)$`)
 // startConnXLB is the setup of the connection-per-request tests below: in a
 // new namespace, the nginx of connNginx behind an xlb with its own socket
 // and flags.
-func startConnXLB(t *testing.T, flags ...string) (ns *testnet.NS, lb *proc, logs []string) {
+func startConnXLB(t *testing.T, flags ...string) (ns *testnet.NS, lb *testkit.Proc, logs []string) {
 	t.Helper()
 	testnet.RequireRoot(t)
 	ns = testnet.New(t)
 	addrs, logs := connNginx(t, ns)
-	return ns, startXLB(t, ns, "lo", 8080, addrs, append(ownSocket(t), flags...)...), logs
+	return ns, startXLB(t, ns, "lo", 8080, addrs, append(testkit.OwnSocket(t), flags...)...), logs
 }
 
 // connUse reads nginx access logs: requests logged, and the requests each
@@ -145,17 +146,12 @@ func cmpErr(a, b error) error {
 // waitOnlyIdleWorkers waits until the leg table holds idle worker legs
 // alone (every client leg reaped, nothing cooling, closing or bound), and
 // xlb holds no socket on the service port.
-func waitOnlyIdleWorkers(t *testing.T, ns *testnet.NS, timeout time.Duration, what string) statusReport {
+func waitOnlyIdleWorkers(t *testing.T, ns *testnet.NS, timeout time.Duration, what string) testkit.StatusReport {
 	t.Helper()
-	r := waitStatus(t, ns, "lo", timeout, what+": only idle worker legs", func(r statusReport) bool {
-		for k, v := range r.Legs {
-			if v > 0 && k != "worker/idle" {
-				return false
-			}
-		}
-		return r.Legs["worker/idle"] > 0
+	r := testkit.WaitStatus(t, ns, "lo", timeout, what+": only idle worker legs", func(r testkit.StatusReport) bool {
+		return testkit.OnlyIdleWorkers(r.Legs)
 	})
-	if s := sockets(t, ns, "established", "( sport = :8080 )"); len(s) > 0 {
+	if s := testkit.Sockets(t, ns, "established", "( sport = :8080 )"); len(s) > 0 {
 		t.Errorf("%s: xlb holds %d sockets on :8080:\n%s", what, len(s), strings.Join(s, "\n"))
 	}
 	return r
@@ -169,7 +165,7 @@ func clientSocketsLeft(t *testing.T, ns *testnet.NS, states ...string) []string 
 	for {
 		var left []string
 		for _, st := range states {
-			left = append(left, sockets(t, ns, st, "( dport = :8080 )")...)
+			left = append(left, testkit.Sockets(t, ns, st, "( dport = :8080 )")...)
 		}
 		if len(left) == 0 || time.Now().After(deadline) {
 			return left
@@ -186,7 +182,7 @@ func clientSocketsLeft(t *testing.T, ns *testnet.NS, states ...string) []string 
 // pools have settled); and the leg table goes back to idle worker legs.
 func TestConnectionPerRequest(t *testing.T) {
 	ns, lb, logs := startConnXLB(t)
-	defer lb.stop()
+	defer lb.Stop()
 
 	// Until the pools have settled: a round of 1000 that opens no worker
 	// connection (at most 8 rounds).
@@ -203,11 +199,11 @@ func TestConnectionPerRequest(t *testing.T) {
 			break
 		}
 	}
-	r0 := status(t, ns, "lo")
+	r0 := testkit.Status(t, ns, "lo")
 	start := time.Now()
 	onePerConnection(t, ns, measured, clients)
 	took := time.Since(start)
-	r1 := status(t, ns, "lo")
+	r1 := testkit.Status(t, ns, "lo")
 	requests, after := connUse(t, logs)
 	if requests != warm+measured {
 		t.Errorf("nginx logged %d requests, want %d", requests, warm+measured)
@@ -256,7 +252,7 @@ func abPerConnection(t *testing.T, ns *testnet.NS, n, c int) string {
 // connection used once, and nothing left behind.
 func TestAbWithoutKeepAlive(t *testing.T) {
 	ns, lb, logs := startConnXLB(t)
-	defer lb.stop()
+	defer lb.Stop()
 	total := 0
 	for _, c := range []int{4, 50} {
 		const n = 4000
@@ -290,8 +286,8 @@ func TestAbWithoutKeepAlive(t *testing.T) {
 // clients reset (kern dialed()): user space pools it now.
 func TestAbDialXDP(t *testing.T) {
 	ns, lb, logs := startConnXLB(t, "--dial", "xdp")
-	defer lb.stop()
-	before := status(t, ns, "lo").Counters["dialed"]
+	defer lb.Stop()
+	before := testkit.Status(t, ns, "lo").Counters["dialed"]
 	const n = 4000
 	for _, c := range []int{4, 50} {
 		abPerConnection(t, ns, n/2, c)
@@ -303,7 +299,7 @@ func TestAbDialXDP(t *testing.T) {
 	if len(perConn) < n {
 		t.Errorf("nginx logged %d connections for %d requests, want one each", len(perConn), n)
 	}
-	if dialed := status(t, ns, "lo").Counters["dialed"] - before; dialed < n {
+	if dialed := testkit.Status(t, ns, "lo").Counters["dialed"] - before; dialed < n {
 		t.Errorf("the data plane completed %d dialed handshakes, want at least %d", dialed, n)
 	}
 	ssOut, err := ns.Command("ss", "-Htanp").CombinedOutput()
@@ -325,12 +321,12 @@ func TestAbDialXDP(t *testing.T) {
 // would be refused. Past a quarter of the table the oldest go early: every
 // request completes, and the early ones are counted.
 func TestAbSmallLegTable(t *testing.T) {
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	ns, lb, _ := startConnXLB(t, append(sock, "--max-legs", "4096", "--pool", "8")...)
-	defer lb.stop()
+	defer lb.Stop()
 	const n = 12000
 	abPerConnection(t, ns, n, 20)
-	r := stats(t, ns, sock[1])
+	r := testkit.Stats(t, ns, sock[1])
 	if r.Unspliced != 0 || r.Counters["legs_full"] != 0 {
 		t.Errorf("%d clients refused (no room for their leg): %d left to the listener, %d reset by the data plane",
 			r.Unspliced+r.Counters["legs_full"], r.Unspliced, r.Counters["legs_full"])
@@ -353,8 +349,8 @@ func TestClientsLeaveUnserved(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 3, "--delay", "50ms")
-	lb := startXLB(t, ns, "lo", 8080, workers, append(ownSocket(t), "--pool", "2", "--worker-conns", "2", "--queue-timeout", "3s")...)
-	defer lb.stop()
+	lb := startXLB(t, ns, "lo", 8080, workers, append(testkit.OwnSocket(t), "--pool", "2", "--worker-conns", "2", "--queue-timeout", "3s")...)
+	defer lb.Stop()
 
 	const n = 3000
 	conns := make([]net.Conn, 0, n)
@@ -379,7 +375,7 @@ func TestClientsLeaveUnserved(t *testing.T) {
 		}
 	}
 	// They wait for a worker connection: most have none yet.
-	r := waitStatus(t, ns, "lo", startTimeout, "clients waiting for a worker connection", func(r statusReport) bool {
+	r := testkit.WaitStatus(t, ns, "lo", testkit.StartTimeout, "clients waiting for a worker connection", func(r testkit.StatusReport) bool {
 		return r.Counters["no_idle_leg"] > 0
 	})
 	t.Logf("waiting: legs %v, no_idle_leg %d", r.Legs, r.Counters["no_idle_leg"])
@@ -400,9 +396,9 @@ func TestClientsLeaveUnserved(t *testing.T) {
 // keep-alive requests for two seconds and exits; every leg of those
 // clients is reaped within reapTimeout and the clients' sockets all end.
 func TestWrkBurstLeavesNothing(t *testing.T) {
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	ns, lb, _ := startConnXLB(t, append(sock, "--queue-timeout", "5s")...)
-	defer lb.stop()
+	defer lb.Stop()
 	defer func() {
 		// A leg left behind (rare, under CPU load): which clients, and
 		// what the kernel still has of them, for the next look.
@@ -463,8 +459,8 @@ func TestClientCloseWorkerFate(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "access.log")
 	startNginxConf(t, ns, testproto.Nginx{Listen: "127.0.0.1:4171", Root: root, AccessLog: log,
 		Server: "location = /big { limit_rate 200k; }"})
-	lb := startXLB(t, ns, "lo", 8080, []string{"127.0.0.1:4171"}, append(ownSocket(t), "--pool", "1", "--worker-conns", "1")...)
-	defer lb.stop()
+	lb := startXLB(t, ns, "lo", 8080, []string{"127.0.0.1:4171"}, append(testkit.OwnSocket(t), "--pool", "1", "--worker-conns", "1")...)
+	defer lb.Stop()
 
 	serial := func(n int) string { // the $connection of the n-th logged request
 		t.Helper()
@@ -498,7 +494,7 @@ func TestClientCloseWorkerFate(t *testing.T) {
 	get("client A")
 	get("client B")
 	if a, b := serial(1), serial(2); a != b {
-		c := status(t, ns, "lo").Counters
+		c := testkit.Status(t, ns, "lo").Counters
 		t.Errorf("client A was served on nginx connection %s, B on %s: A left between exchanges, its connection should have served B "+
 			"(client_left %d, fin_answered %d, retired %d, unsolicited %d, no_idle_leg %d, worker_synack %d)", a, b,
 			c["client_left"], c["fin_answered"], c["retired"], c["unsolicited"], c["no_idle_leg"], c["worker_synack"])
@@ -526,9 +522,9 @@ func TestLegTableFull(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 1)
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	lb := startXLB(t, ns, "lo", 8080, workers, append(sock, "--max-legs", "64", "--pool", "4")...)
-	defer lb.stop()
+	defer lb.Stop()
 
 	get := func(c *client) error {
 		c.c.SetDeadline(time.Now().Add(ioTimeout))
@@ -572,10 +568,10 @@ func TestLegTableFull(t *testing.T) {
 			t.Errorf("client %d, which had a leg, after the table filled: %v", i, err)
 		}
 	}
-	if r := stats(t, ns, sock[1]); r.Counters["legs_full"] < uint64(refused) {
+	if r := testkit.Stats(t, ns, sock[1]); r.Counters["legs_full"] < uint64(refused) {
 		t.Errorf("legs_full %d, %d clients refused", r.Counters["legs_full"], refused)
 	}
-	lb.waitLines("leg table full: new clients are reset; raise --max-legs", 1, 5*time.Second)
+	lb.WaitLines("leg table full: new clients are reset; raise --max-legs", 1, 5*time.Second)
 	t.Logf("%d of 100 clients refused", refused)
 }
 
@@ -585,9 +581,9 @@ func TestLegTableFull(t *testing.T) {
 // keep-alive, every request served, no SYN answered by the data plane, no
 // client left to the kernel.
 func TestKernelHandshake(t *testing.T) {
-	sock := ownSocket(t)
+	sock := testkit.OwnSocket(t)
 	ns, lb, _ := startConnXLB(t, append(sock, "--handshake", "kernel")...)
-	defer lb.stop()
+	defer lb.Stop()
 	const n = 3000
 	for _, args := range [][]string{{}, {"-k"}} {
 		cmd := append([]string{"-q", "-s", "10", "-n", fmt.Sprint(n), "-c", "8"}, args...)
@@ -602,7 +598,7 @@ func TestKernelHandshake(t *testing.T) {
 			t.Errorf("ab %v: failed requests:\n%s", args, out)
 		}
 	}
-	r := stats(t, ns, sock[1])
+	r := testkit.Stats(t, ns, sock[1])
 	if r.Counters["syn_answered"] != 0 {
 		t.Errorf("%d SYNs answered by the data plane under --handshake kernel", r.Counters["syn_answered"])
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
@@ -37,23 +38,21 @@ func TestShutdownEndsConnectionsProperly(t *testing.T) {
 		}
 		result <- err
 	}()
-	waitStatus(t, ns, "lo", ioTimeout, "the big request to be bound", func(r statusReport) bool {
+	testkit.WaitStatus(t, ns, "lo", ioTimeout, "the big request to be bound", func(r testkit.StatusReport) bool {
 		return r.Counters["bind"] >= 2 && r.Counters["fwd_to_client"] > 1000
 	})
-	lb.cmd.Process.Signal(syscall.SIGINT)
+	lb.Cmd.Process.Signal(syscall.SIGINT)
 	if err := <-result; err != nil {
 		t.Fatalf("the response in flight at shutdown: %v", err)
 	}
-	select {
-	case <-lb.done:
-	case <-time.After(stopTimeout):
+	if !lb.Exited(testkit.StopTimeout) {
 		t.Fatal("xlb did not stop")
 	}
-	if lb.err != nil {
-		t.Errorf("xlb exited with %v", lb.err)
+	if lb.Err() != nil {
+		t.Errorf("xlb exited with %v", lb.Err())
 	}
-	if !strings.Contains(lb.output(), "connections handed back to the kernel") {
-		t.Errorf("no hand-back in the log:\n%s", lb.output())
+	if !strings.Contains(lb.Output(), "connections handed back to the kernel") {
+		t.Errorf("no hand-back in the log:\n%s", lb.Output())
 	}
 	for name, c := range map[string]*client{"idle": idle, "busy": busy} {
 		c.c.SetReadDeadline(time.Now().Add(ioTimeout))
@@ -62,7 +61,7 @@ func TestShutdownEndsConnectionsProperly(t *testing.T) {
 			t.Errorf("%s client: read after shutdown gave %v, want EOF (a proper FIN)", name, err)
 		}
 	}
-	if r := status(t, ns, "lo"); r.Attached {
+	if r := testkit.Status(t, ns, "lo"); r.Attached {
 		t.Error("the data plane is still attached after shutdown")
 	}
 	// The workers' ends are closed as well: no established connection is
@@ -92,7 +91,7 @@ func TestRestartSamePort(t *testing.T) {
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 2)
 	for round := 0; round < 2; round++ {
-		lb := startXLB(t, ns, "lo", 8080, workers, ownSocket(t)...)
+		lb := startXLB(t, ns, "lo", 8080, workers, testkit.OwnSocket(t)...)
 		var cs []*client
 		for i := 0; i < 4; i++ {
 			c := dial(t, ns, "127.0.0.1:8080")
@@ -101,13 +100,13 @@ func TestRestartSamePort(t *testing.T) {
 			}
 			cs = append(cs, c)
 		}
-		lb.stop()
+		lb.Stop()
 		for _, c := range cs {
 			c.c.Close()
 		}
 		// xlb closed the handed-back connections first: they sit in
 		// TIME-WAIT on the service port, what the next round must bind past.
-		if tw := sockets(t, ns, "time-wait", "( sport = :8080 )"); round == 0 && len(tw) == 0 {
+		if tw := testkit.Sockets(t, ns, "time-wait", "( sport = :8080 )"); round == 0 && len(tw) == 0 {
 			t.Fatal("no TIME-WAIT on the service port after the stop: the test would prove nothing")
 		}
 	}
@@ -121,7 +120,7 @@ func TestShutdownLeavesForeignProgram(t *testing.T) {
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 1)
 	lb := startXLB(t, ns, "lo", 8080, workers, "--socket", t.TempDir()+"/ctl.sock")
-	ours := status(t, ns, "lo").ProgID
+	ours := testkit.Status(t, ns, "lo").ProgID
 
 	foreign, err := attachForeignXDP(t, ns, true)
 	if err != nil {
@@ -130,11 +129,11 @@ func TestShutdownLeavesForeignProgram(t *testing.T) {
 	if foreign == ours {
 		t.Fatalf("the foreign program got xlb's id %d", ours)
 	}
-	lb.stop()
-	if !strings.Contains(lb.output(), "our program was replaced by another; leaving that one attached") {
-		t.Errorf("xlb did not say that it leaves the foreign program:\n%s", lb.output())
+	lb.Stop()
+	if !strings.Contains(lb.Output(), "our program was replaced by another; leaving that one attached") {
+		t.Errorf("xlb did not say that it leaves the foreign program:\n%s", lb.Output())
 	}
-	if r := status(t, ns, "lo"); !r.Attached || r.ProgID != foreign {
+	if r := testkit.Status(t, ns, "lo"); !r.Attached || r.ProgID != foreign {
 		t.Errorf("after xlb stopped: attached %v, program id %d; want the foreign program %d still attached", r.Attached, r.ProgID, foreign)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
@@ -17,7 +18,7 @@ import (
 
 // startNginx runs nginx on 127.0.0.1:port in ns, serving root, with extra
 // lines in its http block.
-func startNginx(t testing.TB, ns *testnet.NS, port int, root, extra string, serverExtra ...string) *proc {
+func startNginx(t testing.TB, ns *testnet.NS, port int, root, extra string, serverExtra ...string) *testkit.Proc {
 	t.Helper()
 	return startNginxConf(t, ns, testproto.Nginx{
 		Listen: fmt.Sprintf("127.0.0.1:%d", port), Root: root, HTTP: extra, Server: strings.Join(serverExtra, "\n"),
@@ -26,7 +27,7 @@ func startNginx(t testing.TB, ns *testnet.NS, port int, root, extra string, serv
 
 // startNginxConf runs nginx in ns as n says (Dir: a new temporary directory)
 // and waits until it accepts connections.
-func startNginxConf(t testing.TB, ns *testnet.NS, n testproto.Nginx) *proc {
+func startNginxConf(t testing.TB, ns *testnet.NS, n testproto.Nginx) *testkit.Proc {
 	t.Helper()
 	if _, err := exec.LookPath("nginx"); err != nil {
 		t.Fatalf("nginx not installed (make test installs it: scripts/deps.sh test): %v", err)
@@ -36,19 +37,10 @@ func startNginxConf(t testing.TB, ns *testnet.NS, n testproto.Nginx) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, ns, "nginx "+n.Listen, args...)
+	p := testkit.Start(t, ns, "nginx "+n.Listen, args...)
 	// nginx prints nothing when it starts well: wait until it accepts.
-	waitAccepts(t, ns, n.Listen, p)
+	p.WaitAccepts(ns, n.Listen)
 	return p
-}
-
-// waitAccepts waits until addr accepts TCP connections in ns (for servers
-// that say nothing when they are ready), failing if p exits first.
-func waitAccepts(t testing.TB, ns *testnet.NS, addr string, p *proc) {
-	t.Helper()
-	if err := ns.WaitAccepts(addr, startTimeout, p.done); err != nil {
-		t.Fatalf("%s %v:\n%s", p.name, err, p.output())
-	}
 }
 
 // TestCurlReusesOneConnection: curl fetches the same URL many times over one
@@ -81,7 +73,7 @@ func TestCurlReusesOneConnection(t *testing.T) {
 			t.Fatalf("response %d: %d bytes, intact=%v (%v)", i, len(got), string(got) == string(want), err)
 		}
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 var wrkRequests = regexp.MustCompile(`(\d+) requests in`)
@@ -145,10 +137,10 @@ func testWrkNginx(t *testing.T, dialMode string) {
 	}
 	if dialMode == "socket" {
 		checkQuietSockets(t, string(ssw), "worker legs")
-	} else if s := sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )"); len(s) > 0 {
+	} else if s := testkit.Sockets(t, ns, "established", "( dport >= :4171 and dport <= :4173 )"); len(s) > 0 {
 		t.Errorf("worker legs: xlb holds %d sockets to its workers, want none (dialed connections):\n%s", len(s), strings.Join(s, "\n"))
 	}
-	lb.stop()
+	lb.Stop()
 }
 
 var bytesReceived = regexp.MustCompile(`bytes_received:(\d+)`)

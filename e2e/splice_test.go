@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
@@ -26,12 +27,12 @@ func TestKeepAliveSizes(t *testing.T) {
 			total += got
 		}
 	}
-	r := status(t, ns, "lo")
+	r := testkit.Status(t, ns, "lo")
 	if r.Counters["fwd_to_client"] == 0 || r.Counters["bind"] != 1 {
 		t.Errorf("counters %v: want traffic through one binding", r.Counters)
 	}
 	t.Logf("%d bytes verified over one spliced connection", total)
-	lb.stop()
+	lb.Stop()
 }
 
 // TestManyClients: 100 concurrent keep-alive clients, 10 requests each.
@@ -78,5 +79,5 @@ func TestManyClients(t *testing.T) {
 		t.Errorf("%d responses, want %d", n, clients*requests)
 	}
 	t.Logf("responses per worker: %v", perWorker)
-	lb.stop()
+	lb.Stop()
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
@@ -29,7 +30,7 @@ func TestSmallWindowAfterLargeWindow(t *testing.T) {
 	// small window holds).
 	lb := startXLB(t, ns, "lo", 8080, workers, "--worker-conns", "1", "--pool", "1",
 		"--idle-release", "20ms", "--worker-mss", "1400")
-	defer lb.stop()
+	defer lb.Stop()
 
 	const big = 1 << 20
 	a := dial(t, ns, "127.0.0.1:8080")
@@ -39,7 +40,7 @@ func TestSmallWindowAfterLargeWindow(t *testing.T) {
 		}
 	}
 	// A's connection is given back to the pool.
-	waitStatus(t, ns, "lo", 5*time.Second, "the worker connection idle", func(r statusReport) bool {
+	testkit.WaitStatus(t, ns, "lo", 5*time.Second, "the worker connection idle", func(r testkit.StatusReport) bool {
 		return r.Legs["worker/idle"] == 1
 	})
 
@@ -52,7 +53,7 @@ func TestSmallWindowAfterLargeWindow(t *testing.T) {
 			t.Fatalf("client B, request %d: %d bytes, %v", i, n, err)
 		}
 		t.Logf("client B, request %d: %v", i, time.Since(start))
-		waitStatus(t, ns, "lo", 5*time.Second, "the worker connection idle", func(r statusReport) bool {
+		testkit.WaitStatus(t, ns, "lo", 5*time.Second, "the worker connection idle", func(r testkit.StatusReport) bool {
 			return r.Legs["worker/idle"] == 1
 		})
 	}
@@ -62,7 +63,7 @@ func TestSmallWindowAfterLargeWindow(t *testing.T) {
 			t.Errorf("%s went up by %d while client B was served", k, d)
 		}
 	}
-	r := status(t, ns, "lo")
+	r := testkit.Status(t, ns, "lo")
 	if r.Counters["bind"] < 2 {
 		t.Errorf("binds %d: the clients did not take turns on the worker connection", r.Counters["bind"])
 	}

@@ -3,17 +3,17 @@ package reliability
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
 	"golang.org/x/sys/unix"
@@ -61,13 +61,7 @@ func (p *prefixChecker) got() (int, int) {
 // endTimeout, and every byte it got is the right one.
 func TestWorkerKilled(t *testing.T) {
 	tp := newTopo(t, topoOpts{routed: routedForwarding(), workers: 1})
-	rec := record{Name: t.Name(), Impairment: "drop 1%, worker SIGKILLed mid-response", Forwarding: forwardingName(tp.routed), Outcome: "FAIL"}
-	defer func() {
-		if !t.Failed() {
-			rec.Outcome = "pass"
-		}
-		addRecord(rec)
-	}()
+	rec := tp.record("drop 1%, worker SIGKILLed mid-response")
 	tp.impair(testnet.Impairment{Drop: 0.01, Seed: 700})
 	const size = 64 << 20
 	c := tp.dial()
@@ -94,7 +88,7 @@ func TestWorkerKilled(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	tp.workers[0].kill()
+	tp.workers[0].Kill()
 	killed := time.Now()
 	var err error
 	select {
@@ -103,8 +97,7 @@ func TestWorkerKilled(t *testing.T) {
 		t.Fatalf("the client saw no end of the response %v after its worker died (hung connection)", endTimeout)
 	}
 	n, bad := pc.got()
-	rec.Requests, rec.Bytes, rec.Took = 1, int64(n), time.Since(start)
-	rec.Link = linkSummary(tp.linkStats())
+	rec.fill(result{requests: 1, bytes: int64(n), took: time.Since(start)}, tp.linkStats())
 	t.Logf("client got %d of %d bytes, then %v, %v after the kill", n, size, err, time.Since(killed).Round(time.Millisecond))
 	if bad >= 0 {
 		rec.Failures = 1
@@ -115,7 +108,7 @@ func TestWorkerKilled(t *testing.T) {
 	}
 	c.Close()
 	// Nothing of this client stays in the tables.
-	tp.waitStatus(reapTimeout, "no client leg and no binding left", func(r statusReport) bool {
+	tp.waitStatus(reapTimeout, "no client leg and no binding left", func(r testkit.StatusReport) bool {
 		return r.Legs["client/bound"]+r.Legs["client/idle"]+r.Legs["client/closing"]+r.Legs["client/dead"]+r.Legs["bindings"] == 0
 	})
 }
@@ -132,25 +125,19 @@ func TestWorkerKilled(t *testing.T) {
 // peer_hi, kept both legs bound forever.
 func TestClientKilled(t *testing.T) {
 	tp := newTopo(t, topoOpts{routed: routedForwarding()})
-	rec := record{Name: t.Name(), Impairment: "drop 2%, client SIGKILLed mid-response", Forwarding: forwardingName(tp.routed), Outcome: "FAIL"}
-	defer func() {
-		if !t.Failed() {
-			rec.Outcome = "pass"
-		}
-		addRecord(rec)
-	}()
+	rec := tp.record("drop 2%, client SIGKILLed mid-response")
 	start := time.Now()
 	tp.impair(testnet.Impairment{Drop: 0.02, Seed: 800})
 	st0 := tp.status()
-	cl := startProc(t, tp.c, "client", xlbBin, "demo-client", "--conns", "1", "--requests", "1",
+	cl := testkit.Start(t, tp.c, "client", testkit.XLB, "demo-client", "--conns", "1", "--requests", "1",
 		"--sizes", fmt.Sprint(256<<20), fmt.Sprintf("%s:%d", frontAddr, servicePort))
-	tp.waitStatus(endTimeout, "the response streaming", func(r statusReport) bool {
+	tp.waitStatus(endTimeout, "the response streaming", func(r testkit.StatusReport) bool {
 		return r.Counters["fwd_to_client"] > st0.Counters["fwd_to_client"]+500
 	})
-	cl.kill()
+	cl.Kill()
 	tp.impair(testnet.Impairment{})
 	tp.waitBaseline(1)
-	rec.Requests, rec.Took, rec.Link = 1, time.Since(start), linkSummary(tp.linkStats())
+	rec.fill(result{requests: 1, took: time.Since(start)}, tp.linkStats())
 	// And the service still works.
 	if res := tp.run(load{conns: 2, requests: 10, sizes: small}); len(res.failures) > 0 {
 		t.Fatalf("after the killed client: %v", res.failures[0])
@@ -163,13 +150,7 @@ func TestClientKilled(t *testing.T) {
 // back to the baseline afterwards.
 func TestSYNFlood(t *testing.T) {
 	tp := newTopo(t, topoOpts{routed: routedForwarding()})
-	rec := record{Name: t.Name(), Impairment: "drop 1%, SYN flood", Forwarding: forwardingName(tp.routed), Outcome: "FAIL"}
-	defer func() {
-		if !t.Failed() {
-			rec.Outcome = "pass"
-		}
-		addRecord(rec)
-	}()
+	rec := tp.record("drop 1%, SYN flood")
 	// Spoofed sources, as a real flood: nobody answers the SYN-ACKs (L
 	// cannot even resolve the addresses).
 	tp.impair(testnet.Impairment{Drop: 0.01, Seed: 900})
@@ -183,8 +164,9 @@ func TestSYNFlood(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer close(floodDone)
-		sent, floodErr = tp.flood(syns, func(rng *rand.Rand, i int) []byte {
-			return tcpSegment(spoofed(i), frontAddr, uint16(1024+i%64000), servicePort, rng.Uint32(), 0, 0x02, 0, nil, true)
+		sent, floodErr = tp.flood(syns, func(rng *rand.Rand, i int) testkit.Segment {
+			return testkit.Segment{Src: spoofed(i), Dst: front, SPort: uint16(1024 + i%64000), DPort: servicePort,
+				Seq: rng.Uint32(), Flags: testkit.FlagSYN, Window: 64240}
 		})
 	}()
 	res := tp.runDuring(floodDone, load{conns: 4, requests: pick(20, 200), sizes: small})
@@ -194,7 +176,7 @@ func TestSYNFlood(t *testing.T) {
 		t.Fatal(floodErr)
 	}
 	st := tp.status()
-	rec.Requests, rec.Bytes, rec.Failures, rec.Took, rec.Link = res.requests, res.bytes, len(res.failures), res.took, linkSummary(tp.linkStats())
+	rec.fill(res, tp.linkStats())
 	t.Logf("%d SYNs sent; %d requests, %d bytes verified in %v; data plane learned %d SYNs, legs %v",
 		sent, res.requests, res.bytes, res.took.Round(time.Millisecond), st.Counters["syn"]-st0.Counters["syn"], st.Legs)
 	for _, err := range res.failures[:min(len(res.failures), 5)] {
@@ -216,13 +198,7 @@ func TestSYNFlood(t *testing.T) {
 // answered intact, and the tables are back to the baseline afterwards.
 func TestRandomPackets(t *testing.T) {
 	tp := newTopo(t, topoOpts{routed: routedForwarding()})
-	rec := record{Name: t.Name(), Impairment: "random segments burst", Forwarding: forwardingName(tp.routed), Outcome: "FAIL"}
-	defer func() {
-		if !t.Failed() {
-			rec.Outcome = "pass"
-		}
-		addRecord(rec)
-	}()
+	rec := tp.record("random segments burst")
 	st0 := tp.status()
 	n := pick(5000, 50000)
 	var wg sync.WaitGroup
@@ -235,7 +211,7 @@ func TestRandomPackets(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer close(floodDone)
-		sent, floodErr = tp.flood(n, func(rng *rand.Rand, i int) []byte {
+		sent, floodErr = tp.flood(n, func(rng *rand.Rand, i int) testkit.Segment {
 			dport := uint16(servicePort)
 			if rng.IntN(4) == 0 {
 				dport = uint16(1 + rng.IntN(65535))
@@ -251,8 +227,9 @@ func TestRandomPackets(t *testing.T) {
 			for j := range payload {
 				payload[j] = byte(rng.UintN(256))
 			}
-			return tcpSegment(spoofed(i), frontAddr, uint16(1024+rng.IntN(64000)), dport, rng.Uint32(), rng.Uint32(),
-				byte(rng.UintN(256)), len(opts), append(opts, payload...), rng.IntN(4) == 0)
+			return testkit.Segment{Src: spoofed(i), Dst: front, SPort: uint16(1024 + rng.IntN(64000)), DPort: dport,
+				Seq: rng.Uint32(), Ack: rng.Uint32(), Flags: byte(rng.UintN(256)), Window: 64240,
+				Options: opts, Payload: payload, BadCsum: rng.IntN(4) != 0}
 		})
 	}()
 	res := tp.runDuring(floodDone, load{conns: 4, requests: pick(20, 200), sizes: small})
@@ -261,7 +238,7 @@ func TestRandomPackets(t *testing.T) {
 		t.Fatal(floodErr)
 	}
 	st := tp.status()
-	rec.Requests, rec.Bytes, rec.Failures, rec.Took, rec.Link = res.requests, res.bytes, len(res.failures), res.took, linkSummary(tp.linkStats())
+	rec.fill(res, tp.linkStats())
 	t.Logf("%d random segments sent; %d requests, %d bytes verified in %v; data plane: tcp %d foreign %d malformed %d",
 		sent, res.requests, res.bytes, res.took.Round(time.Millisecond), st.Counters["tcp"]-st0.Counters["tcp"],
 		st.Counters["foreign"]-st0.Counters["foreign"], st.Counters["malformed"]-st0.Counters["malformed"])
@@ -298,24 +275,16 @@ func (tp *topo) runDuring(done <-chan struct{}, l load) result {
 	return total
 }
 
-// flood sends n IPv4 TCP segments made by mk (TCP header and payload) from
-// C to the service address through a raw socket, as fast as the link takes
-// them (bounded by n and by endTimeout).
-func (tp *topo) flood(n int, mk func(rng *rand.Rand, i int) []byte) (int, error) {
+// flood sends n IPv4 TCP segments made by mk from C to the service address
+// through a raw socket, as fast as the link takes them (bounded by n and by
+// endTimeout).
+func (tp *topo) flood(n int, mk func(rng *rand.Rand, i int) testkit.Segment) (int, error) {
 	sent := 0
-	err := tp.c.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
+	err := testkit.RawIPv4(tp.c, func(send func([]byte) error) error {
 		rng := rand.New(rand.NewPCG(uint64(n), 1))
-		dst := &unix.SockaddrInet4{}
-		copy(dst.Addr[:], net.ParseIP(frontAddr).To4())
 		deadline := time.Now().Add(endTimeout)
 		for i := 0; i < n && time.Now().Before(deadline); i++ {
-			pkt := ipv4Packet(spoofed(i), frontAddr, mk(rng, i))
-			if err := unix.Sendto(fd, pkt, 0, dst); err != nil {
+			if err := send(mk(rng, i).IPv4()); err != nil {
 				if err == unix.ENOBUFS || err == unix.EAGAIN {
 					time.Sleep(time.Millisecond)
 					continue
@@ -332,74 +301,20 @@ func (tp *topo) flood(n int, mk func(rng *rand.Rand, i int) []byte) (int, error)
 	return sent, err
 }
 
+// front is the service address, for segments made by hand.
+var front = netip.MustParseAddr(frontAddr)
+
 // spoofed is the i-th of 100 source addresses next to C's that nobody owns.
-func spoofed(i int) string { return fmt.Sprintf("10.1.0.%d", 100+i%100) }
-
-// tcpSegment builds a TCP header followed by data, of which the first optLen
-// bytes count as options (a multiple of 4, at most 40); with
-// goodCsum its checksum is right, else random.
-func tcpSegment(src, dst string, sport, dport uint16, seq, ack uint32, flags byte, optLen int, data []byte, goodCsum bool) []byte {
-	seg := make([]byte, 20+len(data))
-	binary.BigEndian.PutUint16(seg[0:], sport)
-	binary.BigEndian.PutUint16(seg[2:], dport)
-	binary.BigEndian.PutUint32(seg[4:], seq)
-	binary.BigEndian.PutUint32(seg[8:], ack)
-	seg[12] = byte(5+optLen/4) << 4
-	seg[13] = flags
-	binary.BigEndian.PutUint16(seg[14:], 64240)
-	copy(seg[20:], data)
-	if goodCsum {
-		binary.BigEndian.PutUint16(seg[16:], tcpChecksum(src, dst, seg))
-	} else {
-		binary.BigEndian.PutUint16(seg[16:], uint16(seq^ack))
-	}
-	return seg
-}
-
-// ipv4Packet puts an IPv4 header before a TCP segment (the kernel fills in
-// the IP checksum and id of an IPPROTO_RAW send).
-func ipv4Packet(src, dst string, seg []byte) []byte {
-	pkt := make([]byte, 20+len(seg))
-	pkt[0] = 0x45
-	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
-	pkt[8] = 64
-	pkt[9] = unix.IPPROTO_TCP
-	copy(pkt[12:16], net.ParseIP(src).To4())
-	copy(pkt[16:20], net.ParseIP(dst).To4())
-	copy(pkt[20:], seg)
-	return pkt
-}
-
-// tcpChecksum is the RFC 793 checksum of seg (checksum field zero) between
-// two IPv4 addresses.
-func tcpChecksum(src, dst string, seg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-		if len(b)%2 == 1 {
-			sum += uint32(b[len(b)-1]) << 8
-		}
-	}
-	add(net.ParseIP(src).To4())
-	add(net.ParseIP(dst).To4())
-	sum += unix.IPPROTO_TCP + uint32(len(seg))
-	add(seg)
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
+func spoofed(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, 0, byte(100 + i%100)}) }
 
 // takeOverDuringTraffic starts an xlb --reuse like the running one once
 // clients' requests are under way, and waits until it took over and the old
 // one exited. It runs in a goroutine of its own: errors are returned.
-func (tp *topo) takeOverDuringTraffic() (*proc, error) {
+func (tp *topo) takeOverDuringTraffic() (*testkit.Proc, error) {
 	old := tp.lb
-	deadline := time.Now().Add(startTimeout)
+	deadline := time.Now().Add(testkit.StartTimeout)
 	for { // the data plane counts the requests: traffic is under way at a few
-		r, err := tp.statusErr()
+		r, err := testkit.StatusErr(tp.l, frontIface)
 		if err != nil {
 			return nil, err
 		}
@@ -407,27 +322,19 @@ func (tp *topo) takeOverDuringTraffic() (*proc, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no traffic within %v before the takeover: counters %v", startTimeout, r.Counters)
+			return nil, fmt.Errorf("no traffic within %v before the takeover: counters %v", testkit.StartTimeout, r.Counters)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	args := []string{xlbBin, "--reuse"}
-	for i, a := range old.cmd.Args { // nsenter --net=NS -- XLB ARGS...
-		if a == xlbBin {
-			args = append(args, old.cmd.Args[i+1:]...)
-			break
-		}
-	}
-	next, err := spawnProc(tp.t, tp.l, "xlb (reuse)", args...)
+	args := append([]string{testkit.XLB, "--reuse"}, old.Args[1:]...)
+	next, err := testkit.Spawn(tp.t, tp.l, "xlb (reuse)", args...)
 	if err != nil {
 		return nil, err
 	}
-	if err := next.awaitLines("took over", 1, startTimeout); err != nil {
+	if err := next.AwaitLines("took over", 1, testkit.StartTimeout); err != nil {
 		return next, err
 	}
-	select {
-	case <-old.done:
-	case <-time.After(stopTimeout):
+	if !old.Exited(testkit.StopTimeout) {
 		return next, errors.New("the old xlb did not exit after the handover")
 	}
 	return next, nil
@@ -439,20 +346,14 @@ func (tp *topo) takeOverDuringTraffic() (*proc, error) {
 // baseline afterwards.
 func TestReuseUnderLoss(t *testing.T) {
 	tp := newTopo(t, topoOpts{routed: routedForwarding()})
-	rec := record{Name: t.Name(), Impairment: "drop 1%, xlb --reuse takeover during traffic", Forwarding: forwardingName(tp.routed), Outcome: "FAIL"}
-	defer func() {
-		if !t.Failed() {
-			rec.Outcome = "pass"
-		}
-		addRecord(rec)
-	}()
+	rec := tp.record("drop 1%, xlb --reuse takeover during traffic")
 	start := time.Now()
 	tp.impair(testnet.Impairment{Drop: 0.01, Seed: 900})
 	// The takeover runs in a goroutine while the test's drives the
 	// traffic; it reports through next and err (t.Fatal belongs to the
 	// test's goroutine), read once handedOver is closed.
 	handedOver := make(chan struct{})
-	var next *proc
+	var next *testkit.Proc
 	var err error
 	go func() {
 		defer close(handedOver)
@@ -464,8 +365,8 @@ func TestReuseUnderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.lb = next
-	rec.Requests, rec.Bytes, rec.Failures, rec.Took = res.requests, res.bytes, len(res.failures), time.Since(start)
-	rec.Link = linkSummary(tp.linkStats())
+	rec.fill(res, tp.linkStats())
+	rec.Took = time.Since(start) // the handover's, not only the clients'
 	for i, err := range res.failures {
 		if i < 3 {
 			t.Error(err)
@@ -474,7 +375,7 @@ func TestReuseUnderLoss(t *testing.T) {
 	if len(res.failures) > 0 {
 		t.Fatalf("%d requests failed through the handover", len(res.failures))
 	}
-	if tp.lb.count("took over") == 0 {
+	if tp.lb.Count("took over") == 0 {
 		t.Fatal("no handover happened during the traffic")
 	}
 	// More after it, then every leg goes.

@@ -4,53 +4,32 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
 )
-
-// xlbBin is the binary under test: $XLB_BIN, or built once by TestMain.
-var xlbBin string
 
 // long selects the long versions of the scenarios (make reliability).
 var long = os.Getenv("XLB_RELIABILITY") == "long"
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "xlb-rel-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	xlbBin = os.Getenv("XLB_BIN")
-	if xlbBin == "" {
-		xlbBin = filepath.Join(dir, "xlb")
-		cmd := exec.Command("go", "build", "-o", xlbBin, "..")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building xlb (run make first: it builds the XDP object): %v\n%s", err, out)
-			os.RemoveAll(dir)
-			os.Exit(1)
+	testkit.Main(m, func(code int) int {
+		if path := os.Getenv("XLB_RELIABILITY_REPORT"); path != "" {
+			if err := writeReport(path); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
 		}
-	}
-	code := m.Run()
-	if path := os.Getenv("XLB_RELIABILITY_REPORT"); path != "" {
-		if err := writeReport(path); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+		return code
+	})
 }
 
 // requestTimeout bounds one request (and a dial); a connection that needs
@@ -63,14 +42,9 @@ var requestTimeout = func() time.Duration {
 	return 30 * time.Second
 }()
 
-// Bounds of every wait.
-const (
-	startTimeout = 15 * time.Second
-	stopTimeout  = 20 * time.Second
-	// reapTimeout bounds how long finished legs take to leave the tables
-	// (linger 3s, reaper tick, retransmissions under loss).
-	reapTimeout = 30 * time.Second
-)
+// reapTimeout bounds how long finished legs take to leave the tables
+// (linger 3s, reaper tick, retransmissions under loss).
+const reapTimeout = 30 * time.Second
 
 // The topology: C (client) -- L (xlb) -- W (workers), two TAP links.
 const (
@@ -85,125 +59,6 @@ const (
 	servicePort = 8080
 	firstWorker = 4171
 )
-
-// proc is a process in a namespace whose output lines are kept.
-type proc struct {
-	t    testing.TB
-	name string
-	cmd  *exec.Cmd
-
-	mu    sync.Mutex
-	lines []string
-	done  chan struct{}
-	err   error
-}
-
-func startProc(t testing.TB, ns *testnet.NS, name string, args ...string) *proc {
-	t.Helper()
-	p, err := spawnProc(t, ns, name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// spawnProc is startProc that returns its error, for a goroutine other than
-// the test's (which must not call t.Fatal).
-func spawnProc(t testing.TB, ns *testnet.NS, name string, args ...string) (*proc, error) {
-	p := &proc{t: t, name: name, cmd: ns.Command(args[0], args[1:]...), done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			p.mu.Unlock()
-		}
-	}()
-	go func() {
-		p.err = p.cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() || os.Getenv("XLB_RELIABILITY_VERBOSE") != "" {
-			t.Logf("--- output of %s:\n%s", name, p.output())
-		}
-	})
-	return p, nil
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines, "\n")
-}
-
-func (p *proc) count(substr string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, l := range p.lines {
-		if strings.Contains(l, substr) {
-			n++
-		}
-	}
-	return n
-}
-
-// waitLines waits until n output lines contain substr (polling: the
-// process's output has no event to wait on that is simpler and bounded).
-func (p *proc) waitLines(substr string, n int, timeout time.Duration) {
-	p.t.Helper()
-	if err := p.awaitLines(substr, n, timeout); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-// awaitLines is waitLines that returns its error, for a goroutine other
-// than the test's.
-func (p *proc) awaitLines(substr string, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for p.count(substr) < n {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited (%v) before printing %q %d times:\n%s", p.name, p.err, substr, n, p.output())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not print %q %d times within %v:\n%s", p.name, substr, n, timeout, p.output())
-		}
-	}
-	return nil
-}
-
-// kill kills the process group (SIGKILL) and waits for it.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-	default:
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
-}
-
-// stop sends SIGINT and waits for the exit.
-func (p *proc) stop() error {
-	p.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(stopTimeout):
-		p.kill()
-		return fmt.Errorf("%s did not stop within %v", p.name, stopTimeout)
-	}
-}
 
 // topoOpts shapes a topology.
 type topoOpts struct {
@@ -221,8 +76,8 @@ type topo struct {
 	t            testing.TB
 	c, l, w      *testnet.NS
 	front, back  *testnet.Link // C-L and L-W; A is the C side, resp. the L side
-	lb           *proc
-	workers      []*proc
+	lb           *testkit.Proc
+	workers      []*testkit.Proc
 	workerAddrs  []string
 	routed       bool
 	startedAt    time.Time
@@ -258,9 +113,7 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 			"net.ipv4.conf."+dev+".rp_filter=0",
 			"net.ipv4.conf."+dev+".send_redirects=0")
 	}
-	for _, s := range append([]string{"net.ipv4.ip_forward=1"}, kv...) {
-		tp.l.Run("sysctl", "-qw", s)
-	}
+	testkit.Sysctls(t, tp.l, append([]string{"net.ipv4.ip_forward=1"}, kv...)...)
 
 	for i := 0; i < o.workers; i++ {
 		addr := fmt.Sprintf("%s:%d", workerAddr, firstWorker+i)
@@ -268,8 +121,8 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 		if o.servers != nil {
 			continue
 		}
-		p := startProc(t, tp.w, "worker "+addr, xlbBin, "demo-worker", "--name", fmt.Sprintf("w%d", i+1), addr)
-		p.waitLines("listening on", 1, startTimeout)
+		p := testkit.Start(t, tp.w, "worker "+addr, testkit.XLB, "demo-worker", "--name", fmt.Sprintf("w%d", i+1), addr)
+		p.WaitLines("listening on", 1, testkit.StartTimeout)
 		tp.workers = append(tp.workers, p)
 	}
 	if o.servers != nil {
@@ -277,19 +130,19 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 	}
 
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	args := []string{xlbBin, "--listen", frontAddr, "--socket", sock, "--mode", "generic"}
+	args := []string{testkit.XLB, "--listen", frontAddr, "--socket", sock, "--mode", "generic"}
 	if o.routed {
 		args = append(args, "--routed")
 	}
 	args = append(args, o.flags...)
 	args = append(args, frontIface+","+backIface, fmt.Sprint(servicePort))
 	args = append(args, tp.workerAddrs...)
-	tp.lb = startProc(t, tp.l, "xlb", args...)
-	tp.lb.waitLines("data plane attached", 1, startTimeout)
+	tp.lb = testkit.Start(t, tp.l, "xlb", args...)
+	tp.lb.WaitLines("data plane attached", 1, testkit.StartTimeout)
 	// The worker legs are learned from the SYN-ACKs arriving on the back
 	// interface: until the program is there, xlb retries (backoff).
-	tp.lb.waitLines("worker up", o.workers, startTimeout)
-	tp.baselineLegs = tp.waitPoolsFull()
+	tp.lb.WaitLines("worker up", o.workers, testkit.StartTimeout)
+	tp.baselineLegs = testkit.WaitPoolsFull(t, tp.l, frontIface, testkit.StartTimeout)
 	return tp
 }
 
@@ -311,76 +164,16 @@ func (tp *topo) xdpAttached(iface string) bool {
 	return links[0].XDP != nil
 }
 
-// statusReport is `xlb status --json`.
-type statusReport struct {
-	Attached bool              `json:"attached"`
-	Mode     string            `json:"mode"`
-	Counters map[string]uint64 `json:"counters"`
-	Legs     map[string]int    `json:"legs"`
-}
-
-func (tp *topo) status() statusReport {
+// status is `xlb status --json` on L's front interface.
+func (tp *topo) status() testkit.StatusReport {
 	tp.t.Helper()
-	r, err := tp.statusErr()
-	if err != nil {
-		tp.t.Fatal(err)
-	}
-	return r
-}
-
-// statusErr is status that returns its error, for a goroutine other than
-// the test's.
-func (tp *topo) statusErr() (statusReport, error) {
-	var r statusReport
-	out, err := tp.l.Command(xlbBin, "status", "--json", frontIface).Output()
-	if err != nil {
-		return r, fmt.Errorf("xlb status: %w", err)
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return r, fmt.Errorf("xlb status: %w\n%s", err, out)
-	}
-	return r, nil
+	return testkit.Status(tp.t, tp.l, frontIface)
 }
 
 // waitStatus polls xlb status until ok or the timeout.
-func (tp *topo) waitStatus(timeout time.Duration, what string, ok func(statusReport) bool) statusReport {
+func (tp *topo) waitStatus(timeout time.Duration, what string, ok func(testkit.StatusReport) bool) testkit.StatusReport {
 	tp.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var seen map[string]int
-	start := time.Now()
-	for {
-		r := tp.status()
-		if ok(r) {
-			return r
-		}
-		if !sameLegs(r.Legs, seen) {
-			tp.t.Logf("%s: after %v legs %v", what, time.Since(start).Round(time.Millisecond), r.Legs)
-			seen = r.Legs
-		}
-		if time.Now().After(deadline) {
-			tp.t.Fatalf("waited %v for %s; legs %v counters %v", timeout, what, r.Legs, r.Counters)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// waitPoolsFull waits until the leg table holds only idle worker legs and
-// their count is stable, and returns that table: the baseline every
-// scenario's end is compared with.
-func (tp *topo) waitPoolsFull() map[string]int {
-	tp.t.Helper()
-	var last map[string]int
-	stable := 0
-	r := tp.waitStatus(startTimeout, "full worker pools", func(r statusReport) bool {
-		if sameLegs(r.Legs, last) && r.Legs["worker/idle"] > 0 {
-			stable++
-		} else {
-			stable = 0
-		}
-		last = r.Legs
-		return stable >= 3
-	})
-	return r.Legs
+	return testkit.WaitStatus(tp.t, tp.l, frontIface, timeout, what, ok)
 }
 
 // waitBaseline waits until the leg table holds idle worker legs only (no
@@ -391,7 +184,7 @@ func (tp *topo) waitPoolsFull() map[string]int {
 func (tp *topo) waitBaseline(extra int) {
 	tp.t.Helper()
 	base := tp.baselineLegs["worker/idle"]
-	tp.waitStatus(reapTimeout, fmt.Sprintf("legs back to %d to %d idle worker legs only", base, base+2*extra+len(tp.workerAddrs)), func(r statusReport) bool {
+	tp.waitStatus(reapTimeout, fmt.Sprintf("legs back to %d to %d idle worker legs only", base, base+2*extra+len(tp.workerAddrs)), func(r testkit.StatusReport) bool {
 		n := 0
 		for k, v := range r.Legs {
 			if k != "worker/idle" && v != 0 {
@@ -401,21 +194,6 @@ func (tp *topo) waitBaseline(extra int) {
 		}
 		return n >= base && n <= base+2*extra+len(tp.workerAddrs)
 	})
-}
-
-// sameLegs reports whether two leg counts are equal, ignoring zero entries.
-func sameLegs(a, b map[string]int) bool {
-	for k, v := range a {
-		if v != b[k] {
-			return false
-		}
-	}
-	for k, v := range b {
-		if v != a[k] {
-			return false
-		}
-	}
-	return true
 }
 
 // impair sets every direction of both links to im, each with its own seed.

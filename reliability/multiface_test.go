@@ -8,11 +8,11 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/internal/runstate"
+	"github.com/xlb-lb/xlb/internal/testkit"
 )
 
 // TestMultiIface: xlb serves L's front and back interfaces (`xlb l0,l1`).
@@ -35,18 +35,10 @@ func TestMultiIface(t *testing.T) {
 
 	// Handover: the new process replaces the program on both interfaces.
 	old := tp.lb
-	args := []string{xlbBin, "--reuse"}
-	for i, a := range old.cmd.Args { // nsenter --net=NS -- XLB ARGS...
-		if a == xlbBin {
-			args = append(args, old.cmd.Args[i+1:]...)
-			break
-		}
-	}
-	tp.lb = startProc(t, tp.l, "xlb (reuse)", args...)
-	tp.lb.waitLines("took over", 1, startTimeout)
-	select {
-	case <-old.done:
-	case <-time.After(stopTimeout):
+	args := append([]string{testkit.XLB, "--reuse"}, old.Args[1:]...)
+	tp.lb = testkit.Start(t, tp.l, "xlb (reuse)", args...)
+	tp.lb.WaitLines("took over", 1, testkit.StartTimeout)
+	if !old.Exited(testkit.StopTimeout) {
 		t.Fatalf("the old xlb did not exit after the handover")
 	}
 	ids2 := tp.progIDs()
@@ -57,7 +49,7 @@ func TestMultiIface(t *testing.T) {
 	tp.closeClients()
 	tp.waitBaseline(4)
 
-	if err := tp.lb.stop(); err != nil {
+	if err := tp.lb.StopErr(); err != nil {
 		t.Fatalf("xlb stop: %v", err)
 	}
 	for _, ifc := range []string{frontIface, backIface} {
@@ -70,7 +62,7 @@ func TestMultiIface(t *testing.T) {
 	}
 
 	// A missing interface: exit 1, a message naming it, nothing attached.
-	cmd := tp.l.Command(xlbBin, "--listen", frontAddr, "--mode", "generic", frontIface+",nosuch0", fmt.Sprint(servicePort), tp.workerAddrs[0])
+	cmd := tp.l.Command(testkit.XLB, "--listen", frontAddr, "--mode", "generic", frontIface+",nosuch0", fmt.Sprint(servicePort), tp.workerAddrs[0])
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), `"nosuch0" not found`) {
@@ -85,7 +77,7 @@ func TestMultiIface(t *testing.T) {
 // interface (0: none or not xlb's).
 func (tp *topo) progIDs() [2]uint32 {
 	tp.t.Helper()
-	out, err := tp.l.Command(xlbBin, "status", "--json", frontIface+","+backIface).Output()
+	out, err := tp.l.Command(testkit.XLB, "status", "--json", frontIface+","+backIface).Output()
 	if err != nil {
 		tp.t.Fatalf("xlb status %s,%s: %v", frontIface, backIface, err)
 	}

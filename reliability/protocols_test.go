@@ -12,13 +12,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/internal/testproto"
 	"github.com/xlb-lb/xlb/splice/demo"
 	"github.com/xlb-lb/xlb/testnet"
@@ -28,28 +27,6 @@ import (
 // reordering at once.
 func protoImpairment(seed uint64) testnet.Impairment {
 	return testnet.Impairment{Drop: 0.02, Duplicate: 0.01, Reorder: 0.05, Seed: seed}
-}
-
-// protoFlags are $XLB_PROTO_FLAGS (see e2e/protocols_test.go: to check the
-// scenarios themselves with `--policy sticky --idle-release 0`).
-func protoFlags() []string { return strings.Fields(os.Getenv("XLB_PROTO_FLAGS")) }
-
-// needTool fails the test when a server it runs is missing (make test
-// installs them all with scripts/deps.sh test).
-func needTool(t testing.TB, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s not installed (make test installs it: scripts/deps.sh test)", tool)
-	}
-}
-
-// waitAccepts waits until addr accepts TCP connections in ns, failing if p
-// exits first.
-func waitAccepts(t testing.TB, ns *testnet.NS, addr string, p *proc) {
-	t.Helper()
-	if err := ns.WaitAccepts(addr, startTimeout, p.done); err != nil {
-		t.Fatalf("%s %v:\n%s", p.name, err, p.output())
-	}
 }
 
 // nginxServers starts nginx workers serving root (with TLS when cert is
@@ -63,7 +40,7 @@ func nginxServers(root, cert, key string) func(testing.TB, *testnet.NS, []string
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitAccepts(t, w, a, startProc(t, w, "nginx "+a, args...))
+			testkit.Start(t, w, "nginx "+a, args...).WaitAccepts(w, a)
 		}
 	}
 }
@@ -71,8 +48,8 @@ func nginxServers(root, cert, key string) func(testing.TB, *testnet.NS, []string
 // redisServers starts redis-server workers.
 func redisServers(t testing.TB, w *testnet.NS, addrs []string) {
 	for _, a := range addrs {
-		p := startProc(t, w, "redis "+a, testproto.RedisArgs(a)...)
-		p.waitLines(testproto.RedisReady, 1, startTimeout)
+		p := testkit.Start(t, w, "redis "+a, testproto.RedisArgs(a)...)
+		p.WaitLines(testproto.RedisReady, 1, testkit.StartTimeout)
 	}
 }
 
@@ -139,7 +116,7 @@ func readBody(r *bufio.Reader, size int) (string, error) {
 // TestTLSImpaired: TLS 1.3 and 1.2 keep-alive connections to three nginx
 // TLS workers, every link direction dropping, duplicating and reordering.
 func TestTLSImpaired(t *testing.T) {
-	needTool(t, "nginx")
+	testkit.NeedTools(t, "nginx")
 	cert, key, err := testproto.SelfSignedCert(t.TempDir(), workerAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +125,7 @@ func TestTLSImpaired(t *testing.T) {
 	conns, requests := pick(4, 8), pick(10, 100)
 	runScenario(t, scenario{
 		imp:     protoImpairment(800),
-		opts:    topoOpts{servers: nginxServers(testproto.WebRoot(t, sizes...), cert, key), flags: protoFlags()},
+		opts:    topoOpts{servers: nginxServers(testproto.WebRoot(t, sizes...), cert, key), flags: testkit.ProtoFlags()},
 		want:    conns * requests,
 		clients: conns,
 		drive: func(tp *topo) result {
@@ -201,12 +178,12 @@ const pipelinePiece = 3001
 // piece comes, the client acknowledges every answer, and the next piece
 // starts in the middle of a request.
 func TestHTTPPipelineImpaired(t *testing.T) {
-	needTool(t, "nginx")
+	testkit.NeedTools(t, "nginx")
 	batch, sizes := pipelineBatch()
 	conns, rounds := pick(3, 6), pick(2, 6)
 	runScenario(t, scenario{
 		imp:     protoImpairment(900),
-		opts:    topoOpts{servers: nginxServers(testproto.WebRoot(t, sizes...), "", ""), flags: protoFlags()},
+		opts:    topoOpts{servers: nginxServers(testproto.WebRoot(t, sizes...), "", ""), flags: testkit.ProtoFlags()},
 		want:    conns * rounds * len(sizes),
 		clients: conns,
 		drive: func(tp *topo) result {
@@ -259,7 +236,7 @@ func TestHTTPPipelineImpaired(t *testing.T) {
 // and reorders. Afterwards, on each server directly: every batch landed
 // whole on one server with every value intact.
 func TestRedisPipelineImpaired(t *testing.T) {
-	needTool(t, "redis-server")
+	testkit.NeedTools(t, "redis-server")
 	const keys, size = 50, 2700
 	conns, rounds := pick(3, 6), pick(2, 10)
 	value := func(prefix string, k int) string {
@@ -271,7 +248,7 @@ func TestRedisPipelineImpaired(t *testing.T) {
 	var tp0 *topo
 	runScenario(t, scenario{
 		imp:     protoImpairment(1000),
-		opts:    topoOpts{servers: redisServers, flags: protoFlags()},
+		opts:    topoOpts{servers: redisServers, flags: testkit.ProtoFlags()},
 		want:    conns * rounds * (keys + 2),
 		clients: conns,
 		drive: func(tp *topo) result {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/xlb-lb/xlb/testnet"
 )
 
 // record is one scenario's line in docs/RELIABILITY.md.
@@ -28,10 +30,28 @@ var (
 	records   []record
 )
 
-func addRecord(r record) {
-	recordsMu.Lock()
-	defer recordsMu.Unlock()
-	records = append(records, r)
+// record starts the test's line in the report: named after the test, with
+// the impairment told and tp's forwarding. The test fills in what it saw
+// (fill); the line is added when the test ends, its outcome pass unless the
+// test failed.
+func (tp *topo) record(impairment string) *record {
+	t := tp.t
+	rec := &record{Name: t.Name(), Impairment: impairment, Forwarding: forwardingName(tp.routed)}
+	t.Cleanup(func() {
+		rec.Outcome = "FAIL"
+		if !t.Failed() {
+			rec.Outcome = "pass"
+		}
+		recordsMu.Lock()
+		defer recordsMu.Unlock()
+		records = append(records, *rec)
+	})
+	return rec
+}
+
+// fill records what the clients saw and what the links did.
+func (rec *record) fill(res result, link testnet.Stats) {
+	rec.Requests, rec.Bytes, rec.Failures, rec.Took, rec.Link = res.requests, res.bytes, len(res.failures), res.took, linkSummary(link)
 }
 
 // writeReport writes the records as Markdown.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/testnet"
 )
@@ -59,7 +60,7 @@ func TestSabotageIsCaught(t *testing.T) {
 		}
 	}
 
-	out, err, took = runChild(t, xlbBin)
+	out, err, took = runChild(t, testkit.XLB)
 	t.Logf("real xlb, %s: %v after %v", sabotageScenario, err, took.Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("%s failed against the real xlb:\n%s", sabotageScenario, out)
@@ -129,12 +130,12 @@ func buildSabotaged(t *testing.T) string {
 // against bin, and returns its output, exit error and duration.
 func runChild(t *testing.T, bin string) (string, error, time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), sabotageRunTimeout+stopTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), sabotageRunTimeout+testkit.StopTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^"+sabotageScenario+"$", "-test.count=1", "-test.v")
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "XLB_RELIABILITY") && !strings.HasPrefix(kv, "XLB_BIN=") {
+		if !strings.HasPrefix(kv, "XLB_RELIABILITY") && !strings.HasPrefix(kv, "XLB_BIN=") && !strings.HasPrefix(kv, testkit.VerboseEnv+"=") {
 			env = append(env, kv)
 		}
 	}

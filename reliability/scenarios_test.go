@@ -79,13 +79,7 @@ func linkSummary(s testnet.Stats) string {
 func runScenario(t *testing.T, s scenario) {
 	s.opts.routed = routedForwarding()
 	tp := newTopo(t, s.opts)
-	rec := record{Name: t.Name(), Impairment: describe(s.imp), Forwarding: forwardingName(s.opts.routed), Outcome: "FAIL"}
-	defer func() {
-		if !t.Failed() {
-			rec.Outcome = "pass"
-		}
-		addRecord(rec)
-	}()
+	rec := tp.record(describe(s.imp))
 	csum0, st0, link0 := tp.csumErrors(), tp.status(), tp.linkStats()
 	tp.impair(s.imp)
 	want, clients := s.load.conns*s.load.requests, s.load.conns
@@ -99,7 +93,7 @@ func runScenario(t *testing.T, s scenario) {
 	tp.impair(testnet.Impairment{})
 	link := tp.linkStats()
 	link.In -= link0.In
-	rec.Requests, rec.Bytes, rec.Failures, rec.Took, rec.Link = res.requests, res.bytes, len(res.failures), res.took, linkSummary(link)
+	rec.fill(res, link)
 	t.Logf("%d requests, %d bytes verified in %v, %d failures; workers %v; links %s",
 		res.requests, res.bytes, res.took.Round(time.Millisecond), len(res.failures), res.perWorker, linkSummary(link))
 	for _, err := range res.failures[:min(len(res.failures), 5)] {
