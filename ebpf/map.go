@@ -219,7 +219,11 @@ func (m *Map) checkValue(op string, value []byte) error {
 
 func (m *Map) elem(cmd uintptr, op string, key, value []byte, flags uint64) error {
 	attr := mapElemAttr{MapFD: uint32(m.fd), Key: bytePtr(key), Value: bytePtr(value), Flags: flags}
-	if err := sysMapElem(cmd, &attr); err != nil {
+	// An update or delete of a map-in-map waits for an RCU grace period
+	// (milliseconds: programs may still hold the old inner map): not
+	// quick (bpfQuick).
+	quick := cmd == cmdMapLookupElem || cmd == cmdMapGetNextKey || !m.spec.Type.mapInMap()
+	if err := sysMapElem(cmd, &attr, quick); err != nil {
 		return fmt.Errorf("map %s: %s: %w", m.spec.Name, op, mapErrno(err))
 	}
 	return nil
@@ -262,7 +266,7 @@ func (m *Map) UpdateBatch(keys, values []byte, flags UpdateFlags) (int, error) {
 		return 0, nil
 	}
 	attr := mapBatchAttr{Keys: bytePtr(keys), Values: bytePtr(values), Count: uint32(n), MapFD: uint32(m.fd), ElemFlags: uint64(flags)}
-	if err := sysMapBatch(cmdMapUpdateBatch, &attr); err != nil {
+	if err := sysMapBatch(cmdMapUpdateBatch, &attr, !m.spec.Type.mapInMap()); err != nil {
 		return int(attr.Count), fmt.Errorf("map %s: update batch: %w", m.spec.Name, sysErrno(err))
 	}
 	return int(attr.Count), nil
@@ -352,7 +356,7 @@ func (m *Map) ForEachBatch(fn func(key, value []byte) bool) error {
 		if !first {
 			attr.InBatch = bytePtr(in)
 		}
-		err := sysMapBatch(cmdMapLookupBatch, &attr)
+		err := sysMapBatch(cmdMapLookupBatch, &attr, true)
 		done := errors.Is(err, unix.ENOENT)
 		if err != nil && !done {
 			return fmt.Errorf("map %s: lookup batch: %w", m.spec.Name, sysErrno(err))

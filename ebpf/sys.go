@@ -247,7 +247,8 @@ func bpf(cmd uintptr, attr unsafe.Pointer, size uintptr) (uintptr, error) {
 }
 
 // bpfQuick is bpf for commands that cannot block and take microseconds: an
-// element looked up, updated or deleted, a small batch, one test run. It
+// element looked up, updated or deleted (but a map-in-map's update or
+// delete, which waits for an RCU grace period), a small batch, one test run. It
 // does not tell the runtime it enters a system call (RawSyscall): a P in a
 // system call for more than 20 us is taken back by sysmon and handed to
 // another thread, and sysmon, finding work to retake, keeps polling every
@@ -281,15 +282,19 @@ func sysMapCreate(attr *mapCreateAttr) (int, error) {
 	return int(fd), err
 }
 
-func sysMapElem(cmd uintptr, attr *mapElemAttr) error {
-	_, err := bpfQuick(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
+func sysMapElem(cmd uintptr, attr *mapElemAttr, quick bool) error {
+	call := bpf
+	if quick {
+		call = bpfQuick
+	}
+	_, err := call(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
 	runtime.KeepAlive(attr)
 	return err
 }
 
-func sysMapBatch(cmd uintptr, attr *mapBatchAttr) error {
+func sysMapBatch(cmd uintptr, attr *mapBatchAttr, quick bool) error {
 	call := bpf
-	if attr.Count <= quickBatch {
+	if quick && attr.Count <= quickBatch {
 		call = bpfQuick
 	}
 	_, err := call(cmd, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
