@@ -177,6 +177,11 @@ func (p *Proc) Stop(timeout time.Duration) error {
 
 // Kill kills the process group and waits for the process (5 s at most).
 func (p *Proc) Kill() {
+	select {
+	case <-p.Done: // its pid may be another process's by now
+		return
+	default:
+	}
 	syscall.Kill(-p.Pid(), syscall.SIGKILL)
 	select {
 	case <-p.Done:
