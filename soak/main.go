@@ -58,6 +58,9 @@ const (
 	// drainTimeout bounds the wait for the clients to finish after the
 	// run: a request under way finishes within reqTimeout.
 	drainTimeout = reqTimeout + 10*time.Second
+	// removeTimeout bounds a removal: the worker's connections close as
+	// they come idle, which keep-alive clients' do after each request.
+	removeTimeout = 60 * time.Second
 )
 
 type options struct {
@@ -144,13 +147,14 @@ type sample struct {
 	Bindings int `json:"bindings"`
 	// The workers' connections (xlb stats: idle, bound, cooling), all and
 	// by worker.
-	Pool        int            `json:"pool"`
-	PoolIdle    int            `json:"pool_idle"`
-	PoolBound   int            `json:"pool_bound"`
-	PoolCooling int            `json:"pool_cooling"`
-	Workers     map[string]int `json:"workers"`
-	Clients     int            `json:"clients"`
-	Goroutines  int            `json:"goroutines"`
+	Pool        int               `json:"pool"`
+	PoolIdle    int               `json:"pool_idle"`
+	PoolBound   int               `json:"pool_bound"`
+	PoolCooling int               `json:"pool_cooling"`
+	Workers     map[string]int    `json:"workers"`
+	States      map[string]string `json:"states"` // by worker
+	Clients     int               `json:"clients"`
+	Goroutines  int               `json:"goroutines"`
 	// xlb's process and the namespace.
 	Pid         int    `json:"pid"`
 	RSS         int64  `json:"rss"`
@@ -316,12 +320,12 @@ var schedule = []struct {
 }{
 	{"add w4", func(s *soak) error { return s.ctl("add", 3) }},
 	{"drain w2", func(s *soak) error { return s.ctl("drain", 1) }},
-	{"remove w2", func(s *soak) error { return s.ctl("remove", 1) }},
+	{"remove w2", func(s *soak) error { return s.remove(1) }},
 	{"kill nginx w1 (SIGKILL), restart it", func(s *soak) error { return s.killWorker(0) }},
 	{"add w2", func(s *soak) error { return s.ctl("add", 1) }},
 	{"restart xlb with --reuse", func(s *soak) error { return s.reuse() }},
 	{"drain w4", func(s *soak) error { return s.ctl("drain", 3) }},
-	{"remove w4", func(s *soak) error { return s.ctl("remove", 3) }},
+	{"remove w4", func(s *soak) error { return s.remove(3) }},
 	{"kill nginx w3 (SIGKILL), restart it", func(s *soak) error { return s.killWorker(2) }},
 }
 
@@ -403,13 +407,14 @@ func (s *soak) takeSample() {
 				}
 			}
 		}
-		sm.Workers = map[string]int{}
+		sm.Workers, sm.States = map[string]int{}, map[string]string{}
 		for _, w := range st.Workers {
 			sm.Pool += w.Legs
 			sm.PoolIdle += w.Idle
 			sm.PoolBound += w.Bound
 			sm.PoolCooling += w.Cooling
 			sm.Workers[w.Addr] = w.Legs
+			sm.States[w.Addr] = w.State
 		}
 		sm.Clients, sm.Goroutines, sm.Pid = st.Clients, st.Goroutines, st.Pid
 		sm.RSS = lab.ProcRSS(st.Pid)
@@ -496,6 +501,14 @@ func (s *soak) ctl(cmd string, i int) error {
 	return nil
 }
 
+// remove removes worker i and waits until xlb forgot it.
+func (s *soak) remove(i int) error {
+	if err := s.ctl("remove", i); err != nil {
+		return err
+	}
+	return s.waitGone(i)
+}
+
 // killWorker kills worker i's nginx with SIGKILL, and starts it again
 // killDown later.
 func (s *soak) killWorker(i int) error {
@@ -554,14 +567,11 @@ func (s *soak) startXLB(args []string) (*lab.Proc, error) {
 	for {
 		var st splice.Status
 		err := splice.Call(s.sock, splice.Request{Cmd: "status"}, &st)
-		if err == nil && st.Pid == p.Pid() {
-			up := 0
-			for _, w := range st.Workers {
-				if w.State == splice.WorkerUp.String() {
-					up++
-				}
-			}
-			if up >= len(s.inXLB) {
+		if err == nil && st.Pid != p.Pid() {
+			err = fmt.Errorf("the control socket answers for pid %d, not %d", st.Pid, p.Pid())
+		}
+		if err == nil {
+			if err = s.allUp(st); err == nil {
 				return p, nil
 			}
 		}
@@ -571,7 +581,46 @@ func (s *soak) startXLB(args []string) (*lab.Proc, error) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("xlb: workers not up after %v (%v):\n%s", startTimeout, err, lab.LastLines(p.Output(), 20))
+			return nil, fmt.Errorf("xlb: not ready after %v: %v\n%s", startTimeout, err, lab.LastLines(p.Output(), 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// allUp says whether every worker of inXLB is up in st.
+func (s *soak) allUp(st splice.Status) error {
+	states := map[string]string{}
+	for _, w := range st.Workers {
+		states[w.Addr] = w.State
+	}
+	for _, i := range s.inXLB {
+		if states[workerAddr(i)] != splice.WorkerUp.String() {
+			return fmt.Errorf("workers not all up: %v", states)
+		}
+	}
+	return nil
+}
+
+// waitGone waits until worker i is no longer in xlb's status (removed).
+func (s *soak) waitGone(i int) error {
+	deadline := time.Now().Add(removeTimeout)
+	for {
+		var st splice.Status
+		err := splice.Call(s.sock, splice.Request{Cmd: "status"}, &st)
+		if err == nil {
+			gone := true
+			for _, w := range st.Workers {
+				if w.Addr == workerAddr(i) {
+					gone = false
+					err = fmt.Errorf("still %s with %d connections", w.State, w.Legs)
+				}
+			}
+			if gone {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not removed after %v: %v", workerName(i), removeTimeout, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

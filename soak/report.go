@@ -91,6 +91,11 @@ func report(r *result, chart bool) string {
 	for _, x := range bodies {
 		bs = append(bs, fmt.Sprintf("%s %d%%", bytesIEC(x.size), x.weight))
 	}
+	if r.Options.WorkerCloses {
+		p("Clients end their connections with `Connection: close` (SOAK_WORKER_CLOSES=1): the worker closes after its answer.")
+	} else {
+		p("Clients end their connections themselves, after the answer (their FIN first). With `SOAK_WORKER_CLOSES=1` they send `Connection: close` instead and nginx closes; that fails at present: other clients' requests, on new and long-lived keep-alive connections alike, are reset right after they are sent, about one in 1,000–2,000, with or without events, with `--dial xdp` and `--dial socket` (runs of 90 s and 3 min on this machine, 2026-12-02).")
+	}
 	p("Bodies: %s of requests; each answer's status, length and SHA-256 are checked, and its `X-Worker`. A request that takes up to %v is not a failure.", strings.Join(bs, ", "), reqTimeout)
 	p("")
 	p("Every %v: `xlb stats --json` (the leg table by kind and state, bindings, each worker's connections, goroutines), xlb's RSS (`/proc/PID/status`), open descriptors (`/proc/PID/fd`), the memlock of its BPF maps (fdinfo) and the namespace's TCP sockets (`/proc/PID/net/sockstat`).", r.Options.Sample)
