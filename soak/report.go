@@ -241,6 +241,7 @@ plot %[2]q using 1:4 with lines lw 2 title "open fds", "" using 1:5 with lines l
 set title "leg table and pools"
 plot %[2]q using 1:6 with lines title "legs", "" using 1:7 with lines title "live legs", "" using 1:8 with lines title "bindings", "" using 1:9 with lines title "pool"
 set title "traffic"
+set key bottom right
 set ytics nomirror
 set y2tics
 set y2range [0:*]
@@ -288,9 +289,10 @@ func machine() string {
 
 func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
+// unitNum prints a value of a series: bytes in MiB.
 func unitNum(x float64, unit string) string {
 	if unit == "bytes" {
-		return fmt.Sprintf("%.1f MiB", x/(1<<20))
+		return fmt.Sprintf("%.2f MiB", x/(1<<20))
 	}
 	if x == float64(int64(x)) {
 		return fmt.Sprintf("%d", int64(x))

@@ -79,13 +79,13 @@ func judge(name, unit string, values []float64, tol tolerance) verdict {
 	switch {
 	case v.Grows:
 		v.Why = fmt.Sprintf("still growing: C−A %s > %s, C−B %s > %s, C2−C1 %s > %s",
-			num(up), num(v.Tol), num(mid), num(v.Tol/2), num(end), num(v.Tol/4))
+			unitNum(up, unit), unitNum(v.Tol, unit), unitNum(mid, unit), unitNum(v.Tol/2, unit), unitNum(end, unit), unitNum(v.Tol/4, unit))
 	case up <= v.Tol:
-		v.Why = fmt.Sprintf("bounded: C−A %s ≤ %s", num(up), num(v.Tol))
+		v.Why = fmt.Sprintf("bounded: C−A %s ≤ %s", unitNum(up, unit), unitNum(v.Tol, unit))
 	case mid <= v.Tol/2:
-		v.Why = fmt.Sprintf("stepped, then flat: C−B %s ≤ %s", num(mid), num(v.Tol/2))
+		v.Why = fmt.Sprintf("stepped, then flat: C−B %s ≤ %s", unitNum(mid, unit), unitNum(v.Tol/2, unit))
 	default:
-		v.Why = fmt.Sprintf("stepped, flat at the end: C2−C1 %s ≤ %s", num(end), num(v.Tol/4))
+		v.Why = fmt.Sprintf("stepped, flat at the end: C2−C1 %s ≤ %s", unitNum(end, unit), unitNum(v.Tol/4, unit))
 	}
 	return v
 }
@@ -96,15 +96,4 @@ func mean(xs []float64) float64 {
 		s += x
 	}
 	return s / float64(len(xs))
-}
-
-// num prints a value of a verdict compactly.
-func num(x float64) string {
-	if math.Abs(x) >= 1<<20 {
-		return fmt.Sprintf("%.2f Mi", x/(1<<20))
-	}
-	if x == math.Trunc(x) {
-		return fmt.Sprintf("%.0f", x)
-	}
-	return fmt.Sprintf("%.1f", x)
 }
