@@ -26,7 +26,7 @@ else
 BIN := build/xlb-linux-$(GOARCH)
 endif
 
-.PHONY: all deps test test-unit bench clean reliability scale
+.PHONY: all deps test test-unit bench clean reliability scale soak
 
 all: deps $(BIN)
 
@@ -81,6 +81,19 @@ scale: deps
 	@bash scripts/deps.sh bench
 	$(MAKE) --no-print-directory xlb
 	CGO_ENABLED=0 $(GO) run ./scale
+
+# 30 minutes of mixed traffic through xlb while workers are added, drained,
+# removed, killed and restarted and xlb restarts with --reuse (soak/, as
+# root); fails if xlb's legs, pools, RSS, descriptors, goroutines or map
+# memory keep growing, or a request fails that no killed worker explains.
+# Writes docs/SOAK.md, docs/soak-results.json and docs/soak.png. Not part of
+# `make test`, which runs a 2.5-minute version (TestSoakShort). A quick run:
+#   SOAK_DURATION=3m SOAK_OUT=/tmp/soak make soak
+# Other settings: SOAK_SAMPLE (10s).
+soak: deps
+	@bash scripts/deps.sh bench
+	$(MAKE) --no-print-directory xlb
+	CGO_ENABLED=0 $(GO) run ./soak
 
 # The adversity scenarios of reliability/ in their long versions (root: they
 # build namespaces and TAP links); writes docs/RELIABILITY.md.

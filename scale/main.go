@@ -28,7 +28,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -36,7 +35,26 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/lab"
 )
+
+// nsPrefix starts the name of every namespace this program makes; then
+// come its pid and the turn, so that leftovers of a killed run can be
+// recognised.
+const nsPrefix = "xlbs-"
+
+// sysctls of the namespace (each is per network namespace on Linux 6.x;
+// none is set on the host). The TCP memory limits (net.ipv4.tcp_mem) are
+// global, not per namespace: their defaults (a few GiB on this machine)
+// are far above what 200,000 idle sockets take, so they are left alone.
+var sysctls = []string{
+	"net.core.somaxconn=65535",
+	"net.ipv4.tcp_max_syn_backlog=65535",
+	// One source address reaches one destination from these ports: more
+	// than perClient. Listening ports (workers, balancer) are below.
+	"net.ipv4.ip_local_port_range=10000 65000",
+}
 
 // Sizes and bounds of a run.
 const (
@@ -112,6 +130,7 @@ func main() {
 		fatalf("no xlb binary at %s: run make first", xlbBin)
 	}
 
+	lab.Logf = logf
 	// Ctrl-C or SIGTERM: the turn under way removes its namespace.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -171,18 +190,18 @@ type turn struct {
 func runTurn(ctx context.Context, o options, balancer string) (t *turn, err error) {
 	logf("%s: %d clients", balancer, o.clients)
 	hostAlloc := hostTCPAlloc()
-	ns, err := newNetns(balancer)
+	ns, err := lab.NewNetns(nsPrefix, balancer, sysctls)
 	if err != nil {
 		return nil, err
 	}
-	var lbProcs []*proc
+	var lbProcs []*lab.Proc
 	defer func() {
 		if err != nil {
 			for _, p := range lbProcs {
-				logf("%s: last lines of %s:\n%s", balancer, p.name, lastLines(p.output(), 30))
+				logf("%s: last lines of %s:\n%s", balancer, p.Name, lab.LastLines(p.Output(), 30))
 			}
 		}
-		if cerr := ns.close(); cerr != nil && err == nil {
+		if cerr := ns.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 		// The kernel frees a deleted namespace's sockets in the
@@ -195,7 +214,7 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 	}()
 	go func() { // Ctrl-C
 		<-ctx.Done()
-		ns.close()
+		ns.Close()
 	}()
 	dir, err := os.MkdirTemp("", "xlb-scale-")
 	if err != nil {
@@ -207,7 +226,7 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 	if err != nil {
 		return nil, err
 	}
-	nsPid := workers[0].pid()
+	nsPid := workers[0].Pid()
 	t = &turn{Balancer: balancer, Clients: o.clients}
 	t.Before = take(nsPid, nil, nil)
 
@@ -227,12 +246,12 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 		}
 		t.Command = strings.Join(append([]string{"xlb"}, args[1:]...), " ")
 		t.Command = strings.Replace(t.Command, sock, "S", 1)
-		p, err := ns.start("xlb", false, args...)
+		p, err := ns.Start("xlb", false, args...)
 		if err != nil {
 			return nil, err
 		}
 		lbProcs = append(lbProcs, p)
-		if err := waitListen(p, lbPort, 1, startTimeout); err != nil {
+		if err := lab.WaitListen(p, lbPort, 1, startTimeout); err != nil {
 			return nil, err
 		}
 		if err := waitXLBWorkers(ns, sock, p); err != nil {
@@ -246,12 +265,12 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 		}
 		t.Command = fmt.Sprintf("%d × haproxy -db -f haproxy.cfg (below)", n)
 		for i := range n {
-			p, err := ns.start(fmt.Sprintf("haproxy %d", i+1), false, "haproxy", "-db", "-f", cfg)
+			p, err := ns.Start(fmt.Sprintf("haproxy %d", i+1), false, "haproxy", "-db", "-f", cfg)
 			if err != nil {
 				return nil, err
 			}
 			lbProcs = append(lbProcs, p)
-			if err := waitListen(p, lbPort, i+1, startTimeout); err != nil {
+			if err := lab.WaitListen(p, lbPort, i+1, startTimeout); err != nil {
 				return nil, err
 			}
 		}
@@ -266,13 +285,13 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 	if err != nil {
 		return nil, err
 	}
-	var clients []*proc
+	var clients []*lab.Proc
 	for i := range nc {
 		n := o.clients / nc
 		if i < o.clients%nc {
 			n++
 		}
-		p, err := ns.start(fmt.Sprintf("client %d", i+1), true, self, "-client",
+		p, err := ns.Start(fmt.Sprintf("client %d", i+1), true, self, "-client",
 			"-src", fmt.Sprintf("127.0.0.%d", 11+i), "-addr", fmt.Sprintf("127.0.0.1:%d", lbPort),
 			"-conns", strconv.Itoa(n), "-requests", strconv.Itoa(o.requests),
 			"-pause-min", o.pauseMin.String(), "-pause-max", o.pauseMax.String(),
@@ -308,7 +327,7 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 		}
 		t.PeakLegs = max(t.PeakLegs, all)
 		t.PeakWorkerLegs = max(t.PeakWorkerLegs, workers)
-		fds, _ := procFDs(lbProcs[0].pid())
+		fds, _ := lab.ProcFDs(lbProcs[0].Pid())
 		t.PeakFDs = max(t.PeakFDs, fds)
 		logf("  xlb: %d legs (%d of workers), %d descriptors, legs_full %d, no_idle_leg %d", all, workers, fds, st.Counters["legs_full"], st.Counters["no_idle_leg"])
 	}
@@ -360,11 +379,11 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 		t.StatsAfter = xlbStats(ns, sock)
 	}
 	for _, p := range lbProcs {
-		if err := p.stop(stopTimeout); err != nil {
+		if err := p.Stop(stopTimeout); err != nil {
 			return nil, err
 		}
-		if balancer == "xlb" && p.err != nil {
-			return nil, fmt.Errorf("xlb exited with %v:\n%s", p.err, lastLines(p.output(), 20))
+		if balancer == "xlb" && p.Err != nil {
+			return nil, fmt.Errorf("xlb exited with %v:\n%s", p.Err, lab.LastLines(p.Output(), 20))
 		}
 	}
 	return t, nil
@@ -391,7 +410,7 @@ func maxLegs(clients int) int { return (clients + nWorkers*xlbWorkerConns) * 4 /
 
 // phase waits until every client reported phase, and returns the reports.
 // While it waits it logs the namespace's TCP sockets every 10 s.
-func phase(clients []*proc, name string, timeout time.Duration, nsPid int, onTick func()) ([]clientReport, error) {
+func phase(clients []*lab.Proc, name string, timeout time.Duration, nsPid int, onTick func()) ([]clientReport, error) {
 	out := make([]clientReport, len(clients))
 	errs := make(chan error, len(clients))
 	var wg sync.WaitGroup
@@ -401,16 +420,16 @@ func phase(clients []*proc, name string, timeout time.Duration, nsPid int, onTic
 		go func() {
 			defer wg.Done()
 			select {
-			case line, ok := <-c.lines:
+			case line, ok := <-c.Lines:
 				if !ok {
-					errs <- fmt.Errorf("%s exited (%v) before %q:\n%s", c.name, c.err, name, lastLines(c.output(), 10))
+					errs <- fmt.Errorf("%s exited (%v) before %q:\n%s", c.Name, c.Err, name, lab.LastLines(c.Output(), 10))
 					return
 				}
 				if err := json.Unmarshal([]byte(line), &out[i]); err != nil || out[i].Phase != name {
-					errs <- fmt.Errorf("%s: %q instead of %q", c.name, line, name)
+					errs <- fmt.Errorf("%s: %q instead of %q", c.Name, line, name)
 				}
 			case <-deadline:
-				errs <- fmt.Errorf("%s: no %q within %v", c.name, name, timeout)
+				errs <- fmt.Errorf("%s: no %q within %v", c.Name, name, timeout)
 			}
 		}()
 	}
@@ -427,7 +446,7 @@ func phase(clients []*proc, name string, timeout time.Duration, nsPid int, onTic
 			}
 			return out, nil
 		case <-tick.C:
-			inuse, tw, _ := sockstat(nsPid)
+			inuse, tw, _ := lab.Sockstat(nsPid)
 			logf("  waiting for %q: %d TCP sockets in the namespace, %d in TIME-WAIT", name, inuse, tw)
 			if onTick != nil {
 				onTick()
@@ -436,23 +455,23 @@ func phase(clients []*proc, name string, timeout time.Duration, nsPid int, onTic
 	}
 }
 
-func tell(clients []*proc, line string) {
+func tell(clients []*lab.Proc, line string) {
 	for _, c := range clients {
-		fmt.Fprintln(c.stdin, line)
+		fmt.Fprintln(c.Stdin, line)
 	}
 }
 
-func pids(ps []*proc) []int {
+func pids(ps []*lab.Proc) []int {
 	var out []int
 	for _, p := range ps {
-		out = append(out, p.pid())
+		out = append(out, p.Pid())
 	}
 	return out
 }
 
 // startNginx starts one single-process nginx per worker, keep-alive
 // without a request limit, serving the body file.
-func startNginx(ns *netns, dir string) ([]*proc, error) {
+func startNginx(ns *lab.Netns, dir string) ([]*lab.Proc, error) {
 	root := filepath.Join(dir, "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, err
@@ -460,7 +479,7 @@ func startNginx(ns *netns, dir string) ([]*proc, error) {
 	if err := os.WriteFile(filepath.Join(root, bodyName), body(), 0o644); err != nil {
 		return nil, err
 	}
-	var ps []*proc
+	var ps []*lab.Proc
 	for i := range nWorkers {
 		wd := filepath.Join(dir, fmt.Sprintf("nginx%d", i+1))
 		if err := os.MkdirAll(wd, 0o755); err != nil {
@@ -494,11 +513,11 @@ http {
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
-		p, err := ns.start(fmt.Sprintf("nginx %d", i+1), false, "nginx", "-c", path)
+		p, err := ns.Start(fmt.Sprintf("nginx %d", i+1), false, "nginx", "-c", path)
 		if err != nil {
 			return nil, err
 		}
-		if err := waitListen(p, workerPort0+i, 1, startTimeout); err != nil {
+		if err := lab.WaitListen(p, workerPort0+i, 1, startTimeout); err != nil {
 			return nil, err
 		}
 		ps = append(ps, p)
@@ -540,40 +559,31 @@ backend be
 }
 
 // waitXLBWorkers waits until `xlb ctl list` shows every worker up.
-func waitXLBWorkers(ns *netns, sock string, p *proc) error {
+func waitXLBWorkers(ns *lab.Netns, sock string, p *lab.Proc) error {
 	deadline := time.Now().Add(startTimeout)
 	var out string
 	for time.Now().Before(deadline) {
-		out = nsRun(ns, xlbBin, "ctl", "--socket", sock, "list")
+		out = ns.Run(10*time.Second, xlbBin, "ctl", "--socket", sock, "list")
 		if strings.Count(out, " up") >= nWorkers {
 			return nil
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("xlb exited (%v):\n%s", p.err, lastLines(p.output(), 20))
+		case <-p.Done:
+			return fmt.Errorf("xlb exited (%v):\n%s", p.Err, lab.LastLines(p.Output(), 20))
 		default:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("xlb: workers not up after %v; xlb ctl list:\n%s\nxlb output:\n%s", startTimeout, out, lastLines(p.output(), 20))
+	return fmt.Errorf("xlb: workers not up after %v; xlb ctl list:\n%s\nxlb output:\n%s", startTimeout, out, lab.LastLines(p.Output(), 20))
 }
 
-func xlbStats(ns *netns, sock string) json.RawMessage {
-	out := nsRun(ns, xlbBin, "stats", "--socket", sock, "--json")
+func xlbStats(ns *lab.Netns, sock string) json.RawMessage {
+	out := ns.Run(10*time.Second, xlbBin, "stats", "--socket", sock, "--json")
 	if !json.Valid([]byte(out)) {
-		logf("xlb stats: %s", lastLines(out, 5))
+		logf("xlb stats: %s", lab.LastLines(out, 5))
 		return nil
 	}
 	return json.RawMessage(out)
-}
-
-// nsRun runs a short command in the namespace (10 s at most) and returns
-// its output.
-func nsRun(ns *netns, args ...string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, _ := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + ns.path(), "--"}, args...)...).CombinedOutput()
-	return string(out)
 }
 
 // hostTCPAlloc is the machine's TCP sockets (sockstat's alloc is not per

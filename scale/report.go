@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/lab"
 )
 
 // perConn is a turn's memory from the idle baseline to every connection
@@ -253,7 +255,7 @@ func thousands(n int64) string {
 
 // machine describes the machine: CPUs, memory, kernel, OS.
 func machine() string {
-	mem := readKV("/proc/meminfo")["MemTotal"] << 10
+	mem := lab.ReadKV("/proc/meminfo")["MemTotal"] << 10
 	kernel, _ := exec.Command("uname", "-r").Output()
 	osName := "Linux"
 	if b, err := os.ReadFile("/etc/os-release"); err == nil {

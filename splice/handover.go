@@ -522,6 +522,13 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 		for _, k := range hw.Dialed {
 			w.legs[k] = dialedSock
 		}
+		if len(w.legs) > 0 {
+			// Its connections are established: it is up. Else it showed
+			// "starting" (xlb_worker_up 0) until its pool next dialed,
+			// which a full pool of kept connections may not do for long
+			// (make soak: 30 s and more).
+			w.state = WorkerUp
+		}
 	}
 	if len(st.Placeholders) > 0 {
 		// Dialed legs' ports: ours to hold now, with or without --dial

@@ -140,6 +140,8 @@ func WriteMetrics(w io.Writer, s Status) error {
 	sample("xlb_handshake_mismatches_total", s.Mismatches)
 	family("xlb_legs_reaped_early_total", "counter", "Finished connections forgotten before their linger, to keep room in the leg table (see --max-legs).")
 	sample("xlb_legs_reaped_early_total", s.EarlyReaps)
+	family("xlb_goroutines", "gauge", "Goroutines of the xlb process.")
+	sample("xlb_goroutines", uint64(s.Goroutines))
 
 	family("xlb_worker_up", "gauge", "1 if the worker's pool connections succeed, else 0.")
 	for _, x := range s.Workers {

@@ -12,7 +12,7 @@ import (
 // family announced by HELP and TYPE lines, counters end in _total, gauges do
 // not, labels are quoted, and every data-plane counter is exported.
 func TestWriteMetrics(t *testing.T) {
-	st := Status{Pid: 1, Iface: "lo", Port: 8080, Clients: 3, Unspliced: 1,
+	st := Status{Pid: 1, Iface: "lo", Port: 8080, Clients: 3, Unspliced: 1, Goroutines: 12,
 		Workers: []WorkerStatus{
 			{Addr: "127.0.0.1:4171", State: "up", Weight: 2, Legs: 6, Bound: 2, Idle: 3, Cooling: 1, Binds: 7, Releases: 6, Requests: 42, BytesIn: 1000, BytesOut: 9000},
 			{Addr: `odd"name\`, State: "down", Weight: 1},
@@ -74,8 +74,9 @@ func TestWriteMetrics(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		`xlb_client_legs_open`:                                     "3",
-		`xlb_unspliced_total`:                                      "1",
+		`xlb_client_legs_open`: "3",
+		`xlb_unspliced_total`:  "1",
+		`xlb_goroutines`:       "12",
 		`xlb_worker_requests_total{worker="127.0.0.1:4171"}`:       "42",
 		`xlb_worker_request_bytes_total{worker="127.0.0.1:4171"}`:  "1000",
 		`xlb_worker_response_bytes_total{worker="127.0.0.1:4171"}`: "9000",

@@ -2,6 +2,7 @@ package splice
 
 import (
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -44,6 +45,9 @@ type Status struct {
 	// acknowledged all it sent (the smallest a client opened with).
 	RestWindow uint32         `json:"rest_window"`
 	Workers    []WorkerStatus `json:"workers"`
+	// Goroutines is the process's goroutine count: steady under steady
+	// traffic; growth means something is left waiting (make soak watches it).
+	Goroutines int `json:"goroutines"`
 	// Counters are the data plane's counters by name (kern.Counter), summed
 	// over CPUs; Legs counts the leg table by "kind/state", plus "bindings".
 	Counters map[string]uint64 `json:"counters,omitempty"`
@@ -53,7 +57,8 @@ type Status struct {
 // Status reports the load balancer's state.
 func (lb *LB) Status() Status {
 	s := Status{Pid: os.Getpid(), Iface: lb.cfg.Iface, Port: lb.cfg.Port,
-		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load(), EarlyReaps: lb.earlyReaps.Load()}
+		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load(), EarlyReaps: lb.earlyReaps.Load(),
+		Goroutines: runtime.NumGoroutine()}
 	loads, lerr := lb.dp.Loads()
 	for _, w := range lb.workerList() {
 		l := loads.of(w.id)
