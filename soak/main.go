@@ -68,9 +68,10 @@ type options struct {
 	Sample   time.Duration `json:"sample_ns"`
 	Mix      mix           `json:"mix"`
 	Events   bool          `json:"events"` // the schedule runs (SOAK_EVENTS=0: traffic only)
-	// WorkerCloses: clients end a connection with Connection: close
-	// (SOAK_WORKER_CLOSES=1) rather than closing it themselves.
-	WorkerCloses bool `json:"worker_closes"`
+	// WorkerCloses is the share of connections, in percent, a client ends
+	// with Connection: close (the worker closes after its answer) rather
+	// than closing it itself (SOAK_WORKER_CLOSES, default 50).
+	WorkerCloses int `json:"worker_closes_pct"`
 	out          string
 	xlb          string
 	plot         bool // the gnuplot chart
@@ -82,7 +83,7 @@ func defaultOptions() options {
 		Sample:       envDuration("SOAK_SAMPLE", 10*time.Second),
 		Mix:          envMix("SOAK_MIX", mix{Short: 4, KeepAlive: 8, Idle: 16}),
 		Events:       os.Getenv("SOAK_EVENTS") != "0",
-		WorkerCloses: os.Getenv("SOAK_WORKER_CLOSES") == "1",
+		WorkerCloses: min(max(envInt("SOAK_WORKER_CLOSES", 50), 0), 100),
 		out:          envString("SOAK_OUT", "docs"),
 		xlb:          "./xlb",
 		plot:         true,
@@ -710,6 +711,13 @@ func envMix(name string, def mix) mix {
 	var m mix
 	if _, err := fmt.Sscanf(os.Getenv(name), "%d,%d,%d", &m.Short, &m.KeepAlive, &m.Idle); err == nil {
 		return m
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
 	}
 	return def
 }

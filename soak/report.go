@@ -91,11 +91,7 @@ func report(r *result, chart bool) string {
 	for _, x := range bodies {
 		bs = append(bs, fmt.Sprintf("%s %d%%", bytesIEC(x.size), x.weight))
 	}
-	if r.Options.WorkerCloses {
-		p("Clients end their connections with `Connection: close` (SOAK_WORKER_CLOSES=1): the worker closes after its answer.")
-	} else {
-		p("Clients end their connections themselves, after the answer (their FIN first). With `SOAK_WORKER_CLOSES=1` they send `Connection: close` instead and nginx closes; that fails at present: other clients' requests, on new and long-lived keep-alive connections alike, are reset right after they are sent, about one in 1,000–8,000, with or without events, with `--dial auto` and `--dial socket` (runs of 90 s and 3 min on this machine, 2026-12-02). The resets are nginx's: in a 90-s run without events, the namespace's TcpExt TCPAbortOnData (data arriving on a connection its application already closed, answered with a RST) counted 4, and the clients saw 4 resets in 30,492 requests. A worker connection nginx closes after a `Connection: close` answer is still taken for another client's request, whose request crosses nginx's FIN.")
-	}
+	p("Clients end %d%% of their connections with `Connection: close` on the last request (the worker closes after its answer; the data plane reads it in the answer and pins the pair, counter `pin_close`) and the others themselves, after the answer (their FIN first: the worker connection goes back to the pool, counter `client_left`); SOAK_WORKER_CLOSES sets the share. Before the data plane read the answer's Connection header, a worker connection nginx was closing could be handed to another client, whose request then met nginx's close and a reset: about one request in 1,000-8,000 (TcpExt TCPAbortOnData counted them), found by this soak.", r.Options.WorkerCloses)
 	p("Bodies: %s of requests; each answer's status, length and SHA-256 are checked, and its `X-Worker`. A request that takes up to %v is not a failure.", strings.Join(bs, ", "), reqTimeout)
 	p("")
 	p("Every %v: `xlb stats --json` (the leg table by kind and state, bindings, each worker's connections, goroutines), xlb's RSS (`/proc/PID/status`), open descriptors (`/proc/PID/fd`), the memlock of its BPF maps (fdinfo) and the namespace's TCP sockets (`/proc/PID/net/sockstat`).", r.Options.Sample)

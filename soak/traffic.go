@@ -105,10 +105,10 @@ type counts struct {
 type traffic struct {
 	addr string
 	dial func(ctx context.Context, addr string) (net.Conn, error)
-	// workerCloses: a client's last request on a connection says
-	// Connection: close (the worker closes after its answer); else the
-	// client closes after the answer.
-	workerCloses bool
+	// workerCloses: the share (percent) of connections whose last request
+	// says Connection: close (the worker closes after its answer); the
+	// others the client closes after the answer.
+	workerCloses int
 	counts       counts
 	// byWorker counts answers by X-Worker.
 	mu       sync.Mutex
@@ -193,7 +193,7 @@ func (tr *traffic) client(ctx context.Context, kind string, id int) {
 		last := kind == kindShort ||
 			(kind == kindKeepAlive && cn.requests+1 >= connRequests) ||
 			(kind == kindIdle && cn.requests+1 >= idleRequests)
-		worker, err := request(cn, body, last && tr.workerCloses)
+		worker, err := request(cn, body, last && rng.IntN(100) < tr.workerCloses)
 		if err != nil {
 			if ctx.Err() != nil && !errors.As(err, new(contentError)) {
 				return // cut off by the end of the run
