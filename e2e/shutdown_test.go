@@ -20,7 +20,10 @@ func TestShutdownEndsConnectionsProperly(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
 	workers := startWorkers(t, ns, 3)
-	lb := startXLB(t, ns, "lo", 8080, workers)
+	// 200 MB through lo take 2 s on a quiet machine, and more than the
+	// default 10 s of --shutdown-timeout on a busy one: what is tested is
+	// that the response finishes, not how fast.
+	lb := startXLB(t, ns, "lo", 8080, workers, "--shutdown-timeout", "60s")
 
 	idle := dial(t, ns, "127.0.0.1:8080")
 	for i := 0; i < 5; i++ {
