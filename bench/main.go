@@ -29,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/lab"
 )
 
 // Defaults of a full run: about 15 minutes on a 2-core VM.
@@ -59,14 +61,14 @@ func main() {
 		os.Exit(cprMain(os.Args[1:]))
 	}
 	var o options
-	flag.DurationVar(&o.duration, "duration", envDuration("BENCH_DURATION", defaultDuration), "measured time of each wrk run (env BENCH_DURATION)")
-	flag.DurationVar(&o.warmup, "warmup", envDuration("BENCH_WARMUP", defaultWarmup), "unmeasured wrk run before each measured one (env BENCH_WARMUP)")
-	flag.IntVar(&o.rounds, "rounds", envInt("BENCH_ROUNDS", defaultRounds), "rounds; every configuration runs once per round (env BENCH_ROUNDS)")
-	flag.StringVar(&o.out, "out", envString("BENCH_OUT", "docs"), "directory of BENCHMARKS.md, the chart and the raw results (env BENCH_OUT)")
-	flag.StringVar(&xlbBin, "xlb", envString("BENCH_XLB", "./xlb"), "the xlb binary (make builds it) (env BENCH_XLB)")
+	flag.DurationVar(&o.duration, "duration", lab.EnvDuration("BENCH_DURATION", defaultDuration), "measured time of each wrk run (env BENCH_DURATION)")
+	flag.DurationVar(&o.warmup, "warmup", lab.EnvDuration("BENCH_WARMUP", defaultWarmup), "unmeasured wrk run before each measured one (env BENCH_WARMUP)")
+	flag.IntVar(&o.rounds, "rounds", lab.EnvInt("BENCH_ROUNDS", defaultRounds), "rounds; every configuration runs once per round (env BENCH_ROUNDS)")
+	flag.StringVar(&o.out, "out", lab.EnvString("BENCH_OUT", "docs"), "directory of BENCHMARKS.md, the chart and the raw results (env BENCH_OUT)")
+	flag.StringVar(&xlbBin, "xlb", lab.EnvString("BENCH_XLB", "./xlb"), "the xlb binary (make builds it) (env BENCH_XLB)")
 	flag.StringVar(&o.balancers, "balancers", os.Getenv("BENCH_BALANCERS"), "only these configurations, e.g. direct,xlb (env BENCH_BALANCERS)")
 	flag.StringVar(&o.workloads, "workloads", os.Getenv("BENCH_WORKLOADS"), "only workloads whose names contain one of these, e.g. c2,redis (env BENCH_WORKLOADS)")
-	flag.BoolVar(&o.kern, "kern", envString("BENCH_KERN", "1") != "0", "also measure the XDP program's per-packet cost (env BENCH_KERN=0 to skip)")
+	flag.BoolVar(&o.kern, "kern", lab.EnvString("BENCH_KERN", "1") != "0", "also measure the XDP program's per-packet cost (env BENCH_KERN=0 to skip)")
 	fromJSON := flag.String("report", "", "only write the document and chart again from the raw results of an earlier run (its "+rawName+"), with the same -duration/-rounds")
 	flag.Parse()
 	// wrk takes whole seconds.
@@ -361,35 +363,6 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-func envDuration(k string, def time.Duration) time.Duration {
-	if v := os.Getenv(k); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			fatalf("%s=%q: %v (e.g. 2s)", k, v, err)
-		}
-		return d
-	}
-	return def
-}
-
-func envInt(k string, def int) int {
-	if v := os.Getenv(k); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			fatalf("%s=%q: not a number", k, v)
-		}
-		return n
-	}
-	return def
-}
-
-func envString(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 func firstLine(s string) string {

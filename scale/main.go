@@ -101,12 +101,12 @@ func main() {
 	}
 	var o options
 	var balancers string
-	flag.IntVar(&o.clients, "clients", envInt("SCALE_CLIENTS", defaultClients), "client connections held at once (env SCALE_CLIENTS)")
+	flag.IntVar(&o.clients, "clients", lab.EnvInt("SCALE_CLIENTS", defaultClients), "client connections held at once (env SCALE_CLIENTS)")
 	flag.IntVar(&o.requests, "requests", 3, "requests per connection before the measurement; one more after it")
 	flag.DurationVar(&o.pauseMin, "pause-min", time.Second, "shortest pause between two requests of a connection")
 	flag.DurationVar(&o.pauseMax, "pause-max", 3*time.Second, "longest pause between two requests of a connection")
-	flag.StringVar(&balancers, "balancers", envString("SCALE_BALANCERS", "xlb,haproxy"), "balancers, in turn (env SCALE_BALANCERS)")
-	flag.StringVar(&o.out, "out", envString("SCALE_OUT", "docs"), "directory of SCALE.md (env SCALE_OUT)")
+	flag.StringVar(&balancers, "balancers", lab.EnvString("SCALE_BALANCERS", "xlb,haproxy"), "balancers, in turn (env SCALE_BALANCERS)")
+	flag.StringVar(&o.out, "out", lab.EnvString("SCALE_OUT", "docs"), "directory of SCALE.md (env SCALE_OUT)")
 	flag.StringVar(&xlbBin, "xlb", "./xlb", "the xlb binary (make builds it)")
 	flag.Parse()
 	o.balancers = strings.Split(balancers, ",")
@@ -234,7 +234,7 @@ func runTurn(ctx context.Context, o options, balancer string) (t *turn, err erro
 	switch balancer {
 	case "xlb":
 		t.MaxLegs = maxLegs(o.clients)
-		if v := envInt("SCALE_MAX_LEGS", 0); v > 0 {
+		if v := lab.EnvInt("SCALE_MAX_LEGS", 0); v > 0 {
 			t.MaxLegs = v
 		}
 		args := []string{xlbBin, "--socket", sock, "--log-level", "warn",
@@ -608,20 +608,6 @@ func hostTCPAlloc() int64 {
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envString(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "scale: "+format+"\n", args...)

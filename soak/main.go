@@ -79,12 +79,12 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		Duration:     envDuration("SOAK_DURATION", 30*time.Minute),
-		Sample:       envDuration("SOAK_SAMPLE", 10*time.Second),
+		Duration:     lab.EnvDuration("SOAK_DURATION", 30*time.Minute),
+		Sample:       lab.EnvDuration("SOAK_SAMPLE", 10*time.Second),
 		Mix:          envMix("SOAK_MIX", mix{Short: 4, KeepAlive: 8, Idle: 16}),
 		Events:       os.Getenv("SOAK_EVENTS") != "0",
-		WorkerCloses: min(max(envInt("SOAK_WORKER_CLOSES", 50), 0), 100),
-		out:          envString("SOAK_OUT", "docs"),
+		WorkerCloses: min(max(lab.EnvInt("SOAK_WORKER_CLOSES", 50), 0), 100),
+		out:          lab.EnvString("SOAK_OUT", "docs"),
 		xlb:          "./xlb",
 		plot:         true,
 	}
@@ -699,34 +699,17 @@ func fmtT(d time.Duration) string {
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
-}
-
 // envMix reads "SHORT,KEEPALIVE,IDLE" client counts.
 func envMix(name string, def mix) mix {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
 	var m mix
-	if _, err := fmt.Sscanf(os.Getenv(name), "%d,%d,%d", &m.Short, &m.KeepAlive, &m.Idle); err == nil {
-		return m
+	if _, err := fmt.Sscanf(v, "%d,%d,%d", &m.Short, &m.KeepAlive, &m.Idle); err != nil || m.Short < 0 || m.KeepAlive < 0 || m.Idle < 0 {
+		fatalf("%s=%q: want SHORT,KEEPALIVE,IDLE client counts, e.g. 4,8,16", name, v)
 	}
-	return def
-}
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envString(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+	return m
 }
 
 func logf(format string, args ...any) {
