@@ -121,3 +121,33 @@ func testReuseDuringTraffic(t *testing.T, dialMode string) {
 		t.Errorf("%d worker connections still established after the stop, e.g. %s", len(left), left[0])
 	}
 }
+
+// TestReuseWorkersUp: a worker whose connections a --reuse takeover adopted
+// is up in the new process from the start. Its state used to be
+// "starting" (xlb_worker_up 0) until its pool next dialed, which a full
+// pool of kept connections may not do for a long time: make soak's restart
+// waited 30 s for it. Here the pools are full and nothing uses them.
+func TestReuseWorkersUp(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 3)
+	sock := t.TempDir() + "/ctl.sock"
+	old := startXLB(t, ns, "lo", 8080, workers, "--socket", sock)
+	testkit.WaitPoolsFull(t, ns, "lo", ioTimeout)
+	newer := testkit.Start(t, ns, "xlb --reuse", testkit.XLB, "--reuse", "--socket", sock,
+		"lo", "8080", workers[0], workers[1], workers[2])
+	newer.WaitLines("took over", 1, testkit.StartTimeout)
+	if !old.Exited(testkit.StopTimeout) {
+		t.Fatal("the old xlb did not exit after the handover")
+	}
+	ws, err := listWorkers(ns, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range workers {
+		if w, ok := ws[addr]; !ok || w.State != "up" || w.Legs == 0 {
+			t.Errorf("worker %s after the takeover: %+v, want up with its adopted connections", addr, w)
+		}
+	}
+	newer.Stop()
+}
