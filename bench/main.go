@@ -89,7 +89,7 @@ func main() {
 		fatalf("xlb binary: %v (run make first)", err)
 	}
 	for _, tool := range []string{"wrk", "ab", "nginx", "haproxy", "redis-server", "redis-benchmark", "curl", "gnuplot", "nsenter"} {
-		if _, err := exec.LookPath(sbin(tool)); err != nil {
+		if _, err := exec.LookPath(lab.Sbin(tool)); err != nil {
 			fatalf("%s not installed: run `bash scripts/deps.sh bench` (make bench does)", tool)
 		}
 	}
@@ -137,11 +137,11 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer func() {
-		if err := ns.close(); err != nil {
+		if err := ns.Close(); err != nil {
 			logf("cleanup: %v", err)
 		}
 	}()
-	logf("namespace %s, workers starting", ns.name)
+	logf("namespace %s, workers starting", ns.Name)
 	if err := startNginx(ctx, ns, dir); err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func rewrite(o options, path string) error {
 // runBalancer starts b, runs every workload through it, stops it. A failure
 // is recorded in the results (and logged), not fatal: the other
 // configurations still run.
-func runBalancer(ctx context.Context, ns *netns, dir string, o options, round int, b balancer, workers []string, ws []workload) []result {
+func runBalancer(ctx context.Context, ns *lab.Netns, dir string, o options, round int, b balancer, workers []string, ws []workload) []result {
 	var out []result
 	fail := func(w workload, err error) {
 		logf("round %d %s %s: %v", round, b.name, w.name, err)
@@ -259,9 +259,9 @@ func runBalancer(ctx context.Context, ns *netns, dir string, o options, round in
 // per second of the duration, at least 3.
 func curlTransfers(d time.Duration) int { return max(3, int(d.Seconds())) }
 
-func isDone(p *proc) bool {
+func isDone(p *lab.Proc) bool {
 	select {
-	case <-p.done:
+	case <-p.Done:
 		return true
 	default:
 		return false
@@ -324,7 +324,7 @@ func runKernBench(ctx context.Context) ([]kernResult, error) {
 	c.Env = append(os.Environ(), "CGO_ENABLED=0")
 	out, err := c.CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("go test -bench ./kern/: %v\n%s", err, lastLines(string(out), 20))
+		return nil, fmt.Errorf("go test -bench ./kern/: %v\n%s", err, lab.LastLines(string(out), 20))
 	}
 	var res []kernResult
 	for _, line := range strings.Split(string(out), "\n") {
@@ -340,7 +340,7 @@ func runKernBench(ctx context.Context) ([]kernResult, error) {
 		logf("XDP %-22s %6.1f ns/packet", r.Name, r.NsPerPkt)
 	}
 	if len(res) == 0 {
-		return nil, fmt.Errorf("go test -bench ./kern/ printed no result:\n%s", lastLines(string(out), 20))
+		return nil, fmt.Errorf("go test -bench ./kern/ printed no result:\n%s", lab.LastLines(string(out), 20))
 	}
 	return res, nil
 }

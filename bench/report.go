@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/lab"
 )
 
 // Names of the output files in the output directory.
@@ -739,7 +741,7 @@ func describeMachine() []string {
 func cmdOut(name string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, sbin(name), args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, lab.Sbin(name), args...).CombinedOutput()
 	if err != nil {
 		return "unknown"
 	}

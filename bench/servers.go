@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/lab"
 )
 
 // Ports inside the namespace.
@@ -84,7 +86,7 @@ func nginxConnLog(dir string, i int) string {
 // without a request limit, sendfile on, no access log on the main port; the
 // second port (nginxLogPort0 + i) serves the same files and logs
 // connLogFormat, buffered (flushed within connLogFlush).
-func startNginx(ctx context.Context, ns *netns, dir string) error {
+func startNginx(ctx context.Context, ns *lab.Netns, dir string) error {
 	logAddrs := nginxLogAddrs()
 	for i, addr := range nginxAddrs() {
 		wd := filepath.Join(dir, fmt.Sprintf("nginx%d", i+1))
@@ -127,14 +129,14 @@ http {
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return err
 		}
-		p, err := ns.start("nginx "+addr, "nginx", "-c", path)
+		p, err := ns.Start("nginx "+addr, false, "nginx", "-c", path)
 		if err != nil {
 			return err
 		}
-		if err := ns.waitPort(ctx, nginxPort0+i, p, startTimeout); err != nil {
+		if err := lab.WaitListen(p, nginxPort0+i, 1, startTimeout); err != nil {
 			return err
 		}
-		if err := ns.waitPort(ctx, nginxLogPort0+i, p, startTimeout); err != nil {
+		if err := lab.WaitListen(p, nginxLogPort0+i, 1, startTimeout); err != nil {
 			return err
 		}
 	}
@@ -142,21 +144,21 @@ http {
 }
 
 // startRedis starts the redis workers: no persistence, in the foreground.
-func startRedis(ctx context.Context, ns *netns, dir string) error {
+func startRedis(ctx context.Context, ns *lab.Netns, dir string) error {
 	for i := range nWorkers {
 		port := redisPort0 + i
 		wd := filepath.Join(dir, fmt.Sprintf("redis%d", i+1))
 		if err := os.MkdirAll(wd, 0o755); err != nil {
 			return err
 		}
-		p, err := ns.start(fmt.Sprintf("redis :%d", port), "redis-server",
+		p, err := ns.Start(fmt.Sprintf("redis :%d", port), false, "redis-server",
 			"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", wd,
 			"--save", "", "--appendonly", "no", "--daemonize", "no",
 			"--protected-mode", "no", "--maxclients", "10000", "--loglevel", "warning")
 		if err != nil {
 			return err
 		}
-		if err := ns.waitPort(ctx, port, p, startTimeout); err != nil {
+		if err := lab.WaitListen(p, port, 1, startTimeout); err != nil {
 			return err
 		}
 	}
@@ -195,7 +197,7 @@ var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialSocket, xlbK
 type running struct {
 	b    balancer
 	port int
-	p    *proc // nil for direct
+	p    *lab.Proc // nil for direct
 }
 
 // lbStarts counts balancer starts: each start listens on a port of its
@@ -205,7 +207,7 @@ var lbStarts int
 
 // startBalancer starts b in front of workers (addresses); direct needs
 // nothing started and sends clients to the first worker.
-func startBalancer(ctx context.Context, ns *netns, dir string, b balancer, workers []string) (*running, error) {
+func startBalancer(ctx context.Context, ns *lab.Netns, dir string, b balancer, workers []string) (*running, error) {
 	lbPort := lbPort0 + lbStarts%1000
 	lbStarts++
 	r := &running{b: b, port: lbPort}
@@ -224,12 +226,12 @@ func startBalancer(ctx context.Context, ns *netns, dir string, b balancer, worke
 		args = append(args, b.args...)
 		args = append(args, "lo", fmt.Sprint(lbPort))
 		args = append(args, workers...)
-		if r.p, err = ns.start(b.name, args...); err != nil {
+		if r.p, err = ns.Start(b.name, false, args...); err != nil {
 			return nil, err
 		}
 		// --log-level warn hides the start-up lines: wait for the port,
 		// then for the pool (the listener opens before the workers are up).
-		if err = ns.waitPort(ctx, lbPort, r.p, startTimeout); err == nil {
+		if err = lab.WaitListen(r.p, lbPort, 1, startTimeout); err == nil {
 			err = waitXLBWorkers(ctx, ns, dir, r.p)
 		}
 	case "haproxy":
@@ -237,46 +239,46 @@ func startBalancer(ctx context.Context, ns *netns, dir string, b balancer, worke
 		if err := os.WriteFile(path, []byte(haproxyConfig(b.mode, lbPort, workers)), 0o644); err != nil {
 			return nil, err
 		}
-		if r.p, err = ns.start(b.name, "haproxy", "-db", "-f", path); err != nil {
+		if r.p, err = ns.Start(b.name, false, "haproxy", "-db", "-f", path); err != nil {
 			return nil, err
 		}
-		err = ns.waitPort(ctx, lbPort, r.p, startTimeout)
+		err = lab.WaitListen(r.p, lbPort, 1, startTimeout)
 	}
 	if err != nil {
 		r.stop()
 		// What holds the port, when that is why it failed.
-		ss, _, _ := ns.run(ctx, 5*time.Second, "ss", "-tanpe", fmt.Sprintf("( sport = :%d )", lbPort))
-		return nil, fmt.Errorf("%w\nsockets on port %d:\n%s", err, lbPort, lastLines(ss, 10))
+		ss, _, _ := ns.RunCtx(ctx, 5*time.Second, "ss", "-tanpe", fmt.Sprintf("( sport = :%d )", lbPort))
+		return nil, fmt.Errorf("%w\nsockets on port %d:\n%s", err, lbPort, lab.LastLines(ss, 10))
 	}
 	return r, nil
 }
 
 // waitXLBWorkers waits until `xlb ctl list` shows every worker up.
-func waitXLBWorkers(ctx context.Context, ns *netns, dir string, p *proc) error {
+func waitXLBWorkers(ctx context.Context, ns *lab.Netns, dir string, p *lab.Proc) error {
 	deadline := time.Now().Add(startTimeout)
 	var out string
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		out, _, _ = ns.run(ctx, 5*time.Second, xlbBin, "ctl", "--socket", filepath.Join(dir, "xlb.sock"), "list")
+		out, _, _ = ns.RunCtx(ctx, 5*time.Second, xlbBin, "ctl", "--socket", filepath.Join(dir, "xlb.sock"), "list")
 		if strings.Count(out, " up") >= nWorkers {
 			return nil
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("xlb exited (%v):\n%s", p.err, lastLines(p.output(), 20))
+		case <-p.Done:
+			return fmt.Errorf("xlb exited (%v):\n%s", p.Err, lab.LastLines(p.Output(), 20))
 		default:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("xlb: workers not up after %v; xlb ctl list:\n%s\nxlb output:\n%s", startTimeout, out, lastLines(p.output(), 20))
+	return fmt.Errorf("xlb: workers not up after %v; xlb ctl list:\n%s\nxlb output:\n%s", startTimeout, out, lab.LastLines(p.Output(), 20))
 }
 
 func (r *running) stop() error {
 	if r == nil || r.p == nil {
 		return nil
 	}
-	err := r.p.stop(stopTimeout)
-	if err == nil && r.p.err != nil && r.b.kind == "xlb" {
-		err = fmt.Errorf("%s exited with %v:\n%s", r.b.name, r.p.err, lastLines(r.p.output(), 20))
+	err := r.p.Stop(stopTimeout)
+	if err == nil && r.p.Err != nil && r.b.kind == "xlb" {
+		err = fmt.Errorf("%s exited with %v:\n%s", r.b.name, r.p.Err, lab.LastLines(r.p.Output(), 20))
 	}
 	return err
 }

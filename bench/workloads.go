@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/lab"
 )
 
 // workload is one measured load.
@@ -106,7 +108,7 @@ end
 func measure(lb *running, r *result, fn func() (clientCPU float64, err error)) error {
 	pid := 0
 	if lb.p != nil {
-		pid = lb.p.pid()
+		pid = lb.p.Pid()
 		r.LBIdleRSS = procRSS(pid)
 	}
 	m0, l0 := readMachineCPU(), procCPU(pid)
@@ -152,7 +154,7 @@ func measure(lb *running, r *result, fn func() (clientCPU float64, err error)) e
 
 // runWrk runs wrk for d (after a warm-up of warm, not measured: new client
 // connections fill xlb's pool and HAProxy's server connections).
-func runWrk(ctx context.Context, ns *netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
+func runWrk(ctx context.Context, ns *lab.Netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
 	script := filepath.Join(dir, "report.lua")
 	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
 		return err
@@ -163,13 +165,13 @@ func runWrk(ctx context.Context, ns *netns, dir string, lb *running, w workload,
 			"--timeout", "5s", "-s", script, url}
 	}
 	if warm > 0 {
-		if _, _, err := ns.run(ctx, warm+30*time.Second, "wrk", args(warm)...); err != nil {
+		if _, _, err := ns.RunCtx(ctx, warm+30*time.Second, "wrk", args(warm)...); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	var out string
 	err := measure(lb, r, func() (float64, error) {
-		o, st, err := ns.run(ctx, d+60*time.Second, "wrk", args(d)...)
+		o, st, err := ns.RunCtx(ctx, d+60*time.Second, "wrk", args(d)...)
 		out = o
 		return cpuOf(st), err
 	})
@@ -194,7 +196,7 @@ func runWrk(ctx context.Context, ns *netns, dir string, lb *running, w workload,
 func summary(out, who string, r *result) (map[string]float64, error) {
 	v := scriptValues(out)
 	if _, ok := v["requests"]; !ok {
-		return nil, fmt.Errorf("%s printed no summary:\n%s", who, lastLines(out, 20))
+		return nil, fmt.Errorf("%s printed no summary:\n%s", who, lab.LastLines(out, 20))
 	}
 	r.Requests = int64(v["requests"])
 	r.Seconds = v["duration_us"] / 1e6
@@ -224,7 +226,7 @@ func scriptValues(out string) map[string]float64 {
 // runCurl fetches the large file n times in a row, each over a new
 // connection (one curl each), and reports the total throughput; P50us is
 // the median time of one transfer.
-func runCurl(ctx context.Context, ns *netns, lb *running, w workload, n int, r *result) error {
+func runCurl(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int, r *result) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d%s", lb.port, w.path)
 	size := webFiles[strings.TrimPrefix(w.path, "/")]
 	var times []float64
@@ -232,7 +234,7 @@ func runCurl(ctx context.Context, ns *netns, lb *running, w workload, n int, r *
 	err := measure(lb, r, func() (float64, error) {
 		var cpu float64
 		for range n {
-			out, st, err := ns.run(ctx, 90*time.Second, "curl", "-sS", "--max-time", "60", "-o", "/dev/null",
+			out, st, err := ns.RunCtx(ctx, 90*time.Second, "curl", "-sS", "--max-time", "60", "-o", "/dev/null",
 				"-w", "XLB bytes %{size_download}\nXLB seconds %{time_total}\nXLB code %{http_code}\n", url)
 			cpu += cpuOf(st)
 			if err != nil {
@@ -265,11 +267,11 @@ func runCurl(ctx context.Context, ns *netns, lb *running, w workload, n int, r *
 
 // runRedis runs redis-benchmark: n requests of one test, no pipelining,
 // keep-alive clients; it prints requests/s and percentiles in ms (--csv).
-func runRedis(ctx context.Context, ns *netns, lb *running, w workload, n int, r *result) error {
+func runRedis(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int, r *result) error {
 	var out string
 	start := time.Now()
 	err := measure(lb, r, func() (float64, error) {
-		o, st, err := ns.run(ctx, 120*time.Second, "redis-benchmark", "-h", "127.0.0.1", "-p", fmt.Sprint(lb.port),
+		o, st, err := ns.RunCtx(ctx, 120*time.Second, "redis-benchmark", "-h", "127.0.0.1", "-p", fmt.Sprint(lb.port),
 			"-c", fmt.Sprint(w.conns), "-n", fmt.Sprint(n), "-P", "1", "-k", "1", "-t", w.test, "--csv")
 		out = o
 		return cpuOf(st), err
@@ -296,7 +298,7 @@ func runRedis(ctx context.Context, ns *netns, lb *running, w workload, n int, r 
 		}
 		return nil
 	}
-	return fmt.Errorf("redis-benchmark printed no %s line:\n%s", w.test, lastLines(out, 20))
+	return fmt.Errorf("redis-benchmark printed no %s line:\n%s", w.test, lab.LastLines(out, 20))
 }
 
 func cpuOf(st *os.ProcessState) float64 {
@@ -314,7 +316,7 @@ const abPerSecond = 200000
 // closed by the worker after its answer) for d, after an unmeasured run of
 // warm; latency percentiles are ab's (-e: its "Percentage of the requests
 // served" table, to the microsecond).
-func runAB(ctx context.Context, ns *netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
+func runAB(ctx context.Context, ns *lab.Netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d%s", lb.port, w.path)
 	csv := filepath.Join(dir, "ab-percentiles.csv")
 	args := func(d time.Duration) []string {
@@ -325,7 +327,7 @@ func runAB(ctx context.Context, ns *netns, dir string, lb *running, w workload, 
 			"-n", fmt.Sprint(abPerSecond * secs), "-e", csv, url}
 	}
 	if warm > 0 {
-		if _, _, err := ns.run(ctx, warm+30*time.Second, "ab", args(warm)...); err != nil {
+		if _, _, err := ns.RunCtx(ctx, warm+30*time.Second, "ab", args(warm)...); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -333,7 +335,7 @@ func runAB(ctx context.Context, ns *netns, dir string, lb *running, w workload, 
 	var out string
 	err := countWorkerConns(dir, r, func() error {
 		return measure(lb, r, func() (float64, error) {
-			o, st, err := ns.run(ctx, d+60*time.Second, "ab", args(d)...)
+			o, st, err := ns.RunCtx(ctx, d+60*time.Second, "ab", args(d)...)
 			out = o
 			return cpuOf(st), err
 		})
@@ -358,10 +360,10 @@ func parseAB(out, csv string, size int, r *result) error {
 		f[strings.TrimSpace(m[1])] = v
 	}
 	if _, ok := f["Complete requests"]; !ok {
-		return fmt.Errorf("ab printed no report:\n%s", lastLines(out, 20))
+		return fmt.Errorf("ab printed no report:\n%s", lab.LastLines(out, 20))
 	}
 	if doc := f["Document Length"]; int(doc) != size {
-		return fmt.Errorf("ab: document length %v, want %d:\n%s", doc, size, lastLines(out, 30))
+		return fmt.Errorf("ab: document length %v, want %d:\n%s", doc, size, lab.LastLines(out, 30))
 	}
 	r.Requests = int64(f["Complete requests"])
 	r.Errors = int64(f["Failed requests"] + f["Non-2xx responses"])
@@ -393,7 +395,7 @@ func parseAB(out, csv string, size int, r *result) error {
 // runClose runs the harness's own client (cpr.go: a new HTTP/1.1
 // connection per request, closed by the client once it has the answer) for
 // d, after an unmeasured run of warm.
-func runClose(ctx context.Context, ns *netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
+func runClose(ctx context.Context, ns *lab.Netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -403,7 +405,7 @@ func runClose(ctx context.Context, ns *netns, dir string, lb *running, w workloa
 		return []string{cprEnv + "=cpr", exe, "-c", fmt.Sprint(w.conns), "-d", d.String(), "-timeout", "5s", addr, w.path}
 	}
 	if warm > 0 {
-		if _, _, err := ns.run(ctx, warm+30*time.Second, "env", args(warm)...); err != nil {
+		if _, _, err := ns.RunCtx(ctx, warm+30*time.Second, "env", args(warm)...); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -411,7 +413,7 @@ func runClose(ctx context.Context, ns *netns, dir string, lb *running, w workloa
 	var cpu float64
 	err = countWorkerConns(dir, r, func() error {
 		return measure(lb, r, func() (float64, error) {
-			o, st, err := ns.run(ctx, d+60*time.Second, "env", args(d)...)
+			o, st, err := ns.RunCtx(ctx, d+60*time.Second, "env", args(d)...)
 			out, cpu = o, cpuOf(st)
 			return cpu, err
 		})

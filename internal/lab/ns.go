@@ -72,6 +72,45 @@ func (ns *Netns) Run(timeout time.Duration, args ...string) string {
 	return string(out)
 }
 
+// Command is args in the namespace, bound to ctx: in its own process
+// group (killing it kills its children: nginx forks its workers), the whole
+// group killed when ctx ends, and killed if this program dies.
+func (ns *Netns) Command(ctx context.Context, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + ns.Path(), "--"}, args...)...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = 2 * time.Second
+	return c
+}
+
+// RunCtx runs name with args to completion within timeout (or ctx) and
+// returns its output, its exit state, and an error that says which command
+// failed and how (its last lines).
+func (ns *Netns) RunCtx(ctx context.Context, timeout time.Duration, name string, args ...string) (string, *os.ProcessState, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := ns.Command(ctx, append([]string{name}, args...)...)
+	out, err := c.CombinedOutput()
+	if ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("%s: no answer within %v", name, timeout)
+	} else if err != nil {
+		err = fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, LastLines(string(out), 5))
+	}
+	return string(out), c.ProcessState, err
+}
+
+// RaiseNofile sets this process's open-file limit to n (soft and hard),
+// which the processes it starts inherit. (Go raises its own soft limit at
+// start but gives children the original one back, unless the program set
+// one itself.)
+func RaiseNofile(n uint64) error {
+	lim := syscall.Rlimit{Cur: n, Max: n}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("open-file limit %d: %w", n, err)
+	}
+	return nil
+}
+
 // Proc is a long-running process in the namespace. Its stdout lines go to
 // Lines (when asked for) or to its kept output, its stdin is a pipe. Done
 // is closed when it has exited; Err is its exit status then.
@@ -155,6 +194,26 @@ func (p *Proc) Output() string {
 
 // Pid is the process itself: nsenter execs into it.
 func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
+
+// WaitOutput waits until the output (stderr, and stdout without Lines)
+// holds substr n times.
+func (p *Proc) WaitOutput(substr string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if strings.Count(p.Output(), substr) >= n {
+			return nil
+		}
+		select {
+		case <-p.Done:
+			return fmt.Errorf("%s exited (%v) before printing %q:\n%s", p.Name, p.Err, substr, LastLines(p.Output(), 20))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not print %q %d times within %v:\n%s", p.Name, substr, n, timeout, LastLines(p.Output(), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // Stop sends SIGINT (xlb then detaches and removes its pins), waits, and
 // kills the process group if it does not end within timeout.
