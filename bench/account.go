@@ -6,7 +6,6 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -79,66 +78,4 @@ func procRSS(pid int) int64 {
 		}
 	}
 	return 0
-}
-
-// bpfMap is one BPF map a process holds, from fdinfo.
-type bpfMap struct {
-	id                          string
-	keySize, valueSize, entries int64
-	memlock                     int64
-}
-
-// procBPFMaps lists the BPF maps a process holds open, each once (by map
-// id): the kernel's memlock charge is what the map costs, whether or not it
-// is full (hash maps preallocate every entry).
-func procBPFMaps(pid int) []bpfMap {
-	dir := "/proc/" + strconv.Itoa(pid)
-	fds, _ := os.ReadDir(dir + "/fd")
-	seen := map[string]bool{}
-	var maps []bpfMap
-	for _, fd := range fds {
-		target, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
-		if err != nil || target != "anon_inode:bpf-map" {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, "fdinfo", fd.Name()))
-		if err != nil {
-			continue
-		}
-		var m bpfMap
-		for _, line := range strings.Split(string(b), "\n") {
-			k, v, ok := strings.Cut(line, ":")
-			if !ok {
-				continue
-			}
-			v = strings.TrimSpace(v)
-			n, _ := strconv.ParseInt(v, 10, 64)
-			switch k {
-			case "map_id":
-				m.id = v
-			case "key_size":
-				m.keySize = n
-			case "value_size":
-				m.valueSize = n
-			case "max_entries":
-				m.entries = n
-			case "memlock":
-				m.memlock = n
-			}
-		}
-		if m.id == "" || seen[m.id] {
-			continue
-		}
-		seen[m.id] = true
-		maps = append(maps, m)
-	}
-	return maps
-}
-
-func sumMemlock(maps []bpfMap) int64 {
-	var n int64
-	for _, m := range maps {
-		n += m.memlock
-	}
-	return n
 }

@@ -691,16 +691,7 @@ set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 1.5 lc rgb "#
 set datafile missing "NaN"
 plot for [i=2:%d] %q using i:xtic(1) title columnheader(i)
 `, filepath.Join(rep.opts.out, chartName), title, len(cols)+1, dat)
-	gp := filepath.Join(tmp, "bench.gp")
-	if err := os.WriteFile(gp, []byte(script), 0o644); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "gnuplot", gp).CombinedOutput(); err != nil {
-		return fmt.Errorf("gnuplot: %v: %s", err, out)
-	}
-	return nil
+	return lab.Gnuplot(tmp, "bench", script)
 }
 
 // describeMachine: CPU, kernel, memory, tool versions.

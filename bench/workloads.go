@@ -137,11 +137,11 @@ func measure(lb *running, r *result, fn func() (clientCPU float64, err error)) e
 	close(stop)
 	r.LBRSS = <-peak
 	if pid != 0 {
-		maps := procBPFMaps(pid)
-		r.LBMaps = sumMemlock(maps)
+		maps := lab.ProcBPFMaps(pid)
+		r.LBMaps = lab.SumMemlock(maps)
 		for _, m := range maps {
-			if m.entries == xlbMaxLegs {
-				r.LBPerLeg += float64(m.memlock) / float64(m.entries)
+			if m.Entries == xlbMaxLegs {
+				r.LBPerLeg += float64(m.Memlock) / float64(m.Entries)
 				r.LBLegMaps++
 			}
 		}

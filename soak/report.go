@@ -4,17 +4,17 @@ package main
 // bench/ draws its chart).
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/xlb-lb/xlb/internal/lab"
 )
 
 const (
@@ -244,16 +244,7 @@ set y2range [0:*]
 plot %[2]q using 1:11 with lines title "requests/s", "" using 1:10 axes x1y2 with lines title "TCP sockets (right)"
 unset multiplot
 `, out, dat, fmtT(secs(r.Elapsed)), commas(r.Requests), arrows.String())
-	gp := filepath.Join(tmp, "soak.gp")
-	if err := os.WriteFile(gp, []byte(script), 0o644); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "gnuplot", gp).CombinedOutput(); err != nil {
-		return fmt.Errorf("gnuplot: %v: %s", err, out)
-	}
-	return nil
+	return lab.Gnuplot(tmp, "soak", script)
 }
 
 func firstGood(ss []sample) sample {

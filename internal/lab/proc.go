@@ -6,10 +6,14 @@ package lab
 // bench/account.go does).
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ReadKV reads a file of "Key: value [kB]" lines.
@@ -80,14 +84,22 @@ func ProcFDs(pid int) (fds, sockets int64) {
 	return
 }
 
-// ProcBPFMaps returns the memlock charge of every BPF map a process holds
-// open, each map once (by map id). Hash maps are preallocated: the charge
-// is what the map costs, full or not; for those that are not
-// (BPF_F_NO_PREALLOC) the kernel counts the elements present.
-func ProcBPFMaps(pid int) map[string]int64 {
+// BPFMap is one BPF map a process holds, from its fdinfo.
+type BPFMap struct {
+	ID                          string
+	KeySize, ValueSize, Entries int64
+	Memlock                     int64 // the kernel's charge for it
+}
+
+// ProcBPFMaps lists the BPF maps a process holds open, each once (by map
+// id). Hash maps are preallocated: the charge is what the map costs, full
+// or not; for those that are not (BPF_F_NO_PREALLOC) the kernel counts the
+// elements present.
+func ProcBPFMaps(pid int) []BPFMap {
 	dir := "/proc/" + strconv.Itoa(pid)
 	fds, _ := os.ReadDir(dir + "/fd")
-	maps := map[string]int64{}
+	seen := map[string]bool{}
+	var maps []BPFMap
 	for _, fd := range fds {
 		target, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
 		if err != nil || target != "anon_inode:bpf-map" {
@@ -97,33 +109,56 @@ func ProcBPFMaps(pid int) map[string]int64 {
 		if err != nil {
 			continue
 		}
-		var id string
-		var memlock int64
+		var m BPFMap
 		for _, line := range strings.Split(string(b), "\n") {
 			k, v, ok := strings.Cut(line, ":")
 			if !ok {
 				continue
 			}
 			v = strings.TrimSpace(v)
+			n, _ := strconv.ParseInt(v, 10, 64)
 			switch k {
 			case "map_id":
-				id = v
+				m.ID = v
+			case "key_size":
+				m.KeySize = n
+			case "value_size":
+				m.ValueSize = n
+			case "max_entries":
+				m.Entries = n
 			case "memlock":
-				memlock, _ = strconv.ParseInt(v, 10, 64)
+				m.Memlock = n
 			}
 		}
-		if id != "" {
-			maps[id] = memlock
+		if m.ID == "" || seen[m.ID] {
+			continue
 		}
+		seen[m.ID] = true
+		maps = append(maps, m)
 	}
 	return maps
 }
 
-// SumMemlock adds up the charges ProcBPFMaps returns.
-func SumMemlock(maps map[string]int64) int64 {
+// SumMemlock adds up the charges of maps.
+func SumMemlock(maps []BPFMap) int64 {
 	var n int64
 	for _, m := range maps {
-		n += m
+		n += m.Memlock
 	}
 	return n
+}
+
+// Gnuplot writes script to dir/name.gp and runs gnuplot on it (a minute at
+// most): the charts of the reports.
+func Gnuplot(dir, name, script string) error {
+	gp := filepath.Join(dir, name+".gp")
+	if err := os.WriteFile(gp, []byte(script), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "gnuplot", gp).CombinedOutput(); err != nil {
+		return fmt.Errorf("gnuplot: %v: %s", err, out)
+	}
+	return nil
 }
