@@ -254,24 +254,33 @@ func TestClientSendsConnectionClose(t *testing.T) {
 	r1 := testkit.Status(t, ns, "lo")
 	pinned := r1.Counters["pin_close"] - r0.Counters["pin_close"]
 	left := r1.Counters["client_left"] - r0.Counters["client_left"]
-	requests, perConn := connUse(t, logs)
-	t.Logf("%d requests with Connection: close: pin_close +%d, client_left +%d, %d worker connections", requests, pinned, left, len(perConn))
+	conns := oneRequestPerConn(t, logs, n, "after answering Connection: close")
+	t.Logf("%d requests with Connection: close: pin_close +%d, client_left +%d, %d worker connections", n, pinned, left, conns)
 	if pinned != n {
 		t.Errorf("pin_close +%d for %d answers that said Connection: close", pinned, n)
 	}
 	if left != 0 {
 		t.Errorf("client_left +%d: worker connections their worker was closing went back to the pool", left)
 	}
-	if requests != n {
-		t.Errorf("nginx logged %d requests, want %d", requests, n)
+	waitOnlyIdleWorkers(t, ns, reapTimeout, "after the clients")
+}
+
+// oneRequestPerConn checks in nginx's logs that want requests were served,
+// each worker connection serving one (why: what makes the worker close);
+// it returns the connections.
+func oneRequestPerConn(t *testing.T, logs []string, want int, why string) int {
+	t.Helper()
+	requests, perConn := connUse(t, logs)
+	if requests != want {
+		t.Errorf("nginx logged %d requests, want %d", requests, want)
 	}
-	for c, k := range perConn {
-		if k != 1 {
-			t.Errorf("worker connection %s served %d requests after answering Connection: close", c, k)
+	for c, n := range perConn {
+		if n != 1 {
+			t.Errorf("worker connection %s served %d requests %s", c, n, why)
 			break
 		}
 	}
-	waitOnlyIdleWorkers(t, ns, reapTimeout, "after the clients")
+	return len(perConn)
 }
 
 // abPerConnection runs ab (HTTP/1.0, a connection per request) for n
@@ -312,16 +321,7 @@ func TestAbWithoutKeepAlive(t *testing.T) {
 		}
 		total += n
 	}
-	requests, perConn := connUse(t, logs)
-	if requests != total {
-		t.Errorf("nginx logged %d requests, want %d", requests, total)
-	}
-	for c, n := range perConn {
-		if n != 1 {
-			t.Errorf("worker connection %s served %d requests; nginx closes after one HTTP/1.0 answer", c, n)
-			break
-		}
-	}
+	oneRequestPerConn(t, logs, total, "(nginx closes after one HTTP/1.0 answer)")
 	waitOnlyIdleWorkers(t, ns, reapTimeout, "after ab")
 }
 
