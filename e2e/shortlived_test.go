@@ -241,7 +241,7 @@ func TestConnectionPerRequest(t *testing.T) {
 // leaves first does not give its worker connection back: the worker is
 // closing it, and the next client's request sent into it would be reset.
 // Before, the data plane pooled it after a short cooling (client_left), and
-// about one request in 1,500 of other clients was reset when nginx was
+// one request of other clients in 1,000-8,000 was reset when nginx was
 // descheduled between its answer and its close (make soak). Every request
 // answered, none given back, each worker connection used once, nothing
 // left behind.

@@ -10,8 +10,12 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/internal/lab"
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
+
+// TestMain builds xlb once for the package (or takes $XLB_BIN).
+func TestMain(m *testing.M) { testkit.Main(m, nil) }
 
 // TestSoakShort is `make soak` in 2.5 minutes, a sample every 5 s: it
 // fails on the same conditions (a series still growing at the end, a
@@ -22,21 +26,11 @@ func TestSoakShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the soak takes 2.5 minutes")
 	}
-	if _, err := exec.LookPath("nginx"); err != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-			t.Fatalf("needs nginx (scripts/deps.sh test installs it)")
-		}
-	}
+	testkit.NeedTools(t, "nginx")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "xlb")
-	cmd := exec.Command("go", "build", "-o", bin, "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building xlb (run make first: it builds the XDP object): %v\n%s", err, out)
-	}
 	o := defaultOptions()
 	o.Duration, o.Sample = shortDuration, 5*time.Second
-	o.out, o.xlb = filepath.Join(dir, "report"), bin
+	o.out, o.xlb = filepath.Join(dir, "report"), testkit.XLB
 	_, err := exec.LookPath("gnuplot")
 	o.plot = err == nil
 	ctx, cancel := context.WithTimeout(context.Background(), shortDuration+5*time.Minute)

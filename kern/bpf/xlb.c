@@ -894,12 +894,6 @@ static __always_inline int client_data(struct pkt *p, struct leg *c, struct bind
 	return 0;
 }
 
-/* worker_data: a worker data segment on a bound leg, before its positions
- * move. New data whose ACK is below the client data already sent to the
- * worker: it answered a request it did not have whole (pipelining, an early
- * answer): pinned. The first segment of an HTTP answer: an interim answer
- * (1xx) that ends in its segment moves the start of the answer past it;
- * 101, an interim answer that goes on, or no status line pin the pair. */
 /* worker_closes: does the final answer starting in p (its status line in k)
  * say its worker ends the connection after it: "Connection: close", or
  * HTTP/1.0 without "Connection: keep-alive". Its pair is pinned then
@@ -908,7 +902,7 @@ static __always_inline int client_data(struct pkt *p, struct leg *c, struct bind
  * and a request of the next client sent into it would be reset. Cooling
  * covered that only while the worker closed within the cooling time; a
  * worker descheduled between its answer and its close (a busy machine)
- * did not, and about one request in 1,500 of other clients was reset
+ * did not, and one request of other clients in 1,000-8,000 was reset
  * (make soak with clients sending Connection: close). */
 static __always_inline int worker_closes(const struct pkt *p, const struct peek_buf *k)
 {
@@ -917,6 +911,12 @@ static __always_inline int worker_closes(const struct pkt *p, const struct peek_
 	return conn == CONN_CLOSE || (conn != CONN_KEEP_ALIVE && pb(k, 7) == '0');
 }
 
+/* worker_data: a worker data segment on a bound leg, before its positions
+ * move. New data whose ACK is below the client data already sent to the
+ * worker: it answered a request it did not have whole (pipelining, an early
+ * answer): pinned. The first segment of an HTTP answer: an interim answer
+ * (1xx) that ends in its segment moves the start of the answer past it;
+ * 101, an interim answer that goes on, or no status line pin the pair. */
 static __always_inline void worker_data(const struct pkt *p, struct leg *w, const struct binding *b)
 {
 	__u32 end = p->seq + p->payload, mark;
