@@ -302,14 +302,21 @@ func abPerConnection(t *testing.T, ns *testnet.NS, n, c int) string {
 	return s
 }
 
-// TestAbWithoutKeepAlive: ab without -k speaks HTTP/1.0, and nginx closes
-// every connection after its answer: a worker connection serves one request
-// and is gone, whatever the balancer (an L4 splice cannot keep a connection
-// its worker closed). Every request answered at -c 4 and -c 50, each worker
-// connection used once, and nothing left behind.
+// TestAbWithoutKeepAlive: ab without -k speaks HTTP/1.0 and so asks nginx
+// to close after every answer. xlb (--http10 keep, the default) sends each
+// such request on with "Connection: keep-alive", reads the answer's length,
+// closes the client's connection itself after it and keeps nginx's for the
+// next client: every request answered at -c 4 and -c 50, at most one worker
+// connection per 100 client connections (nginx's own log, $connection),
+// every client closed by the data plane after its whole answer
+// (framed_close), none left to nginx (unframed), nothing left behind.
 func TestAbWithoutKeepAlive(t *testing.T) {
 	ns, lb, logs := startConnXLB(t)
 	defer lb.Stop()
+	// A first round grows the pools to what -c 50 needs; the steady
+	// state is what follows.
+	abPerConnection(t, ns, 2000, 50)
+	before := testkit.Status(t, ns, "lo").Counters
 	total := 0
 	for _, c := range []int{4, 50} {
 		const n = 4000
@@ -321,7 +328,49 @@ func TestAbWithoutKeepAlive(t *testing.T) {
 		}
 		total += n
 	}
+	requests, perConn := connUse(t, logs)
+	if requests != total+2000 {
+		t.Errorf("nginx logged %d requests, want %d", requests, total+2000)
+	}
+	after := testkit.Status(t, ns, "lo").Counters
+	// What counts is what the clients made xlb open once the pools
+	// were grown (nginx also logs connections the first round opened).
+	opened := after["dialed"] + after["worker_synack"] - before["dialed"] - before["worker_synack"]
+	pooled := int(before["dialed"] + before["worker_synack"])
+	t.Logf("%d client connections, %d worker connections (%d opened while ab ran)", total, len(perConn), opened)
+	if opened > uint64(total/100) {
+		t.Errorf("xlb opened %d worker connections for %d clients, want at most 1 per 100", opened, total)
+	}
+	if len(perConn) > pooled+total/100 {
+		t.Errorf("nginx saw %d connections for %d clients (%d pooled before them), want at most 1 more per 100",
+			len(perConn), total, pooled)
+	}
+	for name, want := range map[string]uint64{"keep_http10": uint64(total), "framed_close": uint64(total), "unframed": 0} {
+		if got := after[name] - before[name]; got != want {
+			t.Errorf("counter %s +%d, want +%d", name, got, want)
+		}
+	}
+	waitOnlyIdleWorkers(t, ns, reapTimeout, "after ab")
+}
+
+// TestAbPassHTTP10: with --http10 pass, HTTP/1.0 requests go on as they
+// are and nginx closes every connection after its answer: a worker
+// connection serves one request and is gone (an L4 splice cannot keep a
+// connection its worker closed). Every request answered at -c 4 and -c 50,
+// each worker connection used once, and nothing left behind.
+func TestAbPassHTTP10(t *testing.T) {
+	ns, lb, logs := startConnXLB(t, "--http10", "pass")
+	defer lb.Stop()
+	total := 0
+	for _, c := range []int{4, 50} {
+		const n = 2000
+		abPerConnection(t, ns, n, c)
+		total += n
+	}
 	oneRequestPerConn(t, logs, total, "(nginx closes after one HTTP/1.0 answer)")
+	if got := testkit.Status(t, ns, "lo").Counters["keep_http10"]; got != 0 {
+		t.Errorf("keep_http10 %d with --http10 pass, want 0", got)
+	}
 	waitOnlyIdleWorkers(t, ns, reapTimeout, "after ab")
 }
 

@@ -266,6 +266,11 @@ type Binding struct {
 	Proto     Proto // the client's protocol
 	Worker    uint32
 	Ifindex   uint32
+	// HTTP/1.0 keep-alive (BindKeep, BindFinAt): where the framed answer
+	// ends (worker's space), and the request segment the data plane grew.
+	FinAt   uint32
+	MarkSeq uint32
+	MarkLen uint16
 }
 
 func (bd *Binding) UnmarshalBinary(b []byte) error {

@@ -11,7 +11,7 @@ import (
 const (
 	LegKeySize       = 40 // sizeof(struct leg_key)
 	LegSize          = 88 // sizeof(struct leg)
-	BindingSize      = 68 // sizeof(struct binding)
+	BindingSize      = 80 // sizeof(struct binding)
 	HandshakeSize    = 40 // sizeof(struct handshake)
 	EndpointSize     = 20 // sizeof(struct endpoint)
 	WorkerInfoSize   = 8  // sizeof(struct worker_info)
@@ -86,7 +86,10 @@ const (
 	CounterDialed       Counter = 56 // XLB_CNT_DIALED
 	CounterDialReset    Counter = 57 // XLB_CNT_DIAL_RESET
 	CounterPinClose     Counter = 58 // XLB_CNT_PIN_CLOSE
-	CounterMax          Counter = 59 // XLB_CNT_MAX
+	CounterKeepHttp10   Counter = 59 // XLB_CNT_KEEP_HTTP10
+	CounterFramedClose  Counter = 60 // XLB_CNT_FRAMED_CLOSE
+	CounterUnframed     Counter = 61 // XLB_CNT_UNFRAMED
+	CounterMax          Counter = 62 // XLB_CNT_MAX
 )
 
 // counterNames are the names of enum xlb_counter's values: lower case, without XLB_CNT_.
@@ -150,6 +153,9 @@ var counterNames = [CounterMax]string{
 	CounterDialed:       "dialed",
 	CounterDialReset:    "dial_reset",
 	CounterPinClose:     "pin_close",
+	CounterKeepHttp10:   "keep_http10",
+	CounterFramedClose:  "framed_close",
+	CounterUnframed:     "unframed",
 }
 
 // Values of enum leg_kind.
@@ -216,7 +222,10 @@ const (
 
 // Values of enum binding_flag.
 const (
-	BindToClient = 2 // BIND_TO_CLIENT
+	BindToClient = 2  // BIND_TO_CLIENT
+	BindKeep     = 4  // BIND_KEEP
+	BindHead     = 8  // BIND_HEAD
+	BindFINAt    = 16 // BIND_FIN_AT
 )
 
 // Values of enum worker_flag.
@@ -235,8 +244,9 @@ const (
 
 // Values of enum config_flag.
 const (
-	ConfigRouted    = 1 // CFG_ROUTED
-	ConfigAnswerSyn = 2 // CFG_ANSWER_SYN
+	ConfigRouted     = 1 // CFG_ROUTED
+	ConfigAnswerSyn  = 2 // CFG_ANSWER_SYN
+	ConfigKeepHttp10 = 4 // CFG_KEEP_HTTP10
 )
 
 // Values of enum hs_flag.
@@ -376,6 +386,10 @@ func (v *Binding) encode(b []byte) {
 	b[59] = uint8(v.Proto)
 	ne.PutUint32(b[60:], v.Worker)
 	ne.PutUint32(b[64:], v.Ifindex)
+	ne.PutUint32(b[68:], v.FinAt)
+	ne.PutUint32(b[72:], v.MarkSeq)
+	ne.PutUint16(b[76:], v.MarkLen)
+	clear(b[78:80])
 }
 
 // decode reads v from struct binding in b[:BindingSize].
@@ -392,6 +406,9 @@ func (v *Binding) decode(b []byte) {
 	v.Proto = Proto(b[59])
 	v.Worker = ne.Uint32(b[60:])
 	v.Ifindex = ne.Uint32(b[64:])
+	v.FinAt = ne.Uint32(b[68:])
+	v.MarkSeq = ne.Uint32(b[72:])
+	v.MarkLen = ne.Uint16(b[76:])
 }
 
 // encode writes v as struct handshake into b[:HandshakeSize].

@@ -45,6 +45,13 @@ type Config struct {
 	// is then accepted, and its socket destroyed), instead of the data
 	// plane answering them (kern.ConfigAnswerSyn).
 	KernelHandshake bool
+	// PassHTTP10 sends HTTP/1.0 requests without keep-alive on as they
+	// are: the worker closes its connection after each answer. By default
+	// (kern.ConfigKeepHttp10) the data plane adds "Connection: keep-alive"
+	// to such a request, reads the answer's length, ends the client's
+	// connection after it and keeps the worker's (DESIGN.md "HTTP/1.0
+	// clients").
+	PassHTTP10 bool
 	// Dial is how pool connections are opened: DialXDP without sockets
 	// (user space sends the SYN, the data plane completes the handshake:
 	// dial.go), DialSocket connect()ed, read in repair mode and

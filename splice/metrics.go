@@ -93,6 +93,9 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterDialed:       "Worker connections opened by a SYN xlb sent and a handshake the data plane completed (--dial xdp).",
 	kern.CounterDialReset:    "Dialed SYNs a worker reset (nothing listening), or rejected from TIME-WAIT (reset by the data plane and sent again).",
 	kern.CounterPinClose:     "Connections pinned: the answer said the worker closes after it (Connection: close, HTTP/1.0): a client leaving then does not give the worker connection back.",
+	kern.CounterKeepHttp10:   "HTTP/1.0 requests without keep-alive sent to their worker with Connection: keep-alive (--http10 keep): the data plane frames the answer and closes the client.",
+	kern.CounterFramedClose:  "Client connections the data plane closed after the whole framed answer to an HTTP/1.0 request: the worker connection went back to the pool.",
+	kern.CounterUnframed:     "Answers to such a request whose length the data plane could not read (no Content-Length, headers past the first 512 bytes of the first segment): pinned, the worker closes.",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.

@@ -6,7 +6,9 @@ import "github.com/xlb-lb/xlb/kern"
 // leave through bpf_fib_lookup and XDP_TX/XDP_REDIRECT instead of going up
 // this host's stack (which would then have to forward them). Unless
 // KernelHandshake, the data plane answers clients' SYNs itself: no socket
-// is made, accepted and destroyed per client.
+// is made, accepted and destroyed per client. Unless PassHTTP10, HTTP/1.0
+// requests without keep-alive reach their worker as keep-alive requests and
+// the data plane ends the client's connection after the answer.
 func (c Config) flags() uint8 {
 	var f uint8
 	if c.Routed {
@@ -14,6 +16,9 @@ func (c Config) flags() uint8 {
 	}
 	if !c.KernelHandshake {
 		f |= kern.ConfigAnswerSyn
+	}
+	if !c.PassHTTP10 {
+		f |= kern.ConfigKeepHttp10
 	}
 	return f
 }

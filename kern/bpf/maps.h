@@ -255,10 +255,25 @@ struct xlb_map_def SEC("maps") xlb_peek = {
 	.max_entries = 1,
 };
 
-/* The header block of an answer's first segment, where http_connection()
- * looks for its Connection header. */
+/* The header block of an answer's first segment, where http_answer() looks
+ * for its Connection and Content-Length headers, or of a request segment
+ * http10_request() judges. */
 struct scan_buf {
-	__u8 b[XLB_HDR_SCAN + 8]; /* a word read at the last index stays inside */
+	__u8 b[2 * XLB_HDR_SCAN]; /* a read past the last index (masked to SCAN_MASK) stays inside */
+	/* What a scan found, here rather than in bpf_loop's context on the
+	 * stack: the verifier keeps no value of map memory, so the states of
+	 * the step it walks do not differ by what it found (on the stack,
+	 * every combination was a state of its own: 400k instructions). */
+	__u32 len;     /* bytes in b */
+	__u32 full;    /* http_answer: do not stop at the Connection header (BIND_KEEP) */
+	__u32 conn;    /* http_answer: enum conn_header */
+	__u32 conn_at; /* http_answer: index of the "keep-alive" token */
+	__u32 flags;   /* http_answer: ANS_HDR_END, ANS_HAS_LEN, ANS_NO_LEN */
+	__u32 hdr_len; /* http_answer: bytes of the status line and headers */
+	__u32 clen;    /* http_answer: Content-Length */
+	__u32 line;    /* http10_request: the request line was read */
+	__u32 ok;      /* http10_request: ... and it ends in "HTTP/1.0", no header rules it out */
+	__u32 end;     /* http10_request: index after the empty line */
 };
 
 struct xlb_map_def SEC("maps") xlb_scan = {

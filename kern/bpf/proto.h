@@ -338,7 +338,7 @@ static __always_inline int http_status(const struct peek_buf *k)
 	return (a - '0') * 100 + (b - '0') * 10 + (c - '0');
 }
 
-/* What an answer's Connection header says (http_connection). */
+/* What an answer's Connection header says (http_answer). */
 enum conn_header {
 	CONN_NONE = 0,       /* none seen */
 	CONN_CLOSE = 1,      /* "close": the worker ends the connection after this answer */
@@ -355,22 +355,61 @@ static __always_inline __u64 fold8(const struct scan_buf *s, __u32 i)
 	return w | FOLD;
 }
 
-struct conn_scan {
+/* What http_answer()'s scan found (struct ans_scan's flags). */
+#define ANS_HDR_END   4          /* the empty line after the headers is in the scan: hdr_len */
+#define ANS_HAS_LEN   8          /* one Content-Length, below 2^31: clen */
+#define ANS_NO_LEN    16         /* Transfer-Encoding, or Content-Length unreadable or twice */
+
+#define SCAN_MASK (2 * XLB_HDR_SCAN - 1) /* struct scan_buf's indexes */
+
+/* bpf_loop's context of a scan: the buffer, whose fields hold what it
+ * found. */
+struct scan_ctx {
 	struct scan_buf *s;
-	__u32 len;    /* bytes in s */
-	__u32 result; /* enum conn_header */
 };
 
-/* conn_step: bpf_loop's step of http_connection at byte i + 1: a header
- * line starts after a '\n'. Returns 1 to stop: the header is found, the
- * header block or the bytes end. */
-static long conn_step(__u64 index, struct conn_scan *c)
+/* ans_length reads the value of a Content-Length header at index k
+ * (after "content-length:"): optional blanks, 1 to 10 digits, then the end
+ * of the line or a blank. A second one that differs, or a value of 2^31 or
+ * more, leaves the answer without a length the program takes. */
+static __always_inline void ans_length(struct scan_buf *a, __u32 k)
 {
-	struct scan_buf *s = c->s;
+	struct scan_buf *s = a;
+	__u64 v = 0;
+	__u32 digits = 0, j = 0, c;
+
+	for (; j < 4; j++) {
+		c = s->b[(k + j) & SCAN_MASK];
+		if (c != ' ' && c != '\t')
+			break;
+	}
+	k += j;
+	for (j = 0; j < 11; j++) {
+		c = s->b[(k + j) & SCAN_MASK];
+		if (!is_digit(c))
+			break;
+		v = v * 10 + (c - '0');
+		digits++;
+	}
+	if (k + j >= a->len || digits == 0 || digits > 10 || v >= 0x80000000ull ||
+	    (c != '\r' && c != ' ' && c != '\t') ||
+	    ((a->flags & ANS_HAS_LEN) && a->clen != (__u32)v)) {
+		a->flags |= ANS_NO_LEN;
+		return;
+	}
+	a->flags |= ANS_HAS_LEN;
+	a->clen = (__u32)v;
+}
+
+/* ans_step: bpf_loop's step of http_answer at byte i + 1: a header line
+ * starts after a '\n'. Returns 1 to stop: the header block or the bytes end,
+ * or (not full) the Connection header is found. */
+static long ans_step(__u64 index, struct scan_ctx *x)
+{
+	struct scan_buf *s = x->s, *a = s;
 	__u32 i = (__u32)index + 1;
 
-	/* "\nconnection: " is 13 bytes, then at least 5 of the token. */
-	if (i + 18 > c->len || i >= XLB_HDR_SCAN - 24)
+	if (i + 3 > a->len || i >= XLB_HDR_SCAN)
 		return 1;
 	/* The verifier must see i bounded where it indexes: the mask, which
 	 * clang would drop after the test above unless it cannot see through
@@ -379,43 +418,221 @@ static long conn_step(__u64 index, struct conn_scan *c)
 	i &= XLB_HDR_SCAN - 1;
 	if (s->b[i] != '\n')
 		return 0;
-	if (s->b[i + 1] == '\r')
-		return 1; /* the empty line: the headers end */
+	if (s->b[i + 1] == '\r' && s->b[i + 2] == '\n') {
+		a->hdr_len = i + 3; /* the empty line: the headers end */
+		a->flags |= ANS_HDR_END;
+		return 1;
+	}
 	/* Every byte of these words has bit 5 set already: folding them is
-	 * a no-op. */
-	if (fold8(s, i + 1) != W8("connecti") || (fold8(s, i + 9) & 0xffffffffull) != W8("on: "))
+	 * a no-op. "\nconnection: " is 13 bytes, then at least 5 of the token. */
+	if (i + 18 <= a->len && fold8(s, i + 1) == W8("connecti") && (fold8(s, i + 9) & 0xffffffffull) == W8("on: ")) {
+		if ((fold8(s, i + 13) & 0xffffffffffull) == W8("close")) {
+			a->conn = CONN_CLOSE;
+		} else if (i + 21 <= a->len && fold8(s, i + 13) == W8("keep-ali")) {
+			a->conn = CONN_KEEP_ALIVE;
+			a->conn_at = i + 13;
+		}
+		return !a->full;
+	}
+	if (!a->full)
 		return 0;
-	if ((fold8(s, i + 13) & 0xffffffffffull) == W8("close"))
-		c->result = CONN_CLOSE;
-	else if (i + 21 <= c->len && fold8(s, i + 13) == W8("keep-ali"))
-		c->result = CONN_KEEP_ALIVE;
+	if (i + 18 <= a->len && fold8(s, i + 1) == W8("content-") &&
+	    (fold8(s, i + 9) & 0xffffffffffffffull) == W8("length:"))
+		ans_length(a, i + 16);
+	else if (i + 19 <= a->len && fold8(s, i + 1) == W8("transfer") && fold8(s, i + 9) == W8("-encodin"))
+		a->flags |= ANS_NO_LEN;
+	return 0;
+}
+
+/* put_close writes "close" and five blanks at d (ten bytes), from
+ * immediates: a string literal could reach the object as data, which the
+ * loader does not take. */
+static __always_inline void put_close(__u8 *d)
+{
+	__u64 a = W8("close   ");
+	__u16 b = W8("  ");
+
+	__builtin_memcpy(d, &a, 8);
+	__builtin_memcpy(d + 8, &b, 2);
+}
+
+/* http_answer reads the header block of the answer whose first segment
+ * has len payload bytes at off of the packet, in its first XLB_HDR_SCAN
+ * bytes: its Connection header ("close" or "keep-alive", names and tokens
+ * without case, one space) and, for the answer to a request the program made
+ * keep-alive (b's BIND_KEEP), its Content-Length and where the headers end.
+ * Returns 1 if the worker ends the connection after this answer:
+ * "Connection: close", or an HTTP/1.0 status line (info & ANS_V10) without
+ * "Connection: keep-alive" (see worker_closes).
+ *
+ * Under BIND_KEEP, the answer is framed when the headers end in the scan,
+ * the worker does not close, and one readable Content-Length (or no body:
+ * HEAD, info & ANS_NO_BODY) gives its length: where it ends goes into b
+ * and the partner's binding (fin_at, BIND_FIN_AT), and its "Connection:
+ * keep-alive" line becomes "Connection: close" and five blanks (optional
+ * white space a field may end with: the answer keeps its length), the TCP
+ * checksum mended. mark_info: the answer's start (worker's space), and info
+ * in the upper half (five arguments at most). An answer that cannot be framed is counted
+ * (unframed) and said to close: pinned, its worker ends it.
+ *
+ * nginx writes Connection after Server, Date and the Content-* and
+ * Last-Modified headers: about 200 bytes in. A header past the scan, or
+ * written otherwise, is not seen. Global, its loop a bpf_loop: the verifier
+ * checks it once, not once per byte on each of worker_data()'s paths in two
+ * programs (a plain loop cost each program 170k instructions). */
+#define ANS_V10     1 /* info: the status line is HTTP/1.0 */
+#define ANS_NO_BODY 2 /* info: a status without a body (204, 304) */
+__attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 len, struct binding *b,
+					  __u64 mark_info)
+{
+	__u32 zero = 0, at, ws, keep, mark = (__u32)mark_info, info = mark_info >> 32;
+	__u32 csum_off;
+	__u8 vihl;
+	struct scan_ctx x;
+	struct scan_buf *a;
+	struct binding *bc;
+	__u8 *old, *new;
+	__u16 check;
+	__s64 sum;
+
+	if (!b)
+		return 0; /* a global function's pointer may be NULL for the verifier */
+	keep = b->flags & BIND_KEEP;
+	a = bpf_map_lookup_elem(&xlb_scan, &zero);
+	if (!a)
+		return 0;
+	if (len > XLB_HDR_SCAN)
+		len = XLB_HDR_SCAN;
+	if (len < 24 || bpf_xdp_load_bytes(ctx, off, a->b, len))
+		goto unframed;
+	a->len = len;
+	a->full = keep;
+	a->conn = CONN_NONE;
+	a->conn_at = 0;
+	a->flags = 0;
+	a->hdr_len = 0;
+	a->clen = 0;
+	x.s = a;
+	bpf_loop(XLB_HDR_SCAN, ans_step, &x, 0);
+	if (a->conn == CONN_CLOSE || (a->conn != CONN_KEEP_ALIVE && (info & ANS_V10)))
+		return 1;
+	if (!keep)
+		return 0;
+	if (!(a->flags & ANS_HDR_END))
+		goto unframed;
+	if ((b->flags & BIND_HEAD) || (info & ANS_NO_BODY))
+		a->clen = 0;
+	else if ((a->flags & (ANS_HAS_LEN | ANS_NO_LEN)) != ANS_HAS_LEN)
+		goto unframed;
+	at = mark + a->hdr_len + a->clen;
+	bc = bpf_map_lookup_elem(&xlb_binds, &b->to);
+	WRITE_ONCE(b->fin_at, at);
+	WRITE_ONCE(b->flags, b->flags | BIND_FIN_AT);
+	if (bc) {
+		WRITE_ONCE(bc->fin_at, at);
+		WRITE_ONCE(bc->flags, bc->flags | BIND_FIN_AT);
+	}
+	at = a->conn_at;
+	if (a->conn == CONN_KEEP_ALIVE && at + 12 <= len && at < XLB_HDR_SCAN && (a->b[at + 8] | 0x20) == 'v' &&
+	    (a->b[at + 9] | 0x20) == 'e' && a->b[at + 10] == '\r') {
+		/* Twelve bytes from an even offset of the segment (the payload
+		 * starts at one: TCP headers are whole words), so that the
+		 * checksum's 16-bit lanes line up; old and new in the scan
+		 * buffer past the bytes read. */
+		ws = at & ~1u;
+		old = &a->b[XLB_HDR_SCAN];
+		new = &a->b[XLB_HDR_SCAN + 16];
+		__builtin_memcpy(old, &a->b[ws & SCAN_MASK], 12);
+		__builtin_memcpy(new, old, 12);
+		put_close(new + (at & 1));
+		/* The TCP checksum: 16 bytes into the TCP header. */
+		if (bpf_xdp_load_bytes(ctx, sizeof(struct ethhdr), &vihl, 1))
+			return 0;
+		csum_off = sizeof(struct ethhdr) + (vihl & 15) * 4 + 16;
+		if (bpf_xdp_load_bytes(ctx, csum_off, &check, 2))
+			return 0;
+		sum = bpf_csum_diff((__be32 *)old, 12, (__be32 *)new, 12, (__u16)~check);
+		if (sum < 0 || bpf_xdp_store_bytes(ctx, off + ws, new, 12))
+			return 0;
+		check = ~csum_fold((__u32)sum);
+		bpf_xdp_store_bytes(ctx, csum_off, &check, 2);
+	}
+	return 0;
+unframed:
+	if (!keep)
+		return info & ANS_V10;
+	count(XLB_CNT_UNFRAMED);
 	return 1;
 }
 
-/* http_connection: the Connection header of the answer whose first segment
- * has len payload bytes at off of the packet, if it is in the first
- * XLB_HDR_SCAN bytes: "\r\nConnection: close" or "keep-alive", names and
- * tokens without case, one space. nginx writes it after Server, Date and the
- * Content-* and Last-Modified headers: about 200 bytes in. A header past
- * the scan, or written otherwise, is not seen (the worker leg then cools as
- * any other, cool()). Global, its loop a bpf_loop: the verifier checks the
- * step once, not once per byte on each of worker_data()'s paths in two
- * programs (a plain loop cost each program 170k instructions). */
-__attribute__((noinline)) int http_connection(struct xdp_md *ctx, __u32 off, __u32 len)
+/* req_step: bpf_loop's step of http10_request at byte i + 1. Returns 1 to
+ * stop: the headers end, or something rules the request out. */
+static long req_step(__u64 index, struct scan_ctx *x)
+{
+	struct scan_buf *s = x->s, *r = s;
+	__u32 i = (__u32)index + 1;
+
+	if (i + 3 > r->len || i >= XLB_HDR_SCAN)
+		return 1;
+	asm volatile("" : "+r"(i));
+	i &= XLB_HDR_SCAN - 1;
+	if (s->b[i] != '\n')
+		return 0;
+	if (i < 10 || s->b[i - 1] != '\r')
+		return 1; /* a bare LF: not a request we rewrite */
+	if (!r->line) {
+		__u64 v;
+
+		r->line = 1;
+		__builtin_memcpy(&v, &s->b[(i - 9) & SCAN_MASK], 8);
+		r->ok = s->b[(i - 10) & SCAN_MASK] == ' ' && v == W8("HTTP/1.0");
+		if (!r->ok)
+			return 1;
+	}
+	if (s->b[i + 1] == '\r' && s->b[i + 2] == '\n') {
+		r->end = i + 3;
+		return 1;
+	}
+	/* Headers that say the client handles the connection itself, or that
+	 * a body follows: not rewritten. */
+	if (i + 12 <= r->len && fold8(s, i + 1) == W8("connecti") && (fold8(s, i + 9) & 0xffffff) == W8("on:"))
+		r->ok = 0;
+	else if (i + 16 <= r->len && fold8(s, i + 1) == W8("content-") && (fold8(s, i + 9) & 0xffffffffffffffull) == W8("length:"))
+		r->ok = 0;
+	else if (i + 19 <= r->len && fold8(s, i + 1) == W8("transfer") && fold8(s, i + 9) == W8("-encodin"))
+		r->ok = 0;
+	else if (i + 8 <= r->len && (fold8(s, i + 1) & 0xffffffffffffffull) == W8("expect:"))
+		r->ok = 0;
+	else if (i + 9 <= r->len && fold8(s, i + 1) == W8("upgrade:"))
+		r->ok = 0;
+	return !r->ok;
+}
+
+/* http10_request: is the segment (len payload bytes at off) a whole
+ * HTTP/1.0 request that asks nothing of the connection: the request line
+ * ends in "HTTP/1.0", no Connection, Content-Length, Transfer-Encoding,
+ * Expect or Upgrade header, CRLF line ends, and the empty line that ends the
+ * headers ends the segment (no body, nothing after it). Then its worker may
+ * keep the connection (CFG_KEEP_HTTP10). Returns 0: no; 1: yes; 2: yes, a
+ * HEAD request (its answer has no body). */
+__attribute__((noinline)) int http10_request(struct xdp_md *ctx, __u32 off, __u32 len)
 {
 	__u32 zero = 0;
-	struct conn_scan c = {};
+	struct scan_ctx x;
+	struct scan_buf *r;
 
-	c.s = bpf_map_lookup_elem(&xlb_scan, &zero);
-	if (!c.s)
-		return CONN_NONE;
-	if (len > XLB_HDR_SCAN)
-		len = XLB_HDR_SCAN;
-	if (len < 24 || bpf_xdp_load_bytes(ctx, off, c.s->b, len))
-		return CONN_NONE;
-	c.len = len;
-	bpf_loop(XLB_HDR_SCAN - 24, conn_step, &c, 0);
-	return c.result;
+	r = bpf_map_lookup_elem(&xlb_scan, &zero);
+	if (!r || len < 18 || len > XLB_HDR_SCAN || bpf_xdp_load_bytes(ctx, off, r->b, len))
+		return 0;
+	r->len = len;
+	r->line = 0;
+	r->ok = 0;
+	r->end = 0;
+	x.s = r;
+	bpf_loop(XLB_HDR_SCAN, req_step, &x, 0);
+	if (!r->ok || r->end != len)
+		return 0;
+	return *(__u32 *)r->b == W8("HEAD") && r->b[4] == ' ' ? 2 : 1;
 }
 
 /* payload_tail reads the last n (2 or 4) payload bytes of p as a

@@ -83,6 +83,9 @@ enum xlb_counter {
 	XLB_CNT_DIALED = 56,       /* worker leg born from a SYN user space sent (no socket): pooled, handshake ACKed */
 	XLB_CNT_DIAL_RESET = 57,   /* a worker reset a dialed SYN (refused), or held its 4-tuple in TIME-WAIT (reset by us) */
 	XLB_CNT_PIN_CLOSE = 58,    /* pinned, enum pin_reason PIN_CLOSE (after the others, not in their run) */
+	XLB_CNT_KEEP_HTTP10 = 59,  /* an HTTP/1.0 request without keep-alive went to its worker with "Connection: keep-alive" (CFG_KEEP_HTTP10) */
+	XLB_CNT_FRAMED_CLOSE = 60, /* the client of such a request had its connection closed by the program after the whole answer (its length read from it): the worker leg went back to the pool */
+	XLB_CNT_UNFRAMED = 61,     /* the answer to such a request had no length the program could read: pinned, the worker ends it (PIN_CLOSE) */
 	XLB_CNT_MAX
 };
 
@@ -231,10 +234,21 @@ struct binding {
 	__u8 proto;          /* the client leg's enum xlb_proto (the worker path reads HTTP status lines) */
 	__u32 worker;        /* worker id of the pair's worker leg (per-worker stats) */
 	__u32 ifindex;       /* routed mode: egress device (0 = look it up) */
+	/* HTTP/1.0 keep-alive (CFG_KEEP_HTTP10, DESIGN.md "HTTP/1.0 clients") */
+	__u32 fin_at;        /* BIND_FIN_AT: end of the framed answer, worker's sequence space: the
+	                      * worker's segment that ends there reaches the client with a FIN */
+	__u32 mark_seq;      /* BIND_KEEP, client to worker: seq of the request segment the program
+	                      * grew (client's space); a retransmission of it is grown again */
+	__u16 mark_len;      /* ... its payload length as the client sent it */
+	__u8 pad2[2];
 };
 
 enum binding_flag {
 	BIND_TO_CLIENT = 2,  /* the partner is a client leg */
+	BIND_KEEP = 4,       /* the client's HTTP/1.0 request went to the worker with "Connection:
+	                      * keep-alive" added (KEEP_GROWTH bytes): seq_off/ack_off count them */
+	BIND_HEAD = 8,       /* ... and it was a HEAD request: the answer has no body */
+	BIND_FIN_AT = 16,    /* the answer is framed: fin_at is set */
 };
 
 /* A handshake seen by the program: a client's SYN to the service, or a worker's
@@ -350,6 +364,10 @@ enum config_flag {
 	CFG_ANSWER_SYN = 2, /* answer clients' SYNs in the program: the kernel never sees a client's
 	                     * handshake, no socket is made or accepted for it (a SYN the program
 	                     * cannot answer, e.g. with data, still goes to the listener) */
+	CFG_KEEP_HTTP10 = 4, /* an HTTP/1.0 request without keep-alive goes to its worker with
+	                      * "Connection: keep-alive": the program reads the answer's length, ends
+	                      * the client's connection after it and keeps the worker's (DESIGN.md
+	                      * "HTTP/1.0 clients") */
 };
 
 /* Who gets a request (DESIGN.md "Remix at a request boundary"). */

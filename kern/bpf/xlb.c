@@ -894,21 +894,29 @@ static __always_inline int client_data(struct pkt *p, struct leg *c, struct bind
 	return 0;
 }
 
-/* worker_closes: does the final answer starting in p (its status line in k)
- * say its worker ends the connection after it: "Connection: close", or
- * HTTP/1.0 without "Connection: keep-alive". Its pair is pinned then
- * (PIN_CLOSE): a client that leaves after this answer must not give the
+/* worker_closes: does the final answer starting in p (its status line in k,
+ * status st) say its worker ends the connection after it: "Connection:
+ * close", or HTTP/1.0 without "Connection: keep-alive". Its pair is pinned
+ * then (PIN_CLOSE): a client that leaves after this answer must not give the
  * worker leg back (client_leaves), since the worker closes it any moment,
  * and a request of the next client sent into it would be reset. Cooling
  * covered that only while the worker closed within the cooling time; a
  * worker descheduled between its answer and its close (a busy machine)
  * did not, and one request of other clients in 1,000-8,000 was reset
- * (make soak with clients sending Connection: close). */
-static __always_inline int worker_closes(const struct pkt *p, const struct peek_buf *k)
+ * (make soak with clients sending Connection: close).
+ *
+ * The answer to an HTTP/1.0 request the program made keep-alive (BIND_KEEP)
+ * is framed instead (http_answer): where it ends goes into both bindings
+ * (fin_at), and the worker's segment that ends there reaches the client with
+ * a FIN (translate). An answer that cannot be framed (no Content-Length, its
+ * headers past the scan or its first segment) is left to the worker: pinned,
+ * and counted (unframed). http_answer() does it all: one verifier walk. */
+static __always_inline int worker_closes(const struct pkt *p, const struct peek_buf *k, struct binding *b,
+					 __u32 mark, int st)
 {
-	int conn = http_connection(p->ctx, p->payload_off, p->payload);
+	__u32 info = (pb(k, 7) == '0' ? ANS_V10 : 0) | (st == 204 || st == 304 ? ANS_NO_BODY : 0);
 
-	return conn == CONN_CLOSE || (conn != CONN_KEEP_ALIVE && pb(k, 7) == '0');
+	return http_answer(p->ctx, p->payload_off, p->payload, b, mark | (__u64)info << 32);
 }
 
 /* worker_data: a worker data segment on a bound leg, before its positions
@@ -917,7 +925,7 @@ static __always_inline int worker_closes(const struct pkt *p, const struct peek_
  * answer): pinned. The first segment of an HTTP answer: an interim answer
  * (1xx) that ends in its segment moves the start of the answer past it;
  * 101, an interim answer that goes on, or no status line pin the pair. */
-static __always_inline void worker_data(const struct pkt *p, struct leg *w, const struct binding *b)
+static __always_inline void worker_data(const struct pkt *p, struct leg *w, struct binding *b)
 {
 	__u32 end = p->seq + p->payload, mark;
 	struct peek_buf *k;
@@ -936,7 +944,7 @@ static __always_inline void worker_data(const struct pkt *p, struct leg *w, cons
 			reason = PIN_UPGRADE;
 		else if (st < 0)
 			reason = PIN_NOT_MSG;
-		else if (st >= 200 && worker_closes(p, k))
+		else if (st >= 200 && worker_closes(p, k, b, mark, st))
 			reason = PIN_CLOSE;
 		else if (st < 200 && payload_tail(p, 4) == CRLFCRLF &&
 			 __sync_val_compare_and_swap(&w->req_mark, mark, end) == mark)
@@ -1088,11 +1096,55 @@ static __always_inline int client_leaves(struct pkt *p, struct leg *c, const str
 	return 1;
 }
 
+/* framed_close: client leg c acknowledges the FIN that ended the framed
+ * answer to its HTTP/1.0 request (worker_closes, translate): the data plane
+ * closed the client's connection and keeps the worker's, which goes back to
+ * its pool at once (its worker said keep-alive and sent the whole answer:
+ * nothing more will come on it). The client leg waits in LEG_CLOSING for the
+ * client's FIN, or ends now if this segment carries it. Returns 1 when it
+ * took the segment (d says what to do with it). */
+static __always_inline int framed_close(struct pkt *p, struct leg *c, struct binding *b, struct decision *d,
+					struct xlb_config *cfg)
+{
+	struct leg_key wk = b->to;
+	struct binding *bw;
+	struct leg *w;
+	__u32 seq;
+
+	if (!(b->flags & BIND_FIN_AT) || !p->has_ack || p->ack + b->ack_off != b->fin_at + 1 || p->payload ||
+	    p->seq != READ_ONCE(c->peer_hi) || (READ_ONCE(c->rx_flags) & (LEG_RX_FIN | LEG_RX_RST)))
+		return 0;
+	w = bpf_map_lookup_elem(&xlb_legs, &wk);
+	bw = bpf_map_lookup_elem(&xlb_binds, &wk);
+	if (!w || !bw || READ_ONCE(w->state) != LEG_BOUND || READ_ONCE(w->pin) ||
+	    (READ_ONCE(w->rx_flags) & (LEG_RX_FIN | LEG_RX_RST)) || READ_ONCE(w->peer_hi) != b->fin_at)
+		return 0;
+	if (!set_state(c, LEG_BOUND, LEG_CLOSING))
+		return 0;
+	materialize(c, b, w, 0);
+	materialize(w, bw, c, rest_win(cfg, w));
+	WRITE_ONCE(c->snd_nxt, READ_ONCE(c->snd_nxt) + 1); /* our FIN */
+	bpf_map_delete_elem(&xlb_binds, &wk);
+	bpf_map_delete_elem(&xlb_binds, &p->key);
+	give_back(&wk, w, cfg);
+	advance(c, p);
+	if (!p->fin) {
+		act_drop(d, XLB_CNT_FRAMED_CLOSE);
+		return 1;
+	}
+	count(XLB_CNT_FRAMED_CLOSE);
+	count(XLB_CNT_FIN_ANSWERED);
+	seq = READ_ONCE(c->snd_nxt);
+	finish(&p->key, c);
+	act_reply(d, c, seq, REPLY_ACK);
+	return 1;
+}
+
 /* A segment on a bound leg: positions and life cycle, then translate. */
 static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct binding *b, int ok,
 				     struct decision *d, struct xlb_config *cfg)
 {
-	if (ok && leg->kind == LEG_CLIENT && client_leaves(p, leg, b, d, cfg))
+	if (ok && leg->kind == LEG_CLIENT && (framed_close(p, leg, b, d, cfg) || client_leaves(p, leg, b, d, cfg)))
 		return;
 	if (ok && p->rst) {
 		/* RFC 5961: a RST changes state only at exactly the next
@@ -1240,6 +1292,145 @@ static __always_inline int leg_unserved(struct pkt *p, struct leg *c)
 	return 1;
 }
 
+/* grow_request appends "Connection: keep-alive" to the headers of the
+ * request segment in ctx (an HTTP/1.0 request, http10_request; seq its
+ * sequence number, len its payload): its last two bytes (the empty line's
+ * CRLF) become the header line and the empty line, KEEP_GROWTH bytes more;
+ * its seq goes back by KEEP_GROWTH, so that the binding's offsets, which
+ * count the added bytes from the end of the request on, put its first byte
+ * where it was. Checksums are mended incrementally (the seq, the pseudo
+ * header's length, the changed bytes), the IP header's recomputed. Returns 0;
+ * -1: nothing changed; -2: the packet changed but could not be finished
+ * (drop it). Global: the verifier walks it once, and the caller's packet
+ * pointers are void after it (it resizes the packet). */
+__attribute__((noinline)) int grow_request(struct xdp_md *ctx, __u32 seq, __u32 len)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct tcphdr *tcp = (void *)(ip + 1);
+	__u32 tcp_len, q, zero = 0;
+	__be32 seq_new = bpf_htonl(seq - KEEP_GROWTH), v;
+	struct scan_buf *s = bpf_map_lookup_elem(&xlb_scan, &zero);
+	__u8 *from, *to, *add;
+	__u64 w;
+	__u16 crlf;
+	__s64 sum;
+
+	if (!s || (void *)(tcp + 1) > end || ip->ihl != 5 || len < 2 || len > XLB_HDR_SCAN)
+		return -1;
+	tcp_len = tcp->doff * 4;
+	if (tcp_len < sizeof(struct tcphdr) || data + sizeof(struct ethhdr) + sizeof(struct iphdr) + tcp_len + len != end)
+		return -1; /* Ethernet padding, or not the segment we were told */
+	q = sizeof(struct ethhdr) + sizeof(struct iphdr) + tcp_len + len - 2;
+	/* The changed words, in the scan buffer: the seq, the pseudo header's
+	 * TCP length, and the bytes from the even offset at or before the
+	 * CRLF (the segment's parity is the frame's: the Ethernet and IP
+	 * headers are 34 bytes). */
+	from = &s->b[0];
+	to = &s->b[64];
+	add = &s->b[128];
+	__builtin_memset(from, 0, 36);
+	__builtin_memset(to, 0, 36);
+	__builtin_memcpy(from, &tcp->seq, 4);
+	__builtin_memcpy(to, &seq_new, 4);
+	v = bpf_htonl(tcp_len + len);
+	__builtin_memcpy(from + 4, &v, 4);
+	v = bpf_htonl(tcp_len + len + KEEP_GROWTH);
+	__builtin_memcpy(to + 4, &v, 4);
+	w = W8("Connecti");
+	__builtin_memcpy(add, &w, 8);
+	w = W8("on: keep");
+	__builtin_memcpy(add + 8, &w, 8);
+	w = W8("-alive\r\n");
+	__builtin_memcpy(add + 16, &w, 8);
+	crlf = W8("\r\n");
+	__builtin_memcpy(add + 24, &crlf, 2);
+	if (q & 1) {
+		if (bpf_xdp_load_bytes(ctx, q - 1, from + 8, 3))
+			return -1;
+		to[8] = from[8];
+		__builtin_memcpy(to + 9, add, 26);
+		__builtin_memcpy(&crlf, from + 9, 2);
+	} else {
+		if (bpf_xdp_load_bytes(ctx, q, from + 8, 2))
+			return -1;
+		__builtin_memcpy(to + 8, add, 26);
+		__builtin_memcpy(&crlf, from + 8, 2);
+	}
+	if (crlf != W8("\r\n"))
+		return -1;
+	sum = bpf_csum_diff((__be32 *)from, 36, (__be32 *)to, 36, (__u16)~tcp->check);
+	if (sum < 0 || bpf_xdp_adjust_tail(ctx, KEEP_GROWTH))
+		return -1;
+	if (bpf_xdp_store_bytes(ctx, q, add, 26))
+		return -2;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	ip = data + sizeof(struct ethhdr);
+	tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > end)
+		return -2;
+	tcp->seq = seq_new;
+	ip->tot_len = bpf_htons(sizeof(struct iphdr) + tcp_len + len + KEEP_GROWTH);
+	ip->check = csum_ipv4_header(ip);
+	tcp->check = ~csum_fold((__u32)sum);
+	return 0;
+}
+
+/* keep_request: after xlb_bind bound client leg c (its first request) or let
+ * a segment through, under CFG_KEEP_HTTP10: an HTTP/1.0 request that asks
+ * nothing of the connection (http10_request) goes to the worker with
+ * "Connection: keep-alive" (grow_request), so that the worker keeps its
+ * connection after the answer; the data plane reads the answer's length
+ * (worker_closes), ends the client's connection after it (translate,
+ * framed_close) and gives the worker leg back. A retransmission of that
+ * request is grown again (the fast path sends it here). Requests that do not
+ * fit in one of the worker's segments once grown stay as they are. Returns 0,
+ * or -1: drop the packet (a retransmission that could not be grown: the
+ * client sends it again). */
+static __always_inline int keep_request(struct pkt *p, struct leg *c)
+{
+	struct binding *b = bpf_map_lookup_elem(&xlb_binds, &p->key), *bw;
+	__u32 seq = p->seq, len = p->payload;
+	struct leg *w;
+	int kind;
+
+	if (!b || c->kind != LEG_CLIENT || p->fin || !len)
+		return 0;
+	if (b->flags & BIND_KEEP) {
+		if (seq != b->mark_seq || len != b->mark_len)
+			return 0;
+		return grow_request(p->ctx, seq, len) ? -1 : 0;
+	}
+	if (READ_ONCE(c->requests) != 1 || c->proto != PROTO_HTTP || READ_ONCE(c->pin) || seq != READ_ONCE(c->peer_hi))
+		return 0;
+	w = bpf_map_lookup_elem(&xlb_legs, &b->to);
+	bw = bpf_map_lookup_elem(&xlb_binds, &b->to);
+	if (!w || !bw || READ_ONCE(w->pin) || len + KEEP_GROWTH > w->peer_mss)
+		return 0;
+	kind = http10_request(p->ctx, p->payload_off, len);
+	if (!kind)
+		return 0;
+	switch (grow_request(p->ctx, seq, len)) {
+	case 0:
+		break;
+	case -1:
+		return 0;
+	default:
+		return -1;
+	}
+	/* Before the packet goes on: the worker cannot acknowledge the added
+	 * bytes before it has them. */
+	b->mark_seq = seq;
+	b->mark_len = len;
+	b->seq_off += KEEP_GROWTH;
+	bw->ack_off -= KEEP_GROWTH;
+	WRITE_ONCE(b->flags, b->flags | BIND_KEEP | (kind == 2 ? BIND_HEAD : 0));
+	WRITE_ONCE(bw->flags, bw->flags | BIND_KEEP | (kind == 2 ? BIND_HEAD : 0));
+	count(XLB_CNT_KEEP_HTTP10);
+	return 0;
+}
+
 /* bind_stage is bind_decide, then the low-watermark report of a take it
  * made (note_take). */
 static __always_inline __u32 bind_stage(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
@@ -1322,6 +1513,18 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 				unpooled(leg->worker, state);
 			advance(leg, p);
 			leg->snd_nxt = seq + 1; /* our FIN */
+		} else if (state == LEG_CLOSING && !(READ_ONCE(leg->rx_flags) & LEG_RX_FIN)) {
+			/* We closed first (framed_close), and the peer has
+			 * acknowledged our FIN: its FIN ends the leg. */
+			if (!p->has_ack || p->ack != seq) {
+				act_drop(d, XLB_CNT_DEAD_LEG);
+				return;
+			}
+			advance(leg, p);
+			finish(&p->key, leg);
+			count(XLB_CNT_FIN_ANSWERED);
+			act_reply(d, leg, seq, REPLY_ACK);
+			return;
 		} else if (state == LEG_CLOSING) {
 			seq -= 1;
 		} else {
@@ -1335,8 +1538,9 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 
 	/* A pure ACK or window update. */
 	advance(leg, p);
-	if (state == LEG_CLOSING && p->has_ack && p->ack == READ_ONCE(leg->snd_nxt))
-		finish(&p->key, leg);
+	if (state == LEG_CLOSING && p->has_ack && p->ack == READ_ONCE(leg->snd_nxt) &&
+	    (READ_ONCE(leg->rx_flags) & LEG_RX_FIN))
+		finish(&p->key, leg); /* the last ACK (a leg that closed first waits for the peer's FIN) */
 	act_drop(d, XLB_CNT_UNBOUND_ACK);
 }
 
@@ -1398,6 +1602,14 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 		return;
 	}
 	if (state == LEG_DEAD) {
+		if (p->fin && !p->payload && (READ_ONCE(leg->rx_flags) & LEG_RX_FIN) &&
+		    p->seq + 1 == READ_ONCE(leg->peer_hi)) {
+			/* The peer's FIN again: our ACK of it was lost (a leg
+			 * that closed first ends on the peer's FIN). */
+			count(XLB_CNT_FIN_ANSWERED);
+			act_reply(d, leg, READ_ONCE(leg->snd_nxt), REPLY_ACK);
+			return;
+		}
 		act_drop(d, XLB_CNT_DEAD_LEG);
 		return;
 	}
@@ -1424,6 +1636,18 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
 	if (!b || READ_ONCE(leg->state) != LEG_BOUND || !plausible(leg, p))
 		goto slow;
+	if (leg->kind == LEG_CLIENT && (b->flags & (BIND_KEEP | BIND_FIN_AT))) {
+		/* An HTTP/1.0 client whose request the program made keep-alive:
+		 * a retransmission of that request is grown again (xlb_bind),
+		 * the ACK of the FIN that ended its answer ends the pair
+		 * (framed_close, xlb_slow). */
+		if ((b->flags & BIND_KEEP) && p->seq == b->mark_seq && p->payload == b->mark_len) {
+			bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_BIND);
+			return drop(XLB_CNT_TAIL_FAIL);
+		}
+		if ((b->flags & BIND_FIN_AT) && p->has_ack && p->ack + b->ack_off == b->fin_at + 1)
+			goto slow;
+	}
 	WRITE_ONCE(leg->last_ns, now_ns());
 	if (leg->kind == LEG_CLIENT && p->payload) {
 		/* A request boundary is decided, and the client moved, here:
@@ -1467,6 +1691,18 @@ static __always_inline int translate_forward(struct pkt *p, const struct binding
 	}
 	if (!b || translate(p, b))
 		return drop(XLB_CNT_BAD_OPTIONS);
+	if ((b->flags & (BIND_TO_CLIENT | BIND_FIN_AT)) == (BIND_TO_CLIENT | BIND_FIN_AT) && p->payload &&
+	    p->seq + p->payload == b->fin_at) {
+		/* The end of a framed answer (worker_closes): the client's
+		 * connection ends with it. After translate(), whose option
+		 * walk this branch would otherwise double for the verifier. */
+		__u16 *fl = (__u16 *)p->tcp + 6, old = *fl;
+		struct csum_acc tc = {};
+
+		((__u8 *)p->tcp)[13] |= REPLY_FIN;
+		csum_acc16(&tc, old, *fl);
+		csum_apply(&p->tcp->check, &tc);
+	}
 	if (w)
 		WRITE_ONCE(w->win_edge, p->ack + b->ack_off + ((__u32)bpf_ntohs(p->tcp->window) << b->out_wscale));
 	{
@@ -1629,6 +1865,8 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		}
 		if (reason)
 			return drop(reason);
+		if ((cfg->flags & CFG_KEEP_HTTP10) && keep_request(&p, leg))
+			return drop(XLB_CNT_BIND_RACE);
 		return reenter(ctx, bs);
 	}
 
