@@ -311,8 +311,15 @@ func TestIdleWorkerFIN(t *testing.T) {
 		t.Errorf("leg-closed reports state %s, want closing", evs[0].State)
 	}
 
-	// Anything later on the dead leg is dropped.
-	v, _, delta = d.run(fin)
+	// The FIN again on the dead leg (duplicated, or our ACK of it lost)
+	// is acknowledged, as a TIME-WAIT would; data is dropped.
+	v, out, delta = d.run(fin)
+	checkVerdict(t, v, xdpTX)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterFINAnswered, kern.CounterTX)
+	dead := d.mustLeg(workerKey)
+	checkReply(t, fin, out, dead, dead.SndNxt, tcpACK)
+	v, _, delta = d.run(fromWorker(seg{seq: w.PeerHi + 1, ack: w.SndNxt + 1, flags: tcpACK, win: 128,
+		opts: nopTS(w.PeerTSval+12, w.OurTSval), payload: []byte("late")}).build())
 	checkVerdict(t, v, xdpDrop)
 	checkCounters(t, delta, kern.CounterTCP, kern.CounterDeadLeg, kern.CounterDrop)
 }

@@ -89,7 +89,8 @@ const (
 	CounterKeepHttp10   Counter = 59 // XLB_CNT_KEEP_HTTP10
 	CounterFramedClose  Counter = 60 // XLB_CNT_FRAMED_CLOSE
 	CounterUnframed     Counter = 61 // XLB_CNT_UNFRAMED
-	CounterMax          Counter = 62 // XLB_CNT_MAX
+	CounterFrameWait    Counter = 62 // XLB_CNT_FRAME_WAIT
+	CounterMax          Counter = 63 // XLB_CNT_MAX
 )
 
 // counterNames are the names of enum xlb_counter's values: lower case, without XLB_CNT_.
@@ -156,6 +157,7 @@ var counterNames = [CounterMax]string{
 	CounterKeepHttp10:   "keep_http10",
 	CounterFramedClose:  "framed_close",
 	CounterUnframed:     "unframed",
+	CounterFrameWait:    "frame_wait",
 }
 
 // Values of enum leg_kind.

@@ -2,11 +2,15 @@ package reliability
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -310,7 +314,7 @@ func (tp *topo) csumErrors() int64 {
 // runPerConnection drives clients from C that each make requests requests,
 // every one over a new connection closed after its answer (bodies checked
 // as run does).
-func (tp *topo) runPerConnection(clients, requests int, sizes []int) result {
+func (tp *topo) runPerConnection(clients, requests int, sizes []int, http10 bool) result {
 	tp.t.Helper()
 	res := result{perWorker: map[string]int{}}
 	var mu sync.Mutex
@@ -322,7 +326,7 @@ func (tp *topo) runPerConnection(clients, requests int, sizes []int) result {
 			defer wg.Done()
 			for j := 0; j < requests; j++ {
 				n := sizes[(i+j)%len(sizes)]
-				worker, got, err := tp.getOnce(fmt.Sprintf("/bytes/%d", n))
+				worker, got, err := tp.getOnce(fmt.Sprintf("/bytes/%d", n), http10)
 				if err != nil {
 					err = fmt.Errorf("client %d request %d (%d bytes): %w", i, j, n, err)
 				}
@@ -338,7 +342,9 @@ func (tp *topo) runPerConnection(clients, requests int, sizes []int) result {
 }
 
 // getOnce makes one request over a new connection from C and closes it.
-func (tp *topo) getOnce(path string) (string, int, error) {
+// http10: an HTTP/1.0 request without keep-alive, whose connection must end
+// (EOF) right after the answer.
+func (tp *topo) getOnce(path string, http10 bool) (string, int, error) {
 	var c net.Conn
 	err := tp.c.Do(func() (err error) {
 		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", frontAddr, servicePort), requestTimeout)
@@ -350,5 +356,31 @@ func (tp *topo) getOnce(path string) (string, int, error) {
 	defer c.Close()
 	hung := time.AfterFunc(requestTimeout, func() { c.SetDeadline(time.Now()) })
 	defer hung.Stop()
-	return demo.Get(c, bufio.NewReaderSize(c, 64<<10), path)
+	if !http10 {
+		return demo.Get(c, bufio.NewReaderSize(c, 64<<10), path)
+	}
+	c.SetDeadline(time.Now().Add(requestTimeout))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: xlb\r\n\r\n", path); err != nil {
+		return "", 0, err
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		return "", 0, fmt.Errorf("HTTP/1.0 %s: the connection did not end after %d bytes: %w", path, len(all), err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+	if err != nil {
+		return "", 0, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", 0, err
+	}
+	n, _ := strconv.Atoi(strings.TrimPrefix(path, "/bytes/"))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, demo.Body(n)) {
+		return "", 0, fmt.Errorf("HTTP/1.0 %s: %s, %d bytes, not the expected body", path, resp.Status, len(body))
+	}
+	if rest := len(all) - len(body); !bytes.HasSuffix(all, body) || !bytes.Contains(all[:rest], []byte("\r\n\r\n")) {
+		return "", 0, fmt.Errorf("HTTP/1.0 %s: bytes after the body", path)
+	}
+	return resp.Header.Get("X-Worker"), len(body), nil
 }

@@ -3,10 +3,12 @@ package reliability
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/internal/testkit"
 	"github.com/xlb-lb/xlb/testnet"
 )
 
@@ -202,10 +204,56 @@ func TestConnPerRequestImpaired(t *testing.T) {
 		clients: clients,
 		drive: func(tp *topo) result {
 			st0 := tp.status()
-			res := tp.runPerConnection(clients, requests, small)
+			res := tp.runPerConnection(clients, requests, small, false)
 			st := tp.status()
 			if d := st.Counters["syn_answered"] - st0.Counters["syn_answered"]; d < uint64(res.requests) {
 				tp.t.Errorf("the data plane answered %d SYNs for %d connections", d, res.requests)
+			}
+			return res
+		},
+	})
+}
+
+// TestHTTP10Impaired: HTTP/1.0 clients (a connection per request, no
+// keep-alive, reading to the end of the connection) under loss, duplication
+// and reordering. The data plane grows each request by "Connection:
+// keep-alive" (a retransmitted request again, identically), frames the
+// answer, puts a FIN on its last segment (on a retransmitted one again) and
+// keeps the worker's connection: every body intact and followed by the end
+// of its connection, every client closed by the data plane (framed_close),
+// the worker connections reused.
+func TestHTTP10Impaired(t *testing.T) {
+	const clients = 8
+	requests := pick(15, 150)
+	runScenario(t, scenario{
+		imp:     testnet.Impairment{Drop: 0.03, Duplicate: 0.02, Reorder: 0.05, Seed: 1800},
+		want:    clients * requests,
+		clients: clients,
+		drive: func(tp *topo) result {
+			st0 := tp.status()
+			res := tp.runPerConnection(clients, requests, small, true)
+			// A client's ACK of our FIN (which frames the close) may
+			// still be on its way when the client has read the end.
+			st := tp.waitStatus(10*time.Second, "a framed close for every client", func(st testkit.StatusReport) bool {
+				return st.Counters["framed_close"]-st0.Counters["framed_close"] >= uint64(res.requests)
+			})
+			delta := func(name string) uint64 { return st.Counters[name] - st0.Counters[name] }
+			var moved []string
+			for name := range st.Counters {
+				if d := delta(name); d != 0 {
+					moved = append(moved, fmt.Sprintf("%s %d", name, d))
+				}
+			}
+			sort.Strings(moved)
+			tp.t.Logf("counters: %s", strings.Join(moved, ", "))
+			if d := delta("keep_http10"); d != uint64(res.requests+len(res.failures)) {
+				tp.t.Errorf("keep_http10 +%d for %d HTTP/1.0 requests", d, res.requests+len(res.failures))
+			}
+			if d := delta("framed_close"); d != uint64(res.requests) {
+				tp.t.Errorf("framed_close +%d for %d HTTP/1.0 clients", d, res.requests)
+			}
+			if d := delta("worker_synack"); d > uint64(res.requests/4) {
+				tp.t.Errorf("%d worker connections opened for %d clients: not kept", d, res.requests)
 			}
 			return res
 		},

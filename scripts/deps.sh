@@ -2,8 +2,8 @@
 # Installs what xlb needs on Debian 12, skipping what is present.
 #   deps.sh build   what `make` needs: clang, llvm, kernel UAPI headers
 #   deps.sh test    what the tests need on top: iproute2, ethtool, curl, nginx,
-#                   wrk, tmux, redis, memcached, ab (the protocol tests' servers
-#                   and clients)
+#                   wrk, tmux, redis, memcached, ab, python3 (the protocol
+#                   tests' servers and clients)
 #   deps.sh bench   what the benchmarks need on top: haproxy, gnuplot
 set -euo pipefail
 
@@ -29,6 +29,7 @@ test=(
 	"redis-benchmark:redis-tools"
 	"memcached:memcached"
 	"ab:apache2-utils"
+	"python3:python3-minimal"
 )
 bench=(
 	"haproxy:haproxy"

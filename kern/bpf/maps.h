@@ -290,6 +290,7 @@ struct bind_scratch {
 	struct binding to_client;
 	__u32 reentry; /* 1: xlb_bind bound the leg (or decided its boundary) and calls xlb_xdp again */
 	__u32 low;     /* worker id + 1 whose pool a take just left at its low watermark (0: none) */
+	struct leg_key reply_to; /* xlb_slow: the leg a reply goes to when it is not the sender's (framed_close) */
 };
 
 struct xlb_map_def SEC("maps") xlb_bscratch = {

@@ -86,6 +86,7 @@ enum xlb_counter {
 	XLB_CNT_KEEP_HTTP10 = 59,  /* an HTTP/1.0 request without keep-alive went to its worker with "Connection: keep-alive" (CFG_KEEP_HTTP10) */
 	XLB_CNT_FRAMED_CLOSE = 60, /* the client of such a request had its connection closed by the program after the whole answer (its length read from it): the worker leg went back to the pool */
 	XLB_CNT_UNFRAMED = 61,     /* the answer to such a request had no length the program could read: pinned, the worker ends it (PIN_CLOSE) */
+	XLB_CNT_FRAME_WAIT = 62,   /* drop: worker data past the start of such an answer before its first segment (lost, reordered): the worker sends it again */
 	XLB_CNT_MAX
 };
 

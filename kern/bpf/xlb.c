@@ -125,16 +125,19 @@ static __always_inline void turn_around(struct pkt *p, __u32 new_len)
 	p->tcp->dest = port;
 }
 
-/* reply turns the packet into our answer on `leg`: addresses swapped, seq =
- * `seq`, ack = the leg's peer_hi, flags `flags` (TCP_FLAG_* of the 13th/14th
- * byte), our window, and timestamps (our last TSval, echoing the peer's) if
- * the packet carried them; no payload, no other option. Full checksums. */
+/* reply turns the packet into our answer on `leg`: addresses swapped (or,
+ * with `to`, those of that leg: a segment for another peer than the
+ * sender), seq = `seq`, ack = the leg's peer_hi, flags `flags` (TCP_FLAG_*
+ * of the 13th/14th byte), our window, and timestamps (our last TSval,
+ * echoing the peer's) if the packet carried them (`to`: if the leg has
+ * them); no payload, no other option. Full checksums. */
 #define REPLY_ACK 0x10
 #define REPLY_FIN 0x01
 #define REPLY_RST 0x04
-static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8 flags)
+static __always_inline int reply(struct pkt *p, struct leg *leg, const struct leg_key *to, __u32 seq, __u8 flags)
 {
-	int with_ts = p->o->has_ts;
+	/* To another leg than the sender's: timestamps as that leg has them. */
+	int with_ts = to ? (leg->opts & LEG_OPT_TS) != 0 : p->o->has_ts;
 	__u32 tcp_len = with_ts ? 32 : 20;
 	__u32 old_len = bpf_ntohs(p->ip->tot_len);
 	__u32 new_len = sizeof(struct iphdr) + tcp_len;
@@ -153,7 +156,16 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8
 	}
 	if (reparse(p, tcp_len))
 		return -1;
-	turn_around(p, new_len);
+	if (to) {
+		p->ip->saddr = to->local_addr[0];
+		p->ip->daddr = to->peer_addr[0];
+		p->ip->tot_len = bpf_htons(new_len);
+		p->ip->ttl = 64;
+		p->tcp->source = to->local_port;
+		p->tcp->dest = to->peer_port;
+	} else {
+		turn_around(p, new_len);
+	}
 	p->ip->check = csum_ipv4_header(p->ip);
 	p->tcp->seq = bpf_htonl(seq);
 	p->tcp->ack_seq = bpf_htonl(READ_ONCE(leg->peer_hi));
@@ -182,7 +194,7 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, __u32 seq, __u8
  * made into it is dropped (the peer retransmits, answered then). */
 static __always_inline int send_reply(struct pkt *p, struct leg *leg, __u32 seq, __u8 flags)
 {
-	if (reply(p, leg, seq, flags))
+	if (reply(p, leg, NULL, seq, flags))
 		return verdict(XDP_DROP);
 	return verdict(XDP_TX);
 }
@@ -924,17 +936,38 @@ static __always_inline int worker_closes(const struct pkt *p, const struct peek_
  * worker: it answered a request it did not have whole (pipelining, an early
  * answer): pinned. The first segment of an HTTP answer: an interim answer
  * (1xx) that ends in its segment moves the start of the answer past it;
- * 101, an interim answer that goes on, or no status line pin the pair. */
-static __always_inline void worker_data(const struct pkt *p, struct leg *w, struct binding *b)
+ * 101, an interim answer that goes on, or no status line pin the pair.
+ * Returns 1 when the segment must be dropped: new data of the answer to an
+ * HTTP/1.0 request the program made keep-alive (BIND_KEEP), past its first
+ * segment, before that segment was seen (lost or reordered) and the answer
+ * framed: passed on, the segment that ends the answer would reach the client
+ * without the FIN that ends its connection, and nothing would come after it
+ * to carry one. The worker sends it again once the first is through. Only
+ * xlb_slow holds (`hold`): the fast path sends such segments there. */
+static __always_inline int worker_data(const struct pkt *p, struct leg *w, struct binding *b, const int hold)
 {
 	__u32 end = p->seq + p->payload, mark;
 	struct peek_buf *k;
 	__u32 reason = 0;
 	int st;
 
-	if (READ_ONCE(w->pin) || !seq_gt(end, READ_ONCE(w->peer_hi)))
-		return;
+	if (READ_ONCE(w->pin))
+		return 0;
 	mark = READ_ONCE(w->req_mark);
+	if (!seq_gt(end, READ_ONCE(w->peer_hi))) {
+		if (hold && (b->flags & BIND_FIN_AT) && p->seq == mark && b->proto == PROTO_HTTP) {
+			/* The first segment of a framed answer again (the
+			 * first copy was lost on the way to the client): it
+			 * must say what the first said (close). */
+			k = peek_load(p);
+			st = k ? http_status(k) : -1;
+			if (k && st >= 200)
+				worker_closes(p, k, b, mark, st);
+		}
+		return 0;
+	}
+	if (hold && (b->flags & (BIND_KEEP | BIND_FIN_AT)) == BIND_KEEP && p->seq != mark)
+		return 1; /* the answer's end is not known yet */
 	if (p->has_ack && seq_lt(p->ack, READ_ONCE(w->sent_hi))) {
 		reason = PIN_PIPELINED;
 	} else if (b->proto == PROTO_HTTP && p->seq == mark) {
@@ -954,6 +987,7 @@ static __always_inline void worker_data(const struct pkt *p, struct leg *w, stru
 	}
 	if (reason)
 		pin_pair(bpf_map_lookup_elem(&xlb_legs, &b->to), w, reason);
+	return 0;
 }
 
 /* After a bound leg moved: both directions closed with FIN and both FINs
@@ -998,6 +1032,7 @@ struct decision {
 	__u32 reason;
 	struct binding *b;
 	struct leg *leg;
+	struct leg_key *to; /* ACT_REPLY to another leg than the sender's (xlb_bscratch's reply_to) */
 	__u32 seq;
 	__u8 flags;
 };
@@ -1050,6 +1085,8 @@ static __always_inline int between_exchanges(const struct pkt *p, const struct l
 		return 0; /* the request has had no answer */
 	if (READ_ONCE(w->peer_acked) != READ_ONCE(c->peer_hi) + b->seq_off)
 		return 0; /* the worker has not acknowledged the whole request */
+	if ((b->flags & BIND_KEEP) && (!(b->flags & BIND_FIN_AT) || READ_ONCE(w->peer_hi) != b->fin_at))
+		return 0; /* an HTTP/1.0 answer known not to be whole yet (a part held, worker_data) */
 	if (window_held(w))
 		return 0; /* its answer reached the window's edge: more may come */
 	return READ_ONCE(c->peer_acked) == sent || (p->has_ack && p->ack == sent);
@@ -1100,8 +1137,11 @@ static __always_inline int client_leaves(struct pkt *p, struct leg *c, const str
  * answer to its HTTP/1.0 request (worker_closes, translate): the data plane
  * closed the client's connection and keeps the worker's, which goes back to
  * its pool at once (its worker said keep-alive and sent the whole answer:
- * nothing more will come on it). The client leg waits in LEG_CLOSING for the
- * client's FIN, or ends now if this segment carries it. Returns 1 when it
+ * nothing more will come on it). The segment goes to the worker as its
+ * ACK of the answer. The client leg waits in LEG_CLOSING for the client's
+ * FIN, or ends now if this segment carries it (answered with our ACK; the
+ * worker's answer is then acknowledged by the stale-segment path when it
+ * sends it again, or by the next client's first segment). Returns 1 when it
  * took the segment (d says what to do with it). */
 static __always_inline int framed_close(struct pkt *p, struct leg *c, struct binding *b, struct decision *d,
 					struct xlb_config *cfg)
@@ -1128,11 +1168,23 @@ static __always_inline int framed_close(struct pkt *p, struct leg *c, struct bin
 	bpf_map_delete_elem(&xlb_binds, &p->key);
 	give_back(&wk, w, cfg);
 	advance(c, p);
+	count(XLB_CNT_FRAMED_CLOSE);
 	if (!p->fin) {
-		act_drop(d, XLB_CNT_FRAMED_CLOSE);
+		/* The client's ACK goes on as the worker's: its answer is
+		 * acknowledged now, not when its retransmission timer fires
+		 * (or the next client's request arrives). */
+		__u32 zero = 0;
+		struct bind_scratch *bs = bpf_map_lookup_elem(&xlb_bscratch, &zero);
+
+		if (!bs) {
+			act_drop(d, XLB_CNT_UNBOUND_ACK);
+			return 1;
+		}
+		bs->reply_to = wk;
+		act_reply(d, w, READ_ONCE(w->snd_nxt), REPLY_ACK);
+		d->to = &bs->reply_to;
 		return 1;
 	}
-	count(XLB_CNT_FRAMED_CLOSE);
 	count(XLB_CNT_FIN_ANSWERED);
 	seq = READ_ONCE(c->snd_nxt);
 	finish(&p->key, c);
@@ -1167,8 +1219,10 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 			d->act = ACT_TAIL;
 			return;
 		}
-		if (leg->kind == LEG_WORKER && p->payload)
-			worker_data(p, leg, b);
+		if (leg->kind == LEG_WORKER && p->payload && worker_data(p, leg, b, 1)) {
+			act_drop(d, XLB_CNT_FRAME_WAIT);
+			return;
+		}
 		advance(leg, p);
 		if (p->has_ack)
 			check_closed(p, leg, b);
@@ -1636,6 +1690,9 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
 	if (!b || READ_ONCE(leg->state) != LEG_BOUND || !plausible(leg, p))
 		goto slow;
+	if (leg->kind == LEG_WORKER && p->payload && (b->flags & BIND_KEEP) &&
+	    (!(b->flags & BIND_FIN_AT) || p->seq == READ_ONCE(leg->req_mark)))
+		goto slow; /* an answer not framed yet, or its first segment again: xlb_slow's (worker_data) */
 	if (leg->kind == LEG_CLIENT && (b->flags & (BIND_KEEP | BIND_FIN_AT))) {
 		/* An HTTP/1.0 client whose request the program made keep-alive:
 		 * a retransmission of that request is grown again (xlb_bind),
@@ -1659,7 +1716,7 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 			report_low();
 	}
 	if (leg->kind == LEG_WORKER && p->payload)
-		worker_data(p, leg, b);
+		worker_data(p, leg, b, 0);
 	advance(leg, p);
 	if (p->has_ack)
 		check_closed(p, leg, b);
@@ -1751,7 +1808,11 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 	case ACT_REPLY:
 		if (!d.leg)
 			return verdict(XDP_DROP);
-		return send_reply(p, d.leg, d.seq, d.flags);
+		if (!d.to)
+			return send_reply(p, d.leg, d.seq, d.flags);
+		if (reply(p, d.leg, d.to, d.seq, d.flags))
+			return verdict(XDP_DROP);
+		return forward(p, cfg);
 	case ACT_PASS:
 		return verdict(XDP_PASS);
 	case ACT_TAIL:
