@@ -376,13 +376,15 @@ func TestAbPassHTTP10(t *testing.T) {
 
 // TestAbDialXDP: connection-per-request with --dial xdp: the pool
 // connections are opened by a SYN user space sends and a handshake the data
-// plane completes, so xlb holds no socket per worker connection. Every
-// request completes, each over its own worker connection (nginx closes after
-// HTTP/1.0), the data plane made them (dialed), and xlb has no TCP socket
+// plane completes, so xlb holds no socket per worker connection. Under
+// --http10 pass (nginx closes after each HTTP/1.0 answer: a worker
+// connection per request, the dial path under churn), every request
+// completes, each over its own worker connection, the data plane made them
+// (dialed), and xlb has no TCP socket
 // but its listener. At -c 50, a leg pooled before our ACK reached nginx had
 // clients reset (kern dialed()): user space pools it now.
 func TestAbDialXDP(t *testing.T) {
-	ns, lb, logs := startConnXLB(t, "--dial", "xdp")
+	ns, lb, logs := startConnXLB(t, "--dial", "xdp", "--http10", "pass")
 	defer lb.Stop()
 	before := testkit.Status(t, ns, "lo").Counters["dialed"]
 	const n = 4000

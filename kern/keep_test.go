@@ -242,7 +242,7 @@ func TestKeepHTTP10NotRewritten(t *testing.T) {
 	one := func(p string) func(d *dataPlane) []seg {
 		return func(d *dataPlane) []seg { return []seg{first(d, p, tcpPSH, nil)} }
 	}
-	pad := strings.Repeat("p", 512)
+	pad := strings.Repeat("p", 2100)
 	tests := []struct {
 		name  string
 		off   bool // CFG_KEEP_HTTP10 off in both runs
@@ -262,7 +262,7 @@ func TestKeepHTTP10NotRewritten(t *testing.T) {
 		{name: "request line without the version", segs: one("GET /b100\r\n\r\n"), plain: true},
 		{name: "HTTP/1.0 in the target, not the version", segs: one("GET /HTTP/1.0 HTTP/1.1\r\nHost: a\r\n\r\n"), plain: true},
 		{name: "a second request after the empty line", segs: one(abRequest + abRequest), plain: true},
-		{name: "headers past 512 bytes", segs: one("GET /b100 HTTP/1.0\r\nX-Pad: " + pad + "\r\n\r\n"), plain: true},
+		{name: "headers past the 2048 bytes scanned", segs: one("GET /b100 HTTP/1.0\r\nX-Pad: " + pad + "\r\n\r\n"), plain: true},
 		{name: "split request: the headers do not end in the first segment", segs: func(d *dataPlane) []seg {
 			s := first(d, abRequest[:42], tcpPSH, nil)
 			s2 := s
@@ -444,7 +444,7 @@ func nginxKeep(server string, length int) string {
 }
 
 // TestKeepHTTP10Answer: the answer to a grown request. Framed (its headers
-// end in the first 512 bytes, one Content-Length, or no body: HEAD, 204,
+// end in the first 2048 bytes, one Content-Length, or no body: HEAD, 204,
 // 304): both bindings learn where it ends, its keep-alive line becomes
 // "Connection: close" and blanks (at an even and an odd offset: the
 // checksum's two lanes), and the worker segment that ends there reaches
@@ -453,7 +453,7 @@ func nginxKeep(server string, length int) string {
 // FIN. "Connection: close": pinned, nothing rewritten, no FIN.
 func TestKeepHTTP10Answer(t *testing.T) {
 	body := strings.Repeat("b", 100)
-	long := "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: keep-alive\r\nX-Pad: " + strings.Repeat("p", 500) + "\r\n\r\n"
+	long := "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: keep-alive\r\nX-Pad: " + strings.Repeat("p", 2100) + "\r\n\r\n"
 	tests := []struct {
 		name     string
 		req      string
@@ -495,7 +495,7 @@ func TestKeepHTTP10Answer(t *testing.T) {
 			segs: []string{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n"}, unframed: true},
 		{name: "two Content-Length that differ: unframed", req: abRequest,
 			segs: []string{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\nhello"}, unframed: true},
-		{name: "headers end past 512 bytes: unframed", req: abRequest,
+		{name: "headers end past the 2048 bytes scanned: unframed", req: abRequest,
 			segs: []string{long + body}, unframed: true},
 		{name: "Connection: close", req: abRequest,
 			segs: []string{"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 100\r\nConnection: close\r\n\r\n" + body}, closes: true},

@@ -225,7 +225,7 @@ func TestWorkerEvidence(t *testing.T) {
 		{name: "Connection: close in the body, not the headers", pair: answeredPair,
 			payload: "HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n\nConnection: close\r\n"},
 		{name: "Connection: close past the scanned bytes", pair: answeredPair,
-			payload: "HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", 600) + "\r\nConnection: close\r\n\r\n"},
+			payload: "HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", 2100) + "\r\nConnection: close\r\n\r\n"},
 		{name: "Connection: close in a later segment of the answer", pair: answeredPair, seq: 1400,
 			payload: "X: y\r\nConnection: close\r\n\r\n"},
 		{name: "101 Switching Protocols", pair: answeredPair, payload: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",

@@ -49,8 +49,8 @@ type Config struct {
 	// are: the worker closes its connection after each answer. By default
 	// (kern.ConfigKeepHttp10) the data plane adds "Connection: keep-alive"
 	// to such a request, reads the answer's length, ends the client's
-	// connection after it and keeps the worker's (DESIGN.md "HTTP/1.0
-	// clients").
+	// connection after it and keeps the worker's (README "Short-lived
+	// clients", kern/bpf/xlb.c keep_request).
 	PassHTTP10 bool
 	// Dial is how pool connections are opened: DialXDP without sockets
 	// (user space sends the SYN, the data plane completes the handshake:

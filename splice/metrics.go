@@ -95,7 +95,7 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterPinClose:     "Connections pinned: the answer said the worker closes after it (Connection: close, HTTP/1.0): a client leaving then does not give the worker connection back.",
 	kern.CounterKeepHttp10:   "HTTP/1.0 requests without keep-alive sent to their worker with Connection: keep-alive (--http10 keep): the data plane frames the answer and closes the client.",
 	kern.CounterFramedClose:  "Client connections the data plane closed after the whole framed answer to an HTTP/1.0 request: the worker connection went back to the pool.",
-	kern.CounterUnframed:     "Answers to such a request whose length the data plane could not read (no Content-Length, headers past the first 512 bytes of the first segment): pinned, the worker closes.",
+	kern.CounterUnframed:     "Answers to such a request whose length the data plane could not read (no Content-Length, headers past the first 2048 bytes of the first segment): pinned, the worker closes.",
 	kern.CounterFrameWait:    "Worker segments dropped: past the start of such an answer before its first segment arrived (lost, reordered); the worker sends them again.",
 }
 

@@ -28,7 +28,7 @@
 #define XLB_PROG_XLATE      3      /* xlb_progs slot of the translation for the slow program */
 #define XLB_CAS_TRIES       4      /* compare-and-swap retries for a position */
 #define XLB_PEEK_MAX        48     /* payload bytes a decision may read */
-#define XLB_HDR_SCAN        512    /* bytes of an answer's first segment searched for its Connection and Content-Length headers (a power of two) */
+#define XLB_HDR_SCAN        2048   /* bytes of an answer's first segment searched for its Connection and Content-Length headers, and of a request judged (a power of two) */
 #define KEEP_GROWTH         24     /* "Connection: keep-alive\r\n": what an HTTP/1.0 request grows by (CFG_KEEP_HTTP10) */
 #define XLB_COOL_NS         (20ull * 1000 * 1000) /* a worker leg a leaving client gave back stays quiet this long before reuse, unless worker_cfg.cool_us says */
 #define XLB_COOL_MOVES      4      /* cooled legs moved to their pools per bind */

@@ -235,7 +235,7 @@ struct binding {
 	__u8 proto;          /* the client leg's enum xlb_proto (the worker path reads HTTP status lines) */
 	__u32 worker;        /* worker id of the pair's worker leg (per-worker stats) */
 	__u32 ifindex;       /* routed mode: egress device (0 = look it up) */
-	/* HTTP/1.0 keep-alive (CFG_KEEP_HTTP10, DESIGN.md "HTTP/1.0 clients") */
+	/* HTTP/1.0 keep-alive (CFG_KEEP_HTTP10; xlb.c keep_request) */
 	__u32 fin_at;        /* BIND_FIN_AT: end of the framed answer, worker's sequence space: the
 	                      * worker's segment that ends there reaches the client with a FIN */
 	__u32 mark_seq;      /* BIND_KEEP, client to worker: seq of the request segment the program
@@ -367,8 +367,8 @@ enum config_flag {
 	                     * cannot answer, e.g. with data, still goes to the listener) */
 	CFG_KEEP_HTTP10 = 4, /* an HTTP/1.0 request without keep-alive goes to its worker with
 	                      * "Connection: keep-alive": the program reads the answer's length, ends
-	                      * the client's connection after it and keeps the worker's (DESIGN.md
-	                      * "HTTP/1.0 clients") */
+	                      * the client's connection after it and keeps the worker's (xlb.c
+	                      * keep_request, README "Short-lived clients") */
 };
 
 /* Who gets a request (DESIGN.md "Remix at a request boundary"). */
