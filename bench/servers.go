@@ -184,14 +184,17 @@ var (
 		descr: "xlb --handshake kernel (the listener answers SYNs; each client accepted, its socket destroyed)"}
 	xlbDialSocket = balancer{name: "xlb-socket", kind: "xlb", args: []string{"--dial", "socket"},
 		descr: "xlb --dial socket (each worker connection a socket, connect()ed and read in repair mode; the default, auto, dials them from the data plane)"}
+	xlbPass10 = balancer{name: "xlb-http10-pass", kind: "xlb", args: []string{"--http10", "pass"},
+		descr: "xlb --http10 pass (HTTP/1.0 requests sent as they are: the worker closes each connection after its answer; the default, keep, sends them as keep-alive requests and closes the client itself)"}
 	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
 	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
 )
 
 // cprBalancers run the connection-per-request rows (haproxy-tcp would open
 // a worker connection per client connection, as direct does).
-// xlb-kernel-hs shows what answering handshakes in the data plane buys.
-var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialSocket, xlbKernelHS, haproxyHTTP}
+// xlb-kernel-hs shows what answering handshakes in the data plane buys,
+// xlb-http10-pass what keeping HTTP/1.0 clients' worker connections does.
+var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialSocket, xlbKernelHS, xlbPass10, haproxyHTTP}
 
 // running is a started balancer: where clients connect, and its process.
 type running struct {

@@ -42,7 +42,8 @@ var httpWorkloads = []workload{
 }
 
 // cprWorkloads open a connection per request. "ab": HTTP/1.0 without
-// keep-alive, the worker closes after its answer. "close": HTTP/1.1, the
+// keep-alive (nginx closes after its answer unless the balancer asks it for
+// keep-alive, as HAProxy and xlb --http10 keep do). "close": HTTP/1.1, the
 // client closes once it has the answer and the worker would keep its side
 // open, so a balancer may keep the worker connection for another client.
 var cprWorkloads = []workload{
