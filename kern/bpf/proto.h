@@ -368,6 +368,25 @@ struct scan_ctx {
 	struct scan_buf *s;
 };
 
+/* scan_nl: byte index + 1 of a scan, where a line starts after a '\n'.
+ * Returns its index if it is a '\n', SCAN_STOP past the bytes (three must
+ * follow) or the scan, SCAN_NEXT otherwise. */
+#define SCAN_STOP (-1)
+#define SCAN_NEXT (-2)
+static __always_inline long scan_nl(const struct scan_buf *s, __u64 index)
+{
+	__u32 i = (__u32)index + 1;
+
+	if (i + 3 > s->len || i >= XLB_HDR_SCAN)
+		return SCAN_STOP;
+	/* The verifier must see i bounded where it indexes: the mask, which
+	 * clang would drop after the test above unless it cannot see through
+	 * i (the empty asm). */
+	asm volatile("" : "+r"(i));
+	i &= XLB_HDR_SCAN - 1;
+	return s->b[i] == '\n' ? (long)i : SCAN_NEXT;
+}
+
 /* ans_length reads the value of a Content-Length header at index k
  * (after "content-length:"): optional blanks, 1 to 10 digits, then the end
  * of the line or a blank. A second one that differs, or a value of 2^31 or
@@ -407,17 +426,12 @@ static __always_inline void ans_length(struct scan_buf *a, __u32 k)
 static long ans_step(__u64 index, struct scan_ctx *x)
 {
 	struct scan_buf *s = x->s, *a = s;
-	__u32 i = (__u32)index + 1;
+	long r = scan_nl(s, index);
+	__u32 i;
 
-	if (i + 3 > a->len || i >= XLB_HDR_SCAN)
-		return 1;
-	/* The verifier must see i bounded where it indexes: the mask, which
-	 * clang would drop after the test above unless it cannot see through
-	 * i (the empty asm). */
-	asm volatile("" : "+r"(i));
-	i &= XLB_HDR_SCAN - 1;
-	if (s->b[i] != '\n')
-		return 0;
+	if (r < 0)
+		return r == SCAN_STOP;
+	i = (__u32)r;
 	if (s->b[i + 1] == '\r' && s->b[i + 2] == '\n') {
 		a->hdr_len = i + 3; /* the empty line: the headers end */
 		a->flags |= ANS_HDR_END;
@@ -570,14 +584,12 @@ unframed:
 static long req_step(__u64 index, struct scan_ctx *x)
 {
 	struct scan_buf *s = x->s, *r = s;
-	__u32 i = (__u32)index + 1;
+	long n = scan_nl(s, index);
+	__u32 i;
 
-	if (i + 3 > r->len || i >= XLB_HDR_SCAN)
-		return 1;
-	asm volatile("" : "+r"(i));
-	i &= XLB_HDR_SCAN - 1;
-	if (s->b[i] != '\n')
-		return 0;
+	if (n < 0)
+		return n == SCAN_STOP;
+	i = (__u32)n;
 	if (i < 10 || s->b[i - 1] != '\r')
 		return 1; /* a bare LF: not a request we rewrite */
 	if (!r->line) {
