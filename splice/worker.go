@@ -234,9 +234,16 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 		target = 0
 		cfg.Flags = kern.WorkerDrain
 	}
-	// Cooling connections come back within 200 ms: opening others for
-	// them now would leave a surplus once they do.
-	want := target - load.Legs()
+	// Cooling connections are not the pool's until they come back (within
+	// 200 ms): counted as the pool, a leaving client's connection left its
+	// pool one short for that time, and clients that open a connection
+	// per request and close it first (python requests without a session)
+	// had every connection cooling at once: at 4 clients, 500 requests a
+	// second and every client waiting out a 200 ms RTO on an empty pool,
+	// where HAProxy made 10,000 (make bench, close rows, on a fresh xlb).
+	// Those that come back are a surplus only if the leaving stops
+	// (trimmed below, after trimAfter).
+	want := target - legs
 	// Remixing moves idle legs from one worker's share to another's, and a
 	// burst leaves more than the pool needs after it: ask the data plane
 	// to retire the surplus as it takes legs from the queue, and retire a
@@ -356,6 +363,17 @@ const (
 	coolMin  = 2 * time.Millisecond
 	coolMax  = 200 * time.Millisecond
 )
+
+// noteRTT folds a handshake's round trip into the worker's smoothed one.
+func (w *worker) noteRTT(us float64) {
+	w.mu.Lock()
+	if w.rttUs == 0 {
+		w.rttUs = us
+	} else {
+		w.rttUs += (us - w.rttUs) / 16
+	}
+	w.mu.Unlock()
+}
 
 // coolUs is worker_cfg.cool_us for this worker.
 func (w *worker) coolUs() uint32 {
@@ -518,12 +536,8 @@ func (w *worker) register(c sock, key kern.LegKey) error {
 	}
 	w.mu.Lock()
 	w.legs[key] = c
-	if w.rttUs == 0 {
-		w.rttUs = float64(st.RTTus)
-	} else {
-		w.rttUs += (float64(st.RTTus) - w.rttUs) / 16
-	}
 	w.mu.Unlock()
+	w.noteRTT(float64(st.RTTus))
 	if err := w.lb.dp.RegisterLeg(key, &leg); err != nil {
 		w.forget(key)
 		c.close()
