@@ -931,3 +931,50 @@ func TestKeepHTTP10AnswerReordered(t *testing.T) {
 		t.Error("the client never got a FIN at the answer's end: nothing ends its HTTP/1.0 connection")
 	}
 }
+
+// TestKeepHTTP10ClosingRace: the client's ACK of our FIN and its FIN reach
+// two CPUs at once; the ACK's framed_close wins, and the FIN's CPU, finding
+// the pair unbound under it, drops it after marking it received. The FIN
+// comes again: answered with an ACK (our FIN is acknowledged) and the leg
+// ends, rather than our FIN again, which left it closing until the sweep
+// while the client, done, reused its port: a SYN on a closing client leg
+// then starts a new handshake.
+func TestKeepHTTP10ClosingRace(t *testing.T) {
+	d := loadDataPlane(t)
+	f := framedPair(t, d)
+	ackOurFIN(t, d, f.clientSeg(f.fin+1, tcpACK, 2, 502))
+	finSeg := f.clientSeg(f.fin+1, tcpACK|tcpFIN, 3, 502)
+	// What the losing CPU left: the FIN counted received, nothing sent.
+	c := d.mustLeg(clientKey)
+	c.PeerHi++
+	c.RxFlags |= kern.RxFIN
+	d.putLeg(clientKey, c)
+	in := finSeg.build()
+	v, out, delta := d.run(in)
+	checkVerdict(t, v, xdpTX)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterFINAnswered, kern.CounterLegClosed, kern.CounterTX)
+	if o := mustParse(t, out); o.seq != f.fin+1 || o.ack != finSeg.seq+1 || o.flags != tcpACK {
+		t.Errorf("reply seq %#x ack %#x flags %#x, want %#x, %#x, ACK (not our FIN again)", o.seq, o.ack, o.flags, f.fin+1, finSeg.seq+1)
+	}
+	if got := d.mustLeg(clientKey); got.State != kern.LegDead {
+		t.Errorf("client leg %s after its FIN again, want dead", got.State)
+	}
+
+	// A closing client leg (say its last ACK was lost) meets a SYN from
+	// its port: the client is done with it; the SYN starts over.
+	d2 := loadDataPlane(t)
+	f2 := framedPair(t, d2)
+	ackOurFIN(t, d2, f2.clientSeg(f2.fin+1, tcpACK, 2, 502))
+	if got := d2.mustLeg(clientKey); got.State != kern.LegClosing {
+		t.Fatalf("client leg %s, want closing", got.State)
+	}
+	v, _, delta = d2.run(fromClient(seg{seq: 42, flags: tcpSYN, win: 1, opts: linuxSYN(1460, 1, 7)}).build())
+	checkVerdict(t, v, xdpPass)
+	checkCounters(t, delta, kern.CounterTCP, kern.CounterSyn, kern.CounterPass)
+	if hs, ok := d2.handshake(clientKey); !ok || hs.PeerISN != 42 {
+		t.Errorf("new handshake %+v (present %v), want ISN 42", hs, ok)
+	}
+	if _, ok := d2.leg(clientKey); ok {
+		t.Error("closing leg kept under the new connection's SYN")
+	}
+}

@@ -1567,20 +1567,21 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 				unpooled(leg->worker, state);
 			advance(leg, p);
 			leg->snd_nxt = seq + 1; /* our FIN */
-		} else if (state == LEG_CLOSING && !(READ_ONCE(leg->rx_flags) & LEG_RX_FIN)) {
-			/* We closed first (framed_close), and the peer has
-			 * acknowledged our FIN: its FIN ends the leg. */
-			if (!p->has_ack || p->ack != seq) {
-				act_drop(d, XLB_CNT_DEAD_LEG);
-				return;
-			}
+		} else if (state == LEG_CLOSING && p->has_ack && p->ack == seq) {
+			/* The peer has acknowledged our FIN: its FIN ends the
+			 * leg. We closed first (framed_close), or its FIN raced
+			 * its ACK of ours to another CPU and was dropped there
+			 * (it comes again): answered with our FIN again, it left
+			 * the leg closing for the sweep (10 s), and a client
+			 * reusing its port within that time had its SYNs
+			 * dropped (make bench, close c4). */
 			advance(leg, p);
 			finish(&p->key, leg);
 			count(XLB_CNT_FIN_ANSWERED);
 			act_reply(d, leg, seq, REPLY_ACK);
 			return;
-		} else if (state == LEG_CLOSING) {
-			seq -= 1;
+		} else if (state == LEG_CLOSING && (READ_ONCE(leg->rx_flags) & LEG_RX_FIN)) {
+			seq -= 1; /* its FIN again, ours not acknowledged: both again */
 		} else {
 			act_drop(d, XLB_CNT_DEAD_LEG);
 			return;
@@ -1782,11 +1783,14 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 {
 	struct decision d;
 
-	if (leg && READ_ONCE(leg->state) == LEG_DEAD &&
+	if (leg && (READ_ONCE(leg->state) == LEG_DEAD ||
+		    (READ_ONCE(leg->state) == LEG_CLOSING && leg->kind == LEG_CLIENT && p->syn && !p->has_ack)) &&
 	    ((p->syn && (!p->has_ack || leg->kind == LEG_WORKER)) ||
 	     (leg->kind == LEG_WORKER && !p->payload && (p->rst || p->has_ack) &&
 	      bpf_map_lookup_elem(&xlb_dials, &p->key)))) {
-		/* A client reuses the port of a finished leg, or a new pool
+		/* A client reuses the port of a finished leg (or of one
+		 * closing: a client that opens a connection from the port has
+		 * closed the old one), or a new pool
 		 * connection does (user space destroys a finished worker
 		 * leg's socket at once, or frees a dialed leg's port, and
 		 * dials again): forget the leg, learn the new handshake. The
