@@ -31,10 +31,11 @@ import (
 )
 
 // connNginx runs three nginx on 4171-4173 logging $connection per request,
-// serving a 100-byte body at /b100; it returns their addresses and logs.
-func connNginx(t *testing.T, ns *testnet.NS) (addrs, logs []string) {
+// serving a 100-byte body at /b100 (and /bN for each of sizes); it returns
+// their addresses and logs.
+func connNginx(t *testing.T, ns *testnet.NS, sizes ...int) (addrs, logs []string) {
 	t.Helper()
-	root := testproto.WebRoot(t, 100)
+	root := testproto.WebRoot(t, append([]int{100}, sizes...)...)
 	for i := 0; i < 3; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", 4171+i)
 		log := filepath.Join(t.TempDir(), "access.log")
