@@ -184,15 +184,15 @@ func (tp *topo) waitStatus(timeout time.Duration, what string, ok func(testkit.S
 // client leg, binding, closing or dead leg: nothing hung), as many as the
 // baseline or a few more: legs given back to the pools while replacements
 // were opened, which the trim leaves alone up to its slack; extra is the
-// number of clients. Each may leave up to three: one moved from it at a
-// remix, one replaced while it was bound, one replaced while it cooled
-// after the client left (a pool counts cooling connections as away: the
-// replacements stay, within the trim's slack; TestReuseUnderLoss saw one
-// over twice the clients plus one a worker).
+// number of clients. A pool keeps up to half its target more than it needs
+// (splice's trimSlack): connections replaced while their clients held them,
+// or while they cooled after their client left (a pool counts cooling
+// connections as away); the fresh root's make test saw 112 and 130 for a
+// baseline of 96, within that slack. More is a pool that does not trim.
 func (tp *topo) waitBaseline(extra int) {
 	tp.t.Helper()
 	base := tp.baselineLegs["worker/idle"]
-	most := base + 3*extra + len(tp.workerAddrs)
+	most := base + max(base/2, 2*extra) + len(tp.workerAddrs)
 	tp.waitStatus(reapTimeout, fmt.Sprintf("legs back to %d to %d idle worker legs only", base, most), func(r testkit.StatusReport) bool {
 		n := 0
 		for k, v := range r.Legs {
