@@ -484,9 +484,9 @@ func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
 	// to the poll that found it made, stands in: a round trip and a poll
 	// interval at most (the last SYN sent waits least for the poll; the
 	// first waits for the others' sendto, milliseconds on a busy machine).
-	// Without it the data plane cooled every leg 20 ms; with the round's
-	// mean, 8 of those milliseconds, and a leaving client's connection was
-	// unavailable for tens of them (coolUs).
+	// Without it the data plane cooled every leg its default 20 ms; with
+	// each handshake's own time, the first SYNs' wait for the others
+	// counted as round trips, and coolUs is 8 of them.
 	fastest := time.Duration(math.MaxInt64)
 	defer func() {
 		if fastest != math.MaxInt64 {

@@ -238,9 +238,9 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	// 200 ms): counted as the pool, a leaving client's connection left its
 	// pool one short for that time, and clients that open a connection
 	// per request and close it first (python requests without a session)
-	// had every connection cooling at once: at 4 clients, 500 requests a
-	// second and every client waiting out a 200 ms RTO on an empty pool,
-	// where HAProxy made 10,000 (make bench, close rows, on a fresh xlb).
+	// had every connection cooling at once and waited out 200 ms RTOs on
+	// an empty pool: the bench's close client, -c 4, on a fresh xlb made
+	// about 500 requests a second (HAProxy about 10,000 in make bench).
 	// Those that come back are a surplus only if the leaving stops
 	// (trimmed below, after trimAfter).
 	want := target - legs

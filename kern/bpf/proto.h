@@ -391,9 +391,8 @@ static __always_inline long scan_nl(const struct scan_buf *s, __u64 index)
  * (after "content-length:"): optional blanks, 1 to 10 digits, then the end
  * of the line or a blank. A second one that differs, or a value of 2^31 or
  * more, leaves the answer without a length the program takes. */
-static __always_inline void ans_length(struct scan_buf *a, __u32 k)
+static __always_inline void ans_length(struct scan_buf *s, __u32 k)
 {
-	struct scan_buf *s = a;
 	__u64 v = 0;
 	__u32 digits = 0, j = 0, c;
 
@@ -410,14 +409,14 @@ static __always_inline void ans_length(struct scan_buf *a, __u32 k)
 		v = v * 10 + (c - '0');
 		digits++;
 	}
-	if (k + j >= a->len || digits == 0 || digits > 10 || v >= 0x80000000ull ||
+	if (k + j >= s->len || digits == 0 || digits > 10 || v >= 0x80000000ull ||
 	    (c != '\r' && c != ' ' && c != '\t') ||
-	    ((a->flags & ANS_HAS_LEN) && a->clen != (__u32)v)) {
-		a->flags |= ANS_NO_LEN;
+	    ((s->flags & ANS_HAS_LEN) && s->clen != (__u32)v)) {
+		s->flags |= ANS_NO_LEN;
 		return;
 	}
-	a->flags |= ANS_HAS_LEN;
-	a->clen = (__u32)v;
+	s->flags |= ANS_HAS_LEN;
+	s->clen = (__u32)v;
 }
 
 /* ans_step: bpf_loop's step of http_answer at byte i + 1: a header line
@@ -425,7 +424,7 @@ static __always_inline void ans_length(struct scan_buf *a, __u32 k)
  * or (not full) the Connection header is found. */
 static long ans_step(__u64 index, struct scan_ctx *x)
 {
-	struct scan_buf *s = x->s, *a = s;
+	struct scan_buf *s = x->s;
 	long r = scan_nl(s, index);
 	__u32 i;
 
@@ -433,28 +432,28 @@ static long ans_step(__u64 index, struct scan_ctx *x)
 		return r == SCAN_STOP;
 	i = (__u32)r;
 	if (s->b[i + 1] == '\r' && s->b[i + 2] == '\n') {
-		a->hdr_len = i + 3; /* the empty line: the headers end */
-		a->flags |= ANS_HDR_END;
+		s->hdr_len = i + 3; /* the empty line: the headers end */
+		s->flags |= ANS_HDR_END;
 		return 1;
 	}
 	/* Every byte of these words has bit 5 set already: folding them is
 	 * a no-op. "\nconnection: " is 13 bytes, then at least 5 of the token. */
-	if (i + 18 <= a->len && fold8(s, i + 1) == W8("connecti") && (fold8(s, i + 9) & 0xffffffffull) == W8("on: ")) {
+	if (i + 18 <= s->len && fold8(s, i + 1) == W8("connecti") && (fold8(s, i + 9) & 0xffffffffull) == W8("on: ")) {
 		if ((fold8(s, i + 13) & 0xffffffffffull) == W8("close")) {
-			a->conn = CONN_CLOSE;
-		} else if (i + 21 <= a->len && fold8(s, i + 13) == W8("keep-ali")) {
-			a->conn = CONN_KEEP_ALIVE;
-			a->conn_at = i + 13;
+			s->conn = CONN_CLOSE;
+		} else if (i + 21 <= s->len && fold8(s, i + 13) == W8("keep-ali")) {
+			s->conn = CONN_KEEP_ALIVE;
+			s->conn_at = i + 13;
 		}
-		return !a->full;
+		return !s->full;
 	}
-	if (!a->full)
+	if (!s->full)
 		return 0;
-	if (i + 18 <= a->len && fold8(s, i + 1) == W8("content-") &&
+	if (i + 18 <= s->len && fold8(s, i + 1) == W8("content-") &&
 	    (fold8(s, i + 9) & 0xffffffffffffffull) == W8("length:"))
-		ans_length(a, i + 16);
-	else if (i + 19 <= a->len && fold8(s, i + 1) == W8("transfer") && fold8(s, i + 9) == W8("-encodin"))
-		a->flags |= ANS_NO_LEN;
+		ans_length(s, i + 16);
+	else if (i + 19 <= s->len && fold8(s, i + 1) == W8("transfer") && fold8(s, i + 9) == W8("-encodin"))
+		s->flags |= ANS_NO_LEN;
 	return 0;
 }
 
@@ -583,7 +582,7 @@ unframed:
  * stop: the headers end, or something rules the request out. */
 static long req_step(__u64 index, struct scan_ctx *x)
 {
-	struct scan_buf *s = x->s, *r = s;
+	struct scan_buf *s = x->s;
 	long n = scan_nl(s, index);
 	__u32 i;
 
@@ -592,32 +591,32 @@ static long req_step(__u64 index, struct scan_ctx *x)
 	i = (__u32)n;
 	if (i < 10 || s->b[i - 1] != '\r')
 		return 1; /* a bare LF: not a request we rewrite */
-	if (!r->line) {
+	if (!s->line) {
 		__u64 v;
 
-		r->line = 1;
+		s->line = 1;
 		__builtin_memcpy(&v, &s->b[(i - 9) & SCAN_MASK], 8);
-		r->ok = s->b[(i - 10) & SCAN_MASK] == ' ' && v == W8("HTTP/1.0");
-		if (!r->ok)
+		s->ok = s->b[(i - 10) & SCAN_MASK] == ' ' && v == W8("HTTP/1.0");
+		if (!s->ok)
 			return 1;
 	}
 	if (s->b[i + 1] == '\r' && s->b[i + 2] == '\n') {
-		r->end = i + 3;
+		s->end = i + 3;
 		return 1;
 	}
 	/* Headers that say the client handles the connection itself, or that
 	 * a body follows: not rewritten. */
-	if (i + 12 <= r->len && fold8(s, i + 1) == W8("connecti") && (fold8(s, i + 9) & 0xffffff) == W8("on:"))
-		r->ok = 0;
-	else if (i + 16 <= r->len && fold8(s, i + 1) == W8("content-") && (fold8(s, i + 9) & 0xffffffffffffffull) == W8("length:"))
-		r->ok = 0;
-	else if (i + 19 <= r->len && fold8(s, i + 1) == W8("transfer") && fold8(s, i + 9) == W8("-encodin"))
-		r->ok = 0;
-	else if (i + 8 <= r->len && (fold8(s, i + 1) & 0xffffffffffffffull) == W8("expect:"))
-		r->ok = 0;
-	else if (i + 9 <= r->len && fold8(s, i + 1) == W8("upgrade:"))
-		r->ok = 0;
-	return !r->ok;
+	if (i + 12 <= s->len && fold8(s, i + 1) == W8("connecti") && (fold8(s, i + 9) & 0xffffff) == W8("on:"))
+		s->ok = 0;
+	else if (i + 16 <= s->len && fold8(s, i + 1) == W8("content-") && (fold8(s, i + 9) & 0xffffffffffffffull) == W8("length:"))
+		s->ok = 0;
+	else if (i + 19 <= s->len && fold8(s, i + 1) == W8("transfer") && fold8(s, i + 9) == W8("-encodin"))
+		s->ok = 0;
+	else if (i + 8 <= s->len && (fold8(s, i + 1) & 0xffffffffffffffull) == W8("expect:"))
+		s->ok = 0;
+	else if (i + 9 <= s->len && fold8(s, i + 1) == W8("upgrade:"))
+		s->ok = 0;
+	return !s->ok;
 }
 
 /* http10_request: is the segment (len payload bytes at off) a whole

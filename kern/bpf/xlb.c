@@ -103,26 +103,28 @@ static __always_inline int cut_payload(struct pkt *p)
 	return 0;
 }
 
-/* turn_around makes the packet go back where it came from: MACs, addresses
- * and ports swapped, tot_len new_len, TTL 64. The caller sets the rest and
- * the IP header checksum. */
+/* address sets the packet's addresses and ports, tot_len new_len, TTL 64;
+ * turn_around makes it go back where it came from (MACs swapped too). The
+ * caller sets the rest and the IP header checksum. */
+static __always_inline void address(struct pkt *p, __be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
+				    __u32 new_len)
+{
+	p->ip->saddr = saddr;
+	p->ip->daddr = daddr;
+	p->ip->tot_len = bpf_htons(new_len);
+	p->ip->ttl = 64;
+	p->tcp->source = sport;
+	p->tcp->dest = dport;
+}
+
 static __always_inline void turn_around(struct pkt *p, __u32 new_len)
 {
 	__u8 mac[ETH_ALEN];
-	__be32 addr;
-	__be16 port;
 
 	__builtin_memcpy(mac, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, p->eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_dest, mac, ETH_ALEN);
-	addr = p->ip->saddr;
-	p->ip->saddr = p->ip->daddr;
-	p->ip->daddr = addr;
-	p->ip->tot_len = bpf_htons(new_len);
-	p->ip->ttl = 64;
-	port = p->tcp->source;
-	p->tcp->source = p->tcp->dest;
-	p->tcp->dest = port;
+	address(p, p->ip->daddr, p->ip->saddr, p->tcp->dest, p->tcp->source, new_len);
 }
 
 /* reply turns the packet into our answer on `leg`: addresses swapped (or,
@@ -156,16 +158,10 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, const struct le
 	}
 	if (reparse(p, tcp_len))
 		return -1;
-	if (to) {
-		p->ip->saddr = to->local_addr[0];
-		p->ip->daddr = to->peer_addr[0];
-		p->ip->tot_len = bpf_htons(new_len);
-		p->ip->ttl = 64;
-		p->tcp->source = to->local_port;
-		p->tcp->dest = to->peer_port;
-	} else {
+	if (to)
+		address(p, to->local_addr[0], to->peer_addr[0], to->local_port, to->peer_port, new_len);
+	else
 		turn_around(p, new_len);
-	}
 	p->ip->check = csum_ipv4_header(p->ip);
 	p->tcp->seq = bpf_htonl(seq);
 	p->tcp->ack_seq = bpf_htonl(READ_ONCE(leg->peer_hi));
@@ -954,18 +950,11 @@ static __always_inline int worker_data(const struct pkt *p, struct leg *w, struc
 	if (READ_ONCE(w->pin))
 		return 0;
 	mark = READ_ONCE(w->req_mark);
-	if (!seq_gt(end, READ_ONCE(w->peer_hi))) {
-		if (hold && (b->flags & BIND_FIN_AT) && p->seq == mark && b->proto == PROTO_HTTP) {
-			/* The first segment of a framed answer again (the
-			 * first copy was lost on the way to the client): it
-			 * must say what the first said (close). */
-			k = peek_load(p);
-			st = k ? http_status(k) : -1;
-			if (k && st >= 200)
-				worker_closes(p, k, b, mark, st);
-		}
+	/* Old data is judged no more, but for the first segment of a framed
+	 * answer seen again (its first copy lost on the way to the client):
+	 * it must say what the first said (close), judged as it was. */
+	if (!seq_gt(end, READ_ONCE(w->peer_hi)) && !(hold && (b->flags & BIND_FIN_AT) && p->seq == mark))
 		return 0;
-	}
 	if (hold && (b->flags & (BIND_KEEP | BIND_FIN_AT)) == BIND_KEEP && p->seq != mark)
 		return 1; /* the answer's end is not known yet */
 	if (p->has_ack && seq_lt(p->ack, READ_ONCE(w->sent_hi))) {
@@ -1572,9 +1561,8 @@ static __always_inline void on_unbound(struct pkt *p, struct leg *leg, int ok, s
 			 * leg. We closed first (framed_close), or its FIN raced
 			 * its ACK of ours to another CPU and was dropped there
 			 * (it comes again): answered with our FIN again, it left
-			 * the leg closing for the sweep (10 s), and a client
-			 * reusing its port within that time had its SYNs
-			 * dropped (make bench, close c4). */
+			 * the leg closing for the sweep (10 s), where a client
+			 * reusing its port meets it (see slow_path). */
 			advance(leg, p);
 			finish(&p->key, leg);
 			count(XLB_CNT_FIN_ANSWERED);
@@ -1783,8 +1771,7 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 {
 	struct decision d;
 
-	if (leg && (READ_ONCE(leg->state) == LEG_DEAD ||
-		    (READ_ONCE(leg->state) == LEG_CLOSING && leg->kind == LEG_CLIENT && p->syn && !p->has_ack)) &&
+	if (leg && (READ_ONCE(leg->state) == LEG_DEAD || (READ_ONCE(leg->state) == LEG_CLOSING && leg->kind == LEG_CLIENT)) &&
 	    ((p->syn && (!p->has_ack || leg->kind == LEG_WORKER)) ||
 	     (leg->kind == LEG_WORKER && !p->payload && (p->rst || p->has_ack) &&
 	      bpf_map_lookup_elem(&xlb_dials, &p->key)))) {
