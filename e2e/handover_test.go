@@ -114,11 +114,15 @@ func TestHandoverFailsBeforeSwap(t *testing.T) {
 }
 
 // TestHandoverOutlastsTimeout: the new xlb is not ready before the old one's
-// timeout (1s here). The old one calls the takeover off and resumes; the new
+// timeout (3s here). The old one calls the takeover off and resumes; the new
 // one, ready later, is not told to go and exits 1 without swapping: never
-// both.
+// both. The stalled xlb waits for the old one's abort (an event), so the
+// timeout only has to leave the next, ordinary takeover (checkResumed)
+// time to load and verify the data plane: at 1s, make test's parallel
+// packages made that one miss it ("did not say go ... broken pipe") in two
+// of five runs.
 func TestHandoverOutlastsTimeout(t *testing.T) {
-	checkFailedTakeover(t, "stall", "did not say go", "XLB_TEST_HANDOVER_TIMEOUT=1s")
+	checkFailedTakeover(t, "stall", "did not say go", "XLB_TEST_HANDOVER_TIMEOUT=3s")
 }
 
 // checkFailedTakeover runs a takeover with fault (the old xlb with env): the
