@@ -47,6 +47,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	dial := fs.String("dial", "auto", "how pool connections to workers are opened: xdp (a SYN sent raw, the handshake completed by the data plane, no socket per connection), socket (connect(), then the socket read in repair mode), or auto (xdp for an IPv4 worker reached through an interface the program is attached to, whose answers it sees; socket otherwise)")
 	handshake := fs.String("handshake", "xdp", "who answers a client's SYN: xdp (the data plane, no socket per client) or kernel (the listener; each client accepted and its socket destroyed)")
 	http10 := fs.String("http10", "keep", "HTTP/1.0 requests without keep-alive: keep (sent to the worker as keep-alive requests; xlb reads each answer's length and closes the client's connection after it, the worker's connection is reused) or pass (sent as they are: the worker closes its connection after each answer)")
+	fs.BoolVar(&cfg.NoPoolAhead, "no-pool-ahead", false, "grow the pools only for clients' data that found no idle worker connection, not already for the clients' SYNs that outnumber the idle connections")
+	emptyPool := fs.String("empty-pool", "hold", "a client's data that finds no idle worker connection: hold (kept by the data plane and sent on once a connection is opened, within milliseconds) or drop (the client sends it again after its retransmission timeout, 200 ms or more)")
 	fs.BoolVar(&cfg.Routed, "routed", false, "send rewritten packets out toward the next hop (XDP_TX/redirect after a FIB lookup) instead of to this host's stack")
 	fs.StringVar(&cfg.Socket, "socket", "", "control socket (default /run/xlb/net<netns inode>-IFACE.sock, the first IFACE; xlb ctl finds it)")
 	maxLegs := fs.Uint("max-legs", 65536, "size of the leg table (client and worker connections)")
@@ -116,6 +118,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		cfg.PassHTTP10 = true
 	default:
 		return usagef("--http10 %q: must be keep or pass", *http10)
+	}
+	switch *emptyPool {
+	case "hold":
+	case "drop":
+		cfg.DropOnEmptyPool = true
+	default:
+		return usagef("--empty-pool %q: must be hold or drop", *emptyPool)
 	}
 	if cfg.QueueTimeout < 0 {
 		return usagef("--queue-timeout %v: must be 0 (never) or more", cfg.QueueTimeout)

@@ -81,6 +81,9 @@ func printStats(w io.Writer, st splice.Status, prev *splice.Status, dt time.Dura
 	if st.RestWindow > 0 {
 		fmt.Fprintf(w, "rest window %d bytes (what a worker is told once all it sent is acknowledged)\n", st.RestWindow)
 	}
+	if st.Held > 0 {
+		fmt.Fprintf(w, "client data held while the pools were empty %d: sent on %d, dropped %d\n", st.Held, st.Replayed, st.HeldDropped)
+	}
 	if st.EarlyReaps > 0 {
 		fmt.Fprintf(w, "finished connections forgotten early for room in the leg table %d (raise --max-legs)\n", st.EarlyReaps)
 	}

@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -520,6 +522,137 @@ func TestWrkBurstLeavesNothing(t *testing.T) {
 	waitOnlyIdleWorkers(t, ns, 30*time.Second, "after the burst")
 	if stuck := clientSocketsLeft(t, ns, "fin-wait-1"); len(stuck) > 0 {
 		t.Errorf("%d client sockets in FIN-WAIT-1 after the burst, e.g.:\n%s", len(stuck), strings.Join(stuck[:min(len(stuck), 5)], "\n"))
+	}
+}
+
+// TestBurstEmptyPools: 300 clients connect, then each sends its first
+// request at the same moment, on pools of one connection per worker
+// (--pool 1). What each of xlb's answers to that burst buys, against the
+// old behaviour (drop: a request that finds no idle worker connection is
+// dropped and waits for its client's retransmission):
+//
+//   - hold (--empty-pool hold): the data plane keeps each such request and
+//     xlb sends it on once a connection is pooled, well before the client's
+//     timer would send it again;
+//   - ahead (the default without --no-pool-ahead): the clients' SYNs grow
+//     the pools before any request comes, and no request finds them empty.
+//
+// The clients' timer is set to 1 s (tcp_rto_min_us, 200 ms by default,
+// bounds the tail loss probe of a lone segment and the timeout), so that a
+// loaded machine's slower pool growth does not race it.
+func TestBurstEmptyPools(t *testing.T) {
+	const clients, timer = 300, time.Second
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{
+		{"drop", []string{"--empty-pool", "drop", "--no-pool-ahead"}},
+		{"hold", []string{"--empty-pool", "hold", "--no-pool-ahead"}},
+		{"ahead", []string{"--empty-pool", "drop"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := testkit.OwnSocket(t)
+			ns, lb, _ := startConnXLB(t, append(append(sock, "--pool", "1"), tc.flags...)...)
+			defer lb.Stop()
+			ns.Run("sysctl", "-qw", fmt.Sprintf("net.ipv4.tcp_rto_min_us=%d", timer.Microseconds()))
+			conns := make([]net.Conn, 0, clients)
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			if err := ns.Do(func() error {
+				for range clients {
+					c, err := net.DialTimeout("tcp4", "127.0.0.1:8080", ioTimeout)
+					if err != nil {
+						return err
+					}
+					conns = append(conns, c)
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("%d clients connected: %v", len(conns), err)
+			}
+			idle := func() (n int) {
+				for _, w := range testkit.Stats(t, ns, sock[1]).Workers {
+					n += w.Idle
+				}
+				return n
+			}
+			if tc.name == "ahead" {
+				// The pools grow from the SYNs alone: no request has come.
+				deadline := time.Now().Add(10 * time.Second)
+				for idle() < clients {
+					if time.Now().After(deadline) {
+						t.Fatalf("%d idle worker connections 10 s after %d clients connected, want as many", idle(), clients)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			idleBefore := idle()
+			before := tcpCounters(t, ns)
+			took := make([]time.Duration, clients)
+			errs := make([]error, clients)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					c.SetDeadline(time.Now().Add(ioTimeout))
+					t0 := time.Now()
+					if _, err := io.WriteString(c, "GET /b100 HTTP/1.1\r\nHost: xlb\r\n\r\n"); err != nil {
+						errs[i] = err
+						return
+					}
+					resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+					if err != nil {
+						errs[i] = err
+						return
+					}
+					body, err := io.ReadAll(resp.Body)
+					took[i] = time.Since(t0)
+					if err == nil && (resp.StatusCode != 200 || len(body) != 100) {
+						err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(body))
+					}
+					errs[i] = err
+				}()
+			}
+			close(start)
+			wg.Wait()
+			after := tcpCounters(t, ns)
+			if err := errors.Join(errs...); err != nil {
+				t.Fatalf("first requests: %v", err)
+			}
+			slices.Sort(took)
+			late := len(took) - sort.Search(len(took), func(i int) bool { return took[i] >= timer })
+			r := testkit.Stats(t, ns, sock[1])
+			empty := r.Counters["no_idle_leg"]
+			t.Logf("%d idle worker connections before the requests; no idle leg %d, held %d, sent on %d, dropped %d; first requests: median %v, slowest %v, %d took the client's timer (%v) or more; retransmitted %d, checksum errors %d",
+				idleBefore, empty, r.Held, r.Replayed, r.HeldDropped, took[len(took)/2], took[len(took)-1], late, timer,
+				after["TcpRetransSegs"]-before["TcpRetransSegs"], after["TcpInCsumErrors"]-before["TcpInCsumErrors"])
+			if n := after["TcpInCsumErrors"] - before["TcpInCsumErrors"]; n != 0 {
+				t.Errorf("%d segments with a bad checksum", n)
+			}
+			switch tc.name {
+			case "drop":
+				if empty == 0 || late == 0 || r.Held != 0 {
+					t.Errorf("%d requests found no idle connection, %d waited for the client's timer, %d were held: want some, some, none", empty, late, r.Held)
+				}
+			case "hold":
+				if empty == 0 || r.Held == 0 || r.Replayed == 0 {
+					t.Errorf("%d requests found no idle connection, %d held, %d sent on: want some of each", empty, r.Held, r.Replayed)
+				}
+				if late > int(r.HeldDropped) {
+					t.Errorf("%d first requests waited for the client's timer, more than the %d held ones not sent on", late, r.HeldDropped)
+				}
+			case "ahead":
+				if empty != 0 || late != 0 {
+					t.Errorf("%d requests found no idle connection, %d waited for the client's timer: want none", empty, late)
+				}
+			}
+		})
 	}
 }
 

@@ -80,7 +80,7 @@ func loadDataPlane(t testing.TB) *dataPlane {
 // reset empties every map but the counters and sets the default config.
 func (d *dataPlane) reset() {
 	d.t.Helper()
-	for _, m := range []*ebpf.Map{d.objs.Legs, d.objs.Binds, d.objs.Handshakes, d.objs.Dials, d.objs.Workers, d.objs.Rematch} {
+	for _, m := range []*ebpf.Map{d.objs.Legs, d.objs.Binds, d.objs.Handshakes, d.objs.Dials, d.objs.Workers, d.objs.Rematch, d.objs.Held} {
 		next := make([]byte, m.KeySize())
 		for {
 			err := m.NextKey(nil, next)
@@ -107,6 +107,9 @@ func (d *dataPlane) reset() {
 		}
 	}
 	d.popKeys(d.objs.Retired)
+	if err := d.objs.SynBudget.Update(ebpf.Uint32Key(0), make([]byte, 8), ebpf.UpdateAny); err != nil {
+		d.t.Fatal(err)
+	}
 	cool := d.objs.Map(kern.CoolingMapName)
 	for i := uint32(0); i <= cool.MaxEntries(); i++ {
 		if cool.Pop(make([]byte, kern.CoolingEntrySize)) != nil {

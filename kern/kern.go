@@ -37,6 +37,8 @@ const (
 	RetiredMapName = "xlb_retired"
 	CoolingMapName = "xlb_cooling"
 	EventsMapName  = "xlb_events"
+	HeldMapName    = "xlb_held"
+	SynBudgetName  = "xlb_syn_budget"
 )
 
 // Slots of xlb_progs (XLB_PROG_BIND, XLB_PROG_MAIN).

@@ -46,6 +46,8 @@ type Objects struct {
 	WCfg       *ebpf.Map     // WorkerCfg by worker id
 	Retired    *ebpf.Map     // queue of LegKey: worker legs the data plane retired
 	Events     *ebpf.Map     // ring buffer of Event
+	Held       *ebpf.Map     // LegKey -> Held: client frames kept while the pools were empty
+	SynBudget  *ebpf.Map     // element 0: int64, idle legs less the SYNs answered since (ConfigSynDemand)
 	coll       *ebpf.Collection
 }
 
@@ -137,13 +139,15 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		WCfg:       coll.Maps[WCfgMapName],
 		Retired:    coll.Maps[RetiredMapName],
 		Events:     coll.Maps[EventsMapName],
+		Held:       coll.Maps[HeldMapName],
+		SynBudget:  coll.Maps[SynBudgetName],
 		coll:       coll,
 	}
 	if o.Program == nil || o.Bind == nil || o.Slow == nil || o.Xlate == nil || o.Ctl == nil {
 		coll.Close()
 		return nil, fmt.Errorf("embedded XDP object lacks one of the programs %s, %s, %s, %s, %s", ProgramName, BindProgName, SlowProgName, XlateProgName, CtlProgName)
 	}
-	for _, name := range append(MapNames, ProgsMapName) {
+	for _, name := range append(MapNames, ProgsMapName, HeldMapName, SynBudgetName) {
 		if o.Map(name) == nil {
 			coll.Close()
 			return nil, fmt.Errorf("embedded XDP object lacks map %s", name)

@@ -1,6 +1,7 @@
 package kern
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -507,6 +508,10 @@ func (t EventType) String() string {
 		return "pool-empty"
 	case EventPoolLow:
 		return "pool-low"
+	case EventHeld:
+		return "held"
+	case EventDemand:
+		return "demand"
 	}
 	return fmt.Sprintf("event(%d)", uint32(t))
 }
@@ -542,6 +547,34 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 	if !e.Key.decodedOK() {
 		return e.Key.badKey()
 	}
+	return nil
+}
+
+// HeldHeader is struct held_hdr, the start of a value of xlb_held: a
+// client's frame the data plane kept because every pool was empty. The
+// frame follows it (Held).
+type HeldHeader struct {
+	AtNs uint64 // now_ns() when it was kept
+	Len  uint32 // bytes of the frame
+	Seq  uint32 // its sequence number
+}
+
+// Held is a value of xlb_held, decoded.
+type Held struct {
+	HeldHeader
+	Frame []byte
+}
+
+// UnmarshalBinary decodes a value of xlb_held (its frame is copied).
+func (h *Held) UnmarshalBinary(b []byte) error {
+	if len(b) < HeldHeaderSize {
+		return fmt.Errorf("held frame: %d bytes, want at least %d", len(b), HeldHeaderSize)
+	}
+	h.HeldHeader.decode(b)
+	if int(h.Len) > len(b)-HeldHeaderSize {
+		return fmt.Errorf("held frame: length %d past its %d bytes", h.Len, len(b)-HeldHeaderSize)
+	}
+	h.Frame = bytes.Clone(b[HeldHeaderSize : HeldHeaderSize+int(h.Len)])
 	return nil
 }
 

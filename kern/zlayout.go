@@ -23,6 +23,7 @@ const (
 	CtlItemSize      = 48 // sizeof(struct ctl_item)
 	EventSize        = 80 // sizeof(struct xlb_event)
 	CoolingEntrySize = 48 // sizeof(struct cooling)
+	HeldHeaderSize   = 16 // sizeof(struct held_hdr)
 )
 
 // Values of enum xlb_counter.
@@ -246,9 +247,11 @@ const (
 
 // Values of enum config_flag.
 const (
-	ConfigRouted     = 1 // CFG_ROUTED
-	ConfigAnswerSyn  = 2 // CFG_ANSWER_SYN
-	ConfigKeepHttp10 = 4 // CFG_KEEP_HTTP10
+	ConfigRouted     = 1  // CFG_ROUTED
+	ConfigAnswerSyn  = 2  // CFG_ANSWER_SYN
+	ConfigKeepHttp10 = 4  // CFG_KEEP_HTTP10
+	ConfigHoldFirst  = 8  // CFG_HOLD_FIRST
+	ConfigSynDemand  = 16 // CFG_SYN_DEMAND
 )
 
 // Values of enum hs_flag.
@@ -291,6 +294,8 @@ const (
 	EventLegClosed EventType = 2 // EV_LEG_CLOSED
 	EventPoolEmpty EventType = 3 // EV_POOL_EMPTY
 	EventPoolLow   EventType = 4 // EV_POOL_LOW
+	EventHeld      EventType = 5 // EV_HELD
+	EventDemand    EventType = 6 // EV_DEMAND
 )
 
 // encode writes v as struct leg_key into b[:LegKeySize].
@@ -664,4 +669,20 @@ func (v *CoolingEntry) decode(b []byte) {
 	_ = b[CoolingEntrySize-1]
 	v.Key.decode(b[0:40])
 	v.DueNs = ne.Uint64(b[40:])
+}
+
+// encode writes v as struct held_hdr into b[:HeldHeaderSize].
+func (v *HeldHeader) encode(b []byte) {
+	_ = b[HeldHeaderSize-1]
+	ne.PutUint64(b[0:], v.AtNs)
+	ne.PutUint32(b[8:], v.Len)
+	ne.PutUint32(b[12:], v.Seq)
+}
+
+// decode reads v from struct held_hdr in b[:HeldHeaderSize].
+func (v *HeldHeader) decode(b []byte) {
+	_ = b[HeldHeaderSize-1]
+	v.AtNs = ne.Uint64(b[0:])
+	v.Len = ne.Uint32(b[8:])
+	v.Seq = ne.Uint32(b[12:])
 }

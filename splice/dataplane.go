@@ -247,6 +247,18 @@ func (d *DataPlane) SetWorkerCfg(id uint32, c kern.WorkerCfg) error {
 	return nil
 }
 
+// SetSynBudget tells the data plane how many idle worker legs the pools
+// hold (kern.ConfigSynDemand): clients' SYNs past that many are reported
+// (kern.EventDemand).
+func (d *DataPlane) SetSynBudget(idle int64) error {
+	v := make([]byte, 8)
+	binary.NativeEndian.PutUint64(v, uint64(idle))
+	if err := d.Objs.SynBudget.Update(ebpf.Uint32Key(0), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("SYN budget: %w", err)
+	}
+	return nil
+}
+
 // PopRetired returns a worker leg the data plane retired, if any.
 func (d *DataPlane) PopRetired() (kern.LegKey, bool) {
 	var k kern.LegKey

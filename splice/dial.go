@@ -347,22 +347,33 @@ func synPacket(key kern.LegKey, isn, tsval uint32, mss uint16) []byte {
 	binary.BigEndian.PutUint32(o[8:], tsval)
 	o[16] = 1 // NOP
 	o[17], o[18], o[19] = 3, 3, dialWScale
-	// Checksum over the pseudo header and the segment.
+	setTCPChecksum(b)
+	return b
+}
+
+// setTCPChecksum computes the TCP checksum of IPv4 packet b (pseudo header
+// and segment; options in the header, odd lengths padded) in full.
+func setTCPChecksum(b []byte) {
+	ihl := int(b[0]&0x0f) * 4
+	t := b[ihl:]
+	t[16], t[17] = 0, 0
 	var sum uint32
 	add := func(p []byte) {
-		for i := 0; i+1 < len(p); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(p[i:]))
+		for len(p) >= 2 {
+			sum += uint32(binary.BigEndian.Uint16(p))
+			p = p[2:]
+		}
+		if len(p) == 1 {
+			sum += uint32(p[0]) << 8
 		}
 	}
-	add(src[:])
-	add(dst[:])
-	sum += unix.IPPROTO_TCP + 40
+	add(b[12:20]) // source and destination
+	sum += unix.IPPROTO_TCP + uint32(len(t))
 	add(t)
 	for sum > 0xffff {
 		sum = sum&0xffff + sum>>16
 	}
 	binary.BigEndian.PutUint16(t[16:], ^uint16(sum))
-	return b
 }
 
 // pendingSyn is a dialed connection waiting for its worker's answer.
@@ -554,6 +565,9 @@ func (w *worker) poolDialed(pending []*pendingSyn) []uint32 {
 	res, err := w.lb.dp.ctlLegs(kern.CtlPool, legs)
 	if err != nil {
 		w.lb.log.Error("pooling dialed connections", "worker", w.spec.Addr, "err", err)
+	}
+	if slices.Contains(res, kern.CtlDone) {
+		w.lb.replay.poke() // held client data may go now
 	}
 	return res // what the runs before an error did; CtlNoLeg (0) after it
 }

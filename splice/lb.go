@@ -52,6 +52,17 @@ type Config struct {
 	// connection after it and keeps the worker's (README "Short-lived
 	// clients", kern/bpf/xlb.c keep_request).
 	PassHTTP10 bool
+	// DropOnEmptyPool drops a client's data that finds no idle worker
+	// connection, for the client to send again after its retransmission
+	// timeout. By default (kern.ConfigHoldFirst) the data plane keeps it
+	// and user space runs it through the program again once a connection
+	// is pooled (held.go).
+	DropOnEmptyPool bool
+	// NoPoolAhead leaves the pools to grow from the clients' data. By
+	// default (kern.ConfigSynDemand) the data plane reports the clients'
+	// SYNs that outnumber the idle worker connections, and the pools grow
+	// before those clients' first data comes.
+	NoPoolAhead bool
 	// Dial is how pool connections are opened: DialXDP without sockets
 	// (user space sends the SYN, the data plane completes the handshake:
 	// dial.go), DialSocket connect()ed, read in repair mode and
@@ -232,6 +243,7 @@ type LB struct {
 	files     int         // descriptors worker connections may take (fileBudget)
 	filesFull atomic.Bool // the budget capped a pool (logged once)
 	dialer    *dialer     // pool connections without sockets (nil with DialSocket, unless a takeover passed dialed legs)
+	replay    *replayer   // client data held while the pools were empty (nil with DropOnEmptyPool)
 	workerMSS int         // TCP_MAXSEG of worker legs (Config.WorkerMSS, or from the MTU)
 	schedMu   sync.Mutex  // serialises updateSchedule
 
@@ -242,11 +254,15 @@ type LB struct {
 
 	mu         sync.Mutex
 	reapQueue  reapQueue
-	earlyDue   []reapItem                   // taken off reapQueue early, forgotten by readEvents
-	earlySpare []reapItem                   // earlyDue's other buffer (reapEarly's, in readEvents)
-	adopted    atomic.Uint64                // client connections adopted
-	unspliced  atomic.Uint64                // accepted connections without a client leg
-	waiting    atomic.Int64                 // clients that found the pool empty, this reaper tick
+	earlyDue   []reapItem    // taken off reapQueue early, forgotten by readEvents
+	earlySpare []reapItem    // earlyDue's other buffer (reapEarly's, in readEvents)
+	adopted    atomic.Uint64 // client connections adopted
+	unspliced  atomic.Uint64 // accepted connections without a client leg
+	waiting    atomic.Int64  // clients that found the pool empty, this reaper tick
+	demandAt   atomic.Int64  // when a new client's SYN last found the idle connections counted for (kern.EventDemand), Unix ns
+	freshMu    sync.Mutex
+	fresh      int                          // new clients without a request yet (freshClients), as last counted
+	freshAt    time.Time                    // when
 	queued     map[kern.LegKey]queuedClient // clients whose request found no worker connection
 	mismatches atomic.Uint64                // client legs whose numbers disagree with the socket
 	earlyReaps atomic.Uint64                // finished legs forgotten before Linger (a full table)
@@ -312,6 +328,14 @@ func Start(cfg Config) (*LB, error) {
 		default:
 			return nil, err
 		}
+	}
+	if !lb.cfg.DropOnEmptyPool {
+		r, err := newReplayer()
+		if err != nil {
+			cfg.Log.Warn("client data that finds no idle worker connection is dropped (--empty-pool drop)", "err", err, "hint", "CAP_NET_RAW lets xlb hold it")
+			lb.cfg.DropOnEmptyPool = true
+		}
+		lb.replay = r
 	}
 	if err := lb.start(); err != nil {
 		lb.teardown()
@@ -479,6 +503,9 @@ func (lb *LB) runLoops() {
 	}
 	lb.goroutine(func() { lb.reaper(ctx) })
 	lb.goroutine(func() { lb.releaser(ctx) })
+	if lb.replay != nil {
+		lb.goroutine(func() { lb.replayLoop(ctx) })
+	}
 }
 
 // stopLoops stops what startLoops started, but the control socket.
@@ -748,12 +775,23 @@ func (lb *LB) handleEvent(ev kern.Event) {
 		if flush {
 			lb.reapEarly()
 		}
-	case kern.EventPoolEmpty:
+	case kern.EventDemand:
+		// New clients' SYNs used up the idle connections: they are
+		// counted (freshClients) and the pools grow for them.
+		lb.demandAt.Store(time.Now().UnixNano())
+		for _, w := range lb.workerList() {
+			w.poke()
+		}
+	case kern.EventPoolEmpty, kern.EventHeld:
 		// A client's first request found no idle connection (it will
-		// retransmit): count it into the demand the pools are sized by,
-		// so that a burst of new clients gets its connections in one
-		// round rather than a few dozen per round.
+		// retransmit, or the data plane held it): count it into the
+		// demand the pools are sized by, so that a burst of new clients
+		// gets its connections in one round rather than a few dozen per
+		// round.
 		lb.waiting.Add(1)
+		if ev.Type == kern.EventHeld && lb.replay != nil {
+			lb.replay.note(ev.Key)
+		}
 		// Remembered for endQueued, the only reader and deleter: without a
 		// queue timeout it never runs, and the entries would stay.
 		if lb.cfg.QueueTimeout > 0 {
@@ -1074,6 +1112,7 @@ func (lb *LB) teardown() error {
 		}
 	}
 	lb.attached = nil
+	lb.replay.close()
 	if lb.dialer != nil {
 		lb.dialer.close()
 	}

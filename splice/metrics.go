@@ -144,6 +144,12 @@ func WriteMetrics(w io.Writer, s Status) error {
 	sample("xlb_handshake_mismatches_total", s.Mismatches)
 	family("xlb_legs_reaped_early_total", "counter", "Finished connections forgotten before their linger, to keep room in the leg table (see --max-legs).")
 	sample("xlb_legs_reaped_early_total", s.EarlyReaps)
+	family("xlb_held_total", "counter", "Client segments that found no idle worker connection, kept by the data plane (--empty-pool hold).")
+	sample("xlb_held_total", s.Held)
+	family("xlb_held_replayed_total", "counter", "Held client segments sent on once a worker connection was pooled.")
+	sample("xlb_held_replayed_total", s.Replayed)
+	family("xlb_held_dropped_total", "counter", "Held client segments not sent on (too old, or dropped again), left to the client's retransmission.")
+	sample("xlb_held_dropped_total", s.HeldDropped)
 	family("xlb_goroutines", "gauge", "Goroutines of the xlb process.")
 	sample("xlb_goroutines", uint64(s.Goroutines))
 

@@ -240,7 +240,12 @@ func (d *DataPlane) ctl(msg kern.CtlMsg) (bool, error) {
 	return res.Return == xdpPass, nil
 }
 
-const xdpPass = 2
+// XDP verdicts (enum xdp_action).
+const (
+	xdpPass     = 2
+	xdpTX       = 3
+	xdpRedirect = 4
+)
 
 // ctlLeg is one leg of a CtlPool (arg: its worker) or CtlForget (arg: its
 // peer_hi as reported) command.

@@ -8,7 +8,9 @@ import "github.com/xlb-lb/xlb/kern"
 // KernelHandshake, the data plane answers clients' SYNs itself: no socket
 // is made, accepted and destroyed per client. Unless PassHTTP10, HTTP/1.0
 // requests without keep-alive reach their worker as keep-alive requests and
-// the data plane ends the client's connection after the answer.
+// the data plane ends the client's connection after the answer. Unless
+// DropOnEmptyPool, client data that finds every pool empty is held; unless
+// NoPoolAhead, clients' SYNs past the idle legs grow the pools.
 func (c Config) flags() uint8 {
 	var f uint8
 	if c.Routed {
@@ -19,6 +21,12 @@ func (c Config) flags() uint8 {
 	}
 	if !c.PassHTTP10 {
 		f |= kern.ConfigKeepHttp10
+	}
+	if !c.DropOnEmptyPool {
+		f |= kern.ConfigHoldFirst
+	}
+	if !c.NoPoolAhead {
+		f |= kern.ConfigSynDemand
 	}
 	return f
 }

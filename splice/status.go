@@ -41,6 +41,15 @@ type Status struct {
 	// over, to keep room in the leg table (--max-legs too small for the
 	// rate connections end at).
 	EarlyReaps uint64 `json:"early_reaps"`
+	// Held counts client segments that found no idle worker connection
+	// and that the data plane kept (--empty-pool hold; a segment whose
+	// connection went to another client first is held again, and counted
+	// again); Replayed those sent on once a connection was pooled,
+	// HeldDropped those that were not (older than 1 s, or the program did
+	// not forward them: the client's connection ended meanwhile).
+	Held        uint64 `json:"held"`
+	Replayed    uint64 `json:"replayed"`
+	HeldDropped uint64 `json:"held_dropped"`
 	// RestWindow is the window, in bytes, a worker is told once its client
 	// acknowledged all it sent (the smallest a client opened with).
 	RestWindow uint32         `json:"rest_window"`
@@ -59,6 +68,9 @@ func (lb *LB) Status() Status {
 	s := Status{Pid: os.Getpid(), Iface: lb.cfg.Iface, Port: lb.cfg.Port,
 		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load(), EarlyReaps: lb.earlyReaps.Load(),
 		Goroutines: runtime.NumGoroutine()}
+	if r := lb.replay; r != nil {
+		s.Held, s.Replayed, s.HeldDropped = r.holds.Load(), r.replayed.Load(), r.expired.Load()
+	}
 	loads, lerr := lb.dp.Loads()
 	for _, w := range lb.workerList() {
 		l := loads.of(w.id)

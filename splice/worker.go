@@ -204,6 +204,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	}
 	load := loads.of(w.id)
 	bound, idle, cooling := load.Bound, load.Idle, load.Cooling
+	w.lb.setSynBudget(loads)
 	w.mu.Lock()
 	weight, draining := w.spec.Weight, w.draining
 	w.mu.Unlock()
@@ -318,11 +319,69 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	return 0
 }
 
+// Growing the pools ahead (kern.ConfigSynDemand): the data plane takes
+// each new client's SYN from a budget of idle connections, and past it
+// tells us (kern.EventDemand, once a budget). Those clients have connected but not sent
+// their requests: the connections they will take are idle still, so the
+// idle count alone would grant them again; while SYNs come past the budget,
+// the leg table is walked for them (freshClients), and they count as
+// demand, and against the budget, until they send or freshFor passes.
+const (
+	freshFor   = time.Second           // a new client is demand this long, or until its first request
+	freshEvery = 50 * time.Millisecond // the leg table is walked at most this often (a pool's tick)
+)
+
+// freshClients is how many clients connected within freshFor and sent no
+// request yet, counted only while new clients' SYNs outnumber the idle
+// connections (0 otherwise).
+func (lb *LB) freshClients() int {
+	at := lb.demandAt.Load()
+	if lb.cfg.NoPoolAhead || at == 0 || time.Since(time.Unix(0, at)) > freshFor {
+		return 0
+	}
+	lb.freshMu.Lock()
+	defer lb.freshMu.Unlock()
+	if time.Since(lb.freshAt) < freshEvery {
+		return lb.fresh
+	}
+	now, n := monotonicNs(), 0
+	err := kern.ForEachLeg(lb.dp.Objs.Legs, func(_ kern.LegKey, l *kern.Leg) bool {
+		if l.Kind == kern.LegClient && l.State == kern.LegIdle && l.Requests == 0 && now-l.LastNs < uint64(freshFor) {
+			n++
+		}
+		return true
+	})
+	if err != nil {
+		lb.log.Error("counting new clients", "err", err)
+	}
+	lb.fresh, lb.freshAt = n, time.Now()
+	return n
+}
+
+// setSynBudget gives the data plane the idle connections of every pool,
+// less those new clients will take (freshClients), for new clients' SYNs
+// to use up until the next fill looks.
+func (lb *LB) setSynBudget(loads workerLoads) {
+	if lb.cfg.NoPoolAhead {
+		return
+	}
+	idle := -int64(lb.freshClients())
+	for _, w := range lb.workerList() {
+		if !w.isDraining() {
+			idle += int64(loads.of(w.id).Idle)
+		}
+	}
+	if err := lb.dp.SetSynBudget(idle); err != nil {
+		lb.log.Error("idle connections for the data plane", "err", err)
+	}
+}
+
 // demand is the connections busy with a client over the workers that take
-// requests (loads), plus the clients that found no idle connection lately;
+// requests (loads), plus the clients that found no idle connection lately,
+// whose data is held still, or that connected and will send (freshClients);
 // and the sum of the weights.
 func (lb *LB) demand(loads workerLoads) (bound, weights int) {
-	bound = int(lb.waiting.Load())
+	bound = max(int(lb.waiting.Load()), lb.replay.pending(), lb.freshClients())
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
 		if !w.draining && w.spec.Weight > 0 {
@@ -550,6 +609,7 @@ func (w *worker) register(c sock, key kern.LegKey) error {
 		c.closeSilently()
 		return err
 	}
+	w.lb.replay.poke() // held client data may go now
 	return nil
 }
 

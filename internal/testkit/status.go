@@ -156,13 +156,16 @@ type StatsWorker struct {
 }
 
 type StatsReport struct {
-	Clients    int               `json:"clients"`
-	Unspliced  uint64            `json:"unspliced"`
-	Mismatches uint64            `json:"mismatches"`
-	EarlyReaps uint64            `json:"early_reaps"`
-	Workers    []StatsWorker     `json:"workers"`
-	Counters   map[string]uint64 `json:"counters"`
-	Legs       map[string]int    `json:"legs"`
+	Clients     int               `json:"clients"`
+	Unspliced   uint64            `json:"unspliced"`
+	Mismatches  uint64            `json:"mismatches"`
+	EarlyReaps  uint64            `json:"early_reaps"`
+	Held        uint64            `json:"held"`
+	Replayed    uint64            `json:"replayed"`
+	HeldDropped uint64            `json:"held_dropped"`
+	Workers     []StatsWorker     `json:"workers"`
+	Counters    map[string]uint64 `json:"counters"`
+	Legs        map[string]int    `json:"legs"`
 }
 
 // Stats runs `xlb stats --json` in ns against the control socket sock.

@@ -33,6 +33,7 @@ struct xlb_shared {
 	struct ctl_item ctl_item;
 	struct xlb_event xlb_event;
 	struct cooling cooling;
+	struct held_hdr held_hdr;
 	/* enums, each with every constant */
 	enum xlb_counter xlb_counter;
 	enum leg_kind leg_kind;

@@ -37,6 +37,8 @@
 #define XLB_METHOD_MAX      16     /* longest HTTP method token taken for a request start */
 #define XLB_MAX_WIN_BOUND   (1u << 30) /* 65535 << 14: the largest window TCP can advertise */
 #define XLB_REST_WIN_MIN    4096   /* xlb_config.rest_win is not lowered below (a client's tiny window) */
+#define XLB_HOLD_MAX        2048   /* bytes of a frame held for a pool to fill (CFG_HOLD_FIRST; larger ones are dropped) */
+#define XLB_MAX_HELD        4096   /* frames held at once (xlb_held) */
 
 #define XLB_NO_OPT          0xff   /* offset of an option that is absent */
 #define XLB_NO_WSCALE       0xff

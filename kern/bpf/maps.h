@@ -227,6 +227,42 @@ struct xlb_map_def SEC("maps") xlb_events = {
 	.max_entries = XLB_EVENT_RING,
 };
 
+/* Element 0: the SYN budget (CFG_SYN_DEMAND): the idle legs user space
+ * counted over all pools when it last looked, less the clients' SYNs the
+ * program answered since. The SYN that takes it from 0 to -1 is an
+ * EV_DEMAND. */
+struct xlb_map_def SEC("maps") xlb_syn_budget = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__s64),
+	.max_entries = 1,
+};
+
+/* Client segments that found every pool empty (CFG_HOLD_FIRST, xlb.c
+ * hold_first), by the client leg's key: one a client, the last. User space
+ * deletes each as it takes it (splice replayHeld). Not preallocated: the
+ * map costs memory only during a burst. */
+struct held {
+	struct held_hdr h;
+	__u8 frame[XLB_HOLD_MAX];
+};
+
+struct xlb_map_def SEC("maps") xlb_held = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct leg_key),
+	.value_size = sizeof(struct held),
+	.max_entries = XLB_MAX_HELD,
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+/* Per-CPU room to build a struct held in (2 KB: not on the stack). */
+struct xlb_map_def SEC("maps") xlb_hscratch = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct held),
+	.max_entries = 1,
+};
+
 /* Per-CPU scratch space for the parsed TCP options of the packet at hand.
  * Not on the stack on purpose: the verifier does not track values in map
  * memory, so the many option layouts a parse can end with do not become as

@@ -369,6 +369,14 @@ enum config_flag {
 	                      * "Connection: keep-alive": the program reads the answer's length, ends
 	                      * the client's connection after it and keeps the worker's (xlb.c
 	                      * keep_request, README "Short-lived clients") */
+	CFG_HOLD_FIRST = 8, /* a client's data that finds every pool empty is kept (xlb_held) for
+	                     * user space to run through the program again once a leg is pooled,
+	                     * rather than left to the client's retransmission timer (xlb.c
+	                     * hold_first) */
+	CFG_SYN_DEMAND = 16, /* each client SYN the program answers takes one from xlb_syn_budget
+	                      * (the idle legs user space last counted); the one that spends it,
+	                      * EV_DEMAND: the pools grow before the clients' data comes (xlb.c
+	                      * syn_demand) */
 };
 
 /* Who gets a request (DESIGN.md "Remix at a request boundary"). */
@@ -421,7 +429,19 @@ enum event_type {
 	EV_LEG_CLOSED = 2, /* a leg finished: destroy its socket silently, delete its entries */
 	EV_POOL_EMPTY = 3, /* a client had data but no worker leg was idle: grow the pool */
 	EV_POOL_LOW = 4,   /* a take left a worker with worker_cfg.low idle legs: grow its pool (key zero) */
+	EV_HELD = 5,       /* as EV_POOL_EMPTY, and the segment is kept in xlb_held under the key */
+	EV_DEMAND = 6,     /* a client's SYN used up the idle legs counted for new clients: count them, grow the pools */
 };
+
+/* A frame kept in xlb_held (CFG_HOLD_FIRST): user space takes it out and
+ * runs it through xlb_xdp again (BPF_PROG_TEST_RUN) once a worker leg is
+ * pooled, and sends on what the program made of it. */
+struct held_hdr {
+	__u64 at_ns; /* when it was kept (bpf_ktime_get_ns) */
+	__u32 len;   /* bytes of the frame, Ethernet header included */
+	__u32 seq;   /* its sequence number */
+};
+
 
 /* What the program tells user space through the xlb_events ring buffer. */
 struct xlb_event {

@@ -326,6 +326,21 @@ static __always_inline __u32 win_bound(__u8 a, __u8 b)
 	return s >= 14 ? XLB_MAX_WIN_BOUND : (0xffffu << s) + 0xffff;
 }
 
+/* syn_demand takes a new client's SYN from the budget of idle legs user
+ * space counted (xlb_syn_budget); the SYN that spends it tells user space
+ * (EV_DEMAND, once until user space sets the budget again), which counts
+ * the clients that connected and will send, and grows the pools a round
+ * trip of the client's before its first data comes: that data then finds a
+ * leg, rather than an empty pool (hold_first). */
+static __always_inline void syn_demand(const struct leg_key *k)
+{
+	__u32 zero = 0;
+	__s64 *b = bpf_map_lookup_elem(&xlb_syn_budget, &zero);
+
+	if (b && __sync_fetch_and_add(b, -1) == 0)
+		emit(EV_DEMAND, k, NULL, 0);
+}
+
 /* answer_syn turns a client's SYN into our SYN-ACK (CFG_ANSWER_SYN), so that
  * no socket is ever made, accepted and destroyed for the client: the options
  * the client offered are answered as the listener would (MSS and window scale
@@ -343,10 +358,11 @@ static __always_inline int answer_syn(struct pkt *p, const struct xlb_config *cf
 	__u32 isn = bpf_get_prandom_u32(), peer_isn = p->seq;
 	__u32 tsval = (__u32)(now_ns() >> 20), tsecr = p->o->tsval; /* ~1 ms ticks */
 	__u8 sack = p->o->sack_perm, ts = p->o->has_ts, ws = p->o->wscale != XLB_NO_WSCALE;
+	int again = old && old->peer_isn == peer_isn && (old->flags & HS_ANSWERED);
 	__u8 *o;
 
-	if (old && old->peer_isn == peer_isn && (old->flags & HS_ANSWERED))
-		isn = old->our_isn;
+	if (again)
+		isn = old->our_isn; /* the client's SYN again: the same answer */
 	if (p->ip->ihl != 5)
 		goto listener;
 	{
@@ -395,6 +411,8 @@ static __always_inline int answer_syn(struct pkt *p, const struct xlb_config *cf
 	p->tcp->check = csum_tcp_full(p->ip, p->tcp, tcp_len, p->end);
 	count(XLB_CNT_SYN);
 	count(XLB_CNT_SYN_ANSWERED);
+	if ((cfg->flags & CFG_SYN_DEMAND) && !again)
+		syn_demand(&p->key);
 	return verdict(XDP_TX);
 listener:
 	learn_handshake(p, 0, 0);
@@ -1220,6 +1238,41 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 	d->b = b;
 }
 
+/* hold_first keeps client data that found no worker leg idle (CFG_HOLD_FIRST):
+ * its frame goes to xlb_held under the client's key, and the caller drops it
+ * as before. User space, told by EV_HELD, takes it out once a leg is pooled
+ * and runs it through xlb_xdp again (splice replayHeld): the client does not
+ * wait out its retransmission timeout, 200 ms at least, for a pool that a
+ * burst of new clients emptied and that filled again in a millisecond. Kept:
+ * a segment that starts where the client's data is expected (peer_hi), no
+ * FIN, whole in XLB_HOLD_MAX bytes; one a client (a later one replaces it).
+ * Returns the event to tell: EV_HELD, or EV_POOL_EMPTY when nothing was kept
+ * (the client's retransmission comes as before). */
+static __always_inline __u32 hold_first(struct pkt *p, const struct leg *leg, const struct xlb_config *cfg)
+{
+	__u32 zero = 0, len = (long)p->end - (long)p->eth;
+	struct held *h;
+
+	if (!(cfg->flags & CFG_HOLD_FIRST) || p->fin || p->seq != READ_ONCE(leg->peer_hi))
+		return EV_POOL_EMPTY;
+	if (len > XLB_HOLD_MAX)
+		return EV_POOL_EMPTY;
+	/* Two tests clang would fold into one range check on a copy, which
+	 * leaves the verifier without a lower bound on len itself. */
+	asm volatile("" : "+r"(len));
+	if (len < sizeof(struct ethhdr))
+		return EV_POOL_EMPTY;
+	h = bpf_map_lookup_elem(&xlb_hscratch, &zero);
+	if (!h || bpf_xdp_load_bytes(p->ctx, 0, h->frame, len))
+		return EV_POOL_EMPTY;
+	h->h.at_ns = now_ns();
+	h->h.len = len;
+	h->h.seq = p->seq;
+	if (bpf_map_update_elem(&xlb_held, &p->key, h, BPF_ANY))
+		return EV_POOL_EMPTY; /* full: a burst larger than the map */
+	return EV_HELD;
+}
+
 /* The first data of a client leg (STAGE_BIND), or its first after an idle
  * release: bind it to the worker leg the policy picks. The first data of the
  * connection tells its protocol (classify); later, data that does not start
@@ -1234,7 +1287,7 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 	__u32 pin = 0, proto, start;
 
 	if (!w) {
-		emit(EV_POOL_EMPTY, &p->key, leg, READ_ONCE(leg->state));
+		emit(hold_first(p, leg, cfg), &p->key, leg, READ_ONCE(leg->state));
 		return XLB_CNT_NO_IDLE_LEG;
 	}
 	if (!set_state(leg, LEG_IDLE, LEG_BOUND)) {

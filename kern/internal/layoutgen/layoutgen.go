@@ -74,6 +74,7 @@ var structs = []structSpec{
 	{c: "ctl_item", goName: "CtlItem"},
 	{c: "xlb_event", goName: "Event"},
 	{c: "cooling", goName: "CoolingEntry"},
+	{c: "held_hdr", goName: "HeldHeader"},
 }
 
 // enumSpec maps an enum of structs.h to Go constants: cPrefix is cut from

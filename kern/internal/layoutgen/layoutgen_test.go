@@ -102,9 +102,9 @@ func TestAnchorAndTables(t *testing.T) {
 	obj, src := kernInputs(t)
 	saved := structs
 	defer func() { structs = saved }()
-	structs = saved[:len(saved)-1] // cooling
+	structs = saved[:len(saved)-1] // held_hdr
 	if _, err := Generate(obj, "bpf/xlb.o", "kern", src); err == nil ||
-		!strings.Contains(err.Error(), "struct cooling is anchored in struct xlb_shared but has no Go mirror") {
+		!strings.Contains(err.Error(), "struct held_hdr is anchored in struct xlb_shared but has no Go mirror") {
 		t.Errorf("a struct left out of the table: %v", err)
 	}
 	structs = append(saved[:len(saved):len(saved)], structSpec{c: "peek_buf", goName: "PeekBuf"})
