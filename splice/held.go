@@ -51,6 +51,10 @@ type replayer struct {
 
 	mu   sync.Mutex
 	held map[kern.LegKey]time.Time // clients with a frame held, since when
+	// run is held while a frame is run again, and while a client that
+	// waited too long is reset (endQueued): the reset must not race a
+	// replay that binds the client.
+	run sync.Mutex
 
 	holds    atomic.Uint64 // frames the data plane held (EventHeld; again after a replay that found no connection)
 	replayed atomic.Uint64 // frames run again and sent on
@@ -122,6 +126,17 @@ func (r *replayer) since(key kern.LegKey) (time.Time, bool) {
 	return t, ok
 }
 
+// stop keeps replays out until the returned function is called, and forgets
+// key's held frame. On a nil replayer it does nothing.
+func (r *replayer) stop(key kern.LegKey) func() {
+	if r == nil {
+		return func() {}
+	}
+	r.run.Lock()
+	r.forget(key)
+	return r.run.Unlock
+}
+
 func (r *replayer) forget(key kern.LegKey) {
 	r.mu.Lock()
 	delete(r.held, key)
@@ -183,7 +198,10 @@ func (lb *LB) replayHeld() int {
 		// Forgotten first: a frame the program holds again (the leg
 		// went to another client) comes back with its own event.
 		r.forget(key)
-		switch sent, err := lb.replayOne(key); {
+		r.run.Lock()
+		sent, err := lb.replayOne(key)
+		r.run.Unlock()
+		switch {
 		case err != nil:
 			lb.log.Warn("replaying held client data", "client", key, "err", err)
 		case sent:

@@ -931,10 +931,27 @@ func (lb *LB) endQueued(now time.Time) {
 		if now.Sub(q.since) < lb.cfg.QueueTimeout {
 			continue
 		}
+		// Its request may be held (replayHeld): not sent on now, and the
+		// leg read again, with no replay under way that could bind it
+		// between that read and the reset (the reset deletes the leg, and
+		// a worker leg bound to it would be left bound for ever).
+		unlock := lb.replay.stop(k)
+		if lb.replay != nil {
+			lb.dropHeld(k)
+			l, err = lb.dp.Leg(k)
+			if err != nil || l.State != kern.LegIdle || l.PeerHi != q.peerHi {
+				unlock()
+				lb.mu.Lock()
+				delete(lb.queued, k)
+				lb.mu.Unlock()
+				continue
+			}
+		}
 		p, err := lb.positionsOf(k, &l)
 		if err == nil {
 			err = lb.resetLeg(p)
 		}
+		unlock()
 		if err != nil {
 			lb.log.Warn("resetting a client that waited too long", "client", k.Peer, "err", err)
 			lb.dp.ForgetLeg(k)
