@@ -243,6 +243,55 @@ func TestClientLeavesMidExchange(t *testing.T) {
 	}
 }
 
+// TestClientLeavesAnswerUnfinished: everything the worker sent is
+// acknowledged and the worker is silent, as between two exchanges, but the
+// answer's length says it is not over (the worker paused in the middle),
+// or no length was read (chunked): the FIN goes to the worker and W1 stays
+// with its client, never cooled nor pooled (a next client would receive the
+// rest of this answer). Idle release refuses such a pair too.
+func TestClientLeavesAnswerUnfinished(t *testing.T) {
+	tests := []struct {
+		name string
+		bind func(a *answered)
+	}{
+		{"answer longer than sent", func(a *answered) {
+			a.toW1, a.toC = answerEnd(a.toW1, a.w1.PeerHi+5000), answerEnd(a.toC, a.w1.PeerHi+5000)
+		}},
+		{"answer without a length", func(a *answered) {
+			a.toW1.Flags &^= kern.BindEnd
+			a.toC.Flags &^= kern.BindEnd
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := loadDataPlane(t)
+			a := answeredPair()
+			tc.bind(&a)
+			a.store(d, true)
+			d.setLoad(1, 1)
+			ack := fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpACK, win: 400,
+				opts: nopTS(a.c.PeerTSval+1, a.cOurTSval())}).build()
+			checkVerdict(t, func() uint32 { v, _, _ := d.run(ack); return v }(), xdpPass)
+			if d.ctl(kern.CtlPark, clientKey, 0) {
+				t.Error("idle release parked a client in the middle of an answer")
+			}
+			in := fromClient(seg{seq: a.c.PeerHi, ack: a.cSndNxt(), flags: tcpFIN | tcpACK, win: 400,
+				opts: nopTS(a.c.PeerTSval+2, a.cOurTSval())}).build()
+			v, out, delta := d.run(in)
+			checkVerdict(t, v, xdpPass)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterFwdToWorker, kern.CounterPass)
+			checkTranslated(t, in, out, a.toW1)
+			if gw := d.mustLeg(workerKey); gw.State != kern.LegBound {
+				t.Errorf("W1 %s after the client's FIN, want bound until the worker closes too", gw.State)
+			}
+			if got := d.cooling(); len(got) != 0 {
+				t.Errorf("cooling queue %v, want empty", got)
+			}
+			d.checkIdle("after the FIN", worker2Key)
+		})
+	}
+}
+
 // TestWarmFromUserSpace: with no client to bind, user space pools the legs
 // that cooled (CTL_WARM); a leg still cooling stays.
 func TestWarmFromUserSpace(t *testing.T) {

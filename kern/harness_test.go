@@ -596,12 +596,25 @@ func (d *dataPlane) workerStats(id uint32) kern.WorkerStats {
 	return s
 }
 
-// answer is the start of an HTTP answer padded to n bytes: what the first
-// segment of a worker's answer to the fixtures' requests carries (the data
-// plane reads the status line of HTTP answers).
+// answer is an HTTP answer of n bytes in all (at least answerHead), its
+// Content-Length the rest: what the first segment of a worker's answer to
+// the fixtures' requests carries (the data plane reads the status line of
+// HTTP answers, and their length: a whole answer in one segment ends at
+// the worker leg's peer_hi, answerEnd).
 func answer(n int) []byte {
 	b := make([]byte, n)
-	copy(b, "HTTP/1.1 200 OK\r\nContent-Length: 0000000000\r\n\r\n")
+	copy(b, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %010d\r\n\r\n", n-answerHead))
+	return b
+}
+
+// answerHead is the header block of answer's answers.
+const answerHead = len("HTTP/1.1 200 OK\r\nContent-Length: 0000000000\r\n\r\n")
+
+// answerEnd is b with its answer's end known (http_answer) at at: what an
+// answer from answer() leaves in both bindings of its pair.
+func answerEnd(b kern.Binding, at uint32) kern.Binding {
+	b.Flags |= kern.BindEnd
+	b.FinAt = at
 	return b
 }
 

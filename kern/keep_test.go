@@ -569,8 +569,8 @@ func TestKeepHTTP10Answer(t *testing.T) {
 			toW, toC := k.toW, k.toC
 			if tc.framed {
 				toW.FinAt, toC.FinAt = finAt, finAt
-				toW.Flags |= kern.BindFINAt
-				toC.Flags |= kern.BindFINAt
+				toW.Flags |= kern.BindFINAt | kern.BindEnd
+				toC.Flags |= kern.BindFINAt | kern.BindEnd
 			}
 			d.checkBind("after the answer", clientKey, toW)
 			d.checkBind("after the answer", workerKey, toC)

@@ -102,6 +102,9 @@ func answeredPair() answered {
 	a.w1.PeerTSval += 40
 	a.w1.PeerWin = 300
 	a.w2 = stdWorker2Leg()
+	// The answer's length was read from its first segment (http_answer):
+	// it is whole at the worker leg's peer_hi.
+	a.toW1, a.toC = answerEnd(a.toW1, a.w1.PeerHi), answerEnd(a.toC, a.w1.PeerHi)
 	return a
 }
 

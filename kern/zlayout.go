@@ -229,6 +229,7 @@ const (
 	BindKeep     = 4  // BIND_KEEP
 	BindHead     = 8  // BIND_HEAD
 	BindFINAt    = 16 // BIND_FIN_AT
+	BindEnd      = 32 // BIND_END
 )
 
 // Values of enum worker_flag.

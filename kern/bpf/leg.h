@@ -241,6 +241,23 @@ static __always_inline int window_held(const struct leg *w)
 	return seq_ge(READ_ONCE(w->peer_hi) + w->our_mss, READ_ONCE(w->win_edge));
 }
 
+/* answer_whole: the worker of binding b (either side's) sent the whole of
+ * its current answer, as far as the program can tell: for HTTP, the answer's
+ * length was read (BIND_END, http_answer) and worker leg w sent up to its
+ * end. A client that read all it was sent and leaves, or goes quiet, may
+ * otherwise be in the middle of an answer its worker paused (a descheduled
+ * worker, a slow backend): handed to the next client, the worker's
+ * connection would bring it the rest of this one (make bench saw curl get
+ * "HTTP/0.9" after wrk's clients left mid-answer). An answer without a
+ * length (chunked, or its headers past the scan) keeps its pair. Other
+ * protocols are judged by their positions alone. */
+static __always_inline int answer_whole(const struct binding *b, const struct leg *w)
+{
+	if (b->proto != PROTO_HTTP)
+		return 1;
+	return (READ_ONCE(b->flags) & BIND_END) && READ_ONCE(w->peer_hi) == READ_ONCE(b->fin_at);
+}
+
 /* rest_win is the window worker leg w is told once its client acknowledged
  * all it sent (xlb_config.rest_win; 0: none), never less than two of w's
  * segments: a sender whose window is smaller than a segment sends nothing
@@ -506,6 +523,8 @@ static __always_inline int quiescent(const struct leg *c, const struct binding *
 		return 0;
 	if (window_held(w))
 		return 0; /* its answer reached the window's edge: more may come (as between_exchanges) */
+	if (!answer_whole(b, w))
+		return 0; /* in the middle of an answer, or not known not to be (as between_exchanges) */
 	if (now - READ_ONCE(c->last_ns) < min_idle_ns || now - READ_ONCE(w->last_ns) < min_idle_ns)
 		return 0;
 	return 1;

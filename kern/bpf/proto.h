@@ -511,6 +511,7 @@ __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 l
 	if (!b)
 		return 0; /* a global function's pointer may be NULL for the verifier */
 	keep = b->flags & BIND_KEEP;
+	bc = bpf_map_lookup_elem(&xlb_binds, &b->to);
 	a = bpf_map_lookup_elem(&xlb_scan, &zero);
 	if (!a)
 		return 0;
@@ -519,7 +520,7 @@ __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 l
 	if (len < 24 || bpf_xdp_load_bytes(ctx, off, a->b, len))
 		goto unframed;
 	a->len = len;
-	a->full = keep;
+	a->full = 1;
 	a->conn = CONN_NONE;
 	a->conn_at = 0;
 	a->flags = 0;
@@ -529,22 +530,25 @@ __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 l
 	bpf_loop(XLB_HDR_SCAN, ans_step, &x, 0);
 	if (a->conn == CONN_CLOSE || (a->conn != CONN_KEEP_ALIVE && (info & ANS_V10)))
 		return 1;
-	if (!keep)
-		return 0;
 	if (!(a->flags & ANS_HDR_END))
 		goto unframed;
 	if ((b->flags & BIND_HEAD) || (info & ANS_NO_BODY))
 		a->clen = 0;
 	else if ((a->flags & (ANS_HAS_LEN | ANS_NO_LEN)) != ANS_HAS_LEN)
 		goto unframed;
+	/* The answer's end: in both bindings (BIND_END), for a client that
+	 * leaves or goes quiet (client_leaves, quiescent), and under BIND_KEEP
+	 * where its FIN goes (BIND_FIN_AT). */
 	at = mark + a->hdr_len + a->clen;
-	bc = bpf_map_lookup_elem(&xlb_binds, &b->to);
+	keep = keep ? BIND_END | BIND_FIN_AT : BIND_END;
 	WRITE_ONCE(b->fin_at, at);
-	WRITE_ONCE(b->flags, b->flags | BIND_FIN_AT);
+	WRITE_ONCE(b->flags, b->flags | keep);
 	if (bc) {
 		WRITE_ONCE(bc->fin_at, at);
-		WRITE_ONCE(bc->flags, bc->flags | BIND_FIN_AT);
+		WRITE_ONCE(bc->flags, bc->flags | keep);
 	}
+	if (!(keep & BIND_FIN_AT))
+		return 0;
 	at = a->conn_at;
 	if (a->conn == CONN_KEEP_ALIVE && at + 12 <= len && at < XLB_HDR_SCAN && (a->b[at + 8] | 0x20) == 'v' &&
 	    (a->b[at + 9] | 0x20) == 'e' && a->b[at + 10] == '\r') {
@@ -572,6 +576,10 @@ __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 l
 	}
 	return 0;
 unframed:
+	/* An answer before this one may have been framed: not this one. */
+	WRITE_ONCE(b->flags, b->flags & ~BIND_END);
+	if (bc)
+		WRITE_ONCE(bc->flags, bc->flags & ~BIND_END);
 	if (!keep)
 		return info & ANS_V10;
 	count(XLB_CNT_UNFRAMED);

@@ -236,8 +236,9 @@ struct binding {
 	__u32 worker;        /* worker id of the pair's worker leg (per-worker stats) */
 	__u32 ifindex;       /* routed mode: egress device (0 = look it up) */
 	/* HTTP/1.0 keep-alive (CFG_KEEP_HTTP10; xlb.c keep_request) */
-	__u32 fin_at;        /* BIND_FIN_AT: end of the framed answer, worker's sequence space: the
-	                      * worker's segment that ends there reaches the client with a FIN */
+	__u32 fin_at;        /* BIND_FIN_AT, BIND_END: end of the framed answer, worker's sequence
+	                      * space (BIND_FIN_AT: the worker's segment that ends there reaches the
+	                      * client with a FIN) */
 	__u32 mark_seq;      /* BIND_KEEP, client to worker: seq of the request segment the program
 	                      * grew (client's space); a retransmission of it is grown again */
 	__u16 mark_len;      /* ... its payload length as the client sent it */
@@ -250,6 +251,10 @@ enum binding_flag {
 	                      * keep-alive" added (KEEP_GROWTH bytes): seq_off/ack_off count them */
 	BIND_HEAD = 8,       /* ... and it was a HEAD request: the answer has no body */
 	BIND_FIN_AT = 16,    /* the answer is framed: fin_at is set */
+	BIND_END = 32,       /* HTTP: the current answer's length is known: it ends at fin_at (both
+	                      * bindings; a FIN goes with it only under BIND_FIN_AT). Without it, a
+	                      * client that leaves, or goes quiet, with all it was sent acknowledged
+	                      * may be in the middle of an answer: its worker leg is not handed on */
 };
 
 /* A handshake seen by the program: a client's SYN to the service, or a worker's

@@ -1096,6 +1096,8 @@ static __always_inline int between_exchanges(const struct pkt *p, const struct l
 		return 0; /* an HTTP/1.0 answer known not to be whole yet (a part held, worker_data) */
 	if (window_held(w))
 		return 0; /* its answer reached the window's edge: more may come */
+	if (!answer_whole(b, w))
+		return 0; /* in the middle of an answer, or not known not to be */
 	return READ_ONCE(c->peer_acked) == sent || (p->has_ack && p->ack == sent);
 }
 
