@@ -743,10 +743,11 @@ static __always_inline void start_request(struct leg *w)
  * pair first, w goes back to its pool (its worker may still retransmit the
  * tail of its answer, which the stale-segment path acknowledges), and c is
  * bound to the new leg from positions that do not include the packet at hand
- * yet. Returns the new binding of c, or NULL to stay on b. */
+ * yet. Returns the new binding of c, or NULL to stay on b; *np is then the
+ * new worker leg. */
 static __always_inline struct binding *remix(const struct leg_key *ck, struct leg *c,
 					      const struct binding *b, struct leg *w,
-					      const struct xlb_config *cfg)
+					      const struct xlb_config *cfg, struct leg **np)
 {
 	struct binding *bw = bpf_map_lookup_elem(&xlb_binds, &b->to);
 	struct leg_key wk = b->to, nk;
@@ -777,6 +778,7 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 	if (ws)
 		ws->binds++;
 	count(XLB_CNT_REMIX);
+	*np = n;
 	return bpf_map_lookup_elem(&xlb_binds, ck);
 }
 
@@ -790,12 +792,14 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
  * data that does not start a message pins the pair. Then the client may move
  * to another worker leg (want_move). What cannot be decided stays on the
  * current binding (always correct), and is counted. *bp is the binding to
- * translate with. Returns 1 when the packet must go to the bind program
+ * translate with, *wp its worker leg (the one it came with, or the new one
+ * after a move). Returns 1 when the packet must go to the bind program
  * (STAGE_MAIN, a move), before anything changed. */
-static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding **bp, struct leg *w,
+static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding **bp, struct leg **wp,
 				    struct xlb_config *cfg, int stage)
 {
 	struct binding *b = *bp, *nb;
+	struct leg *w = *wp, *n = NULL;
 	struct peek_buf *k;
 	__u32 w_hi, reason;
 	int move, evidence;
@@ -842,8 +846,8 @@ static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding
 	c->requests++;
 	nb = NULL;
 	if ((stage == STAGE_BIND || stage == STAGE_REMIX) && move)
-		nb = remix(&p->key, c, b, w, cfg);
-	if (!nb) {
+		nb = remix(&p->key, c, b, w, cfg, &n);
+	if (!nb || !n) {
 		struct worker_stats *ws = wstats(w->worker);
 
 		WRITE_ONCE(w->req_mark, w_hi);
@@ -858,6 +862,7 @@ static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding
 			ws->requests++;
 	}
 	*bp = nb;
+	*wp = n;
 	return 0;
 }
 
@@ -895,28 +900,23 @@ static __always_inline void track_client(const struct pkt *p, struct leg *c, con
 }
 
 /* client_data: a client data segment on a bound leg. Returns 1 when the
- * packet must go to the bind program (see boundary()). */
+ * packet must go to the bind program (see boundary()). *wp is then the
+ * worker leg of *bp, the binding the segment goes on (NULL if it has none),
+ * for translate_forward(), which would otherwise look it up again. */
 static __always_inline int client_data(struct pkt *p, struct leg *c, struct binding **bp,
-				       struct xlb_config *cfg, int stage)
+				       struct leg **wp, struct xlb_config *cfg, int stage)
 {
-	struct binding *b0 = *bp;
-	struct leg *w = bpf_map_lookup_elem(&xlb_legs, &b0->to);
 	int r;
 
-	if (!w)
+	*wp = bpf_map_lookup_elem(&xlb_legs, &(*bp)->to);
+	if (!*wp)
 		return 0;
-	r = boundary(p, c, bp, w, cfg, stage);
+	r = boundary(p, c, bp, wp, cfg, stage);
 	/* xlb_bind only decides; xlb_xdp, called next, forwards and tracks
 	 * (with the binding of the move, if there was one). */
 	if (r || stage == STAGE_BIND)
 		return r;
-	if (*bp != b0) {
-		/* Moved in this pass (STAGE_REMIX): its new worker leg. */
-		w = bpf_map_lookup_elem(&xlb_legs, &(*bp)->to);
-		if (!w)
-			return 0;
-	}
-	track_client(p, c, *bp, w);
+	track_client(p, c, *bp, *wp);
 	return 0;
 }
 
@@ -1224,7 +1224,9 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 			count(XLB_CNT_RST_IGNORED);
 		}
 	} else if (ok) {
-		if (leg->kind == LEG_CLIENT && p->payload && client_data(p, leg, &b, cfg, STAGE_MAIN)) {
+		struct leg *w;
+
+		if (leg->kind == LEG_CLIENT && p->payload && client_data(p, leg, &b, &w, cfg, STAGE_MAIN)) {
 			d->act = ACT_TAIL;
 			return;
 		}
@@ -1338,6 +1340,7 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 static __always_inline __u32 bind_decide(struct pkt *p, struct leg *leg, struct xlb_config *cfg)
 {
 	struct binding *b;
+	struct leg *w;
 	__u32 state;
 
 	if (p->syn || p->rst || !p->payload || leg->kind != LEG_CLIENT || !plausible(leg, p))
@@ -1351,7 +1354,7 @@ static __always_inline __u32 bind_decide(struct pkt *p, struct leg *leg, struct 
 	}
 	if (state != LEG_BOUND)
 		return XLB_CNT_BIND_RACE;
-	client_data(p, leg, &b, cfg, STAGE_BIND);
+	client_data(p, leg, &b, &w, cfg, STAGE_BIND);
 	return 0;
 }
 
@@ -1717,7 +1720,7 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 }
 
 static __always_inline int translate_forward(struct pkt *p, const struct binding *b,
-					     struct xlb_config *cfg);
+					     struct xlb_config *cfg, struct leg *partner);
 
 /* The fast path of xlb_xdp: a plausible segment of a bound leg, no SYN, no
  * RST: positions, then translate and send on. Everything else goes to
@@ -1727,6 +1730,7 @@ static __always_inline int translate_forward(struct pkt *p, const struct binding
 static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_config *cfg,
 				     __u32 reentry)
 {
+	struct leg *w = NULL; /* the worker leg of a client segment's binding, once looked up */
 	struct binding *b;
 
 	if (p->bad_opts)
@@ -1755,7 +1759,7 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 		 * no round trip through xlb_bind. */
 		struct binding *b0 = b;
 
-		client_data(p, leg, &b, cfg, STAGE_REMIX);
+		client_data(p, leg, &b, &w, cfg, STAGE_REMIX);
 		if (b != b0)
 			report_low();
 	}
@@ -1764,7 +1768,7 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 	advance(leg, p);
 	if (p->has_ack)
 		check_closed(p, leg, b);
-	return translate_forward(p, b, cfg);
+	return translate_forward(p, b, cfg, w);
 slow:
 	bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_SLOW);
 	return drop(XLB_CNT_TAIL_FAIL);
@@ -1772,9 +1776,11 @@ slow:
 
 /* translate_forward translates the packet through binding b and sends it on.
  * Inlined twice: in xlb_xdp's fast path and in xlb_xlate, never twice in one
- * program (its option walks are most of a program's verifier budget). */
+ * program (its option walks are most of a program's verifier budget).
+ * partner: b's partner leg if the caller has it already (client_data()),
+ * else NULL: it is then looked up where it is needed. */
 static __always_inline int translate_forward(struct pkt *p, const struct binding *b,
-					     struct xlb_config *cfg)
+					     struct xlb_config *cfg, struct leg *partner)
 {
 	struct leg *w = NULL;
 
@@ -1786,7 +1792,7 @@ static __always_inline int translate_forward(struct pkt *p, const struct binding
 		 * the next request, perhaps another client's, must be able to
 		 * make it smaller. While data is in flight, or the window held
 		 * the worker back, windows pass as they are. */
-		w = bpf_map_lookup_elem(&xlb_legs, &b->to);
+		w = partner ? partner : bpf_map_lookup_elem(&xlb_legs, &b->to);
 		if (w && !p->payload && p->ack + b->ack_off == READ_ONCE(w->peer_hi) && !window_held(w))
 			p->win_cap = rest_win(cfg, w);
 	}
@@ -2002,7 +2008,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	if (stage == STAGE_MAIN)
 		return fast_path(&p, leg, cfg, reentry);
 	if (stage == STAGE_XLATE)
-		return translate_forward(&p, bpf_map_lookup_elem(&xlb_binds, &p.key), cfg);
+		return translate_forward(&p, bpf_map_lookup_elem(&xlb_binds, &p.key), cfg, NULL);
 	return slow_path(&p, leg, cfg);
 }
 
