@@ -525,6 +525,24 @@ func (rep *report) vethSection(b *strings.Builder) {
 		rep.largeRows(p, names, vethBalancers)
 		p("")
 	}
+	// Rounds that failed: the medians above are over the others.
+	var failed []string
+	for _, w := range append(names, rep.workloadNames("curl")...) {
+		for _, bl := range vethBalancers {
+			if a := rep.aggregate(bl.name, w); a.n > 0 && len(a.notes) > 0 {
+				failed = append(failed, fmt.Sprintf("- %s, %s: %d of %d rounds failed, figures from the others (%s)",
+					bl.name, w, len(a.notes), a.n+len(a.notes), strings.ReplaceAll(strings.Join(a.notes, "; "), "|", "/")))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		p("Failed rounds (the harness's log has the whole error):")
+		p("")
+		for _, f := range failed {
+			p("%s", f)
+		}
+		p("")
+	}
 	p("Machine: %s.", strings.Join(rep.machine[:min(2, len(rep.machine))], "; "))
 	p("")
 }

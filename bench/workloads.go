@@ -239,7 +239,7 @@ func runCurl(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int,
 				"-w", "XLB bytes %{size_download}\nXLB seconds %{time_total}\nXLB code %{http_code}\n", url)
 			cpu += cpuOf(st)
 			if err != nil {
-				return cpu, err
+				return cpu, curlError(url, err)
 			}
 			v := scriptValues(out)
 			if v["code"] != 200 || int(v["bytes"]) != size {
@@ -264,6 +264,18 @@ func runCurl(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int,
 	sort.Float64s(times)
 	r.P50us = times[len(times)/2] * 1e6
 	return nil
+}
+
+// curlError names curl's own message ("curl: (28) ...") first: the
+// command line, whose -w format spans lines, would hide it in the first
+// line that the report keeps.
+func curlError(url string, err error) error {
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if i := strings.Index(l, "curl: ("); i >= 0 {
+			return fmt.Errorf("%s: %s\n%w", url, l[i:], err)
+		}
+	}
+	return err
 }
 
 // runRedis runs redis-benchmark: n requests of one test, no pipelining,
