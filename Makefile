@@ -67,7 +67,9 @@ test: deps
 # root, about 15 minutes. A quick check of the harness:
 #   BENCH_DURATION=2s BENCH_ROUNDS=1 make bench
 # Other settings: BENCH_WARMUP, BENCH_OUT, BENCH_BALANCERS, BENCH_WORKLOADS,
-# BENCH_KERN=0 (see docs/BENCHMARKS.md).
+# BENCH_KERN=0, BENCH_TOPOLOGY=veth (clients, balancer and workers in three
+# namespaces over veth pairs, native XDP: rewrites only its own section of
+# docs/BENCHMARKS.md) (see docs/BENCHMARKS.md).
 bench: deps
 	@bash scripts/deps.sh bench
 	$(MAKE) --no-print-directory xlb

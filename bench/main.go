@@ -5,7 +5,10 @@
 // three nginx workers and redis-benchmark against three redis-server
 // workers, in interleaved rounds; it measures the XDP program's per-packet
 // cost with BPF_PROG_TEST_RUN (kern/bench_test.go); it writes
-// docs/BENCHMARKS.md and a chart.
+// docs/BENCHMARKS.md and a chart. With -topology veth (BENCH_TOPOLOGY=veth)
+// it runs the keep-alive and 100 MB workloads over veth pairs instead, xlb
+// in native mode (ns.go), and rewrites only that topology's section of the
+// document.
 //
 // It is its own main package so that the xlb binary's dependencies stay as
 // DESIGN.md allows. It needs root, the tools of `scripts/deps.sh bench`, and
@@ -25,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,6 +58,7 @@ type options struct {
 	workloads        string // comma-separated substrings of workload names; "" is all
 	kern             bool
 	quick            bool
+	topology         string // "lo" or "veth" (ns.go)
 }
 
 func main() {
@@ -68,12 +73,13 @@ func main() {
 	flag.StringVar(&xlbBin, "xlb", lab.EnvString("BENCH_XLB", "./xlb"), "the xlb binary (make builds it) (env BENCH_XLB)")
 	flag.StringVar(&o.balancers, "balancers", os.Getenv("BENCH_BALANCERS"), "only these configurations, e.g. direct,xlb (env BENCH_BALANCERS)")
 	flag.StringVar(&o.workloads, "workloads", os.Getenv("BENCH_WORKLOADS"), "only workloads whose names contain one of these, e.g. c2,redis (env BENCH_WORKLOADS)")
+	flag.StringVar(&o.topology, "topology", lab.EnvString("BENCH_TOPOLOGY", "lo"), "lo (everything on one namespace's lo, generic XDP) or veth (clients -- balancer -- workers over veth pairs, native XDP, xlb --routed) (env BENCH_TOPOLOGY)")
 	flag.BoolVar(&o.kern, "kern", lab.EnvString("BENCH_KERN", "1") != "0", "also measure the XDP program's per-packet cost (env BENCH_KERN=0 to skip)")
 	fromJSON := flag.String("report", "", "only write the document and chart again from the raw results of an earlier run (its "+rawName+"), with the same -duration/-rounds")
 	flag.Parse()
 	// wrk takes whole seconds.
-	if flag.NArg() != 0 || o.duration < time.Second || o.duration%time.Second != 0 || o.warmup%time.Second != 0 || o.rounds < 1 {
-		fmt.Fprintln(os.Stderr, "usage: bench [-duration Ns, N>=1] [-warmup Ns] [-rounds N>=1] [-out DIR] [-xlb PATH] [-balancers a,b] [-workloads a,b] [-kern=false]")
+	if flag.NArg() != 0 || o.duration < time.Second || o.duration%time.Second != 0 || o.warmup%time.Second != 0 || o.rounds < 1 || !slices.Contains(topologies, o.topology) {
+		fmt.Fprintln(os.Stderr, "usage: bench [-duration Ns, N>=1] [-warmup Ns] [-rounds N>=1] [-out DIR] [-xlb PATH] [-balancers a,b] [-workloads a,b] [-kern=false] [-topology lo|veth]")
 		os.Exit(2)
 	}
 	o.quick = o.duration < defaultDuration || o.rounds < defaultRounds
@@ -132,33 +138,35 @@ func run(ctx context.Context, o options) error {
 	if err := makeWebRoot(dir); err != nil {
 		return err
 	}
-	ns, err := newNetns()
+	tp, err := newTopology(o.topology)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := ns.Close(); err != nil {
+		if err := tp.Close(); err != nil {
 			logf("cleanup: %v", err)
 		}
 	}()
-	logf("namespace %s, workers starting", ns.Name)
-	if err := startNginx(ctx, ns, dir); err != nil {
+	logf("topology %s: namespaces %s, workers starting", tp.name, tp.names())
+	if err := startNginx(ctx, tp, dir); err != nil {
 		return err
 	}
-	if err := startRedis(ctx, ns, dir); err != nil {
-		return err
-	}
-
-	groups := []struct {
+	type group struct {
 		workers   []string
 		balancers []balancer
 		workloads []workload
-	}{
-		{nginxAddrs(), []balancer{direct, xlbSticky, xlbDefault, haproxyHTTP, haproxyTCP}, httpWorkloads},
+	}
+	groups := []group{
+		{addrs(tp.workerHost, nginxPort0), httpBalancers, httpWorkloads},
 		// Connection per request: the workers' logging port, so that the
 		// worker connections each run opened can be counted.
-		{nginxLogAddrs(), cprBalancers, cprWorkloads},
-		{redisAddrs(), []balancer{direct, xlbDefault, haproxyTCP}, redisWorkloads},
+		{addrs(tp.workerHost, nginxLogPort0), cprBalancers, cprWorkloads},
+		{addrs(tp.workerHost, redisPort0), redisBalancers, redisWorkloads},
+	}
+	if tp.name == "veth" {
+		groups = []group{{addrs(tp.workerHost, nginxPort0), vethBalancers, httpWorkloads}}
+	} else if err := startRedis(ctx, tp, dir); err != nil {
+		return err
 	}
 	for round := 1; round <= o.rounds; round++ {
 		for _, g := range groups {
@@ -174,7 +182,7 @@ func run(ctx context.Context, o options) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				rep.results = append(rep.results, runBalancer(ctx, ns, dir, o, round, b, g.workers, ws)...)
+				rep.results = append(rep.results, runBalancer(ctx, tp, dir, o, round, b, g.workers, ws)...)
 			}
 		}
 	}
@@ -207,13 +215,14 @@ func rewrite(o options, path string) error {
 // runBalancer starts b, runs every workload through it, stops it. A failure
 // is recorded in the results (and logged), not fatal: the other
 // configurations still run.
-func runBalancer(ctx context.Context, ns *lab.Netns, dir string, o options, round int, b balancer, workers []string, ws []workload) []result {
+func runBalancer(ctx context.Context, tp *topology, dir string, o options, round int, b balancer, workers []string, ws []workload) []result {
 	var out []result
 	fail := func(w workload, err error) {
 		logf("round %d %s %s: %v", round, b.name, w.name, err)
 		out = append(out, result{Round: round, Balancer: b.name, Workload: w.name, Note: firstLine(err.Error())})
 	}
-	lb, err := startBalancer(ctx, ns, dir, b, workers)
+	lb, err := startBalancer(ctx, tp, dir, b, workers)
+	ns := tp.client
 	if err != nil {
 		for _, w := range ws {
 			fail(w, err)

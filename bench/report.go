@@ -24,6 +24,10 @@ const (
 	docName   = "BENCHMARKS.md"
 	chartName = "bench.png"
 	rawName   = "bench-results.json"
+	// The veth topology's raw results; its section of docName sits
+	// between the markers of vethBlock.
+	rawVethName = "bench-results-veth.json"
+	vethBlock   = "veth"
 )
 
 // xlbMaxLegs is xlb's default --max-legs: the maps sized by it are the ones
@@ -122,24 +126,98 @@ func (rep *report) write(tmp string) error {
 		return err
 	}
 	raw := rawResults{rep.start, rep.end, rep.machine, rep.results, rep.kern}
-	if err := writeJSON(filepath.Join(rep.opts.out, rawName), raw); err != nil {
+	rawPath := filepath.Join(rep.opts.out, rawName)
+	if rep.opts.topology == "veth" {
+		rawPath = filepath.Join(rep.opts.out, rawVethName)
+	}
+	if err := writeJSON(rawPath, raw); err != nil {
 		return err
 	}
-	chartErr := rep.chart(tmp)
-	if chartErr != nil {
-		logf("chart: %v", chartErr)
-	}
-	var b strings.Builder
-	rep.markdown(&b, chartErr == nil)
 	path := filepath.Join(rep.opts.out, docName)
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+	old, _ := os.ReadFile(path) // absent: a new document
+	var doc string
+	chartErr := fmt.Errorf("not drawn for the veth topology")
+	if rep.opts.topology == "veth" {
+		// Only this topology's section changes: the rest of the document
+		// (the lo run's) stays as it is.
+		var b strings.Builder
+		rep.vethSection(&b)
+		doc = replaceBlock(string(old), vethBlock, b.String())
+	} else {
+		if chartErr = rep.chart(tmp); chartErr != nil {
+			logf("chart: %v", chartErr)
+		}
+		var b strings.Builder
+		rep.markdown(&b, chartErr == nil)
+		// Sections marked in the old document (the veth run's, notes
+		// written by hand) are kept, before "How to run".
+		doc = b.String()
+		for _, blk := range markedBlocks(string(old)) {
+			doc = insertBefore(doc, howToRun, blk+"\n")
+		}
+	}
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 		return err
 	}
-	logf("wrote %s and %s (%v)", path, filepath.Join(rep.opts.out, rawName), rep.end.Sub(rep.start).Round(time.Second))
+	logf("wrote %s and %s (%v)", path, rawPath, rep.end.Sub(rep.start).Round(time.Second))
 	if chartErr == nil {
 		logf("wrote %s", filepath.Join(rep.opts.out, chartName))
 	}
 	return nil
+}
+
+// howToRun is the heading of the document's last section; kept and
+// generated blocks go before it.
+const howToRun = "## How to run\n"
+
+// Blocks of the document that a run of the lo topology does not write:
+// "<!-- begin NAME -->" to "<!-- end NAME -->", each on a line of its own.
+func blockBegin(name string) string { return "<!-- begin " + name + " -->\n" }
+func blockEnd(name string) string   { return "<!-- end " + name + " -->\n" }
+
+// markedBlocks are the marked blocks of doc, markers included, in order.
+func markedBlocks(doc string) []string {
+	var out []string
+	for {
+		i := strings.Index(doc, "<!-- begin ")
+		if i < 0 {
+			return out
+		}
+		name, _, ok := strings.Cut(doc[i+len("<!-- begin "):], " -->\n")
+		j := strings.Index(doc[i:], blockEnd(name))
+		if !ok || j < 0 {
+			return out
+		}
+		j += i + len(blockEnd(name))
+		out = append(out, doc[i:j])
+		doc = doc[j:]
+	}
+}
+
+// replaceBlock puts body, marked as block name, in place of that block of
+// doc, or before its "How to run" when it has none, or at its end.
+func replaceBlock(doc, name, body string) string {
+	blk := blockBegin(name) + body + blockEnd(name)
+	if i := strings.Index(doc, blockBegin(name)); i >= 0 {
+		if j := strings.Index(doc[i:], blockEnd(name)); j >= 0 {
+			return doc[:i] + blk + doc[i+j+len(blockEnd(name)):]
+		}
+	}
+	if doc == "" {
+		doc = "# Benchmarks\n\n"
+	}
+	return insertBefore(doc, howToRun, blk+"\n")
+}
+
+// insertBefore inserts s before the line mark of doc, or at its end.
+func insertBefore(doc, mark, s string) string {
+	if i := strings.Index(doc, mark); i >= 0 && (i == 0 || doc[i-1] == '\n') {
+		return doc[:i] + s + doc[i:]
+	}
+	if !strings.HasSuffix(doc, "\n\n") {
+		doc += "\n"
+	}
+	return doc + s
 }
 
 func (rep *report) workloadNames(kinds ...string) []string {
@@ -183,7 +261,8 @@ func (rep *report) markdown(b *strings.Builder, chart bool) {
 	p("Every configuration runs once per round, rounds interleave them (each round starts with another one),")
 	p("and each figure is the **median over %d round(s)**. Ratios matter more than absolute numbers:", rep.opts.rounds)
 	p("these VMs drift. Everything runs inside one private network namespace on `lo`: clients,")
-	p("balancer and workers share the machine's CPUs.")
+	p("balancer and workers share the machine's CPUs. The section *On a veth pair, native XDP* comes")
+	p("from a run of its own (`BENCH_TOPOLOGY=veth`), which rewrites only that section.")
 	p("")
 	if chart {
 		p("![requests/s relative to a direct connection](%s)", chartName)
@@ -376,23 +455,95 @@ func (rep *report) largeTable(p func(string, ...any)) {
 	p("`curl -sS --max-time 60 -o /dev/null http://127.0.0.1:PORT/b100m`, %d times in a row per round, each over a", curlTransfers(rep.opts.duration))
 	p("new connection: MB/s of the transfers together, the median time of one, CPU per transfer.")
 	p("")
-	p("| configuration | MB/s | × direct | seconds (median) | CPU machine (ms) | softirq (ms) | balancer (ms) |")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	rep.largeRows(p, names, httpBalancers)
+	p("")
+}
+
+// largeRows is the table of the large transfers through balancers.
+func (rep *report) largeRows(p func(string, ...any), names []string, balancers []balancer) {
+	p("| configuration | MB/s | × direct | × haproxy-http | seconds (median) | CPU machine (ms) | softirq (ms) | balancer (ms) |")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, w := range names {
-		d := rep.aggregate(direct.name, w)
-		for _, bl := range httpBalancers {
+		d, h := rep.aggregate(direct.name, w), rep.aggregate(haproxyHTTP.name, w)
+		for _, bl := range balancers {
 			a := rep.aggregate(bl.name, w)
 			if a.n == 0 {
 				if len(a.notes) > 0 {
-					p("| %s | failed: %s | | | | | |", bl.name, strings.ReplaceAll(a.notes[0], "|", "/"))
+					p("| %s | failed: %s | | | | | | |", bl.name, strings.ReplaceAll(a.notes[0], "|", "/"))
 				}
 				continue
 			}
 			// One request: CPU per 1000 requests / 1000 is the CPU of the transfer.
-			p("| %s | %.0f | %s | %.2f | %.0f | %.0f | %.0f |", bl.name, a.mbps, fmtRatio(a.mbps, d.mbps), a.p50/1e6,
-				a.machine/1000, a.softirq/1000, a.lb/1000)
+			p("| %s | %.0f | %s | %s | %.2f | %.0f | %.0f | %.0f |", bl.name, a.mbps, fmtRatio(a.mbps, d.mbps), fmtRatio(a.mbps, h.mbps),
+				a.p50/1e6, a.machine/1000, a.softirq/1000, a.lb/1000)
 		}
 	}
+}
+
+// vethSection is the veth topology's section of the document (its own
+// run, -topology veth).
+func (rep *report) vethSection(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	p("## On a veth pair, native XDP")
+	p("")
+	p("Generated by `BENCH_TOPOLOGY=veth make bench` on %s, in %v; each figure is the median over", rep.start.UTC().Format("2006-01-02 15:04 MST"), rep.end.Sub(rep.start).Round(time.Second))
+	p("%d round(s) of %v (after an unmeasured %v), raw results in [%s](%s).", rep.opts.rounds, rep.opts.duration, rep.opts.warmup, rawVethName, rawVethName)
+	if rep.opts.quick {
+		p("")
+		p("> **Quick run** (%v per measurement, %d round(s)): a check of the harness, not a result.", rep.opts.duration, rep.opts.rounds)
+	}
+	p("")
+	p("Three namespaces: C (wrk, curl) — L (the balancer) — W (the same three nginx workers), joined by")
+	p("two veth pairs (MTU 1500, tx checksum offload off on every end: a frame that a native program")
+	p("sends on by XDP_TX or a redirect loses the skb's \"checksum to be completed\" mark, so only")
+	p("complete checksums survive that path). L routes between %s (%s) and %s (%s).", vethFrontIf, vethFrontAddr, vethBackIf, vethBackAddr)
+	p("")
+	p("- **direct**: C to one worker (%s:%d) through L's kernel forwarding.", vethWorkerAddr, nginxPort0)
+	p("- **xlb**: `xlb --mode native --routed --listen %s %s,%s PORT %s ...` in L: the program", vethFrontAddr, vethFrontIf, vethBackIf, addrs(vethWorkerAddr, nginxPort0)[0])
+	p("  runs natively on both of L's ends and sends translated packets from one to the other with")
+	p("  XDP_REDIRECT after `bpf_fib_lookup`, as on a host with a front and a back interface: they never")
+	p("  enter L's stack. Without `--routed` they would go up L's stack and be forwarded by it.")
+	p("- **haproxy-http**: as on lo, bound to %s in L.", vethFrontAddr)
+	p("")
+	p("A veth delivers a frame that its peer's native program sends on only to an end that runs XDP")
+	p("itself, so C's and W's ends (%s, %s) carry `xlb attach --mode native` (xlb's program without a", vethClientIf, vethWorkerIf)
+	p("service: it passes every packet) for every configuration; it also gives those ends GRO. Without")
+	p("tx checksum offload no end offers TSO, so in every configuration each frame that crosses a veth")
+	p("is at most MTU-sized, as on a wire. CPU columns as in the lo tables (the whole machine, all")
+	p("namespaces).")
+	p("")
+	names := rep.workloadNames("wrk")
+	if len(names) > 0 {
+		p("| workload | configuration | req/s | × direct | × haproxy-http | p50 | p99 | p99.9 | CPU machine | softirq | balancer | client | errors |")
+		p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		rep.requestRows(p, names, vethBalancers)
+		p("")
+	}
+	if names := rep.workloadNames("curl"); len(names) > 0 {
+		p("One 100 MB response, %d transfers in a row per round, each with a new `curl` connection:", curlTransfers(rep.opts.duration))
+		p("")
+		rep.largeRows(p, names, vethBalancers)
+		p("")
+	}
+	// Rounds that failed: the medians above are over the others.
+	var failed []string
+	for _, w := range append(names, rep.workloadNames("curl")...) {
+		for _, bl := range vethBalancers {
+			if a := rep.aggregate(bl.name, w); a.n > 0 && len(a.notes) > 0 {
+				failed = append(failed, fmt.Sprintf("- %s, %s: %d of %d rounds failed, figures from the others (%s)",
+					bl.name, w, len(a.notes), a.n+len(a.notes), strings.ReplaceAll(strings.Join(a.notes, "; "), "|", "/")))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		p("Failed rounds (the harness's log has the whole error):")
+		p("")
+		for _, f := range failed {
+			p("%s", f)
+		}
+		p("")
+	}
+	p("Machine: %s.", strings.Join(rep.machine[:min(2, len(rep.machine))], "; "))
 	p("")
 }
 
@@ -614,12 +765,14 @@ func (rep *report) method(p func(string, ...any)) {
 	p("sudo BENCH_DURATION=2s BENCH_ROUNDS=1 make bench  # quick check of the harness")
 	p("sudo go run ./bench -balancers direct,xlb -workloads c2,c50 -kern=false   # a subset")
 	p("sudo BENCH_DURATION=2s BENCH_ROUNDS=1 BENCH_WORKLOADS=\"ab c4,close c4\" BENCH_OUT=/tmp/b make bench")
+	p("sudo BENCH_TOPOLOGY=veth BENCH_KERN=0 make bench    # the veth section only")
 	p("```")
 	p("")
 	p("Settings (flag, or environment for `make bench`): `-duration`/`BENCH_DURATION` (%v), `-rounds`/`BENCH_ROUNDS`", defaultDuration)
 	p("(%d), `-warmup`/`BENCH_WARMUP` (%v), `-out`/`BENCH_OUT` (docs), `-balancers`/`BENCH_BALANCERS`,", defaultRounds, defaultWarmup)
-	p("`-workloads`/`BENCH_WORKLOADS`, `-kern`/`BENCH_KERN`. The raw results of every round are in")
-	p("[%s](%s).", rawName, rawName)
+	p("`-workloads`/`BENCH_WORKLOADS`, `-kern`/`BENCH_KERN`, `-topology`/`BENCH_TOPOLOGY` (lo; veth: the")
+	p("keep-alive and 100 MB workloads through direct, xlb and haproxy-http over veth pairs, written")
+	p("into its own section). The raw results of every round are in [%s](%s).", rawName, rawName)
 	p("")
 	p("Balancers as started (each start listens on a port of its own from %d up, so that no", lbPort0)
 	p("configuration sees the connections a previous one left in TIME-WAIT):")
@@ -627,7 +780,7 @@ func (rep *report) method(p func(string, ...any)) {
 	p("`haproxy -db -f haproxy.cfg` with:")
 	p("")
 	p("```")
-	p("%s```", haproxyConfig("http", lbPort0, nginxAddrs()))
+	p("%s```", haproxyConfig("http", "127.0.0.1", lbPort0, addrs("127.0.0.1", nginxPort0)))
 	p("")
 	p("(`mode tcp` and no `http-reuse` for haproxy-tcp). The connection-per-request rows start each")
 	p("balancer again, in front of the workers' logging ports (127.0.0.1:%d–%d). A configuration's", nginxLogPort0, nginxLogPort0+nWorkers-1)

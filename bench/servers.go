@@ -37,14 +37,11 @@ const (
 // Files the nginx workers serve (name -> size).
 var webFiles = map[string]int{"b100": 100, "b100k": 100 << 10, "b100m": 100 << 20}
 
-func nginxAddrs() []string    { return addrs(nginxPort0) }
-func nginxLogAddrs() []string { return addrs(nginxLogPort0) }
-func redisAddrs() []string    { return addrs(redisPort0) }
-
-func addrs(port0 int) []string {
+// addrs are the workers' addresses on host from port0 up.
+func addrs(host string, port0 int) []string {
 	var a []string
 	for i := 0; i < nWorkers; i++ {
-		a = append(a, fmt.Sprintf("127.0.0.1:%d", port0+i))
+		a = append(a, fmt.Sprintf("%s:%d", host, port0+i))
 	}
 	return a
 }
@@ -86,9 +83,10 @@ func nginxConnLog(dir string, i int) string {
 // without a request limit, sendfile on, no access log on the main port; the
 // second port (nginxLogPort0 + i) serves the same files and logs
 // connLogFormat, buffered (flushed within connLogFlush).
-func startNginx(ctx context.Context, ns *lab.Netns, dir string) error {
-	logAddrs := nginxLogAddrs()
-	for i, addr := range nginxAddrs() {
+func startNginx(ctx context.Context, tp *topology, dir string) error {
+	ns := tp.workers
+	logAddrs := addrs(tp.workerHost, nginxLogPort0)
+	for i, addr := range addrs(tp.workerHost, nginxPort0) {
 		wd := filepath.Join(dir, fmt.Sprintf("nginx%d", i+1))
 		if err := os.MkdirAll(wd, 0o755); err != nil {
 			return err
@@ -144,7 +142,8 @@ http {
 }
 
 // startRedis starts the redis workers: no persistence, in the foreground.
-func startRedis(ctx context.Context, ns *lab.Netns, dir string) error {
+func startRedis(ctx context.Context, tp *topology, dir string) error {
+	ns := tp.workers
 	for i := range nWorkers {
 		port := redisPort0 + i
 		wd := filepath.Join(dir, fmt.Sprintf("redis%d", i+1))
@@ -152,7 +151,7 @@ func startRedis(ctx context.Context, ns *lab.Netns, dir string) error {
 			return err
 		}
 		p, err := ns.Start(fmt.Sprintf("redis :%d", port), false, "redis-server",
-			"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", wd,
+			"--bind", tp.workerHost, "--port", fmt.Sprint(port), "--dir", wd,
 			"--save", "", "--appendonly", "no", "--daemonize", "no",
 			"--protected-mode", "no", "--maxclients", "10000", "--loglevel", "warning")
 		if err != nil {
@@ -196,9 +195,13 @@ var (
 // xlb-http10-pass what keeping HTTP/1.0 clients' worker connections does.
 var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialSocket, xlbKernelHS, xlbPass10, haproxyHTTP}
 
+// vethBalancers run on the veth topology.
+var vethBalancers = []balancer{direct, xlbDefault, haproxyHTTP}
+
 // running is a started balancer: where clients connect, and its process.
 type running struct {
 	b    balancer
+	host string
 	port int
 	p    *lab.Proc // nil for direct
 }
@@ -210,24 +213,26 @@ var lbStarts int
 
 // startBalancer starts b in front of workers (addresses); direct needs
 // nothing started and sends clients to the first worker.
-func startBalancer(ctx context.Context, ns *lab.Netns, dir string, b balancer, workers []string) (*running, error) {
+func startBalancer(ctx context.Context, tp *topology, dir string, b balancer, workers []string) (*running, error) {
 	lbPort := lbPort0 + lbStarts%1000
 	lbStarts++
-	r := &running{b: b, port: lbPort}
+	ns := tp.lb
+	r := &running{b: b, host: tp.listenAt, port: lbPort}
 	var err error
 	switch b.kind {
 	case "":
-		var port int
-		fmt.Sscanf(workers[0][strings.LastIndex(workers[0], ":")+1:], "%d", &port)
-		r.port = port
+		host, port, _ := strings.Cut(workers[0], ":")
+		r.host = host
+		fmt.Sscanf(port, "%d", &r.port)
 		return r, nil
 	case "xlb":
 		args := []string{xlbBin, "--socket", filepath.Join(dir, "xlb.sock"), "--log-level", "warn"}
+		args = append(args, tp.xlbFlags...)
 		if b.policy != "" {
 			args = append(args, "--policy", b.policy)
 		}
 		args = append(args, b.args...)
-		args = append(args, "lo", fmt.Sprint(lbPort))
+		args = append(args, tp.xlbIface, fmt.Sprint(lbPort))
 		args = append(args, workers...)
 		if r.p, err = ns.Start(b.name, false, args...); err != nil {
 			return nil, err
@@ -239,7 +244,7 @@ func startBalancer(ctx context.Context, ns *lab.Netns, dir string, b balancer, w
 		}
 	case "haproxy":
 		path := filepath.Join(dir, "haproxy-"+b.mode+".cfg")
-		if err := os.WriteFile(path, []byte(haproxyConfig(b.mode, lbPort, workers)), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(haproxyConfig(b.mode, tp.listenAt, lbPort, workers)), 0o644); err != nil {
 			return nil, err
 		}
 		if r.p, err = ns.Start(b.name, false, "haproxy", "-db", "-f", path); err != nil {
@@ -289,7 +294,7 @@ func (r *running) stop() error {
 // haproxyConfig: one process, one thread (nbthread 1), round robin; in http
 // mode idle server connections are shared between clients (http-reuse
 // always), HAProxy's answer to per-request balancing over keep-alive.
-func haproxyConfig(mode string, port int, workers []string) string {
+func haproxyConfig(mode, host string, port int, workers []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `global
 	nbthread 1
@@ -305,12 +310,12 @@ defaults
 	maxconn %d
 
 frontend fe
-	bind 127.0.0.1:%d backlog 4096
+	bind %s:%d backlog 4096
 	default_backend be
 
 backend be
 	balance roundrobin
-`, nofile/2-100, mode, nofile/2-100, port)
+`, nofile/2-100, mode, nofile/2-100, host, port)
 	if mode == "http" {
 		b.WriteString("\thttp-reuse always\n")
 	}

@@ -160,7 +160,7 @@ func runWrk(ctx context.Context, ns *lab.Netns, dir string, lb *running, w workl
 	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
 		return err
 	}
-	url := fmt.Sprintf("http://127.0.0.1:%d%s", lb.port, w.path)
+	url := fmt.Sprintf("http://%s:%d%s", lb.host, lb.port, w.path)
 	args := func(d time.Duration) []string {
 		return []string{"-t", fmt.Sprint(w.threads), "-c", fmt.Sprint(w.conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())),
 			"--timeout", "5s", "-s", script, url}
@@ -228,7 +228,7 @@ func scriptValues(out string) map[string]float64 {
 // connection (one curl each), and reports the total throughput; P50us is
 // the median time of one transfer.
 func runCurl(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int, r *result) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d%s", lb.port, w.path)
+	url := fmt.Sprintf("http://%s:%d%s", lb.host, lb.port, w.path)
 	size := webFiles[strings.TrimPrefix(w.path, "/")]
 	var times []float64
 	var bytes float64
@@ -239,7 +239,7 @@ func runCurl(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int,
 				"-w", "XLB bytes %{size_download}\nXLB seconds %{time_total}\nXLB code %{http_code}\n", url)
 			cpu += cpuOf(st)
 			if err != nil {
-				return cpu, err
+				return cpu, curlError(url, err)
 			}
 			v := scriptValues(out)
 			if v["code"] != 200 || int(v["bytes"]) != size {
@@ -266,13 +266,25 @@ func runCurl(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int,
 	return nil
 }
 
+// curlError names curl's own message ("curl: (28) ...") first: the
+// command line, whose -w format spans lines, would hide it in the first
+// line that the report keeps.
+func curlError(url string, err error) error {
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if i := strings.Index(l, "curl: ("); i >= 0 {
+			return fmt.Errorf("%s: %s\n%w", url, l[i:], err)
+		}
+	}
+	return err
+}
+
 // runRedis runs redis-benchmark: n requests of one test, no pipelining,
 // keep-alive clients; it prints requests/s and percentiles in ms (--csv).
 func runRedis(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int, r *result) error {
 	var out string
 	start := time.Now()
 	err := measure(lb, r, func() (float64, error) {
-		o, st, err := ns.RunCtx(ctx, 120*time.Second, "redis-benchmark", "-h", "127.0.0.1", "-p", fmt.Sprint(lb.port),
+		o, st, err := ns.RunCtx(ctx, 120*time.Second, "redis-benchmark", "-h", lb.host, "-p", fmt.Sprint(lb.port),
 			"-c", fmt.Sprint(w.conns), "-n", fmt.Sprint(n), "-P", "1", "-k", "1", "-t", w.test, "--csv")
 		out = o
 		return cpuOf(st), err
@@ -318,7 +330,7 @@ const abPerSecond = 200000
 // warm; latency percentiles are ab's (-e: its "Percentage of the requests
 // served" table, to the microsecond).
 func runAB(ctx context.Context, ns *lab.Netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d%s", lb.port, w.path)
+	url := fmt.Sprintf("http://%s:%d%s", lb.host, lb.port, w.path)
 	csv := filepath.Join(dir, "ab-percentiles.csv")
 	args := func(d time.Duration) []string {
 		secs := int(d.Seconds())
@@ -401,7 +413,7 @@ func runClose(ctx context.Context, ns *lab.Netns, dir string, lb *running, w wor
 	if err != nil {
 		return err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", lb.port)
+	addr := fmt.Sprintf("%s:%d", lb.host, lb.port)
 	args := func(d time.Duration) []string {
 		return []string{cprEnv + "=cpr", exe, "-c", fmt.Sprint(w.conns), "-d", d.String(), "-timeout", "5s", addr, w.path}
 	}
