@@ -243,7 +243,7 @@ func (rep *report) has(workload string) bool {
 	return false
 }
 
-var httpBalancers = []balancer{direct, xlbSticky, xlbDefault, haproxyHTTP, haproxyTCP}
+var httpBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDrop, haproxyHTTP, haproxyTCP}
 var redisBalancers = []balancer{direct, xlbDefault, haproxyTCP}
 
 func (rep *report) markdown(b *strings.Builder, chart bool) {
@@ -703,6 +703,19 @@ func (rep *report) targets(p func(string, ...any)) {
 			v = a.p99 / d.p99
 		}
 		rows = append(rows, row{"xlb p99 ÷ direct p99, " + w, "≤ 1.2", show(v, 1.2, false)})
+	}
+	// Data plane v2 (issue 12): bulk, and bursts of new clients (a
+	// thousand connections opened at once: wrk -c1000's start).
+	rows = append(rows,
+		row{"xlb req/s ÷ haproxy-http, t1 c2 100B (data plane v2)", "≥ 2.2", show(ratio(xlbDefault.name, haproxyHTTP.name, "t1 c2 100B"), 2.2, true)},
+		row{"xlb req/s ÷ direct, t2 c50 100KB", "≥ 0.9", show(ratio(xlbDefault.name, direct.name, "t2 c50 100KB"), 0.9, true)})
+	for _, w := range []string{"t2 c1000 100B", "t2 c1000 100KB"} {
+		a, d := rep.aggregate(xlbDefault.name, w), rep.aggregate(direct.name, w)
+		v := math.NaN()
+		if a.n > 0 && d.n > 0 && d.p99 > 0 {
+			v = a.p99 / d.p99
+		}
+		rows = append(rows, row{"xlb p99 ÷ direct p99, " + w, "≤ 1.5", show(v, 1.5, false)})
 	}
 	{
 		a, d := rep.aggregate(xlbDefault.name, "100MB"), rep.aggregate(direct.name, "100MB")

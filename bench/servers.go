@@ -185,6 +185,8 @@ var (
 		descr: "xlb --dial socket (each worker connection a socket, connect()ed and read in repair mode; the default, auto, dials them from the data plane)"}
 	xlbPass10 = balancer{name: "xlb-http10-pass", kind: "xlb", args: []string{"--http10", "pass"},
 		descr: "xlb --http10 pass (HTTP/1.0 requests sent as they are: the worker closes each connection after its answer; the default, keep, sends them as keep-alive requests and closes the client itself)"}
+	xlbDrop = balancer{name: "xlb-drop", kind: "xlb", args: []string{"--empty-pool", "drop", "--no-pool-ahead"},
+		descr: "xlb --empty-pool drop --no-pool-ahead (a request that finds every pool empty is dropped and sent again by its client after its timeout, and the pools grow only from such requests: what xlb did before; the default holds such a request and grows the pools from the clients' SYNs)"}
 	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
 	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
 )
@@ -196,7 +198,7 @@ var (
 var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialSocket, xlbKernelHS, xlbPass10, haproxyHTTP}
 
 // vethBalancers run on the veth topology.
-var vethBalancers = []balancer{direct, xlbDefault, haproxyHTTP}
+var vethBalancers = []balancer{direct, xlbDefault, xlbDrop, haproxyHTTP}
 
 // running is a started balancer: where clients connect, and its process.
 type running struct {
