@@ -51,12 +51,7 @@ func TestHeldThenReplayed(t *testing.T) {
 	c, w := stdClientLeg(), stdWorkerLeg()
 	d.putLeg(clientKey, c)
 
-	in := fromClient(seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
-		opts: nopTS(c.PeerTSval+7, c.OurTSval), payload: request}).build()
-	v, _, delta := d.run(in)
-	checkVerdict(t, v, xdpDrop)
-	checkCounters(t, delta, kern.CounterTCP, kern.CounterNoIdleLeg, kern.CounterDrop)
-	checkLeg(t, "client leg", d.mustLeg(clientKey), c)
+	in := firstDataNoLeg(t, d, c)
 	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventHeld, Key: clientKey})
 	h, ok := d.held(clientKey)
 	if !ok {

@@ -79,17 +79,26 @@ func TestNoIdleLeg(t *testing.T) {
 	d.putLeg(workerKey, w)
 	d.pushIdle(workerKey)
 
+	firstDataNoLeg(t, d, c)
+	checkLeg(t, "worker leg", d.mustLeg(workerKey), w)
+	if _, ok := d.bind(clientKey); ok {
+		t.Error("client leg has a binding")
+	}
+	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventPoolEmpty, Key: clientKey})
+}
+
+// firstDataNoLeg sends client c's first request (c stored under clientKey)
+// to pools with no idle leg, checks it is dropped and c unchanged, and
+// returns the frame.
+func firstDataNoLeg(t *testing.T, d *dataPlane, c kern.Leg) []byte {
+	t.Helper()
 	in := fromClient(seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
 		opts: nopTS(c.PeerTSval+7, c.OurTSval), payload: request}).build()
 	v, _, delta := d.run(in)
 	checkVerdict(t, v, xdpDrop)
 	checkCounters(t, delta, kern.CounterTCP, kern.CounterNoIdleLeg, kern.CounterDrop)
 	checkLeg(t, "client leg", d.mustLeg(clientKey), c)
-	checkLeg(t, "worker leg", d.mustLeg(workerKey), w)
-	if _, ok := d.bind(clientKey); ok {
-		t.Error("client leg has a binding")
-	}
-	checkEvents(t, d.drainEvents(), kern.Event{Type: kern.EventPoolEmpty, Key: clientKey})
+	return in
 }
 
 // pair describes a bound pair for the translation table.
