@@ -194,8 +194,9 @@ var (
 // cprBalancers run the connection-per-request rows (haproxy-tcp would open
 // a worker connection per client connection, as direct does).
 // xlb-kernel-hs shows what answering handshakes in the data plane buys,
-// xlb-http10-pass what keeping HTTP/1.0 clients' worker connections does.
-var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDialSocket, xlbKernelHS, xlbPass10, haproxyHTTP}
+// xlb-http10-pass what keeping HTTP/1.0 clients' worker connections does,
+// xlb-drop what holding and growing the pools ahead cost or buy here.
+var cprBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDrop, xlbDialSocket, xlbKernelHS, xlbPass10, haproxyHTTP}
 
 // vethBalancers run on the veth topology.
 var vethBalancers = []balancer{direct, xlbDefault, xlbDrop, haproxyHTTP}

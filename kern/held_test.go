@@ -174,3 +174,33 @@ func TestSynDemand(t *testing.T) {
 		t.Errorf("budget %d after a SYN without CFG_SYN_DEMAND, want -2 still", b)
 	}
 }
+
+// TestSynDemandFirstBind: a client's first bind gives back the budget its
+// SYN took; a later bind of the same client (after an idle release) does
+// not.
+func TestSynDemandFirstBind(t *testing.T) {
+	for _, requests := range []uint32{0, 3} {
+		t.Run(fmt.Sprintf("%d requests before", requests), func(t *testing.T) {
+			d := loadDataPlane(t)
+			cfg := defaultConfig
+			cfg.Flags |= kern.ConfigSynDemand
+			d.setConfig(cfg)
+			d.setSynBudget(-2)
+			c := stdClientLeg()
+			c.Requests = requests
+			d.putLeg(clientKey, c)
+			d.putLeg(workerKey, stdWorkerLeg())
+			d.pushIdle(workerKey)
+			v, _, _ := d.run(fromClient(seg{seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
+				opts: nopTS(c.PeerTSval+7, c.OurTSval), payload: request}).build())
+			checkVerdict(t, v, xdpPass)
+			want := int64(-2)
+			if requests == 0 {
+				want = -1
+			}
+			if b := d.synBudget(); b != want {
+				t.Errorf("budget %d after the bind, want %d", b, want)
+			}
+		})
+	}
+}

@@ -320,8 +320,9 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 }
 
 // Growing the pools ahead (kern.ConfigSynDemand): the data plane takes
-// each new client's SYN from a budget of idle connections, and past it
-// tells us (kern.EventDemand, once a budget). Those clients have connected but not sent
+// each new client's SYN from a budget of idle connections (the client's
+// first bind gives it back), and past it tells us (kern.EventDemand, once
+// a budget). Those clients have connected but not sent
 // their requests: the connections they will take are idle still, so the
 // idle count alone would grant them again; while SYNs come past the budget,
 // the leg table is walked for them (freshClients), and they count as

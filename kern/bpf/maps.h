@@ -229,8 +229,8 @@ struct xlb_map_def SEC("maps") xlb_events = {
 
 /* Element 0: the SYN budget (CFG_SYN_DEMAND): the idle legs user space
  * counted over all pools when it last looked, less the clients' SYNs the
- * program answered since. The SYN that takes it from 0 to -1 is an
- * EV_DEMAND. */
+ * program answered since, plus the first binds of clients since. The SYN
+ * that takes it from 0 to -1 is an EV_DEMAND. */
 struct xlb_map_def SEC("maps") xlb_syn_budget = {
 	.type = BPF_MAP_TYPE_ARRAY,
 	.key_size = sizeof(__u32),

@@ -326,18 +326,28 @@ static __always_inline __u32 win_bound(__u8 a, __u8 b)
 	return s >= 14 ? XLB_MAX_WIN_BOUND : (0xffffu << s) + 0xffff;
 }
 
-/* syn_demand takes a new client's SYN from the budget of idle legs user
- * space counted (xlb_syn_budget); the SYN that spends it tells user space
- * (EV_DEMAND, once until user space sets the budget again), which counts
- * the clients that connected and will send, and grows the pools a round
- * trip of the client's before its first data comes: that data then finds a
- * leg, rather than an empty pool (hold_first). */
-static __always_inline void syn_demand(const struct leg_key *k)
+/* syn_budget_add moves the SYN budget (xlb_syn_budget) by n; it returns
+ * the budget before, or 1 without the map. */
+static __always_inline __s64 syn_budget_add(__s64 n)
 {
 	__u32 zero = 0;
 	__s64 *b = bpf_map_lookup_elem(&xlb_syn_budget, &zero);
 
-	if (b && __sync_fetch_and_add(b, -1) == 0)
+	return b ? __sync_fetch_and_add(b, n) : 1;
+}
+
+/* syn_demand takes a new client's SYN from the budget of idle legs user
+ * space counted (xlb_syn_budget), which the client's first bind gives back
+ * (first_bind): the budget is the idle legs less the clients that
+ * connected and have not sent their first request, so clients that connect
+ * and send at once, one after another (a connection per request), never
+ * spend it. The SYN that spends it tells user space (EV_DEMAND, once until
+ * user space sets the budget again), which counts those clients and grows
+ * the pools a round trip of the client's before their first data comes:
+ * that data then finds a leg, rather than an empty pool (hold_first). */
+static __always_inline void syn_demand(const struct leg_key *k)
+{
+	if (syn_budget_add(-1) == 0)
 		emit(EV_DEMAND, k, NULL, 0);
 }
 
@@ -1324,6 +1334,8 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 		pin = READ_ONCE(leg->pin); /* a pinned client stays pinned on its new leg */
 	if (pin)
 		pin_pair(leg, w, pin);
+	if (!leg->requests && (cfg->flags & CFG_SYN_DEMAND))
+		syn_budget_add(1); /* its SYN's claim is met (syn_demand) */
 	leg->requests++;
 	ws = wstats(w->worker);
 	if (ws) {
