@@ -301,7 +301,6 @@ struct scan_buf {
 	 * the step it walks do not differ by what it found (on the stack,
 	 * every combination was a state of its own: 400k instructions). */
 	__u32 len;     /* bytes in b */
-	__u32 full;    /* http_answer: do not stop at the Connection header (BIND_KEEP) */
 	__u32 conn;    /* http_answer: enum conn_header */
 	__u32 conn_at; /* http_answer: index of the "keep-alive" token */
 	__u32 flags;   /* http_answer: ANS_HDR_END, ANS_HAS_LEN, ANS_NO_LEN */

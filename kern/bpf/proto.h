@@ -420,8 +420,7 @@ static __always_inline void ans_length(struct scan_buf *s, __u32 k)
 }
 
 /* ans_step: bpf_loop's step of http_answer at byte i + 1: a header line
- * starts after a '\n'. Returns 1 to stop: the header block or the bytes end,
- * or (not full) the Connection header is found. */
+ * starts after a '\n'. Returns 1 to stop: the header block or the bytes end. */
 static long ans_step(__u64 index, struct scan_ctx *x)
 {
 	struct scan_buf *s = x->s;
@@ -445,10 +444,8 @@ static long ans_step(__u64 index, struct scan_ctx *x)
 			s->conn = CONN_KEEP_ALIVE;
 			s->conn_at = i + 13;
 		}
-		return !s->full;
-	}
-	if (!s->full)
 		return 0;
+	}
 	if (i + 18 <= s->len && fold8(s, i + 1) == W8("content-") &&
 	    (fold8(s, i + 9) & 0xffffffffffffffull) == W8("length:"))
 		ans_length(s, i + 16);
@@ -472,8 +469,8 @@ static __always_inline void put_close(__u8 *d)
 /* http_answer reads the header block of the answer whose first segment
  * has len payload bytes at off of the packet, in its first XLB_HDR_SCAN
  * bytes: its Connection header ("close" or "keep-alive", names and tokens
- * without case, one space) and, for the answer to a request the program made
- * keep-alive (b's BIND_KEEP), its Content-Length and where the headers end.
+ * without case, one space), its Content-Length and where the headers end
+ * (the answer's end: BIND_END in both bindings, see answer_whole).
  * Returns 1 if the worker ends the connection after this answer:
  * "Connection: close", or an HTTP/1.0 status line (info & ANS_V10) without
  * "Connection: keep-alive" (see worker_closes).
@@ -498,7 +495,7 @@ static __always_inline void put_close(__u8 *d)
 __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 len, struct binding *b,
 					  __u64 mark_info)
 {
-	__u32 zero = 0, at, ws, keep, mark = (__u32)mark_info, info = mark_info >> 32;
+	__u32 zero = 0, at, ws, keep, set, mark = (__u32)mark_info, info = mark_info >> 32;
 	__u32 csum_off;
 	__u8 vihl;
 	struct scan_ctx x;
@@ -520,7 +517,6 @@ __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 l
 	if (len < 24 || bpf_xdp_load_bytes(ctx, off, a->b, len))
 		goto unframed;
 	a->len = len;
-	a->full = 1;
 	a->conn = CONN_NONE;
 	a->conn_at = 0;
 	a->flags = 0;
@@ -540,14 +536,14 @@ __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 l
 	 * leaves or goes quiet (client_leaves, quiescent), and under BIND_KEEP
 	 * where its FIN goes (BIND_FIN_AT). */
 	at = mark + a->hdr_len + a->clen;
-	keep = keep ? BIND_END | BIND_FIN_AT : BIND_END;
+	set = keep ? BIND_END | BIND_FIN_AT : BIND_END;
 	WRITE_ONCE(b->fin_at, at);
-	WRITE_ONCE(b->flags, b->flags | keep);
+	WRITE_ONCE(b->flags, b->flags | set);
 	if (bc) {
 		WRITE_ONCE(bc->fin_at, at);
-		WRITE_ONCE(bc->flags, bc->flags | keep);
+		WRITE_ONCE(bc->flags, bc->flags | set);
 	}
-	if (!(keep & BIND_FIN_AT))
+	if (!keep)
 		return 0;
 	at = a->conn_at;
 	if (a->conn == CONN_KEEP_ALIVE && at + 12 <= len && at < XLB_HDR_SCAN && (a->b[at + 8] | 0x20) == 'v' &&

@@ -447,7 +447,6 @@ struct held_hdr {
 	__u32 seq;   /* its sequence number */
 };
 
-
 /* What the program tells user space through the xlb_events ring buffer. */
 struct xlb_event {
 	__u32 type;          /* enum event_type */
