@@ -258,6 +258,14 @@ static __always_inline int answer_whole(const struct binding *b, const struct le
 	return (READ_ONCE(b->flags) & BIND_END) && READ_ONCE(w->peer_hi) == READ_ONCE(b->fin_at);
 }
 
+/* answer_done: an HTTP answer whose length is known (BIND_END) was sent
+ * whole by worker leg w. Unlike answer_whole(), says nothing (0) of other
+ * protocols. */
+static __always_inline int answer_done(const struct binding *b, const struct leg *w)
+{
+	return (READ_ONCE(b->flags) & BIND_END) && READ_ONCE(w->peer_hi) == READ_ONCE(b->fin_at);
+}
+
 /* rest_win is the window worker leg w is told once its client acknowledged
  * all it sent (xlb_config.rest_win; 0: none), never less than two of w's
  * segments: a sender whose window is smaller than a segment sends nothing

@@ -1805,7 +1805,8 @@ static __always_inline int translate_forward(struct pkt *p, const struct binding
 		 * make it smaller. While data is in flight, or the window held
 		 * the worker back, windows pass as they are. */
 		w = partner ? partner : bpf_map_lookup_elem(&xlb_legs, &b->to);
-		if (w && !p->payload && p->ack + b->ack_off == READ_ONCE(w->peer_hi) && !window_held(w))
+		if (w && !p->payload && p->ack + b->ack_off == READ_ONCE(w->peer_hi) &&
+		    (!window_held(w) || answer_done(b, w)))
 			p->win_cap = rest_win(cfg, w);
 	}
 	if (!b || translate(p, b))
