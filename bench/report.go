@@ -243,7 +243,7 @@ func (rep *report) has(workload string) bool {
 	return false
 }
 
-var httpBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbDrop, haproxyHTTP, haproxyTCP}
+var httpBalancers = []balancer{direct, xlbSticky, xlbDefault, xlbOne, xlbDrop, haproxyHTTP, haproxyTCP}
 var redisBalancers = []balancer{direct, xlbDefault, haproxyTCP}
 
 func (rep *report) markdown(b *strings.Builder, chart bool) {
@@ -765,6 +765,14 @@ func (rep *report) targets(p func(string, ...any)) {
 		p("| %s | %s | %s |", r.what, r.goal, r.got)
 	}
 	p("")
+	// What of the t1 c2 gap is the spreading's: the same remix, all of it
+	// to one worker process.
+	if one, def := ratio(xlbOne.name, direct.name, "t1 c2 100B"), ratio(xlbDefault.name, direct.name, "t1 c2 100B"); !math.IsNaN(one) && !math.IsNaN(def) {
+		p("At t1 c2 100B, %s ÷ direct is %.2f and %s ÷ direct %.2f: with every request remixed onto a", xlbOne.name, one, xlbDefault.name, def)
+		p("connection of one nginx, as direct's requests all go to one process, against requests spread over")
+		p("three processes that share these two CPUs with wrk and the softirq work (each may wake another).")
+		p("")
+	}
 }
 
 func (rep *report) method(p func(string, ...any)) {

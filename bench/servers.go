@@ -173,12 +173,16 @@ type balancer struct {
 	policy string   // xlb --policy; "" for the default
 	args   []string // more xlb flags
 	mode   string   // haproxy mode: http or tcp
+	// workers: only the first this many workers (0: all of them)
+	workers int
 }
 
 var (
-	direct      = balancer{name: "direct", descr: "wrk straight to one worker (the physical limit)"}
-	xlbSticky   = balancer{name: "xlb-sticky", kind: "xlb", policy: "sticky", descr: "xlb --policy sticky (a client keeps its worker connection)"}
-	xlbDefault  = balancer{name: "xlb", kind: "xlb", descr: "xlb, default policy (jiq: per-request remix)"}
+	direct     = balancer{name: "direct", descr: "wrk straight to one worker (the physical limit)"}
+	xlbSticky  = balancer{name: "xlb-sticky", kind: "xlb", policy: "sticky", descr: "xlb --policy sticky (a client keeps its worker connection)"}
+	xlbDefault = balancer{name: "xlb", kind: "xlb", descr: "xlb, default policy (jiq: per-request remix)"}
+	xlbOne     = balancer{name: "xlb-1w", kind: "xlb", workers: 1,
+		descr: "xlb, default policy, in front of the first worker only: requests remixed over that nginx's connections, so they all go to one process, as direct's do (with three, each request may wake another process on these two CPUs: that cost is the spreading's, not the data plane's)"}
 	xlbKernelHS = balancer{name: "xlb-kernel-hs", kind: "xlb", args: []string{"--handshake", "kernel"},
 		descr: "xlb --handshake kernel (the listener answers SYNs; each client accepted, its socket destroyed)"}
 	xlbDialSocket = balancer{name: "xlb-socket", kind: "xlb", args: []string{"--dial", "socket"},
@@ -221,6 +225,9 @@ func startBalancer(ctx context.Context, tp *topology, dir string, b balancer, wo
 	lbStarts++
 	ns := tp.lb
 	r := &running{b: b, host: tp.listenAt, port: lbPort}
+	if b.workers > 0 && b.workers < len(workers) {
+		workers = workers[:b.workers]
+	}
 	var err error
 	switch b.kind {
 	case "":
@@ -243,7 +250,7 @@ func startBalancer(ctx context.Context, tp *topology, dir string, b balancer, wo
 		// --log-level warn hides the start-up lines: wait for the port,
 		// then for the pool (the listener opens before the workers are up).
 		if err = lab.WaitListen(r.p, lbPort, 1, startTimeout); err == nil {
-			err = waitXLBWorkers(ctx, ns, dir, r.p)
+			err = waitXLBWorkers(ctx, ns, dir, r.p, len(workers))
 		}
 	case "haproxy":
 		path := filepath.Join(dir, "haproxy-"+b.mode+".cfg")
@@ -264,13 +271,13 @@ func startBalancer(ctx context.Context, tp *topology, dir string, b balancer, wo
 	return r, nil
 }
 
-// waitXLBWorkers waits until `xlb ctl list` shows every worker up.
-func waitXLBWorkers(ctx context.Context, ns *lab.Netns, dir string, p *lab.Proc) error {
+// waitXLBWorkers waits until `xlb ctl list` shows n workers up.
+func waitXLBWorkers(ctx context.Context, ns *lab.Netns, dir string, p *lab.Proc, n int) error {
 	deadline := time.Now().Add(startTimeout)
 	var out string
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		out, _, _ = ns.RunCtx(ctx, 5*time.Second, xlbBin, "ctl", "--socket", filepath.Join(dir, "xlb.sock"), "list")
-		if strings.Count(out, " up") >= nWorkers {
+		if strings.Count(out, " up") >= n {
 			return nil
 		}
 		select {
