@@ -104,11 +104,18 @@ func TestRestartSamePort(t *testing.T) {
 			cs = append(cs, c)
 		}
 		lb.Stop()
-		for _, c := range cs {
+		// xlb handed the connections back and closed them: each client
+		// reads the FIN before closing its end, so that the service port's
+		// ends, which closed first, sit in TIME-WAIT, what the next round
+		// must bind past. (xlb's start-up probe used to leave one there
+		// too, whatever the clients did; it probes another port now.)
+		for i, c := range cs {
+			c.c.SetReadDeadline(time.Now().Add(ioTimeout))
+			if _, err := c.r.ReadByte(); !errors.Is(err, io.EOF) {
+				t.Fatalf("round %d client %d: read after the stop gave %v, want EOF", round, i, err)
+			}
 			c.c.Close()
 		}
-		// xlb closed the handed-back connections first: they sit in
-		// TIME-WAIT on the service port, what the next round must bind past.
 		if tw := testkit.Sockets(t, ns, "time-wait", "( sport = :8080 )"); round == 0 && len(tw) == 0 {
 			t.Fatal("no TIME-WAIT on the service port after the stop: the test would prove nothing")
 		}

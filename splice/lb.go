@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -400,14 +401,30 @@ func (lb *LB) start() error {
 		return err
 	}
 
+	// The service's ports are bound now (another program holding one is
+	// an error before anything is attached) but listened on only once the
+	// data plane is attached: a client that connected in between would
+	// reach a socket the data plane knows nothing of, and be closed
+	// ("client connection without a leg"). Until then SYNs to them are
+	// refused, as before xlb ran.
+	reserved := make([]int, 0, len(addrs))
+	defer func() {
+		for _, fd := range reserved {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
 	for _, a := range addrs {
-		ln, err := listen(netip.AddrPortFrom(a, cfg.Port))
+		fd, err := bindPort(netip.AddrPortFrom(a, cfg.Port))
 		if err != nil {
 			return err
 		}
-		lb.listeners = append(lb.listeners, ln)
+		reserved = append(reserved, fd)
 	}
-	wscale, mss, err := probeListener(netip.AddrPortFrom(addrs[0], cfg.Port), lb.listeners[0])
+	// A listener on another port of the same address announces the same
+	// window scale and MSS.
+	wscale, mss, err := probeAddr(addrs[0])
 	if err != nil {
 		return fmt.Errorf("probing the listener's window scale: %w", err)
 	}
@@ -439,6 +456,14 @@ func (lb *LB) start() error {
 			return err // teardown detaches from the ones before
 		}
 		lb.attached = append(lb.attached, ifc)
+	}
+	for i, a := range addrs {
+		ln, err := listenBound(reserved[i], netip.AddrPortFrom(a, cfg.Port))
+		if err != nil {
+			return err
+		}
+		reserved[i] = -1 // the listener holds it now
+		lb.listeners = append(lb.listeners, ln)
 	}
 	lb.log.Info("data plane attached", "iface", strings.Join(lb.attached, ","), "mode", mode.String(), "listen", fmt.Sprint(addrs), "port", cfg.Port,
 		"window_scale", wscale, "workers", len(cfg.Workers), "pool", cfg.Pool)
@@ -573,6 +598,72 @@ func listen(ap netip.AddrPort) (*net.TCPListener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", ap, err)
 	}
 	return ln.(*net.TCPListener), nil
+}
+
+// bindPort binds a TCP socket to ap without listening: it holds the port
+// (SYNs to it are refused) until listenBound makes it a listener. Options
+// as net.Listen sets them.
+func bindPort(ap netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, fmt.Errorf("listen on %s: %w", ap, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listen on %s: %w", ap, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EADDRINUSE) {
+			return -1, fmt.Errorf("port %d on %s is in use by another program (see `ss -ltnp 'sport = %d'`)", ap.Port(), ap.Addr(), ap.Port())
+		}
+		return -1, fmt.Errorf("listen on %s: %w", ap, err)
+	}
+	return fd, nil
+}
+
+// listenBound makes fd, bound by bindPort, a listener. The listener holds
+// a descriptor of its own: fd is closed, also on error.
+func listenBound(fd int, ap netip.AddrPort) (*net.TCPListener, error) {
+	f := os.NewFile(uintptr(fd), "xlb listener "+ap.String())
+	defer f.Close()
+	if err := unix.Listen(fd, listenBacklog()); err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			return nil, fmt.Errorf("port %d on %s is in use by another program (see `ss -ltnp 'sport = %d'`)", ap.Port(), ap.Addr(), ap.Port())
+		}
+		return nil, fmt.Errorf("listen on %s: %w", ap, err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", ap, err)
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// listenBacklog is the kernel's limit on a listener's backlog
+// (net.core.somaxconn), as Go's net.Listen uses it.
+func listenBacklog() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		return unix.SOMAXCONN
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		return unix.SOMAXCONN
+	}
+	return min(n, 1<<16-1)
+}
+
+// probeAddr reads the window scale and MSS a listener on addr announces,
+// from one on a port of its own (probeListener).
+func probeAddr(addr netip.Addr) (uint8, uint16, error) {
+	ln, err := listen(netip.AddrPortFrom(addr, 0))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ln.Close()
+	ap := ln.Addr().(*net.TCPAddr).AddrPort()
+	return probeListener(netip.AddrPortFrom(addr, ap.Port()), ln)
 }
 
 // probeListener connects to the listener before the data plane is attached
