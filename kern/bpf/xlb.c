@@ -255,9 +255,8 @@ __attribute__((noinline)) int route_out(struct xdp_md *ctx)
 			count(XLB_CNT_FIB_FAIL);
 			return verdict(XDP_PASS);
 		}
-		if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 			return drop(XLB_CNT_FIB_FAIL);
-		}
 		h->daddr = ip->daddr;
 		h->saddr = ip->saddr;
 		h->in_ifindex = in;
