@@ -1,15 +1,20 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/internal/testkit"
+	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/testnet"
+	"github.com/xlb-lb/xlb/xdp"
 )
 
 // Addresses of the two-namespace topology of TestVethChecksums.
@@ -208,4 +213,116 @@ func connSeqs(t *testing.T, c *client) (snd, rcv uint32) {
 		t.Fatalf("reading the client's sequence numbers: %v", serr)
 	}
 	return st.SndNxt, st.RcvNxt
+}
+
+// TestRoutedNeighbourMoves: with --routed the data plane keeps the next hops
+// it looked up (per CPU, xlb_fib). When H's end of the veth takes another
+// MAC address (a failover: its gratuitous ARP tells L's kernel), xlb moves
+// the data plane's next-hop generation, and the spliced connection and a new
+// one go on: the first request after the change is answered within the time
+// the data plane keeps a next hop at most, intact.
+func TestRoutedNeighbourMoves(t *testing.T) {
+	testnet.RequireRoot(t)
+	const newMAC = "02:00:5e:10:00:99"
+	lbNS, hostNS := routedNet(t, "native")
+	workers := []string{routedWorkerAddr + ":4171", routedWorkerAddr + ":4172"}
+	startWorkersAt(t, hostNS, workers...)
+	if out, err := hostNS.Command(testkit.XLB, "attach", "--mode", "native", routedHostIface).CombinedOutput(); err != nil {
+		t.Fatalf("xlb attach on the peer: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { hostNS.Command(testkit.XLB, "detach", routedHostIface).Run() })
+	flags := append(testkit.OwnSocket(t), "--listen", routedLBAddr, "--mode", "native", "--routed")
+	lb := startXLB(t, lbNS, routedLBIface, 8080, workers, flags...)
+
+	c := dialFrom(t, hostNS, routedClientAddr, routedLBAddr+":8080")
+	for i := 0; i < 5; i++ {
+		if _, _, err := c.get("/bytes/100000"); err != nil {
+			t.Fatalf("request %d before the change: %v", i, err)
+		}
+	}
+	gen := nextHopGen(t, lbNS)
+
+	hostNS.Run("sysctl", "-qw", "net.ipv4.conf."+routedHostIface+".arp_notify=1")
+	hostNS.Run("ip", "link", "set", "dev", routedHostIface, "address", newMAC)
+	// L's kernel learned the new address (else what follows proves nothing),
+	// and xlb told the data plane.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := lbNS.Run("ip", "neigh", "show", "dev", routedLBIface)
+		if strings.Count(out, newMAC) >= 2 && nextHopGen(t, lbNS) != gen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within 5s: L's neighbours %q (want %s for %s and %s), next-hop generation %d (was %d)",
+				out, newMAC, routedClientAddr, routedWorkerAddr, nextHopGen(t, lbNS), gen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	r0 := testkit.Status(t, lbNS, routedLBIface)
+	start := time.Now()
+	if _, _, err := c.get("/bytes/100000"); err != nil {
+		t.Fatalf("first request after the change: %v", err)
+	}
+	if d := time.Since(start); d > fibTTL {
+		t.Errorf("first request after the change took %v, more than the %v a next hop is kept", d, fibTTL)
+	} else {
+		t.Logf("first request after the change answered in %v", d)
+	}
+	for i := 0; i < 10; i++ {
+		if _, _, err := c.get(fmt.Sprintf("/bytes/%d", 1000+i*10000)); err != nil {
+			t.Fatalf("request %d after the change: %v", i, err)
+		}
+	}
+	c2 := dialFrom(t, hostNS, routedClientAddr, routedLBAddr+":8080")
+	if _, _, err := c2.get("/bytes/65536"); err != nil {
+		t.Fatalf("new connection after the change: %v", err)
+	}
+	r := testkit.Status(t, lbNS, routedLBIface)
+	sent := r.Counters["tx"] + r.Counters["redirect"] - r0.Counters["tx"] - r0.Counters["redirect"]
+	fwd := r.Counters["fwd_to_client"] + r.Counters["fwd_to_worker"] - r0.Counters["fwd_to_client"] - r0.Counters["fwd_to_worker"]
+	if sent < fwd*9/10 {
+		t.Errorf("after the change %d packets left by XDP_TX/redirect for %d translated: counters %v", sent, fwd, r.Counters)
+	}
+	lb.Stop()
+}
+
+// fibTTL is XLB_FIB_TTL_NS: the longest the data plane keeps a next hop.
+const fibTTL = time.Second
+
+// nextHopGen reads the next-hop generation of the data plane attached to
+// L's end (xlb_fib_gen, not pinned: found through the attached program).
+func nextHopGen(t *testing.T, lbNS *testnet.NS) uint32 {
+	t.Helper()
+	var gen uint32
+	err := lbNS.Do(func() error {
+		st, err := xdp.Query(routedLBIface)
+		if err != nil {
+			return err
+		}
+		prog, maps, err := kern.AttachedMaps(st.ProgID)
+		if err != nil {
+			return err
+		}
+		prog.Close()
+		defer func() {
+			for _, m := range maps {
+				m.Close()
+			}
+		}()
+		m := maps[kern.FibGenName]
+		if m == nil {
+			return fmt.Errorf("program %d has no map %s", st.ProgID, kern.FibGenName)
+		}
+		v := make([]byte, 4)
+		if err := m.Lookup(ebpf.Uint32Key(0), v); err != nil {
+			return err
+		}
+		gen = binary.NativeEndian.Uint32(v)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("reading the next-hop generation: %v", err)
+	}
+	return gen
 }

@@ -39,6 +39,8 @@ const (
 	EventsMapName  = "xlb_events"
 	HeldMapName    = "xlb_held"
 	SynBudgetName  = "xlb_syn_budget"
+	FibMapName     = "xlb_fib"     // routed mode: next hops cached per CPU
+	FibGenName     = "xlb_fib_gen" // element 0: their generation (NextHopsChanged)
 )
 
 // Slots of xlb_progs (XLB_PROG_BIND, XLB_PROG_MAIN).

@@ -2,6 +2,7 @@ package kern
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -48,12 +49,15 @@ type Objects struct {
 	Events     *ebpf.Map     // ring buffer of Event
 	Held       *ebpf.Map     // LegKey -> Held: client frames kept while the pools were empty
 	SynBudget  *ebpf.Map     // element 0: int64, idle legs less the SYNs answered since (ConfigSynDemand)
+	FibGen     *ebpf.Map     // element 0: uint32, the generation of the next hops cached in xlb_fib (NextHopsChanged)
 	coll       *ebpf.Collection
 }
 
 // MapNames lists the maps of the data plane, for pinning and reuse.
 // The prog array is not among them: its slots refer to the programs of one
-// load, and it empties when the last process holding it goes.
+// load, and it empties when the last process holding it goes. Nor are the
+// next-hop cache and its generation (xlb_fib, xlb_fib_gen): a new load
+// looks its next hops up afresh.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
 	HandshakesName, DialsName, PoolMapName, ReadyMapName, SchedMapName, RRMapName, WLoadMapName, RematchMapName,
 	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName, PortsMapName, CoolingMapName}
@@ -141,13 +145,14 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		Events:     coll.Maps[EventsMapName],
 		Held:       coll.Maps[HeldMapName],
 		SynBudget:  coll.Maps[SynBudgetName],
+		FibGen:     coll.Maps[FibGenName],
 		coll:       coll,
 	}
 	if o.Program == nil || o.Bind == nil || o.Slow == nil || o.Xlate == nil || o.Ctl == nil {
 		coll.Close()
 		return nil, fmt.Errorf("embedded XDP object lacks one of the programs %s, %s, %s, %s, %s", ProgramName, BindProgName, SlowProgName, XlateProgName, CtlProgName)
 	}
-	for _, name := range append(MapNames, ProgsMapName, HeldMapName, SynBudgetName) {
+	for _, name := range append(MapNames, ProgsMapName, HeldMapName, SynBudgetName, FibMapName, FibGenName) {
 		if o.Map(name) == nil {
 			coll.Close()
 			return nil, fmt.Errorf("embedded XDP object lacks map %s", name)
@@ -160,6 +165,22 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		}
 	}
 	return o, nil
+}
+
+// NextHopsChanged makes the data plane look up every next hop again
+// (routed mode): it moves the generation of those it cached in xlb_fib.
+// User space calls it when a route, a neighbour, an address or a link may
+// have changed; one caller at a time.
+func (o *Objects) NextHopsChanged() error {
+	v := make([]byte, 4)
+	if err := o.FibGen.Lookup(ebpf.Uint32Key(0), v); err != nil {
+		return fmt.Errorf("map %s: %w", FibGenName, err)
+	}
+	binary.NativeEndian.PutUint32(v, binary.NativeEndian.Uint32(v)+1)
+	if err := o.FibGen.Update(ebpf.Uint32Key(0), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("map %s: %w", FibGenName, err)
+	}
+	return nil
 }
 
 // saveVerifierLog writes the whole log of a rejected program (or of the

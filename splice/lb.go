@@ -531,6 +531,9 @@ func (lb *LB) runLoops() {
 	if lb.replay != nil {
 		lb.goroutine(func() { lb.replayLoop(ctx) })
 	}
+	if lb.cfg.Routed {
+		lb.goroutine(func() { lb.watchNextHops(ctx) })
+	}
 }
 
 // stopLoops stops what startLoops started, but the control socket.

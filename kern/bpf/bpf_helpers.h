@@ -12,7 +12,9 @@
 #define SEC(name) __attribute__((section(name), used))
 
 /* linux/stddef.h defines __always_inline as plain inline; we need the real
- * thing: our loader does not support BPF-to-BPF calls, so everything inlines. */
+ * thing: helpers inline, so that the verifier sees each call site's values.
+ * The few BPF-to-BPF calls are to global functions (noinline, not static:
+ * http_answer, route_out...), which the verifier walks once on their own. */
 #undef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 

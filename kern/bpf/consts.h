@@ -39,6 +39,8 @@
 #define XLB_REST_WIN_MIN    4096   /* xlb_config.rest_win is not lowered below (a client's tiny window) */
 #define XLB_HOLD_MAX        2048   /* bytes of a frame held for a pool to fill (CFG_HOLD_FIRST; larger ones are dropped) */
 #define XLB_MAX_HELD        4096   /* frames held at once (xlb_held) */
+#define XLB_FIB_BITS        11     /* routed mode: 2^11 next hops cached per CPU (xlb_fib) */
+#define XLB_FIB_TTL_NS      (1000ull * 1000 * 1000) /* ... each looked up again after this long, whatever xlb_fib_gen says */
 
 #define XLB_NO_OPT          0xff   /* offset of an option that is absent */
 #define XLB_NO_WSCALE       0xff

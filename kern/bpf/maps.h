@@ -255,6 +255,54 @@ struct xlb_map_def SEC("maps") xlb_held = {
 	.map_flags = BPF_F_NO_PREALLOC,
 };
 
+/* Routed mode: a next hop bpf_fib_lookup found, tagged with the lookup's
+ * inputs (xlb.c route_out). */
+struct fib_hop {
+	__be32 daddr;        /* tag: the packet's destination, */
+	__be32 saddr;        /* its source */
+	__u32 in_ifindex;    /* and the device it came in on */
+	__u32 gen;           /* xlb_fib_gen when it was looked up */
+	__u64 due_ns;        /* now_ns() from which it is looked up again (XLB_FIB_TTL_NS) */
+	__u32 ifindex;       /* the egress device */
+	__u16 mtu;           /* the largest tot_len it takes (bpf_fib_lookup's mtu_result) */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 pad[6];
+};
+
+/* Next hops, per CPU: XLB_FIB_SLOTS entries indexed by a hash of the
+ * lookup's inputs (fib_slot), one destination an entry; a destination
+ * that meets another in its entry is looked up again, as every packet was
+ * before the cache. Per CPU, so that no entry is ever written by two CPUs
+ * at once (a reader would see half of one next hop). Not pinned: a new
+ * load starts empty. */
+struct xlb_map_def SEC("maps") xlb_fib = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct fib_hop),
+	.max_entries = 1u << XLB_FIB_BITS,
+};
+
+/* Per-CPU room for bpf_fib_lookup's parameters: route_out's stack and
+ * xlb_xdp's together must stay within the 512 bytes of a BPF stack. */
+struct xlb_map_def SEC("maps") xlb_fib_scratch = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct bpf_fib_lookup),
+	.max_entries = 1,
+};
+
+/* Element 0: the generation of the next hops (__u32). User space adds one
+ * whenever a route, a neighbour, an address or a link changes
+ * (splice/nexthop.go); an entry of xlb_fib of another generation is looked
+ * up again. Not pinned, like xlb_fib. */
+struct xlb_map_def SEC("maps") xlb_fib_gen = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 1,
+};
+
 /* Per-CPU room to build a struct held in (2 KB: not on the stack). */
 struct xlb_map_def SEC("maps") xlb_hscratch = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,

@@ -195,34 +195,95 @@ static __always_inline int send_reply(struct pkt *p, struct leg *leg, __u32 seq,
 	return verdict(XDP_TX);
 }
 
+/* fib_slot is the entry of xlb_fib for a lookup's inputs (Fibonacci
+ * hashing: the top bits of the product depend on every bit of the key). */
+static __always_inline __u32 fib_slot(__be32 daddr, __be32 saddr, __u32 ifindex)
+{
+	return ((daddr ^ (saddr * 0x9e3779b1u) ^ ifindex) * 0x9e3779b1u) >> (32 - XLB_FIB_BITS);
+}
+
+/* route_out sends the packet at ctx (an IPv4 packet without VLAN tag, as
+ * the callers parsed it) toward its next hop: the MACs rewritten, out of
+ * the egress device by XDP_TX or XDP_REDIRECT. The next hop comes from
+ * xlb_fib when its entry there is of this destination, source and ingress
+ * device, of the current generation, younger than XLB_FIB_TTL_NS and takes
+ * a packet this long; else from bpf_fib_lookup, and the entry is made
+ * anew. A destination without a resolved neighbour goes to the stack
+ * (XDP_PASS: the kernel resolves it), and is not cached. Returns the
+ * verdict, counted (with XLB_CNT_FIB_FAIL when the lookup failed).
+ *
+ * A global function: the verifier walks it once, not once for each state
+ * of its callers (translate_forward in xlb_xdp and xlb_xlate, replies in
+ * xlb_slow). */
+__attribute__((noinline)) int route_out(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	__u32 in = ctx->ingress_ifindex, zero = 0, slot, gen;
+	__u32 *genp;
+	struct fib_hop *h;
+	__u64 now;
+
+	if ((void *)(ip + 1) > end)
+		return verdict(XDP_DROP); /* never: the callers parsed the packet */
+	genp = bpf_map_lookup_elem(&xlb_fib_gen, &zero);
+	slot = fib_slot(ip->daddr, ip->saddr, in);
+	h = bpf_map_lookup_elem(&xlb_fib, &slot);
+	if (!genp || !h)
+		return verdict(XDP_DROP); /* never: both are arrays, the slot in range */
+	gen = READ_ONCE(*genp);
+	now = now_ns();
+	if (h->daddr != ip->daddr || h->saddr != ip->saddr || h->in_ifindex != in || h->gen != gen ||
+	    (__s64)(now - h->due_ns) >= 0 || bpf_ntohs(ip->tot_len) > h->mtu) {
+		struct bpf_fib_lookup *fib = bpf_map_lookup_elem(&xlb_fib_scratch, &zero);
+		long rc;
+
+		if (!fib)
+			return verdict(XDP_DROP); /* never */
+		__builtin_memset(fib, 0, sizeof(*fib));
+		fib->family = AF_INET;
+		fib->l4_protocol = IPPROTO_TCP;
+		fib->tot_len = bpf_ntohs(ip->tot_len);
+		fib->ipv4_src = ip->saddr;
+		fib->ipv4_dst = ip->daddr;
+		fib->ifindex = in;
+		rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+		if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+			/* Let the kernel resolve the neighbour and forward this one. */
+			count(XLB_CNT_FIB_FAIL);
+			return verdict(XDP_PASS);
+		}
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+			return drop(XLB_CNT_FIB_FAIL);
+		h->daddr = ip->daddr;
+		h->saddr = ip->saddr;
+		h->in_ifindex = in;
+		h->gen = gen; /* read before the lookup: a change during it makes the entry old at once */
+		h->due_ns = now + XLB_FIB_TTL_NS;
+		h->ifindex = fib->ifindex;
+		/* mtu_result shares tot_len's place: the kernel puts the egress
+		 * MTU there; one that did not leaves this packet's length, which
+		 * fits (a longer packet is then looked up, and the entry grows). */
+		h->mtu = fib->mtu_result;
+		__builtin_memcpy(h->dmac, fib->dmac, ETH_ALEN);
+		__builtin_memcpy(h->smac, fib->smac, ETH_ALEN);
+	}
+	__builtin_memcpy(eth->h_dest, h->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, h->smac, ETH_ALEN);
+	if (h->ifindex == in)
+		return verdict(XDP_TX);
+	return verdict(bpf_redirect(h->ifindex, 0));
+}
+
 /* forward sends a translated packet on: to the local stack, or, in routed
- * mode, out of the interface toward the next hop. */
+ * mode, out of the interface toward the next hop (route_out). */
 static __always_inline int forward(struct pkt *p, struct xlb_config *cfg)
 {
-	struct bpf_fib_lookup fib = {};
-	long rc;
-
 	if (!(cfg->flags & CFG_ROUTED))
 		return verdict(XDP_PASS);
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_TCP;
-	fib.tot_len = bpf_ntohs(p->ip->tot_len);
-	fib.ipv4_src = p->ip->saddr;
-	fib.ipv4_dst = p->ip->daddr;
-	fib.ifindex = p->ctx->ingress_ifindex;
-	rc = bpf_fib_lookup(p->ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		/* Let the kernel resolve the neighbour and forward this one. */
-		count(XLB_CNT_FIB_FAIL);
-		return verdict(XDP_PASS);
-	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return drop(XLB_CNT_FIB_FAIL);
-	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
-	if (fib.ifindex == p->ctx->ingress_ifindex)
-		return verdict(XDP_TX);
-	return verdict(bpf_redirect(fib.ifindex, 0));
+	return route_out(p->ctx);
 }
 
 /* translate rewrites the packet into a segment of the binding's partner leg:
