@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/xlb-lb/xlb/internal/runstate"
 	"github.com/xlb-lb/xlb/kern"
 	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/xdp"
@@ -30,6 +31,12 @@ func runAttach(args []string, stdout, stderr io.Writer) error {
 	iface := fs.Arg(0)
 	if _, err := xdp.Query(iface); err != nil {
 		return err
+	}
+	// The prog array the program tail-calls through lives on in its pins
+	// only: pins that vanish with this command would leave it without
+	// them (it then passes foreign packets and drops its legs' packets).
+	if runstate.PinsTransient() {
+		return fmt.Errorf("attach %s: %s", iface, runstate.TransientHint)
 	}
 	objs, err := kern.Load()
 	if err != nil {

@@ -208,3 +208,37 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 	}
 	lb.Stop()
 }
+
+// TestErrorAttachUnderIPNetnsExec: `ip netns exec NS xlb attach IFACE` runs
+// xlb in a mount namespace of its own whose /sys has no bpf filesystem; the
+// pins that keep the program's tail calls would vanish with it. xlb says so
+// and attaches nothing; under nsenter, which keeps the mount namespace, the
+// same attach works and its program passes a connection's packets.
+func TestErrorAttachUnderIPNetnsExec(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, testkit.XLB, "attach", "lo").CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	wantFailure(t, "attach under ip netns exec", code, string(out), "pins made here vanish when it exits", "nsenter --net=/run/netns/NAME")
+	assertDetached(t, ns)
+
+	code, outs := runXLB(t, ns, nil, "attach", "lo")
+	if code != 0 {
+		t.Fatalf("attach under nsenter: exit %d:\n%s", code, outs)
+	}
+	t.Cleanup(func() { ns.Command(testkit.XLB, "detach", "lo").Run() })
+	workers := startWorkers(t, ns, 1)
+	c := dial(t, ns, workers[0])
+	if _, _, err := c.get("/bytes/100"); err != nil {
+		t.Fatalf("a request through the attached program: %v", err)
+	}
+	if r := testkit.Status(t, ns, "lo"); r.Counters["tail_fail"] != 0 {
+		t.Errorf("counters %v: tail calls failed under nsenter", r.Counters)
+	}
+}

@@ -468,6 +468,9 @@ func (lb *LB) start() error {
 	lb.log.Info("data plane attached", "iface", strings.Join(lb.attached, ","), "mode", mode.String(), "listen", fmt.Sprint(addrs), "port", cfg.Port,
 		"window_scale", wscale, "workers", len(cfg.Workers), "pool", cfg.Pool)
 
+	if runstate.PinsTransient() {
+		lb.log.Warn("the data plane's pins will not outlive this process: --reuse cannot take over from it, and should it be killed its program loses its tail calls", "reason", runstate.TransientHint)
+	}
 	if err := lb.dp.Objs.Pin(PinDir(cfg.Iface)); err != nil {
 		return fmt.Errorf("pinning the data plane (needed for --reuse): %w", err)
 	}

@@ -62,3 +62,22 @@ func RemoveLeftovers(ino uint64) {
 	}
 	os.Remove(PinRoot)
 }
+
+// PinsTransient reports whether pins made by this process would vanish
+// when it exits: no bpf filesystem is mounted on the pin root's parent
+// (/sys/fs/bpf) and this process has a mount namespace of its own, not its
+// parent's, as a command under `ip netns exec` has (it remounts /sys). The
+// bpf filesystem xlb would mount there lives only as long as that
+// namespace, and with it the pins. Unknown (unreadable namespaces): false.
+func PinsTransient() bool {
+	var st unix.Statfs_t
+	if unix.Statfs(filepath.Dir(PinRoot), &st) == nil && st.Type == unix.BPF_FS_MAGIC {
+		return false
+	}
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	parent, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()))
+	return err1 == nil && err2 == nil && self != parent
+}
+
+// TransientHint says what to do instead when PinsTransient.
+const TransientHint = "this process has a mount namespace of its own without a bpf filesystem on /sys/fs/bpf (as under `ip netns exec`, which remounts /sys): pins made here vanish when it exits; run it with `nsenter --net=/run/netns/NAME` instead"

@@ -2069,7 +2069,12 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		/* Handshakes, new legs, resets, closes: xlb_slow's, which
 		 * parses the options itself. */
 		bpf_tail_call(ctx, &xlb_progs, XLB_PROG_SLOW);
-		return drop(XLB_CNT_TAIL_FAIL);
+		/* A packet of no leg (every SYN-ACK on the interface, to learn
+		 * dialed ones) goes to the stack when the slow program is
+		 * missing: a program whose prog array was emptied (its pins
+		 * lost, the process gone) must not cut the host's own TCP. */
+		count(XLB_CNT_TAIL_FAIL);
+		return verdict(leg ? XDP_DROP : XDP_PASS);
 	}
 	/* xlb_xlate does not need the parse (xlb_slow judged the options),
 	 * but without it translate() costs the verifier more than its budget:
