@@ -389,12 +389,17 @@ func (d *dataPlane) run(frame []byte) (uint32, []byte, kern.Counters) {
 	if err != nil {
 		d.t.Fatalf("test run: %v", err)
 	}
+	return res.Return, res.Data, d.since(before)
+}
+
+// since is how much every counter moved from before.
+func (d *dataPlane) since(before kern.Counters) kern.Counters {
 	after := d.counters()
 	var delta kern.Counters
 	for i := range delta {
 		delta[i] = after[i] - before[i]
 	}
-	return res.Return, res.Data, delta
+	return delta
 }
 
 // drainEvents returns the events written since the last call.

@@ -93,24 +93,34 @@ func (h *routedHost) run(d *dataPlane, frame []byte, ifindex int) (uint32, []byt
 			return err
 		}
 		defer unix.SchedSetaffinity(0, &old)
-		// struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-		// rx_queue_index, egress_ifindex.
-		ctx := make([]byte, 24)
-		binary.NativeEndian.PutUint32(ctx[4:], uint32(len(frame)))
-		binary.NativeEndian.PutUint32(ctx[12:], uint32(ifindex))
 		var err error
-		res, err = d.objs.Program.TestRun(&ebpf.TestRunOptions{Data: frame, Context: ctx})
+		res, err = d.objs.Program.TestRun(&ebpf.TestRunOptions{Data: frame, Context: xdpCtx(frame, ifindex)})
 		return err
 	})
 	if err != nil {
 		d.t.Fatalf("test run: %v", err)
 	}
-	after := d.counters()
-	var delta kern.Counters
-	for i := range delta {
-		delta[i] = after[i] - before[i]
+	return res.Return, res.Data, d.since(before)
+}
+
+// xdpCtx is the struct xdp_md of a test run of frame as if it came in on
+// ifindex: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+// egress_ifindex.
+func xdpCtx(frame []byte, ifindex int) []byte {
+	ctx := make([]byte, 24)
+	binary.NativeEndian.PutUint32(ctx[4:], uint32(len(frame)))
+	binary.NativeEndian.PutUint32(ctx[12:], uint32(ifindex))
+	return ctx
+}
+
+// checkFIBFail fails unless the program gave verdict want and counted one
+// failed next-hop lookup.
+func checkFIBFail(t *testing.T, what string, verdict uint32, delta kern.Counters, want uint32) {
+	t.Helper()
+	checkVerdict(t, verdict, want)
+	if delta[kern.CounterFIBFail] != 1 {
+		t.Errorf("%s: fib_fail moved %d, want 1", what, delta[kern.CounterFIBFail])
 	}
-	return res.Return, res.Data, delta
 }
 
 // routedPair is the data plane in routed mode with the standard pair bound,
@@ -220,10 +230,7 @@ func TestRoutedIngressIsEgress(t *testing.T) {
 	v, out, delta = h.run(d, toClient(w), h.l0)
 	checkSent(t, "worker segment in on l0, l1 not forwarding", v, out, delta, xdpTX, macClient, h.mac0)
 	v, _, delta = h.run(d, toClient(w), h.l1)
-	checkVerdict(t, v, xdpDrop)
-	if delta[kern.CounterFIBFail] != 1 {
-		t.Errorf("in on l1, not forwarding: fib_fail moved %d, want 1", delta[kern.CounterFIBFail])
-	}
+	checkFIBFail(t, "in on l1, not forwarding", v, delta, xdpDrop)
 }
 
 // TestRoutedMTU: a packet longer than its egress device's MTU is looked up
@@ -237,10 +244,7 @@ func TestRoutedMTU(t *testing.T) {
 	long := fromClient(seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 502, opts: nopTS(c.PeerTSval, c.OurTSval),
 		payload: make([]byte, 1200)}).build()
 	v, _, delta = h.run(d, long, h.l0)
-	checkVerdict(t, v, xdpDrop)
-	if delta[kern.CounterFIBFail] != 1 {
-		t.Errorf("longer than the MTU: fib_fail moved %d, want 1", delta[kern.CounterFIBFail])
-	}
+	checkFIBFail(t, "longer than the MTU", v, delta, xdpDrop)
 	h.setNeigh(t, workerAddr.Addr(), macWorker2, "l1") // shows whether the next one is looked up
 	v, out, delta = h.run(d, toWorker(c), h.l0)
 	checkSent(t, "short client segment again", v, out, delta, xdpRedirect, macWorker, h.mac1)
@@ -273,10 +277,7 @@ func TestRoutedNoNeighbour(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, _, delta = h.run(d, toWorker(c), h.l0)
-	checkVerdict(t, v, xdpPass)
-	if delta[kern.CounterFIBFail] != 1 {
-		t.Errorf("neighbour gone, new generation: fib_fail moved %d, want 1", delta[kern.CounterFIBFail])
-	}
+	checkFIBFail(t, "neighbour gone, new generation", v, delta, xdpPass)
 }
 
 // TestRoutedNoRoute: a destination without a route is dropped and counted,
@@ -288,10 +289,7 @@ func TestRoutedNoRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, _, delta := h.run(d, toWorker(c), h.l0)
-	checkVerdict(t, v, xdpDrop)
-	if delta[kern.CounterFIBFail] != 1 {
-		t.Errorf("no route: fib_fail moved %d, want 1", delta[kern.CounterFIBFail])
-	}
+	checkFIBFail(t, "no route", v, delta, xdpDrop)
 	h.ns.Run("ip", "addr", "add", "10.0.1.100/24", "dev", "l1")
 	h.setNeigh(t, workerAddr.Addr(), macWorker, "l1")
 	v, out, delta := h.run(d, toWorker(c), h.l0)

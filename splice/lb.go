@@ -599,11 +599,16 @@ func listen(ap netip.AddrPort) (*net.TCPListener, error) {
 	ln, err := lc.Listen(context.Background(), "tcp4", ap.String())
 	if err != nil {
 		if errors.Is(err, unix.EADDRINUSE) {
-			return nil, fmt.Errorf("port %d on %s is in use by another program (see `ss -ltnp 'sport = %d'`)", ap.Port(), ap.Addr(), ap.Port())
+			return nil, errPortInUse(ap)
 		}
 		return nil, fmt.Errorf("listen on %s: %w", ap, err)
 	}
 	return ln.(*net.TCPListener), nil
+}
+
+// errPortInUse says that another program holds ap.
+func errPortInUse(ap netip.AddrPort) error {
+	return fmt.Errorf("port %d on %s is in use by another program (see `ss -ltnp 'sport = %d'`)", ap.Port(), ap.Addr(), ap.Port())
 }
 
 // bindPort binds a TCP socket to ap without listening: it holds the port
@@ -621,7 +626,7 @@ func bindPort(ap netip.AddrPort) (int, error) {
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EADDRINUSE) {
-			return -1, fmt.Errorf("port %d on %s is in use by another program (see `ss -ltnp 'sport = %d'`)", ap.Port(), ap.Addr(), ap.Port())
+			return -1, errPortInUse(ap)
 		}
 		return -1, fmt.Errorf("listen on %s: %w", ap, err)
 	}
@@ -635,7 +640,7 @@ func listenBound(fd int, ap netip.AddrPort) (*net.TCPListener, error) {
 	defer f.Close()
 	if err := unix.Listen(fd, listenBacklog()); err != nil {
 		if errors.Is(err, unix.EADDRINUSE) {
-			return nil, fmt.Errorf("port %d on %s is in use by another program (see `ss -ltnp 'sport = %d'`)", ap.Port(), ap.Addr(), ap.Port())
+			return nil, errPortInUse(ap)
 		}
 		return nil, fmt.Errorf("listen on %s: %w", ap, err)
 	}

@@ -241,6 +241,13 @@ static __always_inline int window_held(const struct leg *w)
 	return seq_ge(READ_ONCE(w->peer_hi) + w->our_mss, READ_ONCE(w->win_edge));
 }
 
+/* answer_done: an HTTP answer whose length is known (BIND_END) was sent
+ * whole by worker leg w; 0 for other protocols (answer_whole() says 1). */
+static __always_inline int answer_done(const struct binding *b, const struct leg *w)
+{
+	return (READ_ONCE(b->flags) & BIND_END) && READ_ONCE(w->peer_hi) == READ_ONCE(b->fin_at);
+}
+
 /* answer_whole: the worker of binding b (either side's) sent the whole of
  * its current answer, as far as the program can tell: for HTTP, the answer's
  * length was read (BIND_END, http_answer) and worker leg w sent up to its
@@ -253,17 +260,7 @@ static __always_inline int window_held(const struct leg *w)
  * protocols are judged by their positions alone. */
 static __always_inline int answer_whole(const struct binding *b, const struct leg *w)
 {
-	if (b->proto != PROTO_HTTP)
-		return 1;
-	return (READ_ONCE(b->flags) & BIND_END) && READ_ONCE(w->peer_hi) == READ_ONCE(b->fin_at);
-}
-
-/* answer_done: an HTTP answer whose length is known (BIND_END) was sent
- * whole by worker leg w. Unlike answer_whole(), says nothing (0) of other
- * protocols. */
-static __always_inline int answer_done(const struct binding *b, const struct leg *w)
-{
-	return (READ_ONCE(b->flags) & BIND_END) && READ_ONCE(w->peer_hi) == READ_ONCE(b->fin_at);
+	return b->proto != PROTO_HTTP || answer_done(b, w);
 }
 
 /* rest_win is the window worker leg w is told once its client acknowledged
