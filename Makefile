@@ -38,6 +38,11 @@ kern/bpf/xlb.o: $(KERN_SRC) Makefile
 	$(CLANG) $(BPF_CFLAGS) -c kern/bpf/xlb.c -o $@
 	$(LLVM_STRIP) -g $@
 
+# The same programs for IPv6 (kern/bpf/ipfam.h), loaded beside xlb.o's.
+kern/bpf/xlb6.o: $(KERN_SRC) Makefile
+	$(CLANG) $(BPF_CFLAGS) -DXLB_FAMILY=6 -c kern/bpf/xlb.c -o $@
+	$(LLVM_STRIP) -g $@
+
 # The Go side of the layouts of structs.h, generated from the object's BTF and
 # kern's Go types (kern/gen): rewritten whenever the object changes. The
 # generator runs on the build host, whatever GOARCH the binary is for.
@@ -49,7 +54,7 @@ kern/zlayout.go: kern/bpf/xlb.o $(LAYOUT_GEN_SRC)
 ebpf/testdata/%.o: ebpf/testdata/%.c Makefile
 	$(CLANG) $(BPF_CFLAGS) -Ikern/bpf -c $< -o $@
 
-$(BIN): kern/bpf/xlb.o kern/zlayout.go $(GO_SRC)
+$(BIN): kern/bpf/xlb.o kern/bpf/xlb6.o kern/zlayout.go $(GO_SRC)
 	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath \
 		-ldflags '-s -w -X main.version=$(VERSION)' -o $@ .
 

@@ -175,9 +175,9 @@ func BenchmarkXDPSplicedRoutedRepeat(b *testing.B) {
 		b.Fatal(err)
 	}
 	ns, peer := testnet.New(b), testnet.New(b)
-	testnet.Veth(b, ns, "l0", "10.5.0.100/24", peer, "p0", "10.5.0.1/24")
-	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-	ns.Run("ip", "neigh", "replace", "10.5.0.2", "lladdr", "02:00:00:00:05:02", "dev", "l0", "nud", "permanent")
+	testnet.Veth(b, ns, "l0", fixturePrefix("10.5.0.100/24"), peer, "p0", fixturePrefix("10.5.0.1/24"))
+	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	ns.Run("ip", "neigh", "replace", mustAddrPort("10.5.0.2:0").Addr().String(), "lladdr", "02:00:00:00:05:02", "dev", "l0", "nud", "permanent")
 	var l0 int
 	if err := ns.Do(func() error {
 		ifc, err := net.InterfaceByName("l0")

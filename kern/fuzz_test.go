@@ -99,17 +99,13 @@ func fuzzSeeds() [][]byte {
 
 // namedKey is the leg key of the packet's 4-tuple, if it has one.
 func namedKey(b []byte) (kern.LegKey, bool) {
-	if len(b) < 14+20 || binary.BigEndian.Uint16(b[12:]) != 0x0800 {
+	ip, tcp, ok := splitFrame(b)
+	if !ok {
 		return kern.LegKey{}, false
 	}
-	ihl := int(b[14]&0x0f) * 4
-	if ihl < 20 || len(b) < 14+ihl+4 {
-		return kern.LegKey{}, false
-	}
-	src := netip.AddrFrom4([4]byte(b[14+12 : 14+16]))
-	dst := netip.AddrFrom4([4]byte(b[14+16 : 14+20]))
-	sp := binary.BigEndian.Uint16(b[14+ihl:])
-	dp := binary.BigEndian.Uint16(b[14+ihl+2:])
+	src, dst := ipAddrs(ip)
+	sp := binary.BigEndian.Uint16(tcp[0:])
+	dp := binary.BigEndian.Uint16(tcp[2:])
 	return kern.LegKey{Peer: netip.AddrPortFrom(src, sp), Local: netip.AddrPortFrom(dst, dp)}, true
 }
 
@@ -148,19 +144,15 @@ func (d *dataPlane) snapshotAll() fuzzSnapshot {
 	return s
 }
 
-// checksumsOK reports whether an IPv4 TCP frame carries a valid IP header
-// checksum and TCP checksum (full computation over tot_len).
+// checksumsOK reports whether an IP TCP frame carries a valid IPv4 header
+// checksum (IPv6 has none) and TCP checksum (full computation over the
+// datagram's length).
 func checksumsOK(b []byte) bool {
-	if len(b) < 14+20 || binary.BigEndian.Uint16(b[12:]) != 0x0800 {
+	ip, tcp, ok := splitFrame(b)
+	if !ok {
 		return false
 	}
-	ihl := int(b[14]&0x0f) * 4
-	tot := int(binary.BigEndian.Uint16(b[16:]))
-	if ihl < 20 || tot < ihl+20 || 14+tot > len(b) || b[14+9] != 6 {
-		return false
-	}
-	ip := b[14 : 14+ihl]
-	return checksum(ip) == 0 && checksum(pseudoHeader(ip, tot-ihl), b[14+ihl:14+tot]) == 0
+	return (ip[0]>>4 == 6 || checksum(ip) == 0) && checksum(pseudoHeader(ip, len(tcp)), tcp) == 0
 }
 
 func FuzzDataPlane(f *testing.F) {

@@ -279,7 +279,7 @@ func TestAnsweredHandshake(t *testing.T) {
 			check("ack", sa.ack, uint32(isn+1))
 			check("window", sa.win, uint16(0xffff))
 			check("payload bytes", len(sa.payload), 0)
-			check("frame length", len(out), 14+20+40)
+			check("frame length", len(out), 14+ipLen+40)
 			check("handshake flags", hs.Flags, uint32(kern.HSAnswered))
 			mss, sack, ws, wsOK := optionsOf(t, sa.opts)
 			check("MSS", mss, defaultConfig.OurMSS)

@@ -24,10 +24,10 @@ import (
 // The addresses of the fixtures: a client of the service, and a worker leg
 // the load balancer opened from its own address.
 var (
-	clientAddr  = netip.MustParseAddrPort("10.0.0.1:40000")
-	serviceAddr = netip.MustParseAddrPort("10.0.0.100:80")
-	workerAddr  = netip.MustParseAddrPort("10.0.1.1:8080")
-	poolAddr    = netip.MustParseAddrPort("10.0.0.100:50000") // our end of a worker leg
+	clientAddr  = mustAddrPort("10.0.0.1:40000")
+	serviceAddr = mustAddrPort("10.0.0.100:80")
+	workerAddr  = mustAddrPort("10.0.1.1:8080")
+	poolAddr    = mustAddrPort("10.0.0.100:50000") // our end of a worker leg
 
 	clientKey = kern.LegKey{Peer: clientAddr, Local: serviceAddr}
 	workerKey = kern.LegKey{Peer: workerAddr, Local: poolAddr}
@@ -560,6 +560,9 @@ func checkTranslated(t testing.TB, in []byte, out []byte, b kern.Binding) {
 	check("tot_len", op.totLen, ip.totLen)
 	check("ttl", op.ttl, ip.ttl)
 	check("IP id", op.id, ip.id)
+	if family6 {
+		check("flow label", op.flowLabel, uint32(0)) // cleared (ipfam.h ip_unlabel)
+	}
 	check("eth dst", op.ethDst, ip.ethDst)
 	check("eth src", op.ethSrc, ip.ethSrc)
 	check("frame length", len(out), len(in))
@@ -584,8 +587,6 @@ func checkTranslated(t testing.TB, in []byte, out []byte, b kern.Binding) {
 		}
 	}
 }
-
-func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 // workerStats sums the per-worker counters of worker id over the CPUs.
 func (d *dataPlane) workerStats(id uint32) kern.WorkerStats {
@@ -716,7 +717,7 @@ func (d *dataPlane) fillLegs() {
 	fl := stdClientLeg()
 	filler, _ := fl.MarshalBinary()
 	for i := uint32(0); i < d.objs.Legs.MaxEntries(); i++ {
-		k := kern.LegKey{Peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 1000), Local: serviceAddr}
+		k := kern.LegKey{Peer: netip.AddrPortFrom(fixtureAddr(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})), 1000), Local: serviceAddr}
 		if err := d.objs.Legs.Update(keyBytes(d.t, k), filler, ebpf.UpdateNoExist); err != nil {
 			if i == 0 {
 				d.t.Fatal(err)

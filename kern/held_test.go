@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/xlb-lb/xlb/ebpf"
@@ -149,7 +150,7 @@ func TestSynDemand(t *testing.T) {
 	syn := func(port uint16, isn uint32) kern.LegKey {
 		t.Helper()
 		s := fromClient(seg{seq: isn, flags: tcpSYN, win: 64240, opts: linuxSYN(1460, 1000, 7)})
-		s.src = mustAddrPort(fmt.Sprintf("%s:%d", clientAddr.Addr(), port))
+		s.src = netip.AddrPortFrom(clientAddr.Addr(), uint16(port))
 		v, _, _ := d.run(s.build())
 		checkVerdict(t, v, xdpTX)
 		return kern.LegKey{Peer: s.src, Local: serviceAddr}

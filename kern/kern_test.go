@@ -167,7 +167,15 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Errorf("binding round trip: %+v %v", bd2, err)
 	}
 	if _, err := (LegKey{Peer: netip.MustParseAddrPort("[::1]:1"), Local: k.Local}).MarshalBinary(); err == nil {
-		t.Error("an IPv6 key was accepted")
+		t.Error("a key of two families was accepted")
+	}
+	if _, err := (LegKey{Peer: netip.MustParseAddrPort("[::ffff:10.1.2.3]:1"), Local: netip.MustParseAddrPort("[::ffff:10.9.8.7]:2")}).MarshalBinary(); err == nil {
+		t.Error("a key of IPv4-mapped addresses was accepted")
+	}
+	k6 := LegKey{Peer: netip.MustParseAddrPort("[2001:db8::1]:40000"), Local: netip.MustParseAddrPort("[2001:db8::2]:8080")}
+	b6, err := k6.MarshalBinary()
+	if err != nil || b6[0] != 0x20 || b6[15] != 1 || b6[31] != 2 || b6[36] != 10 || k2.UnmarshalBinary(b6) != nil || k2 != k6 {
+		t.Errorf("IPv6 key: % x, decoded %v, %v", b6, k2, err)
 	}
 	bad := bytes.Clone(b)
 	bad[36] = 0 // family
@@ -203,24 +211,30 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Errorf("pool-low event: %+v %v", ev2, err)
 	}
 
-	// The config: an unspecified listen address is all zero.
+	// The config: the listen address with its family (byte 32); the zero
+	// Addr (any address of either family) is all zero, family 0; 0.0.0.0
+	// and :: keep theirs (any address of that family).
 	c := Config{ListenAddr: netip.MustParseAddr("192.0.2.1"), ListenPort: 8080, OurWScale: 7, Flags: ConfigRouted,
 		OurMSS: 1400, Policy: PolicyLeast, Protocol: ProtocolRESP, SchedLen: 12}
 	cb, err := c.MarshalBinary()
 	var c2 Config
-	if err != nil || c2.UnmarshalBinary(cb) != nil || c2 != c || cb[0] != 192 || cb[3] != 1 || cb[16] != 0x1f || cb[17] != 0x90 {
+	if err != nil || c2.UnmarshalBinary(cb) != nil || c2 != c || cb[0] != 192 || cb[3] != 1 || cb[16] != 0x1f || cb[17] != 0x90 || cb[32] != 2 {
 		t.Errorf("config round trip: %+v % x %v", c2, cb, err)
 	}
-	for _, a := range []netip.Addr{{}, netip.IPv4Unspecified()} {
-		c.ListenAddr = a
-		cb, _ = c.MarshalBinary()
-		if c2.UnmarshalBinary(cb) != nil || c2.ListenAddr.IsValid() || !bytes.Equal(cb[:16], make([]byte, 16)) {
-			t.Errorf("config with listen address %v: % x, decoded %v", a, cb, c2.ListenAddr)
+	for _, tc := range []struct {
+		a      netip.Addr
+		family byte
+	}{{netip.Addr{}, 0}, {netip.IPv4Unspecified(), 2}, {netip.IPv6Unspecified(), 10}, {netip.MustParseAddr("2001:db8::1"), 10}} {
+		c.ListenAddr = tc.a
+		cb, err = c.MarshalBinary()
+		if err != nil || c2.UnmarshalBinary(cb) != nil || c2.ListenAddr != tc.a || cb[32] != tc.family ||
+			(tc.a.IsUnspecified() || !tc.a.IsValid()) != bytes.Equal(cb[:16], make([]byte, 16)) {
+			t.Errorf("config with listen address %v: % x, decoded %v, %v", tc.a, cb, c2.ListenAddr, err)
 		}
 	}
-	c.ListenAddr = netip.MustParseAddr("2001:db8::1")
+	c.ListenAddr = netip.MustParseAddr("::ffff:192.0.2.1")
 	if _, err := c.MarshalBinary(); err == nil {
-		t.Error("an IPv6 listen address was accepted")
+		t.Error("an IPv4-mapped listen address was accepted")
 	}
 
 	eb2, err := Endpoint(netip.MustParseAddrPort("10.0.0.1:4171")).MarshalBinary()

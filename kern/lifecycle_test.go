@@ -44,8 +44,8 @@ func checkReply(t testing.TB, in, out []byte, l kern.Leg, seq uint32, flags uint
 	}
 	check("doff", op.doff, wantDoff)
 	check("SACK blocks", len(op.sack), 0)
-	check("tot_len", op.totLen, 20+wantDoff)
-	check("frame length", len(out), 14+20+wantDoff)
+	check("tot_len", op.totLen, ipLen+wantDoff)
+	check("frame length", len(out), 14+ipLen+wantDoff)
 }
 
 func TestStaleSegmentAnswered(t *testing.T) {
@@ -477,7 +477,7 @@ func (d *dataPlane) ctlItems(msg kern.CtlMsg, items []kern.CtlItem) (bool, []ker
 // (done, refused, no leg); a run takes XLB_CTL_ITEMS items, no more.
 func TestCtlItems(t *testing.T) {
 	itemKey := func(i int) kern.LegKey {
-		return kern.LegKey{Peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 8, 0, byte(i)}), 1000), Local: serviceAddr}
+		return kern.LegKey{Peer: netip.AddrPortFrom(fixtureAddr(netip.AddrFrom4([4]byte{10, 8, 0, byte(i)})), 1000), Local: serviceAddr}
 	}
 	t.Run("forget", func(t *testing.T) {
 		d := loadDataPlane(t)

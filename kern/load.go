@@ -21,6 +21,15 @@ func Spec() (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
+// Spec6 parses the embedded IPv6 object.
+func Spec6() (*ebpf.CollectionSpec, error) {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(Object6))
+	if err != nil {
+		return nil, fmt.Errorf("embedded IPv6 XDP object: %w", err)
+	}
+	return spec, nil
+}
+
 // Objects are the loaded program and maps of the data plane.
 type Objects struct {
 	Program    *ebpf.Program // xlb_xdp, the one attached
@@ -28,29 +37,34 @@ type Objects struct {
 	Slow       *ebpf.Program // xlb_slow, in Progs
 	Xlate      *ebpf.Program // xlb_xlate, in Progs
 	Ctl        *ebpf.Program // xlb_ctl, run with TestRun
-	Stats      *ebpf.Map     // per-CPU counters (Counter)
-	Config     *ebpf.Map     // element 0: Config
-	Legs       *ebpf.Map     // LegKey -> Leg
-	Binds      *ebpf.Map     // LegKey -> Binding
-	Handshakes *ebpf.Map     // LegKey -> Handshake (LRU)
-	Dials      *ebpf.Map     // LegKey -> Handshake: dialed SYNs under way
-	Pool       *ebpf.Map     // worker id -> queue of LegKey: idle worker legs
-	Ready      *ebpf.Map     // queue of worker ids: jiq tokens
-	Sched      *ebpf.Map     // slot -> worker id: weighted schedule (rr, least)
-	WLoad      *ebpf.Map     // worker id -> bound legs (int64)
-	Rematch    *ebpf.Map     // client LegKey -> worker id
-	Progs      *ebpf.Map     // tail-call slots
-	Sync       *ebpf.Map     // map-in-map updated only to wait for an RCU grace period
-	Ports      *ebpf.Map     // bitmap of the local ports of worker legs (1024 x uint64)
-	Workers    *ebpf.Map     // Endpoint -> WorkerInfo
-	WStats     *ebpf.Map     // per-CPU WorkerStats by worker id
-	WCfg       *ebpf.Map     // WorkerCfg by worker id
-	Retired    *ebpf.Map     // queue of LegKey: worker legs the data plane retired
-	Events     *ebpf.Map     // ring buffer of Event
-	Held       *ebpf.Map     // LegKey -> Held: client frames kept while the pools were empty
-	SynBudget  *ebpf.Map     // element 0: int64, idle legs less the SYNs answered since (ConfigSynDemand)
-	FibGen     *ebpf.Map     // element 0: uint32, the generation of the next hops cached in xlb_fib (NextHopsChanged)
+	Program6   *ebpf.Program // xlb_xdp6: IPv6 frames, tail-called by Program
+	Bind6      *ebpf.Program // xlb_bind6, xlb_slow6, xlb_xlate6: the IPv6 stages, in Progs after IPv4's (ProgSlots6)
+	Slow6      *ebpf.Program
+	Xlate6     *ebpf.Program
+	Stats      *ebpf.Map // per-CPU counters (Counter)
+	Config     *ebpf.Map // element 0: Config
+	Legs       *ebpf.Map // LegKey -> Leg
+	Binds      *ebpf.Map // LegKey -> Binding
+	Handshakes *ebpf.Map // LegKey -> Handshake (LRU)
+	Dials      *ebpf.Map // LegKey -> Handshake: dialed SYNs under way
+	Pool       *ebpf.Map // worker id -> queue of LegKey: idle worker legs
+	Ready      *ebpf.Map // queue of worker ids: jiq tokens
+	Sched      *ebpf.Map // slot -> worker id: weighted schedule (rr, least)
+	WLoad      *ebpf.Map // worker id -> bound legs (int64)
+	Rematch    *ebpf.Map // client LegKey -> worker id
+	Progs      *ebpf.Map // tail-call slots
+	Sync       *ebpf.Map // map-in-map updated only to wait for an RCU grace period
+	Ports      *ebpf.Map // bitmap of the local ports of worker legs (1024 x uint64)
+	Workers    *ebpf.Map // Endpoint -> WorkerInfo
+	WStats     *ebpf.Map // per-CPU WorkerStats by worker id
+	WCfg       *ebpf.Map // WorkerCfg by worker id
+	Retired    *ebpf.Map // queue of LegKey: worker legs the data plane retired
+	Events     *ebpf.Map // ring buffer of Event
+	Held       *ebpf.Map // LegKey -> Held: client frames kept while the pools were empty
+	SynBudget  *ebpf.Map // element 0: int64, idle legs less the SYNs answered since (ConfigSynDemand)
+	FibGen     *ebpf.Map // element 0: uint32, the generation of the next hops cached in xlb_fib (NextHopsChanged)
 	coll       *ebpf.Collection
+	coll6      *ebpf.Collection // Object6's programs (its maps are coll's)
 }
 
 // MapNames lists the maps of the data plane, for pinning and reuse.
@@ -98,19 +112,7 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.MaxLegs > 0 {
-		for _, name := range []string{LegsMapName, BindsMapName, ReadyMapName} {
-			if m := spec.Maps[name]; m != nil {
-				m.MaxEntries = opts.MaxLegs
-			}
-		}
-		// Handshakes under way: a quarter of the legs, never fewer than
-		// the object's default. A burst of new clients larger than the
-		// table evicts some, and their ACK meets the listener's reset.
-		if m := spec.Maps[HandshakesName]; m != nil {
-			m.MaxEntries = max(m.MaxEntries, opts.MaxLegs/4)
-		}
-	}
+	opts.size(spec)
 	if err := ebpf.RemoveMemlockLimit(); err != nil {
 		return nil, err
 	}
@@ -158,13 +160,69 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 			return nil, fmt.Errorf("embedded XDP object lacks map %s", name)
 		}
 	}
-	for slot, p := range map[uint32]*ebpf.Program{ProgBindSlot: o.Bind, ProgMainSlot: o.Program, ProgSlowSlot: o.Slow, ProgXlateSlot: o.Xlate} {
+	if err := o.load6(opts); err != nil {
+		coll.Close()
+		return nil, err
+	}
+	for slot, p := range map[uint32]*ebpf.Program{ProgBindSlot: o.Bind, ProgMainSlot: o.Program, ProgSlowSlot: o.Slow, ProgXlateSlot: o.Xlate,
+		ProgSlots6 + ProgBindSlot: o.Bind6, ProgSlots6 + ProgMainSlot: o.Program6, ProgSlots6 + ProgSlowSlot: o.Slow6, ProgSlots6 + ProgXlateSlot: o.Xlate6} {
 		if err := o.Progs.Update(ebpf.Uint32Key(slot), ebpf.Uint32Key(uint32(p.FD())), ebpf.UpdateAny); err != nil {
-			coll.Close()
+			o.Close()
 			return nil, fmt.Errorf("tail-call slot %d (%s): %w", slot, p.Name(), err)
 		}
 	}
 	return o, nil
+}
+
+// size applies MaxLegs to an object's maps.
+func (opts LoadOptions) size(spec *ebpf.CollectionSpec) {
+	if opts.MaxLegs == 0 {
+		return
+	}
+	for _, name := range []string{LegsMapName, BindsMapName, ReadyMapName} {
+		if m := spec.Maps[name]; m != nil {
+			m.MaxEntries = opts.MaxLegs
+		}
+	}
+	// Handshakes under way: a quarter of the legs, never fewer than the
+	// object's default. A burst of new clients larger than the table
+	// evicts some, and their ACK meets the listener's reset.
+	if m := spec.Maps[HandshakesName]; m != nil {
+		m.MaxEntries = max(m.MaxEntries, opts.MaxLegs/4)
+	}
+}
+
+// load6 loads Object6's programs against o's maps (its own: the IPv6
+// next-hop cache).
+func (o *Objects) load6(opts LoadOptions) error {
+	spec, err := Spec6()
+	if err != nil {
+		return err
+	}
+	opts.size(spec)
+	maps := map[string]*ebpf.Map{}
+	for name := range spec.Maps {
+		if m := o.coll.Maps[name]; m != nil {
+			maps[name] = m
+		}
+	}
+	coll, err := ebpf.NewCollection(spec, &ebpf.CollectionOptions{ReplaceMaps: maps})
+	if err != nil {
+		return fmt.Errorf("loading the IPv6 XDP programs: %w%s", err, saveVerifierLog(err))
+	}
+	for _, name := range []string{ProgramName6, BindProgName6, SlowProgName6, XlateProgName6} {
+		if coll.Programs[name] == nil {
+			coll.Close()
+			return fmt.Errorf("embedded IPv6 XDP object lacks program %s", name)
+		}
+	}
+	if coll.Maps[FibMapName6] == nil {
+		coll.Close()
+		return fmt.Errorf("embedded IPv6 XDP object lacks map %s", FibMapName6)
+	}
+	o.coll6 = coll
+	o.Program6, o.Bind6, o.Slow6, o.Xlate6 = coll.Programs[ProgramName6], coll.Programs[BindProgName6], coll.Programs[SlowProgName6], coll.Programs[XlateProgName6]
+	return nil
 }
 
 // NextHopsChanged makes the data plane look up every next hop again
@@ -214,7 +272,12 @@ func saveVerifierLog(err error) string {
 func (o *Objects) Map(name string) *ebpf.Map { return o.coll.Maps[name] }
 
 // Close releases the file descriptors; an attached program stays attached.
-func (o *Objects) Close() { o.coll.Close() }
+func (o *Objects) Close() {
+	if o.coll6 != nil {
+		o.coll6.Close()
+	}
+	o.coll.Close()
+}
 
 // Counters are the summed per-CPU counters of xlb_stats.
 type Counters [CounterMax]uint64

@@ -11,10 +11,27 @@ import (
 	"github.com/xlb-lb/xlb/kern"
 )
 
-const ipOff, tcpOff = 14, 14 + 20 // offsets in frames built without IP options
+// Offsets in frames built without IP options or extension headers.
+const ipOff = 14
 
-func setTotLen(b []byte, n int) { binary.BigEndian.PutUint16(b[ipOff+2:], uint16(n)) }
-func totLen(b []byte) int       { return int(binary.BigEndian.Uint16(b[ipOff+2:])) }
+var tcpOff = ipOff + ipLen
+
+// setTotLen sets the datagram's length (IPv6: payload_len + 40), totLen
+// reads it.
+func setTotLen(b []byte, n int) {
+	if family6 {
+		binary.BigEndian.PutUint16(b[ipOff+4:], uint16(n-40))
+		return
+	}
+	binary.BigEndian.PutUint16(b[ipOff+2:], uint16(n))
+}
+
+func totLen(b []byte) int {
+	if family6 {
+		return 40 + int(binary.BigEndian.Uint16(b[ipOff+4:]))
+	}
+	return int(binary.BigEndian.Uint16(b[ipOff+2:]))
+}
 
 func TestMalformed(t *testing.T) {
 	c := stdClientLeg()
@@ -24,28 +41,37 @@ func TestMalformed(t *testing.T) {
 	}
 	ts := nopTS(c.PeerTSval+1, c.OurTSval)
 	// Headers the parser refuses: passed untouched, counted malformed.
-	parse := []struct {
+	type parseCase struct {
 		name string
 		in   []byte
-	}{
+	}
+	parse := []parseCase{
 		{"Ethernet header only", data(ts, request, 0)[:14]},
 		{"truncated IP header", data(ts, request, 0)[:ipOff+10]},
-		{"ihl 4", func() []byte { b := data(ts, request, 0); b[ipOff] = 0x44; return b }()},
-		{"ihl 0", func() []byte { b := data(ts, request, 0); b[ipOff] = 0x40; return b }()},
-		{"IP version 6 in an IPv4 frame", func() []byte { b := data(ts, request, 0); b[ipOff] = 0x65; return b }()},
 		{"tot_len larger than the frame", func() []byte { b := data(ts, request, 0); setTotLen(b, totLen(b)+1); fixChecksums(b); return b }()},
 		{"tot_len 0xffff", func() []byte { b := data(ts, request, 0); setTotLen(b, 0xffff); return b }()},
-		{"tot_len below ihl", func() []byte { b := data(ts, request, 0); setTotLen(b, 19); return b }()},
 		{"tot_len shorter than IP + TCP headers", func() []byte {
-			b := data(ts, nil, 8) // doff 8: 52 bytes of headers
-			setTotLen(b, 20+20)
+			b := data(ts, nil, 8) // doff 8: 32 bytes of TCP header
+			setTotLen(b, ipLen+20)
 			return b
 		}()},
-		{"truncated TCP header", func() []byte { b := data(ts, request, 0)[:tcpOff+12]; setTotLen(b, 32); return b }()},
+		{"truncated TCP header", func() []byte { b := data(ts, request, 0)[:tcpOff+12]; setTotLen(b, ipLen+12); return b }()},
 		{"doff 4", func() []byte { b := data(ts, request, 0); b[tcpOff+12] = 0x40; return b }()},
 		{"doff 0", func() []byte { b := data(ts, request, 0); b[tcpOff+12] = 0x00; return b }()},
 		{"doff past the end of the frame", func() []byte { b := data(ts, nil, 0); b[tcpOff+12] = 0xf0; return b }()},
 		{"doff past tot_len, inside Ethernet padding", func() []byte { b := data(ts, nil, 40); b[tcpOff+12] = 0xf0; return b }()},
+	}
+	if family6 {
+		parse = append(parse,
+			parseCase{"IP version 4 in an IPv6 frame", func() []byte { b := data(ts, request, 0); b[ipOff] = 0x45; return b }()},
+			parseCase{"payload_len below the TCP header", func() []byte { b := data(ts, request, 0); setTotLen(b, 40+8); return b }()})
+	} else {
+		parse = append(parse, []parseCase{
+			{"ihl 4", func() []byte { b := data(ts, request, 0); b[ipOff] = 0x44; return b }()},
+			{"ihl 0", func() []byte { b := data(ts, request, 0); b[ipOff] = 0x40; return b }()},
+			{"IP version 6 in an IPv4 frame", func() []byte { b := data(ts, request, 0); b[ipOff] = 0x65; return b }()},
+			{"tot_len below ihl", func() []byte { b := data(ts, request, 0); setTotLen(b, 19); return b }()},
+		}...)
 	}
 	// Options the program must not translate: dropped, counted bad_options.
 	badOpts := []struct {
@@ -130,6 +156,10 @@ func TestNotOurs(t *testing.T) {
 	leg := fromClient(seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 502, opts: nopTS(c.PeerTSval, c.OurTSval), payload: request}).build()
 	withProto := func(proto byte) []byte {
 		b := append([]byte(nil), leg...)
+		if family6 {
+			b[ipOff+6] = proto // next header
+			return b
+		}
 		b[ipOff+9] = proto
 		fixChecksums(b)
 		binary.BigEndian.PutUint16(b[ipOff+10:], 0)
@@ -138,10 +168,19 @@ func TestNotOurs(t *testing.T) {
 	}
 	withFrag := func(frag uint16) []byte {
 		b := append([]byte(nil), leg...)
+		if family6 {
+			// A fragment header (8 bytes) before TCP, offset frag.
+			b = cat(b[:tcpOff], []byte{6, 0, byte(frag >> 8), byte(frag), 0, 0, 0, 1}, b[tcpOff:])
+			b[ipOff+6] = 44
+			setTotLen(b, totLen(b)+8)
+			return b
+		}
 		binary.BigEndian.PutUint16(b[ipOff+6:], frag)
 		fixChecksums(b)
 		return b
 	}
+	// The other family's ethertype on the frame: its bytes do not parse.
+	otherEthertype := map[bool]uint16{false: 0x86dd, true: 0x0800}[family6]
 	withEthertype := func(et uint16) []byte {
 		b := append([]byte(nil), leg...)
 		binary.BigEndian.PutUint16(b[12:], et)
@@ -153,7 +192,7 @@ func TestNotOurs(t *testing.T) {
 		want []kern.Counter
 	}{
 		{"ARP", cat(leg[:12], []byte{0x08, 0x06}, make([]byte, 28)), []kern.Counter{kern.CounterNotIPv4, kern.CounterPass}},
-		{"IPv6", withEthertype(0x86dd), []kern.Counter{kern.CounterNotIPv4, kern.CounterPass}},
+		{"the other IP version's ethertype", withEthertype(otherEthertype), []kern.Counter{kern.CounterMalformed, kern.CounterPass}},
 		{"VLAN tagged IPv4 (not parsed)", cat(leg[:12], []byte{0x81, 0x00, 0x00, 0x05}, leg[12:]), []kern.Counter{kern.CounterNotIPv4, kern.CounterPass}},
 		{"UDP", withProto(17), []kern.Counter{kern.CounterNotTCP, kern.CounterPass}},
 		{"ICMP", withProto(1), []kern.Counter{kern.CounterNotTCP, kern.CounterPass}},
@@ -165,6 +204,17 @@ func TestNotOurs(t *testing.T) {
 			[]kern.Counter{kern.CounterTCP, kern.CounterForeign, kern.CounterPass}},
 		{"RST to the service, of no leg", seg{src: mustAddrPort("10.0.0.2:40000"), dst: serviceAddr, seq: 1, flags: tcpRST}.build(),
 			[]kern.Counter{kern.CounterTCP, kern.CounterForeign, kern.CounterPass}},
+	}
+	if family6 {
+		// Extension headers are not walked (parsing.h): a leg's segment
+		// behind one is the stack's (IPv4 options are taken: fixture 3).
+		ext := fromClient(seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 502, opts: nopTS(c.PeerTSval, c.OurTSval),
+			ipOpts: []byte{1, 1, 1, 0}, payload: request}).build()
+		tests = append(tests, struct {
+			name string
+			in   []byte
+			want []kern.Counter
+		}{"destination options before TCP", ext, []kern.Counter{kern.CounterNotTCP, kern.CounterPass}})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,18 +1,67 @@
 package kern_test
 
-// Packets for the data-plane fixtures: a builder for Ethernet + IPv4 + TCP
+// Packets for the data-plane fixtures: a builder for Ethernet + IP + TCP
 // segments with options, a strict parser for what the program hands back, and
 // an Internet checksum written from RFC 1071 without looking at csum.h, so that
 // the program's incremental checksums are checked against an independent full
 // computation.
+//
+// The fixtures run over IPv4, or, with XLB_KERN_FAMILY=6 (make test runs
+// both), over IPv6: every address they name, a.b.c.d, becomes
+// 2001:db8::a.b.c.d (mustAddrPort), the builder makes IPv6 frames of IPv6
+// addresses (IPv4 options become a destination options header), and the
+// parser reads either, so that the same fixtures check xlb6.o's programs.
 
 import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os"
 	"testing"
 )
+
+// family6: the fixtures run over IPv6 (XLB_KERN_FAMILY=6).
+var family6 = os.Getenv("XLB_KERN_FAMILY") == "6"
+
+// ipLen is the length of the IP header of a frame built without options.
+var ipLen = map[bool]int{false: 20, true: 40}[family6]
+
+// mustAddrPort parses an address of the fixtures: IPv4 as written, or
+// under family6 2001:db8::/96 with the IPv4 address in its last four bytes.
+func mustAddrPort(s string) netip.AddrPort {
+	ap := netip.MustParseAddrPort(s)
+	if !ap.Addr().Is4() {
+		return ap
+	}
+	return netip.AddrPortFrom(fixtureAddr(ap.Addr()), ap.Port())
+}
+
+// fixtureAddr is IPv4 address a as the fixtures use it: itself, or under
+// family6 its IPv6 counterpart.
+func fixtureAddr(a netip.Addr) netip.Addr {
+	if family6 {
+		return to6(a)
+	}
+	return a
+}
+
+// to6 is the IPv6 address of the fixtures for IPv4 address a.
+func to6(a netip.Addr) netip.Addr {
+	b := [16]byte{0x20, 0x01, 0x0d, 0xb8}
+	a4 := a.As4()
+	copy(b[12:], a4[:])
+	return netip.AddrFrom16(b)
+}
+
+// v4Only skips a test that is about IPv4 itself (its header's fields) in an
+// IPv6 run.
+func v4Only(t testing.TB) {
+	t.Helper()
+	if family6 {
+		t.Skip("about IPv4 headers: not run over IPv6")
+	}
+}
 
 // TCP flags (byte 13 of the header).
 const (
@@ -64,6 +113,9 @@ func (s seg) build() []byte {
 	for len(opts)%4 != 0 {
 		opts = append(opts, 0)
 	}
+	if s.src.Addr().Is6() {
+		return s.build6(opts)
+	}
 	ipLen := 20 + len(s.ipOpts)
 	tcpLen := 20 + len(opts)
 	tot := ipLen + tcpLen + len(s.payload)
@@ -99,9 +151,113 @@ func (s seg) build() []byte {
 	return b
 }
 
+// build6 is build for IPv6 addresses: ipOpts, if any, become a destination
+// options header of Pad1 options, as long as they rounded up to 8 bytes.
+func (s seg) build6(opts []byte) []byte {
+	ext := 0
+	if len(s.ipOpts) > 0 {
+		ext = (len(s.ipOpts) + 2 + 7) / 8 * 8
+	}
+	tcpLen := 20 + len(opts)
+	tot := 40 + ext + tcpLen + len(s.payload)
+	b := make([]byte, 14+tot+s.pad)
+	copy(b[0:6], macB[:])
+	copy(b[6:12], macA[:])
+	binary.BigEndian.PutUint16(b[12:], 0x86dd)
+	ip := b[14:]
+	ip[0] = 0x60
+	ip[1], ip[2], ip[3] = 0x0a, 0xbc, 0xde // a flow label the program must clear
+	binary.BigEndian.PutUint16(ip[4:], uint16(tot-40))
+	ip[6] = 6
+	ip[7] = 64
+	src, dst := s.src.Addr().As16(), s.dst.Addr().As16()
+	copy(ip[8:24], src[:])
+	copy(ip[24:40], dst[:])
+	if ext > 0 {
+		ip[6] = 60 // destination options
+		ip[40] = 6
+		ip[41] = byte(ext/8 - 1)
+	}
+	tcp := ip[40+ext : tot]
+	binary.BigEndian.PutUint16(tcp[0:], s.src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], s.dst.Port())
+	binary.BigEndian.PutUint32(tcp[4:], s.seq)
+	binary.BigEndian.PutUint32(tcp[8:], s.ack)
+	tcp[12] = byte(tcpLen/4) << 4
+	tcp[13] = s.flags
+	binary.BigEndian.PutUint16(tcp[14:], s.win)
+	copy(tcp[20:], opts)
+	copy(tcp[tcpLen:], s.payload)
+	fixChecksums(b)
+	return b
+}
+
+// ip6Walk finds TCP in an IPv6 datagram (ip from its header on, n bytes
+// long by payload_len): the offset of the TCP header after hop-by-hop and
+// destination options headers; -1 if there is no TCP header there.
+func ip6Walk(ip []byte, n int) int {
+	off, next := 40, ip[6]
+	for next == 0 || next == 60 {
+		if off+2 > n {
+			return -1
+		}
+		next = ip[off]
+		off += (int(ip[off+1]) + 1) * 8
+	}
+	if next != 6 || off+20 > n {
+		return -1
+	}
+	return off
+}
+
+// splitFrame finds the IP header and the TCP segment (to the datagram's
+// end) of an IPv4 or IPv6 TCP frame; ok false if it has none that fits.
+func splitFrame(b []byte) (ip, tcp []byte, ok bool) {
+	switch {
+	case len(b) >= 14+40 && binary.BigEndian.Uint16(b[12:]) == 0x86dd && b[14]>>4 == 6:
+		n := 40 + int(binary.BigEndian.Uint16(b[18:]))
+		if 14+n > len(b) {
+			return nil, nil, false
+		}
+		off := ip6Walk(b[14:], n)
+		if off < 0 {
+			return nil, nil, false
+		}
+		return b[14 : 14+off], b[14+off : 14+n], true
+	case len(b) >= 14+20 && binary.BigEndian.Uint16(b[12:]) == 0x0800:
+		ihl := int(b[14]&0x0f) * 4
+		tot := int(binary.BigEndian.Uint16(b[16:]))
+		if ihl < 20 || tot < ihl+20 || 14+tot > len(b) || b[14+9] != 6 {
+			return nil, nil, false
+		}
+		return b[14 : 14+ihl], b[14+ihl : 14+tot], true
+	}
+	return nil, nil, false
+}
+
+// ipAddrs are the source and destination of an IP header (either family).
+func ipAddrs(ip []byte) (src, dst netip.Addr) {
+	if ip[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
+	}
+	return netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+}
+
 // fixChecksums recomputes the IP header and TCP checksums of a frame in place
 // (full computation). It does nothing to frames it cannot parse.
 func fixChecksums(b []byte) {
+	if len(b) >= 14+40 && binary.BigEndian.Uint16(b[12:]) == 0x86dd {
+		ip := b[14:]
+		n := 40 + int(binary.BigEndian.Uint16(ip[4:]))
+		off := ip6Walk(ip, n)
+		if n > len(ip) || off < 0 {
+			return
+		}
+		tcp := ip[off:n]
+		tcp[16], tcp[17] = 0, 0
+		binary.BigEndian.PutUint16(tcp[16:], checksum(pseudoHeader(ip, len(tcp)), tcp))
+		return
+	}
 	if len(b) < 14+20 || binary.BigEndian.Uint16(b[12:]) != 0x0800 {
 		return
 	}
@@ -135,7 +291,15 @@ func checksum(parts ...[]byte) uint16 {
 	return ^uint16(sum)
 }
 
+// pseudoHeader is TCP's pseudo header for the IP header ip (either family).
 func pseudoHeader(ip []byte, tcpLen int) []byte {
+	if ip[0]>>4 == 6 {
+		ph := make([]byte, 40)
+		copy(ph[0:32], ip[8:40])
+		binary.BigEndian.PutUint32(ph[32:], uint32(tcpLen))
+		ph[39] = 6
+		return ph
+	}
 	ph := make([]byte, 12)
 	copy(ph[0:8], ip[12:20])
 	ph[9] = 6
@@ -182,9 +346,10 @@ func linuxSYN(mss uint16, tsval uint32, ws uint8) []byte {
 // pkt is a parsed frame as the program handed it back.
 type pkt struct {
 	ethDst, ethSrc [6]byte
-	ttl            uint8
-	id             uint16
-	totLen         int
+	ttl            uint8  // IPv6: the hop limit
+	id             uint16 // IPv6: 0
+	flowLabel      uint32 // IPv6
+	totLen         int    // IPv6: 40 + payload_len
 	src, dst       netip.AddrPort
 	seq, ack       uint32
 	flags          uint8
@@ -198,19 +363,22 @@ type pkt struct {
 	payload        []byte
 }
 
-// parsePkt parses an IPv4 TCP frame strictly: every length consistent, every
-// option well formed, both checksums valid (full computation).
+// parsePkt parses an IPv4 or IPv6 TCP frame strictly: every length
+// consistent, every option well formed, the checksums valid (full
+// computation). Over IPv6 it skips hop-by-hop and destination options.
 func parsePkt(b []byte) (*pkt, error) {
 	if len(b) < 14+20+20 {
 		return nil, fmt.Errorf("frame of %d bytes is too short for IPv4 TCP", len(b))
-	}
-	if et := binary.BigEndian.Uint16(b[12:]); et != 0x0800 {
-		return nil, fmt.Errorf("ethertype %#04x", et)
 	}
 	p := &pkt{}
 	copy(p.ethDst[:], b[0:6])
 	copy(p.ethSrc[:], b[6:12])
 	ip := b[14:]
+	if et := binary.BigEndian.Uint16(b[12:]); et == 0x86dd {
+		return p.parse6(ip)
+	} else if et != 0x0800 {
+		return nil, fmt.Errorf("ethertype %#04x", et)
+	}
 	if ip[0]>>4 != 4 {
 		return nil, fmt.Errorf("IP version %d", ip[0]>>4)
 	}
@@ -233,6 +401,35 @@ func parsePkt(b []byte) (*pkt, error) {
 	}
 	p.src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), binary.BigEndian.Uint16(tcp[0:]))
 	p.dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(tcp[2:]))
+	return p.parseTCP(tcp)
+}
+
+// parse6 is parsePkt's IPv6 header.
+func (p *pkt) parse6(ip []byte) (*pkt, error) {
+	if len(ip) < 40+20 || ip[0]>>4 != 6 {
+		return nil, fmt.Errorf("IPv6 frame of %d bytes after Ethernet, version %d", len(ip), ip[0]>>4)
+	}
+	p.totLen = 40 + int(binary.BigEndian.Uint16(ip[4:]))
+	if p.totLen > len(ip) {
+		return nil, fmt.Errorf("payload_len %d, %d bytes after Ethernet", p.totLen-40, len(ip))
+	}
+	off := ip6Walk(ip, p.totLen)
+	if off < 0 {
+		return nil, fmt.Errorf("no TCP header after the IPv6 header (next header %d)", ip[6])
+	}
+	p.ttl = ip[7]
+	p.flowLabel = binary.BigEndian.Uint32(ip[0:]) & 0xfffff
+	tcp := ip[off:p.totLen]
+	if c := checksum(pseudoHeader(ip, len(tcp)), tcp); c != 0 {
+		return nil, fmt.Errorf("TCP checksum invalid (residue %#04x)", c)
+	}
+	p.src = netip.AddrPortFrom(netip.AddrFrom16([16]byte(ip[8:24])), binary.BigEndian.Uint16(tcp[0:]))
+	p.dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(ip[24:40])), binary.BigEndian.Uint16(tcp[2:]))
+	return p.parseTCP(tcp)
+}
+
+// parseTCP is parsePkt's TCP header and options.
+func (p *pkt) parseTCP(tcp []byte) (*pkt, error) {
 	p.seq = binary.BigEndian.Uint32(tcp[4:])
 	p.ack = binary.BigEndian.Uint32(tcp[8:])
 	p.doff = int(tcp[12]>>4) * 4

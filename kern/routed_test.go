@@ -42,10 +42,10 @@ type routedHost struct {
 func newRoutedHost(t *testing.T) *routedHost {
 	t.Helper()
 	ns, peer := testnet.New(t), testnet.New(t)
-	testnet.Veth(t, ns, "l0", "10.0.0.100/24", peer, "p0", "10.0.0.1/24")
-	testnet.Veth(t, ns, "l1", "10.0.1.100/24", peer, "p1", "10.0.1.1/24")
+	testnet.Veth(t, ns, "l0", fixturePrefix("10.0.0.100/24"), peer, "p0", fixturePrefix("10.0.0.1/24"))
+	testnet.Veth(t, ns, "l1", fixturePrefix("10.0.1.100/24"), peer, "p1", fixturePrefix("10.0.1.1/24"))
 	// bpf_fib_lookup forwards only where the stack would.
-	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 	h := &routedHost{ns: ns}
 	h.setNeigh(t, clientAddr.Addr(), macClient, "l0")
 	h.setNeigh(t, workerAddr.Addr(), macWorker, "l1")
@@ -72,6 +72,16 @@ func newRoutedHost(t *testing.T) *routedHost {
 
 // setNeigh makes addr's neighbour entry on dev say mac (permanent: the
 // peer never answers for it).
+// fixturePrefix is an IPv4 address and prefix of the fixtures as they use
+// it (IPv6: the address's counterpart, the prefix 96 longer).
+func fixturePrefix(s string) string {
+	p := netip.MustParsePrefix(s)
+	if !family6 {
+		return s
+	}
+	return netip.PrefixFrom(to6(p.Addr()), p.Bits()+96).String()
+}
+
 func (h *routedHost) setNeigh(t *testing.T, addr netip.Addr, mac [6]byte, dev string) {
 	t.Helper()
 	h.ns.Run("ip", "neigh", "replace", addr.String(), "lladdr", net.HardwareAddr(mac[:]).String(), "dev", dev, "nud", "permanent")
@@ -223,7 +233,7 @@ func TestRoutedIngressIsEgress(t *testing.T) {
 	v, out, delta = h.run(d, toClient(w), h.l0)
 	checkSent(t, "worker segment in on l0 again", v, out, delta, xdpTX, macClient, h.mac0)
 
-	h.ns.Run("sysctl", "-qw", "net.ipv4.conf.l1.forwarding=0")
+	h.ns.Run("sysctl", "-qw", "net.ipv4.conf.l1.forwarding=0", "net.ipv6.conf.l1.forwarding=0")
 	if err := d.objs.NextHopsChanged(); err != nil {
 		t.Fatal(err)
 	}
@@ -238,11 +248,11 @@ func TestRoutedIngressIsEgress(t *testing.T) {
 // next hop of shorter ones, which stays.
 func TestRoutedMTU(t *testing.T) {
 	d, h, c, _ := routedPair(t)
-	h.ns.Run("ip", "link", "set", "l1", "mtu", "1000")
+	h.ns.Run("ip", "link", "set", "l1", "mtu", "1300") // IPv6 needs 1280 or more
 	v, out, delta := h.run(d, toWorker(c), h.l0)
 	checkSent(t, "short client segment", v, out, delta, xdpRedirect, macWorker, h.mac1)
 	long := fromClient(seg{seq: c.PeerHi, ack: c.PeerAcked, flags: tcpACK, win: 502, opts: nopTS(c.PeerTSval, c.OurTSval),
-		payload: make([]byte, 1200)}).build()
+		payload: make([]byte, 1400)}).build()
 	v, _, delta = h.run(d, long, h.l0)
 	checkFIBFail(t, "longer than the MTU", v, delta, xdpDrop)
 	h.setNeigh(t, workerAddr.Addr(), macWorker2, "l1") // shows whether the next one is looked up
@@ -284,13 +294,13 @@ func TestRoutedNoNeighbour(t *testing.T) {
 // as before the cache; a route that appears serves the next packet.
 func TestRoutedNoRoute(t *testing.T) {
 	d, h, c, _ := routedPair(t)
-	h.ns.Run("ip", "addr", "del", "10.0.1.100/24", "dev", "l1") // its subnet's route goes with it
+	h.ns.Run("ip", "addr", "del", fixturePrefix("10.0.1.100/24"), "dev", "l1") // its subnet's route goes with it
 	if err := d.objs.NextHopsChanged(); err != nil {
 		t.Fatal(err)
 	}
 	v, _, delta := h.run(d, toWorker(c), h.l0)
 	checkFIBFail(t, "no route", v, delta, xdpDrop)
-	h.ns.Run("ip", "addr", "add", "10.0.1.100/24", "dev", "l1")
+	h.ns.Run("ip", "addr", "add", fixturePrefix("10.0.1.100/24"), "dev", "l1", "nodad")
 	h.setNeigh(t, workerAddr.Addr(), macWorker, "l1")
 	v, out, delta := h.run(d, toWorker(c), h.l0)
 	checkSent(t, "client segment once routed", v, out, delta, xdpRedirect, macWorker, h.mac1)

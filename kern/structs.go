@@ -113,7 +113,7 @@ type LegKey struct {
 
 func (k LegKey) String() string { return k.Peer.String() + "->" + k.Local.String() }
 
-// MarshalBinary encodes the key (IPv4 only for now).
+// MarshalBinary encodes the key: both ends IPv4, or both IPv6.
 func (k LegKey) MarshalBinary() ([]byte, error) {
 	if err := k.check(); err != nil {
 		return nil, err
@@ -125,8 +125,8 @@ func (k LegKey) MarshalBinary() ([]byte, error) {
 
 // check says whether the data plane can have a leg of this key.
 func (k *LegKey) check() error {
-	if !k.Peer.Addr().Is4() || !k.Local.Addr().Is4() {
-		return fmt.Errorf("leg %s: only IPv4 legs are supported", *k)
+	if !k.decodedOK() {
+		return fmt.Errorf("leg %s: both ends must be IPv4 or both IPv6 (an IPv4-mapped address is IPv4: Unmap it)", *k)
 	}
 	return nil
 }
@@ -143,11 +143,15 @@ func (k *LegKey) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// decodedOK says whether a decoded key is one the data plane makes: IPv4.
-func (k *LegKey) decodedOK() bool { return k.Peer.Addr().Is4() && k.Local.Addr().Is4() }
+// decodedOK says whether a key is one the data plane makes: both ends of
+// one family, IPv4 or IPv6 (an IPv4-mapped IPv6 address is neither).
+func (k *LegKey) decodedOK() bool {
+	p, l := k.Peer.Addr(), k.Local.Addr()
+	return (p.Is4() && l.Is4()) || (p.Is6() && l.Is6() && !p.Is4In6() && !l.Is4In6())
+}
 
 func (k *LegKey) badKey() error {
-	return fmt.Errorf("leg key %s: not an IPv4 key (the family is not AF_INET)", *k)
+	return fmt.Errorf("leg key %s: not an IPv4 or IPv6 key (the family is neither AF_INET nor AF_INET6)", *k)
 }
 
 // Leg is struct leg.
@@ -332,8 +336,8 @@ func (h *Handshake) UnmarshalBinary(b []byte) error {
 type Endpoint netip.AddrPort
 
 func (e Endpoint) MarshalBinary() ([]byte, error) {
-	if ap := netip.AddrPort(e); !ap.Addr().Is4() {
-		return nil, fmt.Errorf("worker %s: only IPv4 workers are supported", ap)
+	if a := netip.AddrPort(e).Addr(); !a.Is4() && (!a.Is6() || a.Is4In6()) {
+		return nil, fmt.Errorf("worker %s: not an IPv4 or IPv6 address (an IPv4-mapped address is IPv4: Unmap it)", netip.AddrPort(e))
 	}
 	b := make([]byte, EndpointSize)
 	e.encode(b)
@@ -460,7 +464,7 @@ func (w *WorkerStats) AddPerCPU(b []byte) { w.add(b) }
 
 // Config is struct xlb_config.
 type Config struct {
-	ListenAddr netip.Addr // unspecified: any local address
+	ListenAddr netip.Addr // the zero Addr: any local address; 0.0.0.0 or ::, any of that family
 	ListenPort uint16
 	OurWScale  uint8
 	Flags      uint8 // ConfigRouted: forward rewritten packets out instead of to the stack
@@ -480,15 +484,12 @@ func (c *Config) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("config: %d bytes, want %d", len(b), ConfigSize)
 	}
 	c.decode(b)
-	if c.ListenAddr.IsUnspecified() {
-		c.ListenAddr = netip.Addr{}
-	}
 	return nil
 }
 
 func (c *Config) MarshalBinary() ([]byte, error) {
-	if a := c.ListenAddr; a.IsValid() && !a.IsUnspecified() && !a.Is4() {
-		return nil, fmt.Errorf("listen address %s: only IPv4 is supported", a)
+	if a := c.ListenAddr; a.Is4In6() {
+		return nil, fmt.Errorf("listen address %s: an IPv4-mapped address (Unmap it)", a)
 	}
 	b := make([]byte, ConfigSize)
 	c.encode(b)

@@ -15,12 +15,15 @@ import (
 // positions can no longer be kept.
 func TestTailCallMissing(t *testing.T) {
 	d := loadDataPlane(t)
-	slot := ebpf.Uint32Key(kern.ProgSlowSlot)
+	slot, slow := ebpf.Uint32Key(kern.ProgSlowSlot), d.objs.Slow
+	if family6 {
+		slot, slow = ebpf.Uint32Key(kern.ProgSlots6+kern.ProgSlowSlot), d.objs.Slow6
+	}
 	if err := d.objs.Progs.Delete(slot); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := d.objs.Progs.Update(slot, ebpf.Uint32Key(uint32(d.objs.Slow.FD())), ebpf.UpdateAny); err != nil {
+		if err := d.objs.Progs.Update(slot, ebpf.Uint32Key(uint32(slow.FD())), ebpf.UpdateAny); err != nil {
 			t.Fatalf("restoring xlb_slow in the prog array: %v", err)
 		}
 	})

@@ -192,6 +192,9 @@ func TestTranslateBound(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if family6 && len(tc.s.ipOpts) > 0 {
+				t.Skip("IPv6: an extension header, which the program leaves to the stack (TestNotOurs)")
+			}
 			d := loadDataPlane(t)
 			toWorker, toClient := d.bindPair(clientKey, tc.p.c, workerKey, tc.p.w)
 			s, b, fwd := fromWorker(tc.s), toClient, kern.CounterFwdToClient

@@ -18,7 +18,7 @@ const (
 	WorkerCfgSize    = 24 // sizeof(struct worker_cfg)
 	WorkerLoadSize   = 24 // sizeof(struct worker_load)
 	WorkerStatsSize  = 40 // sizeof(struct worker_stats)
-	ConfigSize       = 32 // sizeof(struct xlb_config)
+	ConfigSize       = 36 // sizeof(struct xlb_config)
 	CtlMsgSize       = 64 // sizeof(struct ctl_msg)
 	CtlItemSize      = 48 // sizeof(struct ctl_item)
 	EventSize        = 80 // sizeof(struct xlb_event)
@@ -562,12 +562,14 @@ func (v *Config) encode(b []byte) {
 	b[23] = uint8(v.Protocol)
 	ne.PutUint32(b[24:], v.SchedLen)
 	ne.PutUint32(b[28:], v.RestWin)
+	clear(b[33:36])
+	b[32] = addrFamily(v.ListenAddr)
 }
 
 // decode reads v from struct xlb_config in b[:ConfigSize].
 func (v *Config) decode(b []byte) {
 	_ = b[ConfigSize-1]
-	v.ListenAddr = addrFrom(b[0:16], afInet)
+	v.ListenAddr = addrFrom(b[0:16], b[32])
 	v.ListenPort = binary.BigEndian.Uint16(b[16:])
 	v.OurWScale = b[18]
 	v.Flags = b[19]

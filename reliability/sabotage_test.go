@@ -68,7 +68,8 @@ func TestSabotageIsCaught(t *testing.T) {
 }
 
 // buildSabotaged builds xlb with -DXLB_SABOTAGE_TS in a copy of the module
-// (kern embeds kern/bpf/xlb.o, so the object must be in the source tree).
+// (kern embeds kern/bpf/xlb.o and xlb6.o, so the objects must be in the
+// source tree).
 func buildSabotaged(t *testing.T) string {
 	t.Helper()
 	root, err := filepath.Abs("..")
@@ -106,7 +107,7 @@ func buildSabotaged(t *testing.T) string {
 		t.Fatalf("copying the module: %v", err)
 	}
 	// The Makefile's own rule and flags, plus the define.
-	if out, err := exec.Command("make", "-C", dir, "--no-print-directory", "CLANG=clang -DXLB_SABOTAGE_TS", "kern/bpf/xlb.o").CombinedOutput(); err != nil {
+	if out, err := exec.Command("make", "-C", dir, "--no-print-directory", "CLANG=clang -DXLB_SABOTAGE_TS", "kern/bpf/xlb.o", "kern/bpf/xlb6.o").CombinedOutput(); err != nil {
 		t.Fatalf("building the sabotaged data plane: %v\n%s", err, out)
 	}
 	obj, err := os.ReadFile(filepath.Join(dir, "kern/bpf/xlb.o"))

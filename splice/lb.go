@@ -432,6 +432,8 @@ func (lb *LB) start() error {
 		Protocol: cfg.Protocol, RestWin: uint32(2 * lb.workerMSS)}
 	if len(addrs) == 1 {
 		kc.ListenAddr = addrs[0]
+	} else {
+		kc.ListenAddr = netip.IPv4Unspecified() // any IPv4 address: IPv6 clients are not served yet (listenAddrs)
 	}
 	if err := lb.dp.SetConfig(kc); err != nil {
 		return err

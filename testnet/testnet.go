@@ -234,7 +234,11 @@ func Veth(t testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) 
 		ns         *NS
 		name, addr string
 	}{{a, aName, aAddr}, {b, bName, bAddr}} {
-		run(t, "ip", "-n", end.ns.Name, "addr", "add", end.addr, "dev", end.name)
+		args := []string{"-n", end.ns.Name, "addr", "add", end.addr, "dev", end.name}
+		if strings.Contains(end.addr, ":") {
+			args = append(args, "nodad") // IPv6: usable at once, not after duplicate address detection
+		}
+		run(t, "ip", args...)
 		run(t, "ip", "-n", end.ns.Name, "link", "set", end.name, "up")
 		end.ns.Run("ethtool", "-K", end.name, "tx", "off")
 	}

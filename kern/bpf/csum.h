@@ -4,7 +4,7 @@
  * accumulator, and csum_apply() folds it into the header once. Words at an odd
  * byte offset (possible inside TCP options) go to a second accumulator whose
  * folded sum is byte-swapped before it is applied. Replies the program makes
- * itself get full checksums (csum_ipv4_header, csum_tcp_full). */
+ * itself get full checksums (csum_ipv4_header, ipfam.h csum_tcp_full). */
 #ifndef XLB_CSUM_H
 #define XLB_CSUM_H
 
@@ -72,27 +72,6 @@ static __always_inline __u16 csum_ipv4_header(struct iphdr *ip)
 #pragma unroll
 	for (int i = 0; i < 10; i++)
 		s += w[i];
-	return (__u16)~csum_fold(s);
-}
-
-/* Full TCP checksum of a segment without payload: pseudo header plus `len`
- * bytes of header (len <= 60, even). */
-static __always_inline __u16 csum_tcp_full(struct iphdr *ip, void *tcp, __u32 len, void *end)
-{
-	__u16 *w = tcp;
-	__u32 s = 0;
-
-	s += (ip->saddr & 0xffff) + (ip->saddr >> 16);
-	s += (ip->daddr & 0xffff) + (ip->daddr >> 16);
-	s += bpf_htons(IPPROTO_TCP);
-	s += bpf_htons((__u16)len);
-	for (int i = 0; i < 30; i++) {
-		if ((__u32)i * 2 >= len)
-			break;
-		if ((void *)(w + i + 1) > end)
-			break;
-		s += w[i];
-	}
 	return (__u16)~csum_fold(s);
 }
 

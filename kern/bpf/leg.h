@@ -10,13 +10,15 @@
 #include "maps.h"
 #include "seq.h"
 #include "tcp_opts.h"
+#include "ipfam.h"
 
-/* A parsed TCP/IPv4 packet. Numbers are host order. */
+/* A parsed TCP packet of the program's family (ipfam.h). Numbers are host
+ * order. */
 struct pkt {
 	struct xdp_md *ctx;
 	void *end;
 	struct ethhdr *eth;
-	struct iphdr *ip;
+	ip_t *ip;
 	struct tcphdr *tcp;
 	__u8 *opts;
 	__u32 opt_len;
@@ -430,6 +432,23 @@ static __always_inline void note_take(__u32 worker)
 		s->low = worker + 1;
 }
 
+/* keep_taken: worker leg w (key wk), just taken from its pool (LEG_BOUND by
+ * pool_pop's compare-and-swap), is counted taken, or retired if its worker
+ * drains or is trimmed (may_trim). Returns 1: the taker keeps it. Global:
+ * the verifier walks it once, not once for every try of every pop loop of
+ * the policies (a third of xlb_xdp6's budget). */
+__attribute__((noinline)) int keep_taken(struct leg *w, const struct leg_key *wk, int may_trim)
+{
+	if (!w || !wk)
+		return 0; /* never: a global function's pointers may be NULL for the verifier */
+	note_take(w->worker);
+	if (should_retire(w->worker, may_trim)) {
+		retire(wk, w, LEG_BOUND);
+		return 0;
+	}
+	return 1;
+}
+
 /* pool_pop takes the live leg last put in a worker's pool. Entries can be stale
  * (the leg closed or was reaped while queued); those are skipped. The state
  * CAS makes sure that a leg is handed to one client only. */
@@ -449,14 +468,11 @@ static __always_inline struct leg *pool_pop(__u32 worker, struct leg_key *wk)
 			continue;
 		if (!set_state(w, LEG_IDLE, LEG_BOUND))
 			continue;
-		note_take(w->worker);
 		/* A trim never costs the client its leg: the last try keeps
 		 * what it took (a drain retires all: the client goes to
 		 * another worker). */
-		if (should_retire(w->worker, i + 1 < XLB_IDLE_POP_TRIES)) {
-			retire(wk, w, LEG_BOUND);
+		if (!keep_taken(w, wk, i + 1 < XLB_IDLE_POP_TRIES))
 			continue;
-		}
 		return w;
 	}
 	return NULL;

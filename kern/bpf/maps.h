@@ -6,6 +6,7 @@
 #include "consts.h"
 #include "structs.h"
 #include "tcp_opts.h"
+#include "ipfam.h"
 
 /* Per-CPU counters indexed by enum xlb_counter; user space sums the CPUs. */
 struct xlb_map_def SEC("maps") xlb_stats = {
@@ -133,7 +134,8 @@ struct xlb_map_def SEC("maps") xlb_rematch = {
 	.max_entries = XLB_REMATCH_MAX,
 };
 
-/* Tail calls: slots XLB_PROG_BIND, _MAIN, _SLOW, _XLATE. Filled by user space
+/* Tail calls: slots XLB_PROG_BIND, _MAIN, _SLOW, _XLATE of IPv4's programs,
+ * then the same of IPv6's (ipfam.h PROG_SLOT). Filled by user space
  * at load, pinned but never reused by a takeover (its slots are one load's
  * programs). A prog array empties when its last user reference goes: the
  * process that attached the programs holds it, and the pin keeps it if that
@@ -142,7 +144,7 @@ struct xlb_map_def SEC("maps") xlb_progs = {
 	.type = BPF_MAP_TYPE_PROG_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(__u32),
-	.max_entries = 4,
+	.max_entries = 2 * XLB_PROGS_PER_FAMILY,
 };
 
 /* Not used by the programs: updating a map-in-map waits for an RCU grace
@@ -258,8 +260,8 @@ struct xlb_map_def SEC("maps") xlb_held = {
 /* Routed mode: a next hop bpf_fib_lookup found, tagged with the lookup's
  * inputs (xlb.c route_out). */
 struct fib_hop {
-	__be32 daddr;        /* tag: the packet's destination, */
-	__be32 saddr;        /* its source */
+	__be32 daddr[ADDR_WORDS]; /* tag: the packet's destination, */
+	__be32 saddr[ADDR_WORDS]; /* its source */
 	__u32 in_ifindex;    /* and the device it came in on */
 	__u32 gen;           /* xlb_fib_gen when it was looked up */
 	__u64 due_ns;        /* now_ns() from which it is looked up again (XLB_FIB_TTL_NS) */
@@ -275,7 +277,10 @@ struct fib_hop {
  * that meets another in its entry is looked up again, as every packet was
  * before the cache. Per CPU, so that no entry is ever written by two CPUs
  * at once (a reader would see half of one next hop). Not pinned: a new
- * load starts empty. */
+ * load starts empty. One of each family: xlb_fib6 is IPv6's. */
+#if XLB_FAMILY == 6
+#define xlb_fib xlb_fib6
+#endif
 struct xlb_map_def SEC("maps") xlb_fib = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
@@ -374,6 +379,10 @@ struct bind_scratch {
 	__u32 reentry; /* 1: xlb_bind bound the leg (or decided its boundary) and calls xlb_xdp again */
 	__u32 low;     /* worker id + 1 whose pool a take just left at its low watermark (0: none) */
 	struct leg_key reply_to; /* xlb_slow: the leg a reply goes to when it is not the sender's (framed_close) */
+	struct leg_key any_key;  /* pick_any: the leg its loop took */
+	__u32 any_start;         /* ... the schedule slot it starts from, */
+	__u32 any_len;           /* the slots in use, */
+	__u32 any_found;         /* 1: any_key is the leg taken */
 };
 
 struct xlb_map_def SEC("maps") xlb_bscratch = {

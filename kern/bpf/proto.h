@@ -492,12 +492,12 @@ static __always_inline void put_close(__u8 *d)
  * programs (a plain loop cost each program 170k instructions). */
 #define ANS_V10     1 /* info: the status line is HTTP/1.0 */
 #define ANS_NO_BODY 2 /* info: a status without a body (204, 304) */
+#define ANS_IP_LEN_SHIFT 8 /* info: the IP header's length (extension headers included) from this bit */
 __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 len, struct binding *b,
 					  __u64 mark_info)
 {
 	__u32 zero = 0, at, ws, keep, set, mark = (__u32)mark_info, info = mark_info >> 32;
 	__u32 csum_off;
-	__u8 vihl;
 	struct scan_ctx x;
 	struct scan_buf *a;
 	struct binding *bc;
@@ -559,9 +559,7 @@ __attribute__((noinline)) int http_answer(struct xdp_md *ctx, __u32 off, __u32 l
 		__builtin_memcpy(new, old, 12);
 		put_close(new + (at & 1));
 		/* The TCP checksum: 16 bytes into the TCP header. */
-		if (bpf_xdp_load_bytes(ctx, sizeof(struct ethhdr), &vihl, 1))
-			return 0;
-		csum_off = sizeof(struct ethhdr) + (vihl & 15) * 4 + 16;
+		csum_off = sizeof(struct ethhdr) + ((info >> ANS_IP_LEN_SHIFT) & 0xffff) + 16;
 		if (bpf_xdp_load_bytes(ctx, csum_off, &check, 2))
 			return 0;
 		sum = bpf_csum_diff((__be32 *)old, 12, (__be32 *)new, 12, (__u16)~check);

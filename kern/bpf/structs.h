@@ -28,10 +28,10 @@ enum xlb_counter {
 	XLB_CNT_TX = 2,            /* verdict XDP_TX */
 	XLB_CNT_REDIRECT = 3,      /* verdict XDP_REDIRECT */
 	XLB_CNT_ABORTED = 4,       /* verdict XDP_ABORTED */
-	XLB_CNT_NOT_IPV4 = 5,      /* not IPv4 (passed untouched) */
-	XLB_CNT_NOT_TCP = 6,       /* IPv4 but not TCP, or a fragment (passed) */
+	XLB_CNT_NOT_IPV4 = 5,      /* neither IPv4 nor IPv6 (passed untouched) */
+	XLB_CNT_NOT_TCP = 6,       /* IP but not TCP: a fragment, IPv6 with an extension header (passed) */
 	XLB_CNT_MALFORMED = 7,     /* truncated or inconsistent headers (passed) */
-	XLB_CNT_TCP = 8,           /* well-formed IPv4 TCP seen */
+	XLB_CNT_TCP = 8,           /* well-formed TCP seen (IPv4 or IPv6) */
 	XLB_CNT_FOREIGN = 9,       /* TCP of no leg of ours (passed) */
 	XLB_CNT_SYN = 10,          /* client SYN to the service learned */
 	XLB_CNT_CLIENT_LEG = 11,   /* client leg created from a handshake */
@@ -332,7 +332,7 @@ struct worker_stats {
 
 /* Global settings, element 0 of the xlb_config array. */
 struct xlb_config {
-	__be32 listen_addr[4]; /* service address; all zero: any local address */
+	__be32 listen_addr[4]; /* service address; all zero: any local address of its family */
 	__be16 listen_port;    /* service port; 0: no service (pass everything) */
 	__u8 our_wscale;       /* window scale the listener announces */
 	__u8 flags;            /* enum config_flag */
@@ -354,6 +354,8 @@ struct xlb_config {
 	 * request carries a window the worker takes. User space starts it at
 	 * two worker segments; 0 turns it off. */
 	__u32 rest_win;
+	__u8 family;           /* listen_addr's: AF_INET or AF_INET6; 0: any address of either family */
+	__u8 pad[3];
 };
 
 /* --protocol: which rules tell a message boundary. */

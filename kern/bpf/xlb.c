@@ -14,6 +14,7 @@
 #include "maps.h"
 #include "parsing.h"
 #include "csum.h"
+#include "ipfam.h"
 #include "seq.h"
 #include "tcp_opts.h"
 #include "leg.h"
@@ -75,7 +76,7 @@ static __always_inline int reparse(struct pkt *p, __u32 tcp_len)
 	p->end = (void *)(long)p->ctx->data_end;
 	p->eth = data;
 	p->ip = data + sizeof(struct ethhdr);
-	p->tcp = data + sizeof(struct ethhdr) + sizeof(struct iphdr);
+	p->tcp = data + sizeof(struct ethhdr) + IP_HDR_LEN;
 	/* The constant check gives the verifier the fixed headers; the
 	 * variable one is the real test. */
 	if ((void *)(p->tcp + 1) > p->end || (void *)p->tcp + tcp_len > p->end)
@@ -89,30 +90,37 @@ static __always_inline int cut_payload(struct pkt *p)
 {
 	__u32 tcp_len = p->tcp->doff * 4;
 
-	if (p->ip->ihl != 5 || tcp_len > 60)
+	if (!ip_plain(p) || tcp_len > 60)
 		return -1;
 	if (bpf_xdp_adjust_tail(p->ctx, -(int)p->payload))
 		return -1;
 	if (reparse(p, tcp_len))
 		return -1;
-	p->ip->tot_len = bpf_htons(sizeof(struct iphdr) + tcp_len);
-	p->ip->check = csum_ipv4_header(p->ip);
+	ip_set_tot_len(p->ip, IP_HDR_LEN + tcp_len);
+	ip_finish(p->ip);
 	p->tcp->check = 0;
 	p->tcp->check = csum_tcp_full(p->ip, p->tcp, tcp_len, p->end);
 	p->payload = 0;
 	return 0;
 }
 
-/* address sets the packet's addresses and ports, tot_len new_len, TTL 64;
- * turn_around makes it go back where it came from (MACs swapped too). The
- * caller sets the rest and the IP header checksum. */
-static __always_inline void address(struct pkt *p, __be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
-				    __u32 new_len)
+/* address sets the packet's addresses and ports to those of a segment for
+ * the peer of leg `to` (NULL: back to where it came from), its length to
+ * new_len, TTL (hop limit) 64; turn_around swaps the MACs too. The caller
+ * sets the rest and finishes the IP header (ip_finish). */
+static __always_inline void address(struct pkt *p, const struct leg_key *to, __u32 new_len)
 {
-	p->ip->saddr = saddr;
-	p->ip->daddr = daddr;
-	p->ip->tot_len = bpf_htons(new_len);
-	p->ip->ttl = 64;
+	__be16 sport = p->tcp->dest, dport = p->tcp->source;
+
+	if (to) {
+		ip_set_addrs(p->ip, to->local_addr, to->peer_addr, NULL, NULL);
+		sport = to->local_port;
+		dport = to->peer_port;
+	} else {
+		ip_swap_addrs(p->ip);
+	}
+	ip_set_tot_len(p->ip, new_len);
+	ip_fresh(p->ip);
 	p->tcp->source = sport;
 	p->tcp->dest = dport;
 }
@@ -124,7 +132,7 @@ static __always_inline void turn_around(struct pkt *p, __u32 new_len)
 	__builtin_memcpy(mac, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, p->eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_dest, mac, ETH_ALEN);
-	address(p, p->ip->daddr, p->ip->saddr, p->tcp->dest, p->tcp->source, new_len);
+	address(p, NULL, new_len);
 }
 
 /* reply turns the packet into our answer on `leg`: addresses swapped (or,
@@ -141,11 +149,11 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, const struct le
 	/* To another leg than the sender's: timestamps as that leg has them. */
 	int with_ts = to ? (leg->opts & LEG_OPT_TS) != 0 : p->o->has_ts;
 	__u32 tcp_len = with_ts ? 32 : 20;
-	__u32 old_len = bpf_ntohs(p->ip->tot_len);
-	__u32 new_len = sizeof(struct iphdr) + tcp_len;
+	__u32 old_len = ip_tot_len(p->ip);
+	__u32 new_len = IP_HDR_LEN + tcp_len;
 	__u8 *o;
 
-	if (p->ip->ihl != 5 || old_len < new_len)
+	if (!ip_plain(p) || old_len < new_len)
 		return -1;
 	/* Trim to the reply's length: drops payload and any other option. The
 	 * frame may carry Ethernet padding beyond tot_len; cut that too. */
@@ -159,10 +167,10 @@ static __always_inline int reply(struct pkt *p, struct leg *leg, const struct le
 	if (reparse(p, tcp_len))
 		return -1;
 	if (to)
-		address(p, to->local_addr[0], to->peer_addr[0], to->local_port, to->peer_port, new_len);
+		address(p, to, new_len);
 	else
 		turn_around(p, new_len);
-	p->ip->check = csum_ipv4_header(p->ip);
+	ip_finish(p->ip);
 	p->tcp->seq = bpf_htonl(seq);
 	p->tcp->ack_seq = bpf_htonl(READ_ONCE(leg->peer_hi));
 	/* doff and flags: byte 12 is doff<<4, byte 13 the flags. */
@@ -197,13 +205,31 @@ static __always_inline int send_reply(struct pkt *p, struct leg *leg, __u32 seq,
 
 /* fib_slot is the entry of xlb_fib for a lookup's inputs (Fibonacci
  * hashing: the top bits of the product depend on every bit of the key). */
-static __always_inline __u32 fib_slot(__be32 daddr, __be32 saddr, __u32 ifindex)
+static __always_inline __u32 fib_slot(const __be32 *daddr, const __be32 *saddr, __u32 ifindex)
 {
-	return ((daddr ^ (saddr * 0x9e3779b1u) ^ ifindex) * 0x9e3779b1u) >> (32 - XLB_FIB_BITS);
+	__u32 d = daddr[0], s = saddr[0];
+
+#pragma unroll
+	for (int i = 1; i < ADDR_WORDS; i++) {
+		d ^= daddr[i];
+		s ^= saddr[i];
+	}
+	return ((d ^ (s * 0x9e3779b1u) ^ ifindex) * 0x9e3779b1u) >> (32 - XLB_FIB_BITS);
 }
 
-/* route_out sends the packet at ctx (an IPv4 packet without VLAN tag, as
- * the callers parsed it) toward its next hop: the MACs rewritten, out of
+/* fib_same: entry h was looked up for these addresses. */
+static __always_inline int fib_same(const struct fib_hop *h, const __be32 *daddr, const __be32 *saddr)
+{
+	__u32 diff = 0;
+
+#pragma unroll
+	for (int i = 0; i < ADDR_WORDS; i++)
+		diff |= (h->daddr[i] ^ daddr[i]) | (h->saddr[i] ^ saddr[i]);
+	return diff == 0;
+}
+
+/* route_out sends the packet at ctx (an IP packet of the program's family
+ * without VLAN tag, as the callers parsed it) toward its next hop: the MACs rewritten, out of
  * the egress device by XDP_TX or XDP_REDIRECT. The next hop comes from
  * xlb_fib when its entry there is of this destination, source and ingress
  * device, of the current generation, younger than XLB_FIB_TTL_NS and takes
@@ -220,7 +246,7 @@ __attribute__((noinline)) int route_out(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
+	ip_t *ip = data + sizeof(struct ethhdr);
 	__u32 in = ctx->ingress_ifindex, zero = 0, slot, gen;
 	__u32 *genp;
 	struct fib_hop *h;
@@ -229,25 +255,30 @@ __attribute__((noinline)) int route_out(struct xdp_md *ctx)
 	if ((void *)(ip + 1) > end)
 		return verdict(XDP_DROP); /* never: the callers parsed the packet */
 	genp = bpf_map_lookup_elem(&xlb_fib_gen, &zero);
-	slot = fib_slot(ip->daddr, ip->saddr, in);
+	slot = fib_slot(ip_dst(ip), ip_src(ip), in);
 	h = bpf_map_lookup_elem(&xlb_fib, &slot);
 	if (!genp || !h)
 		return verdict(XDP_DROP); /* never: both are arrays, the slot in range */
 	gen = READ_ONCE(*genp);
 	now = now_ns();
-	if (h->daddr != ip->daddr || h->saddr != ip->saddr || h->in_ifindex != in || h->gen != gen ||
-	    (__s64)(now - h->due_ns) >= 0 || bpf_ntohs(ip->tot_len) > h->mtu) {
+	if (!fib_same(h, ip_dst(ip), ip_src(ip)) || h->in_ifindex != in || h->gen != gen ||
+	    (__s64)(now - h->due_ns) >= 0 || ip_tot_len(ip) > h->mtu) {
 		struct bpf_fib_lookup *fib = bpf_map_lookup_elem(&xlb_fib_scratch, &zero);
 		long rc;
 
 		if (!fib)
 			return verdict(XDP_DROP); /* never */
 		__builtin_memset(fib, 0, sizeof(*fib));
-		fib->family = AF_INET;
+		fib->family = XLB_AF;
 		fib->l4_protocol = IPPROTO_TCP;
-		fib->tot_len = bpf_ntohs(ip->tot_len);
+		fib->tot_len = ip_tot_len(ip);
+#if XLB_FAMILY == 6
+		__builtin_memcpy(fib->ipv6_src, ip_src(ip), 16);
+		__builtin_memcpy(fib->ipv6_dst, ip_dst(ip), 16);
+#else
 		fib->ipv4_src = ip->saddr;
 		fib->ipv4_dst = ip->daddr;
+#endif
 		fib->ifindex = in;
 		rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 		if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
@@ -257,8 +288,8 @@ __attribute__((noinline)) int route_out(struct xdp_md *ctx)
 		}
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 			return drop(XLB_CNT_FIB_FAIL);
-		h->daddr = ip->daddr;
-		h->saddr = ip->saddr;
+		__builtin_memcpy(h->daddr, ip_dst(ip), ADDR_WORDS * 4);
+		__builtin_memcpy(h->saddr, ip_src(ip), ADDR_WORDS * 4);
 		h->in_ifindex = in;
 		h->gen = gen; /* read before the lookup: a change during it makes the entry old at once */
 		h->due_ns = now + XLB_FIB_TTL_NS;
@@ -290,20 +321,33 @@ static __always_inline int forward(struct pkt *p, struct xlb_config *cfg)
  * addresses, ports, seq, ack, window, timestamps, SACK edges, checksums. */
 static __always_inline int translate(struct pkt *p, const struct binding *b)
 {
-	struct csum_acc ipc = {}, tc = {};
-	__be32 saddr = b->to.local_addr[0], daddr = b->to.peer_addr[0];
+	struct csum_acc tc = {};
+#if XLB_FAMILY == 4
+	struct csum_acc ipc = {};
+#endif
 	__u32 seq = p->seq + b->seq_off;
 	__u32 ack = p->ack + b->ack_off;
 	__u64 win;
 	__u16 nwin;
 
-	csum_acc32(&ipc, p->ip->saddr, saddr);
-	csum_acc32(&ipc, p->ip->daddr, daddr);
 	/* The TCP checksum covers the addresses through the pseudo header. */
-	csum_acc32(&tc, p->ip->saddr, saddr);
-	csum_acc32(&tc, p->ip->daddr, daddr);
-	p->ip->saddr = saddr;
-	p->ip->daddr = daddr;
+#if XLB_FAMILY == 6
+	{
+		/* Both addresses: a sum of 16-bit words, in any order, so
+		 * the key's peer-then-local against the header's
+		 * source-then-destination. */
+		__s64 d = bpf_csum_diff((__be32 *)ip_src(p->ip), 32, (__be32 *)b->to.peer_addr, 32, 0);
+
+		if (d < 0)
+			return -1;
+		tc.even += csum_fold((__u32)d);
+		__builtin_memcpy(ip_src(p->ip), b->to.local_addr, 16);
+		__builtin_memcpy(ip_dst(p->ip), b->to.peer_addr, 16);
+	}
+#else
+	ip_set_addrs(p->ip, b->to.local_addr, b->to.peer_addr, &ipc, &tc);
+#endif
+	ip_unlabel(p->ip);
 
 	csum_acc16(&tc, p->tcp->source, b->to.local_port);
 	csum_acc16(&tc, p->tcp->dest, b->to.peer_port);
@@ -333,7 +377,9 @@ static __always_inline int translate(struct pkt *p, const struct binding *b)
 	if (rewrite_tcp_opts(p->opts, p->end, p->o, b->tsval_off, b->tsecr_off, b->ack_off, &tc))
 		return -1;
 
+#if XLB_FAMILY == 4
 	csum_apply(&p->ip->check, &ipc);
+#endif
 	csum_apply(&p->tcp->check, &tc);
 	return 0;
 }
@@ -355,9 +401,19 @@ static __always_inline int ports_mapped(__be16 port, const struct xlb_config *cf
 
 static __always_inline int is_service(const struct pkt *p, const struct xlb_config *cfg)
 {
+	const __be32 *d = ip_dst(p->ip);
+	__be32 any = 0, same = 0;
+
 	if (!cfg->listen_port || p->tcp->dest != cfg->listen_port)
 		return 0;
-	return cfg->listen_addr[0] == 0 || cfg->listen_addr[0] == p->ip->daddr;
+	if (cfg->family != XLB_AF)
+		return cfg->family == 0;
+#pragma unroll
+	for (int i = 0; i < ADDR_WORDS; i++) {
+		any |= cfg->listen_addr[i];
+		same |= cfg->listen_addr[i] ^ d[i];
+	}
+	return any == 0 || same == 0;
 }
 
 static __always_inline void learn_handshake(struct pkt *p, __u32 our_isn, __u32 flags)
@@ -425,7 +481,7 @@ static __always_inline int answer_syn(struct pkt *p, const struct xlb_config *cf
 {
 	struct handshake *old = bpf_map_lookup_elem(&xlb_hs, &p->key);
 	__u32 tcp_len = sizeof(struct tcphdr) + SYNACK_OPT_LEN;
-	__u32 new_len = sizeof(struct iphdr) + tcp_len;
+	__u32 new_len = IP_HDR_LEN + tcp_len;
 	__u32 isn = bpf_get_prandom_u32(), peer_isn = p->seq;
 	__u32 tsval = (__u32)(now_ns() >> 20), tsecr = p->o->tsval; /* ~1 ms ticks */
 	__u8 sack = p->o->sack_perm, ts = p->o->has_ts, ws = p->o->wscale != XLB_NO_WSCALE;
@@ -434,7 +490,7 @@ static __always_inline int answer_syn(struct pkt *p, const struct xlb_config *cf
 
 	if (again)
 		isn = old->our_isn; /* the client's SYN again: the same answer */
-	if (p->ip->ihl != 5)
+	if (!ip_plain(p))
 		goto listener;
 	{
 		void *data = (void *)(long)p->ctx->data;
@@ -448,9 +504,11 @@ static __always_inline int answer_syn(struct pkt *p, const struct xlb_config *cf
 		return verdict(XDP_DROP); /* cannot happen: the frame was sized for it */
 
 	turn_around(p, new_len);
+#if XLB_FAMILY == 4
 	p->ip->id = 0;
 	p->ip->frag_off = bpf_htons(0x4000); /* DF */
-	p->ip->check = csum_ipv4_header(p->ip);
+#endif
+	ip_finish(p->ip);
 	p->tcp->seq = bpf_htonl(isn);
 	p->tcp->ack_seq = bpf_htonl(peer_isn + 1);
 	((__u8 *)p->tcp)[12] = (tcp_len / 4) << 4;
@@ -497,7 +555,7 @@ static __always_inline int reenter(struct xdp_md *ctx, struct bind_scratch *bs)
 {
 	if (bs)
 		bs->reentry = 1;
-	bpf_tail_call(ctx, &xlb_progs, XLB_PROG_MAIN);
+	bpf_tail_call(ctx, &xlb_progs, PROG_SLOT(XLB_PROG_MAIN));
 	if (bs)
 		bs->reentry = 0;
 	return drop(XLB_CNT_TAIL_FAIL);
@@ -704,9 +762,9 @@ static __always_inline int no_leg(struct pkt *p, struct xlb_config *cfg)
 	if ((t->syn && t->ack) || ((t->rst || t->ack) && !is_service(p, cfg))) {
 		struct endpoint ep = {};
 
-		ep.addr[0] = p->ip->saddr;
+		__builtin_memcpy(ep.addr, ip_src(p->ip), ADDR_WORDS * 4);
 		ep.port = t->source;
-		ep.family = AF_INET;
+		ep.family = XLB_AF;
 		if (bpf_map_lookup_elem(&xlb_workers, &ep)) {
 			struct handshake *hs = bpf_map_lookup_elem(&xlb_dials, &p->key);
 
@@ -1013,7 +1071,9 @@ static __always_inline int worker_closes(const struct pkt *p, const struct peek_
 {
 	__u32 info = (pb(k, 7) == '0' ? ANS_V10 : 0) | (st == 204 || st == 304 ? ANS_NO_BODY : 0);
 
-	return http_answer(p->ctx, p->payload_off, p->payload, b, mark | (__u64)info << 32);
+	/* The IP header's length rides above the flags: where the TCP
+	 * checksum is (an IPv6 header with extension headers is longer). */
+	return http_answer(p->ctx, p->payload_off, p->payload, b, mark | (__u64)(info | ip_hdr_len(p) << ANS_IP_LEN_SHIFT) << 32);
 }
 
 /* worker_data: a worker data segment on a bound leg, before its positions
@@ -1480,7 +1540,7 @@ static __always_inline int leg_unserved(struct pkt *p, struct leg *c)
 __attribute__((noinline)) int grow_request(struct xdp_md *ctx, __u32 seq, __u32 len)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
+	ip_t *ip = data + sizeof(struct ethhdr);
 	struct tcphdr *tcp = (void *)(ip + 1);
 	__u32 tcp_len, q, zero = 0;
 	__be32 seq_new = bpf_htonl(seq - KEEP_GROWTH), v;
@@ -1490,16 +1550,23 @@ __attribute__((noinline)) int grow_request(struct xdp_md *ctx, __u32 seq, __u32 
 	__u16 crlf;
 	__s64 sum;
 
+#if XLB_FAMILY == 6
+	if (!s || (void *)(tcp + 1) > end || ip->nexthdr != IPPROTO_TCP || len < 2 || len > XLB_HDR_SCAN)
+		return -1;
+#else
 	if (!s || (void *)(tcp + 1) > end || ip->ihl != 5 || len < 2 || len > XLB_HDR_SCAN)
 		return -1;
+#endif
 	tcp_len = tcp->doff * 4;
-	if (tcp_len < sizeof(struct tcphdr) || data + sizeof(struct ethhdr) + sizeof(struct iphdr) + tcp_len + len != end)
+	if (tcp_len < sizeof(struct tcphdr) || data + sizeof(struct ethhdr) + IP_HDR_LEN + tcp_len + len != end)
 		return -1; /* Ethernet padding, or not the segment we were told */
-	q = sizeof(struct ethhdr) + sizeof(struct iphdr) + tcp_len + len - 2;
+	q = sizeof(struct ethhdr) + IP_HDR_LEN + tcp_len + len - 2;
 	/* The changed words, in the scan buffer: the seq, the pseudo header's
 	 * TCP length, and the bytes from the even offset at or before the
 	 * CRLF (the segment's parity is the frame's: the Ethernet and IP
-	 * headers are 34 bytes). */
+	 * headers are 34 or 54 bytes). The pseudo header's length is a
+	 * 32-bit word in IPv6's, 16 bits after a zero word in IPv4's: the
+	 * same sum. */
 	from = &s->b[0];
 	to = &s->b[64];
 	add = &s->b[128];
@@ -1545,8 +1612,8 @@ __attribute__((noinline)) int grow_request(struct xdp_md *ctx, __u32 seq, __u32 
 	if ((void *)(tcp + 1) > end)
 		return -2;
 	tcp->seq = seq_new;
-	ip->tot_len = bpf_htons(sizeof(struct iphdr) + tcp_len + len + KEEP_GROWTH);
-	ip->check = csum_ipv4_header(ip);
+	ip_set_tot_len(ip, IP_HDR_LEN + tcp_len + len + KEEP_GROWTH);
+	ip_finish(ip);
 	tcp->check = ~csum_fold((__u32)sum);
 	return 0;
 }
@@ -1820,7 +1887,7 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 		 * the ACK of the FIN that ended its answer ends the pair
 		 * (framed_close, xlb_slow). */
 		if ((b->flags & BIND_KEEP) && p->seq == b->mark_seq && p->payload == b->mark_len) {
-			bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_BIND);
+			bpf_tail_call(p->ctx, &xlb_progs, PROG_SLOT(XLB_PROG_BIND));
 			return drop(XLB_CNT_TAIL_FAIL);
 		}
 		if ((b->flags & BIND_FIN_AT) && p->has_ack && p->ack + b->ack_off == b->fin_at + 1)
@@ -1843,7 +1910,7 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 		check_closed(p, leg, b);
 	return translate_forward(p, b, cfg, w);
 slow:
-	bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_SLOW);
+	bpf_tail_call(p->ctx, &xlb_progs, PROG_SLOT(XLB_PROG_SLOW));
 	return drop(XLB_CNT_TAIL_FAIL);
 }
 
@@ -1929,7 +1996,7 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 	on_leg(p, leg, &d, cfg);
 	switch (d.act) {
 	case ACT_TRANSLATE:
-		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_XLATE);
+		bpf_tail_call(p->ctx, &xlb_progs, PROG_SLOT(XLB_PROG_XLATE));
 		return drop(XLB_CNT_TAIL_FAIL);
 	case ACT_REPLY:
 		if (!d.leg)
@@ -1942,7 +2009,7 @@ static __always_inline int slow_path(struct pkt *p, struct leg *leg, struct xlb_
 	case ACT_PASS:
 		return verdict(XDP_PASS);
 	case ACT_TAIL:
-		bpf_tail_call(p->ctx, &xlb_progs, XLB_PROG_BIND);
+		bpf_tail_call(p->ctx, &xlb_progs, PROG_SLOT(XLB_PROG_BIND));
 		return drop(XLB_CNT_TAIL_FAIL);
 	}
 	return drop(d.reason);
@@ -1956,7 +2023,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	};
 	struct xlb_config *cfg;
 	struct ethhdr *eth;
-	struct iphdr *ip;
+	ip_t *ip;
 	struct tcphdr *tcp;
 	struct leg *leg;
 	struct pkt p;
@@ -1966,11 +2033,21 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	int r;
 
 	r = parse_eth(&c, &eth);
+#if XLB_FAMILY == 4
+	if (r == PARSE_OTHER && stage == STAGE_MAIN && eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		/* IPv6: xlb_xdp6's, the same code built for it (ipfam.h). */
+		bpf_tail_call(ctx, &xlb_progs, XLB_PROGS_PER_FAMILY + XLB_PROG_MAIN);
+		/* Its slot empty (the pins lost, see xlb_slow's below): to
+		 * the stack. */
+		count(XLB_CNT_TAIL_FAIL);
+		return verdict(XDP_PASS);
+	}
+#endif
 	if (r != PARSE_OK) {
 		count(r == PARSE_OTHER ? XLB_CNT_NOT_IPV4 : XLB_CNT_MALFORMED);
 		return verdict(XDP_PASS);
 	}
-	r = parse_ipv4(&c, &ip);
+	r = parse_ip(&c, &ip, &ip_len);
 	if (r != PARSE_OK) {
 		count(r == PARSE_OTHER ? XLB_CNT_NOT_TCP : XLB_CNT_MALFORMED);
 		return verdict(XDP_PASS);
@@ -1980,9 +2057,8 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 		count(XLB_CNT_MALFORMED);
 		return verdict(XDP_PASS);
 	}
-	ip_len = ip->ihl * 4;
 	tcp_len = tcp->doff * 4;
-	if (bpf_ntohs(ip->tot_len) < ip_len + tcp_len) {
+	if (ip_tot_len(ip) < ip_len + tcp_len) {
 		count(XLB_CNT_MALFORMED);
 		return verdict(XDP_PASS);
 	}
@@ -2021,7 +2097,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	p.tcp = tcp;
 	p.opts = (__u8 *)(tcp + 1);
 	p.opt_len = tcp_len - sizeof(struct tcphdr);
-	p.payload = bpf_ntohs(ip->tot_len) - ip_len - tcp_len;
+	p.payload = ip_tot_len(ip) - ip_len - tcp_len;
 	p.payload_off = sizeof(struct ethhdr) + ip_len + tcp_len;
 	p.seq = bpf_ntohl(tcp->seq);
 	p.ack = bpf_ntohl(tcp->ack_seq);
@@ -2031,11 +2107,11 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	p.rst = tcp->rst;
 	p.has_ack = tcp->ack;
 	p.psh = tcp->psh;
-	p.key.peer_addr[0] = ip->saddr;
-	p.key.local_addr[0] = ip->daddr;
+	__builtin_memcpy(p.key.peer_addr, ip_src(ip), ADDR_WORDS * 4);
+	__builtin_memcpy(p.key.local_addr, ip_dst(ip), ADDR_WORDS * 4);
 	p.key.peer_port = tcp->source;
 	p.key.local_port = tcp->dest;
-	p.key.family = AF_INET;
+	p.key.family = XLB_AF;
 	/* xlb_xlate translates through the binding alone. */
 	leg = stage == STAGE_XLATE ? NULL : bpf_map_lookup_elem(&xlb_legs, &p.key);
 	if (stage == STAGE_BIND) {
@@ -2068,7 +2144,7 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 	if (stage == STAGE_MAIN && (!leg || p.syn || p.rst || p.fin)) {
 		/* Handshakes, new legs, resets, closes: xlb_slow's, which
 		 * parses the options itself. */
-		bpf_tail_call(ctx, &xlb_progs, XLB_PROG_SLOW);
+		bpf_tail_call(ctx, &xlb_progs, PROG_SLOT(XLB_PROG_SLOW));
 		/* A packet of no leg (every SYN-ACK on the interface, to learn
 		 * dialed ones) goes to the stack when the slow program is
 		 * missing: a program whose prog array was emptied (its pins
@@ -2092,31 +2168,33 @@ static __always_inline int run(struct xdp_md *ctx, int stage)
 }
 
 SEC("xdp")
-int xlb_xdp(struct xdp_md *ctx)
+int XLB_PROG(xlb_xdp)(struct xdp_md *ctx)
 {
 	return run(ctx, STAGE_MAIN);
 }
 
 /* The bind program: reached only by tail calls. */
 SEC("xdp/bind")
-int xlb_bind(struct xdp_md *ctx)
+int XLB_PROG(xlb_bind)(struct xdp_md *ctx)
 {
 	return run(ctx, STAGE_BIND);
 }
 
 /* The translation of what xlb_slow decided to forward. */
 SEC("xdp/xlate")
-int xlb_xlate(struct xdp_md *ctx)
+int XLB_PROG(xlb_xlate)(struct xdp_md *ctx)
 {
 	return run(ctx, STAGE_XLATE);
 }
 
 /* The slow program: reached only by the tail call of xlb_xdp. */
 SEC("xdp/slow")
-int xlb_slow(struct xdp_md *ctx)
+int XLB_PROG(xlb_slow)(struct xdp_md *ctx)
 {
 	return run(ctx, STAGE_SLOW);
 }
+
+#if XLB_FAMILY == 4 /* one control program, of the IPv4 object: its commands name legs of either family */
 
 /* ctl_leg is one leg of a CTL_FORGET or CTL_POOL run: enum ctl_done.
  *
@@ -2244,5 +2322,7 @@ int xlb_ctl(struct xdp_md *ctx)
 	}
 	return XDP_DROP;
 }
+
+#endif
 
 char _license[] SEC("license") = "GPL";

@@ -60,7 +60,7 @@ func TestGenerateKern(t *testing.T) {
 		"v.Pin = PinReason(b[53])",                                                               // a wider Go field
 		"b[36] = addrFamily(v.Peer.Addr())",                                                      // family
 		"v.Peer = netip.AddrPortFrom(addrFrom(b[0:16], b[36]), binary.BigEndian.Uint16(b[32:]))", // addr + port
-		"v.ListenAddr = addrFrom(b[0:16], afInet)",                                               // no family member
+		"v.ListenAddr = addrFrom(b[0:16], b[32])",                                                // a family member after the address
 		"v.Key.decode(b[8:48])",                                                                  // a nested struct
 		"clear(b[70:72])",                                                                        // padding
 		"v.BytesOut += ne.Uint64(b[32:])",                                                        // per-CPU sum
