@@ -31,7 +31,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			"xlb --reuse lo 8080 127.0.0.1:4171   # restart: take over without dropping connections\n"+
 			"xlb --routed eth0,eth1 80 10.0.1.1:8080   # clients on eth0, workers behind eth1")
 	cfg := splice.Config{}
-	listen := fs.String("listen", "", "address to listen on (default: every IPv4 address of IFACE)")
+	listen := fs.String("listen", "", "address to listen on (default: every address of IFACE of the workers' family, IPv4 or IPv6, link-local ones excepted)")
 	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "connections kept per worker and unit of weight, beyond its share of those busy with clients")
 	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
 	policy := fs.String("policy", string(splice.PolicyJIQ), "who gets each request: jiq (the worker idle the longest), rr (round robin), least (fewest busy connections per weight), sticky (a client keeps its connection)")

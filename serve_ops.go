@@ -90,7 +90,7 @@ const requireWorkersTimeout = 2 * time.Second
 func requireWorkers(workers []splice.WorkerSpec) error {
 	var errs []error
 	for _, w := range workers {
-		c, err := net.DialTimeout("tcp4", w.Addr.String(), requireWorkersTimeout)
+		c, err := net.DialTimeout("tcp", w.Addr.String(), requireWorkersTimeout)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("worker %s is unreachable: %w", w.Addr, err))
 			continue

@@ -351,11 +351,15 @@ func synPacket(key kern.LegKey, isn, tsval uint32, mss uint16) []byte {
 	return b
 }
 
-// setTCPChecksum computes the TCP checksum of IPv4 packet b (pseudo header
-// and segment; options in the header, odd lengths padded) in full.
+// setTCPChecksum computes the TCP checksum of IP packet b (pseudo header
+// and segment; options in the header, odd lengths padded) in full. An IPv6
+// packet has TCP right after its header (the data plane takes no other).
 func setTCPChecksum(b []byte) {
-	ihl := int(b[0]&0x0f) * 4
-	t := b[ihl:]
+	hlen, addrs := int(b[0]&0x0f)*4, b[12:20]
+	if b[0]>>4 == 6 {
+		hlen, addrs = 40, b[8:40]
+	}
+	t := b[hlen:]
 	t[16], t[17] = 0, 0
 	var sum uint32
 	add := func(p []byte) {
@@ -367,7 +371,7 @@ func setTCPChecksum(b []byte) {
 			sum += uint32(p[0]) << 8
 		}
 	}
-	add(b[12:20]) // source and destination
+	add(addrs) // source and destination
 	sum += unix.IPPROTO_TCP + uint32(len(t))
 	add(t)
 	for sum > 0xffff {
@@ -431,6 +435,12 @@ func sendRaw(fd int, pkt []byte, dst [4]byte) error {
 		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst})
 	}
 	return errno
+}
+
+// sendRaw6 is sendRaw for an IPv6 packet, on an AF_INET6 raw socket of
+// protocol IPPROTO_RAW (which takes the IPv6 header from the packet).
+func sendRaw6(fd int, pkt []byte, dst [16]byte) error {
+	return unix.Sendto(fd, pkt, unix.MSG_DONTWAIT, &unix.SockaddrInet6{Addr: dst})
 }
 
 // Resending an unanswered SYN: as the kernel, after a second.

@@ -201,7 +201,7 @@ func (lb *LB) resetLeg(p legPositions) error {
 // repairedSocket makes an established socket with the given positions
 // without a packet on the wire.
 func repairedSocket(p legPositions) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family(p.key.Local.Addr()), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
@@ -236,11 +236,10 @@ func repairedSocket(p legPositions) (int, error) {
 	if err := set("no queue", unix.TCP_REPAIR_QUEUE, tcpNoQueue); err != nil {
 		return -1, err
 	}
-	la, pa := p.key.Local.Addr().As4(), p.key.Peer.Addr().As4()
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: la, Port: int(p.key.Local.Port())}); err != nil {
+	if err := unix.Bind(fd, sockaddr(p.key.Local)); err != nil {
 		return -1, fmt.Errorf("repair bind %s: %w", p.key.Local, err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: pa, Port: int(p.key.Peer.Port())}); err != nil {
+	if err := unix.Connect(fd, sockaddr(p.key.Peer)); err != nil {
 		return -1, fmt.Errorf("repair connect %s: %w", p.key.Peer, err)
 	}
 	opts := []unix.TCPRepairOpt{{Code: unix.TCPOPT_MAXSEG, Val: uint32(p.mss)}}

@@ -46,7 +46,8 @@ const (
 
 // replayer holds the bookkeeping of held frames.
 type replayer struct {
-	raw  int           // IPPROTO_RAW socket the replayed segments leave by
+	raw  int           // IPPROTO_RAW socket the replayed IPv4 segments leave by
+	raw6 int           // ... IPv6 ones (-1: none)
 	kick chan struct{} // a connection was pooled, or a frame held
 
 	mu   sync.Mutex
@@ -66,12 +67,21 @@ func newReplayer() (*replayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw socket for held client data: %w", err)
 	}
-	return &replayer{raw: fd, kick: make(chan struct{}, 1), held: map[kern.LegKey]time.Time{}}, nil
+	// IPv6's: none on a host without IPv6 (its clients' data is then sent
+	// again by the clients).
+	fd6, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		fd6 = -1
+	}
+	return &replayer{raw: fd, raw6: fd6, kick: make(chan struct{}, 1), held: map[kern.LegKey]time.Time{}}, nil
 }
 
 func (r *replayer) close() {
 	if r != nil {
 		unix.Close(r.raw)
+		if r.raw6 >= 0 {
+			unix.Close(r.raw6)
+		}
 	}
 }
 
@@ -257,12 +267,16 @@ func (lb *LB) replayOne(key kern.LegKey) (bool, error) {
 	// carries the partial checksum of a packet never checksummed (the
 	// kernel trusts it there), which a raw socket's packet does not get.
 	setTCPChecksum(pkt)
-	var dst [4]byte
-	copy(dst[:], pkt[16:20])
-	return true, sendRaw(lb.replay.raw, pkt, dst)
+	if pkt[0]>>4 == 6 {
+		if lb.replay.raw6 < 0 {
+			return false, errors.New("no IPv6 raw socket to send held client data")
+		}
+		return true, sendRaw6(lb.replay.raw6, pkt, [16]byte(pkt[24:40]))
+	}
+	return true, sendRaw(lb.replay.raw, pkt, [4]byte(pkt[16:20]))
 }
 
-// replayed is the IPv4 packet a replay's run made, if it is one to send:
+// replayed is the IP packet a replay's run made, if it is one to send:
 // the program passed, sent back or redirected it, and rewrote it (a frame
 // passed unchanged is not ours any more: its leg ended meanwhile).
 func replayed(res *ebpf.TestRunResult, in []byte) ([]byte, bool) {
@@ -271,12 +285,25 @@ func replayed(res *ebpf.TestRunResult, in []byte) ([]byte, bool) {
 	default:
 		return nil, false
 	}
-	const ethLen, ipMin = 14, 20
+	const ethLen, ipMin, ip6Len = 14, 20, 40
 	out := res.Data
-	if len(out) < ethLen+ipMin || out[ethLen]>>4 != 4 || bytes.Equal(out, in) {
+	if len(out) < ethLen+ipMin || bytes.Equal(out, in) {
 		return nil, false
 	}
 	pkt := out[ethLen:]
+	if pkt[0]>>4 == 6 {
+		if len(pkt) < ip6Len+20 || pkt[6] != unix.IPPROTO_TCP {
+			return nil, false
+		}
+		total := ip6Len + int(binary.BigEndian.Uint16(pkt[4:]))
+		if total < ip6Len+20 || total > len(pkt) {
+			return nil, false
+		}
+		return pkt[:total], true
+	}
+	if pkt[0]>>4 != 4 {
+		return nil, false
+	}
 	ihl, total := int(pkt[0]&0x0f)*4, int(binary.BigEndian.Uint16(pkt[2:]))
 	if ihl < ipMin || total < ihl+20 || total > len(pkt) || pkt[9] != unix.IPPROTO_TCP {
 		return nil, false

@@ -33,7 +33,7 @@ type Config struct {
 	// arrive there.
 	Iface   string
 	Ifaces  []string
-	Listen  netip.Addr // invalid: every IPv4 address of Iface
+	Listen  netip.Addr // invalid: every address of Iface of the workers' family
 	Port    uint16
 	Workers []WorkerSpec
 	Pool    int // legs per worker and unit of weight beyond its share of the busy ones
@@ -347,12 +347,19 @@ func Start(cfg Config) (*LB, error) {
 
 func (lb *LB) start() error {
 	cfg := lb.cfg
-	addrs, err := listenAddrs(cfg.Iface, cfg.Listen)
+	if len(cfg.Workers) == 0 {
+		return errors.New("no workers given: name at least one HOST:PORT")
+	}
+	fam, err := workerFamily(cfg.Workers)
 	if err != nil {
 		return err
 	}
-	if len(cfg.Workers) == 0 {
-		return errors.New("no workers given: name at least one HOST:PORT")
+	if fam == unix.AF_INET6 && cfg.Dial == DialXDP {
+		return errors.New("--dial xdp: the data plane dials IPv4 workers only; IPv6 workers are dialed with sockets (--dial socket, or auto)")
+	}
+	addrs, err := listenAddrs(cfg.Iface, cfg.Listen, fam)
+	if err != nil {
+		return err
 	}
 	if list, err := ParseIfaces(strings.Join(cfg.ifaces(), ",")); err != nil || list[0] != cfg.Iface {
 		return fmt.Errorf("Config.Ifaces %q must start with Config.Iface %q and name each interface once (%v)", cfg.Ifaces, cfg.Iface, err)
@@ -433,7 +440,7 @@ func (lb *LB) start() error {
 	if len(addrs) == 1 {
 		kc.ListenAddr = addrs[0]
 	} else {
-		kc.ListenAddr = netip.IPv4Unspecified() // any IPv4 address: IPv6 clients are not served yet (listenAddrs)
+		kc.ListenAddr = unspecified(fam) // any address of the workers' family (listenAddrs)
 	}
 	if err := lb.dp.SetConfig(kc); err != nil {
 		return err
@@ -565,16 +572,48 @@ func (lb *LB) goroutine(fn func()) {
 	}()
 }
 
-// listenAddrs are the addresses to listen on: the one asked for, or every
-// IPv4 address of the interface.
-func listenAddrs(iface string, want netip.Addr) ([]netip.Addr, error) {
+// workerFamily is the address family of a service's workers: one family,
+// AF_INET or AF_INET6. The data plane splices a client onto a worker
+// connection of its own family only (it rewrites addresses, not IP
+// headers), so the service listens on the workers' family.
+func workerFamily(ws []WorkerSpec) (int, error) {
+	fam := family(ws[0].Addr.Addr())
+	for _, w := range ws[1:] {
+		if family(w.Addr.Addr()) != fam {
+			return 0, fmt.Errorf("workers %s and %s are of two address families: a service's workers must be all IPv4 or all IPv6 (its clients are spliced onto worker connections of their own family)", ws[0].Addr, w.Addr)
+		}
+	}
+	return fam, nil
+}
+
+// unspecified is 0.0.0.0 or :: for fam.
+func unspecified(fam int) netip.Addr {
+	if fam == unix.AF_INET6 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}
+
+// familyName names fam for messages.
+func familyName(fam int) string {
+	if fam == unix.AF_INET6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// listenAddrs returns the addresses to listen on: want if given (of family
+// fam), else every address of family fam of the interface (IPv6: not the
+// link-local ones, which need a zone).
+func listenAddrs(iface string, want netip.Addr, fam int) ([]netip.Addr, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("interface %q not found (see `ip link`): %w", iface, xdp.ErrNoInterface)
 	}
 	if want.IsValid() {
-		if !want.Is4() {
-			return nil, fmt.Errorf("--listen %s: only IPv4 is supported for now", want)
+		want = want.Unmap()
+		if family(want) != fam || want.Zone() != "" {
+			return nil, fmt.Errorf("--listen %s: the workers are %s: listen on an %s address without a zone", want, familyName(fam), familyName(fam))
 		}
 		return []netip.Addr{want}, nil
 	}
@@ -585,20 +624,20 @@ func listenAddrs(iface string, want netip.Addr) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for _, a := range as {
 		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && family(ip) == fam && !ip.IsLinkLocalUnicast() {
 				out = append(out, ip.Unmap())
 			}
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("interface %s has no IPv4 address to listen on (give one with --listen)", iface)
+		return nil, fmt.Errorf("interface %s has no %s address to listen on, and the workers are %s (give one with --listen)", iface, familyName(fam), familyName(fam))
 	}
 	return out, nil
 }
 
 func listen(ap netip.AddrPort) (*net.TCPListener, error) {
 	lc := net.ListenConfig{KeepAlive: -1} // accepted sockets must stay quiet
-	ln, err := lc.Listen(context.Background(), "tcp4", ap.String())
+	ln, err := lc.Listen(context.Background(), network(ap.Addr()), ap.String())
 	if err != nil {
 		if errors.Is(err, unix.EADDRINUSE) {
 			return nil, errPortInUse(ap)
@@ -617,7 +656,7 @@ func errPortInUse(ap netip.AddrPort) error {
 // (SYNs to it are refused) until listenBound makes it a listener. Options
 // as net.Listen sets them.
 func bindPort(ap netip.AddrPort) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := unix.Socket(family(ap.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return -1, fmt.Errorf("listen on %s: %w", ap, err)
 	}
@@ -625,7 +664,14 @@ func bindPort(ap netip.AddrPort) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("listen on %s: %w", ap, err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+	if family(ap.Addr()) == unix.AF_INET6 {
+		// One family a listener, as the data plane's service address.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("listen on %s: %w", ap, err)
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(ap)); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EADDRINUSE) {
 			return -1, errPortInUse(ap)
@@ -684,7 +730,7 @@ func probeAddr(addr netip.Addr) (uint8, uint16, error) {
 // needs them for client legs, which it builds from the handshake alone.
 func probeListener(ap netip.AddrPort, ln *net.TCPListener) (uint8, uint16, error) {
 	d := net.Dialer{Timeout: connectTimeout, KeepAlive: -1}
-	c, err := d.Dial("tcp4", ap.String())
+	c, err := d.Dial(network(ap.Addr()), ap.String())
 	if err != nil {
 		return 0, 0, err
 	}

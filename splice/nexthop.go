@@ -20,9 +20,10 @@ import (
 // through another device) is followed within the time those messages take.
 
 // nextHopGroups are the rtnetlink groups whose messages may change what
-// bpf_fib_lookup answers for an IPv4 packet.
+// bpf_fib_lookup answers for an IPv4 or IPv6 packet.
 var nextHopGroups = []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_NEIGH, unix.RTNLGRP_IPV4_IFADDR,
-	unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV4_RULE}
+	unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV6_ROUTE,
+	unix.RTNLGRP_IPV6_RULE}
 
 // nextHopRetry is how long the watcher waits after an error it cannot
 // place (not a lost message) before it reads again.
@@ -37,7 +38,7 @@ type neighKey struct {
 	addr    netip.Addr
 }
 
-// neighTable is what the watcher last heard of each IPv4 neighbour: its
+// neighTable is what the watcher last heard of each IP neighbour: its
 // link-layer address while it is valid ("" when not). A neighbour's state
 // moves all the time (reachable, stale, delay, probe) without changing
 // what a lookup answers; only its address and its validity do.
@@ -60,8 +61,8 @@ func (t neighTable) changes(msgs []rtnetlink.Message, nl []netlink.Message) bool
 }
 
 func (t neighTable) neighChanges(m *rtnetlink.NeighMessage, deleted bool) bool {
-	if m.Family != unix.AF_INET || m.Attributes == nil {
-		return false // IPv6 and bridge entries: not the data plane's
+	if (m.Family != unix.AF_INET && m.Family != unix.AF_INET6) || m.Attributes == nil {
+		return false // bridge entries: not the data plane's
 	}
 	addr, ok := netip.AddrFromSlice(m.Attributes.Address)
 	if !ok {

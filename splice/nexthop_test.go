@@ -42,7 +42,9 @@ func TestNeighTableChanges(t *testing.T) {
 		{"same address on another device", unix.RTM_NEWNEIGH, unix.AF_INET, 4, "10.0.1.1", unix.NUD_REACHABLE, mac2, true},
 		{"deleted", unix.RTM_DELNEIGH, unix.AF_INET, 3, "10.0.1.1", unix.NUD_REACHABLE, mac2, true},
 		{"deleted, never heard of", unix.RTM_DELNEIGH, unix.AF_INET, 3, "10.0.1.9", unix.NUD_STALE, mac1, true},
-		{"IPv6 neighbour", unix.RTM_NEWNEIGH, unix.AF_INET6, 3, "fe80::1", unix.NUD_REACHABLE, mac1, false},
+		{"IPv6 neighbour, first heard of", unix.RTM_NEWNEIGH, unix.AF_INET6, 3, "2001:db8::1", unix.NUD_REACHABLE, mac1, true},
+		{"IPv6 neighbour, stale", unix.RTM_NEWNEIGH, unix.AF_INET6, 3, "2001:db8::1", unix.NUD_STALE, mac1, false},
+		{"IPv6 neighbour, new address", unix.RTM_NEWNEIGH, unix.AF_INET6, 3, "2001:db8::1", unix.NUD_STALE, mac2, true},
 		{"bridge entry", unix.RTM_NEWNEIGH, unix.AF_BRIDGE, 3, "", unix.NUD_REACHABLE, mac1, false},
 	} {
 		m, nl := neigh(step.typ, step.fam, step.idx, step.ip, step.st, step.ll)
@@ -50,8 +52,8 @@ func TestNeighTableChanges(t *testing.T) {
 			t.Errorf("%s: changed %v, want %v", step.what, got, step.want)
 		}
 	}
-	if len(tab) != 1 {
-		t.Errorf("%d neighbours kept, want 1 (a deleted one is forgotten): %v", len(tab), tab)
+	if len(tab) != 2 {
+		t.Errorf("%d neighbours kept, want 2 (a deleted one is forgotten): %v", len(tab), tab)
 	}
 	for _, m := range []rtnetlink.Message{&rtnetlink.RouteMessage{}, &rtnetlink.LinkMessage{}, &rtnetlink.AddressMessage{}, &rtnetlink.RuleMessage{}} {
 		if !tab.changes([]rtnetlink.Message{m}, []netlink.Message{{}}) {

@@ -55,15 +55,12 @@ type pendingDial struct {
 // worker is), up to connectTimeout or ctx. Each comes back with its leg key,
 // or its error (its descriptor then closed).
 func dialLegs(ctx context.Context, addr netip.AddrPort, mss, n int) []pendingDial {
-	if !addr.Addr().Is4() {
-		return []pendingDial{{fd: -1, err: fmt.Errorf("worker %s: only IPv4 workers are supported", addr)}}
-	}
-	sa := &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	sa := sockaddr(addr)
 	out := make([]pendingDial, 0, n)
 	var wait []int // indexes of out still connecting
 	for range n {
 		d := pendingDial{fd: -1}
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		fd, err := unix.Socket(family(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			d.err = fmt.Errorf("dial %s: socket: %w", addr, err)
 			out = append(out, d)
@@ -119,8 +116,8 @@ func dialLegs(ctx context.Context, addr netip.AddrPort, mss, n int) []pendingDia
 	for i := range out {
 		if out[i].err == nil {
 			local, err := unix.Getsockname(out[i].fd)
-			if l4, ok := local.(*unix.SockaddrInet4); err == nil && ok {
-				out[i].key = kern.LegKey{Peer: addr, Local: netip.AddrPortFrom(netip.AddrFrom4(l4.Addr), uint16(l4.Port))}
+			if l, ok := addrPort(local); err == nil && ok {
+				out[i].key = kern.LegKey{Peer: addr, Local: l}
 			} else {
 				out[i].err = fmt.Errorf("dial %s: getsockname: %v", addr, err)
 			}

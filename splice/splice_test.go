@@ -95,7 +95,11 @@ func TestParseWorker(t *testing.T) {
 		{"127.0.0.1:70000", "", "port must be 1-65535"},
 		{"127.0.0.1:80@x", "", "weight must be a number"},
 		{"127.0.0.1:80@1001", "", "weight must be a number from 0 to 1000"},
-		{"[::1]:80", "", "only IPv4"},
+		{"[::1]:80", "[::1]:80", ""},
+		{"[2001:db8::2]:8080@2", "[2001:db8::2]:8080@2", ""},
+		{"[::ffff:127.0.0.1]:80", "127.0.0.1:80", ""},
+		{"[fe80::1%lo]:80", "", "link-local"},
+		{"::1:80", "", "want HOST:PORT"},
 	} {
 		got, err := ParseWorker(tc.in)
 		if tc.err != "" {
@@ -158,7 +162,7 @@ func TestCheckClientLeg(t *testing.T) {
 
 func TestWorkerMSS(t *testing.T) {
 	for _, tc := range []struct{ mtu, want int }{
-		{1500, 1400}, {1280, 1180}, {576, 476}, {100, 88}, {9000, 8948}, {65536, 32767},
+		{1500, 1400}, {1280, 1180}, {576, 476}, {100, 88}, {9000, 8928}, {65536, 32767},
 	} {
 		if got := WorkerMSS(tc.mtu); got != tc.want {
 			t.Errorf("WorkerMSS(%d) = %d, want %d", tc.mtu, got, tc.want)

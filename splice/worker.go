@@ -34,8 +34,8 @@ const DefaultWeight = 1
 // MaxWeight bounds a weight (weights are relative shares).
 const MaxWeight = 1000
 
-// ParseWorker parses HOST:PORT[@WEIGHT]; HOST is an IPv4 address or a name
-// resolved now.
+// ParseWorker parses HOST:PORT[@WEIGHT]; HOST is an IPv4 address, an IPv6
+// address in brackets ([::1]:4171), or a name resolved now (to IPv4).
 func ParseWorker(s string) (WorkerSpec, error) {
 	spec := WorkerSpec{Weight: DefaultWeight}
 	addr := s
@@ -64,8 +64,8 @@ func ParseWorker(s string) (WorkerSpec, error) {
 		ip = ips[0]
 	}
 	ip = ip.Unmap()
-	if !ip.Is4() {
-		return spec, fmt.Errorf("worker %q: only IPv4 workers are supported for now", s)
+	if ip.Zone() != "" || ip.IsLinkLocalUnicast() {
+		return spec, fmt.Errorf("worker %q: a link-local address (give the worker's global or loopback address)", s)
 	}
 	spec.Addr = netip.AddrPortFrom(ip, uint16(p))
 	return spec, nil
@@ -122,7 +122,7 @@ func WorkerMSS(mtu int) int {
 	if mtu <= 1500 {
 		return max(min(1400, mtu-100), minMSS)
 	}
-	return min(mtu-52, maxMSS) // IPv4 + TCP headers + timestamps
+	return min(mtu-72, maxMSS) // IPv6 (or IPv4 and 20 spare) + TCP headers + timestamps
 }
 
 // TCP_MAXSEG bounds (the kernel's TCP_MIN_MSS and MAX_TCP_WINDOW).

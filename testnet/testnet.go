@@ -199,7 +199,7 @@ func (ns *NS) WaitAccepts(addr string, timeout time.Duration, exited <-chan stru
 	deadline := time.Now().Add(timeout)
 	for {
 		err := ns.Do(func() error {
-			c, err := net.DialTimeout("tcp4", addr, time.Second)
+			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
 				c.Close()
 			}

@@ -1,0 +1,137 @@
+package e2e
+
+// IPv6: clients and workers over [::1], the IPv6 programs (xlb6.o) doing
+// the splicing and the remixing, checked with real clients and servers.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xlb-lb/xlb/internal/testkit"
+	"github.com/xlb-lb/xlb/internal/testproto"
+	"github.com/xlb-lb/xlb/splice/demo"
+	"github.com/xlb-lb/xlb/testnet"
+)
+
+// TestIPv6NginxRemix: wrk over [::1] through xlb to three nginx listening on
+// [::1]: every request is remixed, nginx's own access logs show each worker
+// serving its share; 1 MB bodies over one curl connection arrive intact.
+func TestIPv6NginxRemix(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	const big = 1 << 20
+	root := testproto.WebRoot(t, 100, big)
+	logs := t.TempDir()
+	var workers []string
+	for i := 0; i < 3; i++ {
+		addr := fmt.Sprintf("[::1]:%d", 4171+i)
+		startNginxConf(t, ns, testproto.Nginx{Listen: addr, Root: root, AccessLog: filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i))})
+		workers = append(workers, addr)
+	}
+	lb := startXLB(t, ns, "lo", 8080, workers)
+	out, err := ns.Command("wrk", "-t1", "-c2", "-d2s", "http://[::1]:8080/b100").CombinedOutput()
+	if err != nil {
+		t.Fatalf("wrk: %v\n%s", err, out)
+	}
+	if s := string(out); strings.Contains(s, "Socket errors") || strings.Contains(s, "Non-2xx") {
+		t.Fatalf("wrk reports errors:\n%s", s)
+	}
+	counts := map[string]int{}
+	total := 0
+	for i, w := range workers {
+		b, err := os.ReadFile(filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[w] = bytes.Count(b, []byte("\n"))
+		total += counts[w]
+	}
+	if total < 1000 {
+		t.Fatalf("only %d requests reached the workers: %v\n%s", total, counts, out)
+	}
+	for w, n := range counts {
+		if share := float64(n) / float64(total); share < 0.25 {
+			t.Errorf("worker %s served %.1f%% of %d requests, want at least 25%%", w, 100*share, total)
+		}
+	}
+	r := testkit.Status(t, ns, "lo")
+	if r.Counters["bind"] != 2 || r.Counters["remix"] < uint64(total)/2 {
+		t.Errorf("binds %d, remixes %d for %d requests on 2 connections", r.Counters["bind"], r.Counters["remix"], total)
+	}
+	t.Logf("requests per worker %v; remixes %d", counts, r.Counters["remix"])
+
+	// 1 MB bodies, one connection, each request remixed.
+	const n = 8
+	dir := t.TempDir()
+	args := []string{"-sS", "--max-time", "30"}
+	for i := 0; i < n; i++ {
+		args = append(args, "-o", filepath.Join(dir, fmt.Sprint(i)), fmt.Sprintf("http://[::1]:8080/b%d", big))
+	}
+	if out, err := ns.Command("curl", args...).CombinedOutput(); err != nil {
+		t.Fatalf("curl: %v\n%s", err, out)
+	}
+	want := sha256.Sum256(demo.Body(big))
+	for i := 0; i < n; i++ {
+		got, err := os.ReadFile(filepath.Join(dir, fmt.Sprint(i)))
+		if err != nil || sha256.Sum256(got) != want {
+			t.Fatalf("1 MB body %d: %d bytes, SHA-256 matches: %v (%v)", i, len(got), sha256.Sum256(got) == want, err)
+		}
+	}
+	if st, err := ns.Command(testkit.XLB, "stats").CombinedOutput(); err != nil || !strings.Contains(string(st), "[::1]:4171") {
+		t.Errorf("xlb stats does not name the IPv6 workers as [addr]:port (%v):\n%s", err, st)
+	}
+	lb.Stop()
+}
+
+// TestIPv6Uploads: uploads over [::1] to demo workers on [::1], with and
+// without Expect: 100-continue, two on one connection (the second may be
+// remixed); each worker's SHA-256 of the body is the file's.
+func TestIPv6Uploads(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := []string{"[::1]:4171", "[::1]:4172", "[::1]:4173"}
+	startWorkersAt(t, ns, workers...)
+	lb := startXLB(t, ns, "lo", 8080, workers)
+	body := make([]byte, 1<<20+12345)
+	rand.Read(body)
+	file := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(file, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	want := hex.EncodeToString(sum[:])
+	for _, expect := range []string{"Expect: 100-continue", "Expect:"} {
+		url := "http://[::1]:8080" + demo.UploadPath
+		out, err := ns.Command("curl", "-sS", "--max-time", "30", "-H", expect, "--data-binary", "@"+file, url,
+			"--next", "-sS", "--max-time", "30", "-H", expect, "--data-binary", "@"+file, url).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl (%s): %v\n%s", expect, err, out)
+		}
+		if got := strings.Fields(string(out)); len(got) != 2 || got[0] != want || got[1] != want {
+			t.Errorf("uploads with %q: the workers hashed %q, want %s twice", expect, out, want)
+		}
+	}
+	lb.Stop()
+}
+
+// TestIPv6MixedFamiliesRefused: a service's workers are all IPv4 or all IPv6
+// (a client is spliced onto a worker connection of its own family): xlb
+// says so at start, and `--dial xdp` is refused for IPv6 workers.
+func TestIPv6MixedFamiliesRefused(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	code, out := runXLB(t, ns, nil, "lo", "8080", "127.0.0.1:4171", "[::1]:4172")
+	wantFailure(t, "mixed families", code, out, "two address families", "all IPv4 or all IPv6")
+	code, out = runXLB(t, ns, nil, "--listen", "127.0.0.1", "lo", "8080", "[::1]:4172")
+	wantFailure(t, "an IPv4 --listen for IPv6 workers", code, out, "--listen 127.0.0.1: the workers are IPv6")
+	code, out = runXLB(t, ns, nil, "--dial", "xdp", "lo", "8080", "[::1]:4172")
+	wantFailure(t, "--dial xdp for IPv6 workers", code, out, "dials IPv4 workers only")
+	assertDetached(t, ns)
+}
