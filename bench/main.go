@@ -162,6 +162,8 @@ func run(ctx context.Context, o options) error {
 		// worker connections each run opened can be counted.
 		{addrs(tp.workerHost, nginxLogPort0), cprBalancers, cprWorkloads},
 		{addrs(tp.workerHost, redisPort0), redisBalancers, redisWorkloads},
+		// IPv6: the same nginx on [::1], t1 c2 100 B.
+		{addrs("::1", nginxPort0), ipv6Balancers, httpWorkloads[:1]},
 	}
 	if tp.name == "veth" {
 		groups = []group{{addrs(tp.workerHost, nginxPort0), vethBalancers, httpWorkloads}}

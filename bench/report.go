@@ -277,7 +277,7 @@ func (rep *report) markdown(b *strings.Builder, chart bool) {
 	p("## Configurations")
 	p("")
 	listed := map[string]bool{}
-	for _, bl := range append(slices.Clone(httpBalancers), cprBalancers...) {
+	for _, bl := range slices.Concat(httpBalancers, ipv6Balancers, cprBalancers) {
 		if !listed[bl.name] {
 			listed[bl.name] = true
 			p("- **%s**: %s", bl.name, bl.descr)
@@ -361,10 +361,12 @@ func (rep *report) httpTable(p func(string, ...any)) {
 	p("*softirq* its softirq part (where the XDP program and the loopback TCP stack run), *balancer* the")
 	p("balancer process (`/proc/PID/stat` utime+stime, clock ticks of 10 ms), *client* wrk. *direct* is")
 	p("one nginx process; behind a balancer there are three, so with a spare core a balancer can beat it.")
+	p("The IPv6 rows (*-v6*, t1 c2 only) are the same nginx on `[::1]`; their × direct is to IPv4's direct,")
+	p("their ratio to each other is in *Targets*.")
 	p("")
 	p("| workload | configuration | req/s | × direct | × haproxy-http | p50 | p99 | p99.9 | CPU machine | softirq | balancer | client | errors |")
 	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	rep.requestRows(p, names, httpBalancers)
+	rep.requestRows(p, names, slices.Concat(httpBalancers, ipv6Balancers))
 	p("")
 }
 
@@ -722,6 +724,10 @@ func (rep *report) targets(p func(string, ...any)) {
 		}
 		rows = append(rows, row{"xlb 100 MB throughput ÷ direct", "≥ 0.95", show(v, 0.95, true)})
 	}
+	// IPv6 (issue 13): xlb ÷ direct over [::1] against the same over
+	// 127.0.0.1, same run: within 5%.
+	rows = append(rows, row{"(xlb-v6 ÷ direct-v6) ÷ (xlb ÷ direct), t1 c2 100B", "≥ 0.95",
+		show(ratio(xlb6.name, direct6.name, "t1 c2 100B")/ratio(xlbDefault.name, direct.name, "t1 c2 100B"), 0.95, true)})
 	// Connection per request (issue 17): against HAProxy and direct with ab,
 	// and worker connections opened per 100 client connections where the
 	// worker keeps its side open (with ab, nginx closes every connection

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,7 +42,7 @@ var webFiles = map[string]int{"b100": 100, "b100k": 100 << 10, "b100m": 100 << 2
 func addrs(host string, port0 int) []string {
 	var a []string
 	for i := 0; i < nWorkers; i++ {
-		a = append(a, fmt.Sprintf("%s:%d", host, port0+i))
+		a = append(a, net.JoinHostPort(host, fmt.Sprint(port0+i)))
 	}
 	return a
 }
@@ -114,6 +115,7 @@ http {
 	log_format conn '%[5]s';
 	server {
 		listen %[2]s backlog=4096;
+		%[9]s
 		root %[3]s;
 	}
 	server {
@@ -122,7 +124,7 @@ http {
 		access_log %[7]s conn buffer=64k flush=%[8]dms;
 	}
 }
-`, wd, addr, filepath.Join(dir, "www"), nofile, connLogFormat, logAddrs[i], nginxConnLog(dir, i), connLogFlush.Milliseconds())
+`, wd, addr, filepath.Join(dir, "www"), nofile, connLogFormat, logAddrs[i], nginxConnLog(dir, i), connLogFlush.Milliseconds(), listen6(tp, nginxPort0+i))
 		path := filepath.Join(wd, "nginx.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return err
@@ -175,6 +177,9 @@ type balancer struct {
 	mode   string   // haproxy mode: http or tcp
 	// workers: only the first this many workers (0: all of them)
 	workers int
+	// ipv6: clients, balancer and workers over [::1] (the lo topology's
+	// IPv6 rows)
+	ipv6 bool
 }
 
 var (
@@ -193,7 +198,21 @@ var (
 		descr: "xlb --empty-pool drop --no-pool-ahead (a request that finds every pool empty is dropped and sent again by its client after its timeout, and the pools grow only from such requests: what xlb did before; the default holds such a request and grows the pools from the clients' SYNs)"}
 	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
 	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
+	direct6     = balancer{name: "direct-v6", ipv6: true, descr: "direct over IPv6: wrk to [::1], the first worker's IPv6 listener"}
+	xlb6        = balancer{name: "xlb-v6", kind: "xlb", ipv6: true, descr: "xlb over IPv6: listening on [::1], the workers' IPv6 listeners ([::1]:PORT), spliced and remixed by the IPv6 programs"}
 )
+
+// ipv6Balancers run the IPv6 rows (lo topology): the same workers on [::1].
+var ipv6Balancers = []balancer{direct6, xlb6}
+
+// listen6 is the nginx line that also listens on [::1]:port, in the lo
+// topology (the IPv6 rows).
+func listen6(tp *topology, port int) string {
+	if tp.name != "lo" {
+		return ""
+	}
+	return fmt.Sprintf("listen [::1]:%d backlog=4096;", port)
+}
 
 // cprBalancers run the connection-per-request rows (haproxy-tcp would open
 // a worker connection per client connection, as direct does).
@@ -213,6 +232,9 @@ type running struct {
 	p    *lab.Proc // nil for direct
 }
 
+// hostPort is where clients connect: host:port, [host]:port for IPv6.
+func (r *running) hostPort() string { return net.JoinHostPort(r.host, fmt.Sprint(r.port)) }
+
 // lbStarts counts balancer starts: each start listens on a port of its
 // own, lbPort0 + lbStarts, so that no configuration sees the connections a
 // previous one left in TIME-WAIT.
@@ -225,13 +247,16 @@ func startBalancer(ctx context.Context, tp *topology, dir string, b balancer, wo
 	lbStarts++
 	ns := tp.lb
 	r := &running{b: b, host: tp.listenAt, port: lbPort}
+	if b.ipv6 {
+		r.host = "::1"
+	}
 	if b.workers > 0 && b.workers < len(workers) {
 		workers = workers[:b.workers]
 	}
 	var err error
 	switch b.kind {
 	case "":
-		host, port, _ := strings.Cut(workers[0], ":")
+		host, port, _ := net.SplitHostPort(workers[0])
 		r.host = host
 		fmt.Sscanf(port, "%d", &r.port)
 		return r, nil

@@ -160,7 +160,7 @@ func runWrk(ctx context.Context, ns *lab.Netns, dir string, lb *running, w workl
 	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
 		return err
 	}
-	url := fmt.Sprintf("http://%s:%d%s", lb.host, lb.port, w.path)
+	url := "http://" + lb.hostPort() + w.path
 	args := func(d time.Duration) []string {
 		return []string{"-t", fmt.Sprint(w.threads), "-c", fmt.Sprint(w.conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())),
 			"--timeout", "5s", "-s", script, url}
@@ -228,7 +228,7 @@ func scriptValues(out string) map[string]float64 {
 // connection (one curl each), and reports the total throughput; P50us is
 // the median time of one transfer.
 func runCurl(ctx context.Context, ns *lab.Netns, lb *running, w workload, n int, r *result) error {
-	url := fmt.Sprintf("http://%s:%d%s", lb.host, lb.port, w.path)
+	url := "http://" + lb.hostPort() + w.path
 	size := webFiles[strings.TrimPrefix(w.path, "/")]
 	var times []float64
 	var bytes float64
@@ -330,7 +330,7 @@ const abPerSecond = 200000
 // warm; latency percentiles are ab's (-e: its "Percentage of the requests
 // served" table, to the microsecond).
 func runAB(ctx context.Context, ns *lab.Netns, dir string, lb *running, w workload, d, warm time.Duration, r *result) error {
-	url := fmt.Sprintf("http://%s:%d%s", lb.host, lb.port, w.path)
+	url := "http://" + lb.hostPort() + w.path
 	csv := filepath.Join(dir, "ab-percentiles.csv")
 	args := func(d time.Duration) []string {
 		secs := int(d.Seconds())
@@ -413,7 +413,7 @@ func runClose(ctx context.Context, ns *lab.Netns, dir string, lb *running, w wor
 	if err != nil {
 		return err
 	}
-	addr := fmt.Sprintf("%s:%d", lb.host, lb.port)
+	addr := lb.hostPort()
 	args := func(d time.Duration) []string {
 		return []string{cprEnv + "=cpr", exe, "-c", fmt.Sprint(w.conns), "-d", d.String(), "-timeout", "5s", addr, w.path}
 	}

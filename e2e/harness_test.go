@@ -97,7 +97,7 @@ func dialFrom(t testing.TB, ns *testnet.NS, local, addr string) *client {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 		}
 		var err error
-		c, err = d.Dial("tcp4", addr)
+		c, err = d.Dial("tcp", addr)
 		return err
 	})
 	if err != nil {

@@ -121,17 +121,76 @@ func TestIPv6Uploads(t *testing.T) {
 	lb.Stop()
 }
 
-// TestIPv6MixedFamiliesRefused: a service's workers are all IPv4 or all IPv6
-// (a client is spliced onto a worker connection of its own family): xlb
-// says so at start, and `--dial xdp` is refused for IPv6 workers.
-func TestIPv6MixedFamiliesRefused(t *testing.T) {
+// TestDualStack: one service with IPv4 and IPv6 workers listens on lo's
+// IPv4 and IPv6 addresses; keep-alive clients of both families, at once,
+// are each remixed over the workers of their own family only (a client is
+// spliced onto worker connections of its own family), and every body is
+// intact.
+func TestDualStack(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t)
-	code, out := runXLB(t, ns, nil, "lo", "8080", "127.0.0.1:4171", "[::1]:4172")
-	wantFailure(t, "mixed families", code, out, "two address families", "all IPv4 or all IPv6")
-	code, out = runXLB(t, ns, nil, "--listen", "127.0.0.1", "lo", "8080", "[::1]:4172")
-	wantFailure(t, "an IPv4 --listen for IPv6 workers", code, out, "--listen 127.0.0.1: the workers are IPv6")
+	workers := []string{"127.0.0.1:4171", "127.0.0.1:4172", "[::1]:4173", "[::1]:4174"}
+	startWorkersAt(t, ns, workers...) // w1, w2 IPv4; w3, w4 IPv6
+	lb := startXLB(t, ns, "lo", 8080, workers)
+	type seen struct {
+		addr    string
+		workers map[string]int
+		err     error
+	}
+	results := make(chan seen, 4)
+	for _, addr := range []string{"127.0.0.1:8080", "[::1]:8080", "127.0.0.1:8080", "[::1]:8080"} {
+		c := dial(t, ns, addr)
+		go func() {
+			s := seen{addr: addr, workers: map[string]int{}}
+			for i := 0; i < 200 && s.err == nil; i++ {
+				var w string
+				w, _, s.err = c.get(fmt.Sprintf("/bytes/%d", 100+i*37))
+				s.workers[w]++
+			}
+			results <- s
+		}()
+	}
+	own := map[string]map[string]bool{"127.0.0.1:8080": {"w1": true, "w2": true}, "[::1]:8080": {"w3": true, "w4": true}}
+	for range 4 {
+		s := <-results
+		if s.err != nil {
+			t.Fatalf("client of %s: %v", s.addr, s.err)
+		}
+		for w, n := range s.workers {
+			if !own[s.addr][w] {
+				t.Errorf("client of %s: %d answers from %s, a worker of the other family", s.addr, n, w)
+			}
+		}
+		if len(s.workers) != 2 {
+			t.Errorf("client of %s: answers from %v, want both workers of its family (remixed per request)", s.addr, s.workers)
+		}
+		t.Logf("client of %s: %v", s.addr, s.workers)
+	}
+	if r := testkit.Status(t, ns, "lo"); r.Counters["remix"] == 0 || r.Counters["bind"] != 4 {
+		t.Errorf("remixes %d, binds %d for 4 clients", r.Counters["remix"], r.Counters["bind"])
+	}
+	lb.Stop()
+}
+
+// TestIPv6FamilyErrors: what xlb refuses about families, at start and
+// from xlb ctl.
+func TestIPv6FamilyErrors(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	code, out := runXLB(t, ns, nil, "--listen", "127.0.0.1", "lo", "8080", "[::1]:4172")
+	wantFailure(t, "an IPv4 --listen for IPv6 workers", code, out, "--listen 127.0.0.1: no worker is IPv4")
+	code, out = runXLB(t, ns, nil, "--listen", "127.0.0.1", "lo", "8080", "127.0.0.1:4171", "[::1]:4172")
+	wantFailure(t, "one --listen for workers of both families", code, out, "the workers are of both families")
 	code, out = runXLB(t, ns, nil, "--dial", "xdp", "lo", "8080", "[::1]:4172")
 	wantFailure(t, "--dial xdp for IPv6 workers", code, out, "dials IPv4 workers only")
 	assertDetached(t, ns)
+
+	// An IPv4 service does not listen on IPv6: no IPv6 worker can join it.
+	flags := testkit.OwnSocket(t)
+	lb := startXLB(t, ns, "lo", 8080, startWorkers(t, ns, 1), flags...)
+	out2, err := ns.Command(testkit.XLB, append(append([]string{"ctl"}, flags...), "add", "[::1]:4179")...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out2), "the service has no IPv6 workers") {
+		t.Errorf("xlb ctl add [::1]:4179 on an IPv4 service: %v\n%s", err, out2)
+	}
+	lb.Stop()
 }

@@ -112,13 +112,14 @@ func (d *dataPlane) dial(k kern.LegKey, h kern.Handshake) {
 	d.putDial(k, h)
 }
 
-// readyTokens empties xlb_ready and returns its tokens (worker ids).
+// readyTokens empties the fixtures' family's xlb_ready and returns its
+// tokens (worker ids).
 func (d *dataPlane) readyTokens() []uint32 {
 	d.t.Helper()
 	var ids []uint32
-	for i := uint32(0); i <= d.objs.Ready.MaxEntries(); i++ {
+	for i := uint32(0); i <= d.ready().MaxEntries(); i++ {
 		v := make([]byte, 4)
-		err := d.objs.Ready.Pop(v)
+		err := d.ready().Pop(v)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return ids
 		}

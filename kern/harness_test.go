@@ -285,7 +285,7 @@ func (d *dataPlane) pushIdleTo(k kern.LegKey, worker uint32) {
 	if err := d.pool(worker).Push(keyBytes(d.t, k)); err != nil {
 		d.t.Fatal(err)
 	}
-	if err := d.objs.Ready.Push(ebpf.Uint32Key(worker)); err != nil {
+	if err := d.ready().Push(ebpf.Uint32Key(worker)); err != nil {
 		d.t.Fatal(err)
 	}
 }
@@ -299,12 +299,23 @@ func (d *dataPlane) idleQueue() []kern.LegKey {
 		keys = append(keys, d.popKeys(shared.pools[id])...)
 	}
 	v := make([]byte, 4)
-	for i := uint32(0); i <= d.objs.Ready.MaxEntries(); i++ {
-		if d.objs.Ready.Pop(v) != nil {
-			break
+	for _, m := range []*ebpf.Map{d.objs.Ready, d.objs.Ready6} {
+		for i := uint32(0); i <= m.MaxEntries(); i++ {
+			if m.Pop(v) != nil {
+				break
+			}
 		}
 	}
 	return keys
+}
+
+// ready is the jiq tokens' queue of the fixtures' family (xlb_ready6 over
+// IPv6: a client takes worker legs of its own family).
+func (d *dataPlane) ready() *ebpf.Map {
+	if family6 {
+		return d.objs.Ready6
+	}
+	return d.objs.Ready
 }
 
 // popKeys empties a queue of leg keys (at most its size) and returns them.

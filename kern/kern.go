@@ -36,7 +36,9 @@ const (
 	DialsName      = "xlb_dials"
 	PoolMapName    = "xlb_pool"
 	ReadyMapName   = "xlb_ready"
+	ReadyMapName6  = "xlb_ready6" // the IPv6 workers' tokens
 	SchedMapName   = "xlb_sched"
+	SchedMapName6  = "xlb_sched6" // the IPv6 workers' schedule
 	RRMapName      = "xlb_rr"
 	WLoadMapName   = "xlb_wload"
 	RematchMapName = "xlb_rematch"

@@ -50,6 +50,8 @@ type Objects struct {
 	Pool       *ebpf.Map // worker id -> queue of LegKey: idle worker legs
 	Ready      *ebpf.Map // queue of worker ids: jiq tokens
 	Sched      *ebpf.Map // slot -> worker id: weighted schedule (rr, least)
+	Ready6     *ebpf.Map // ... of the IPv6 workers
+	Sched6     *ebpf.Map
 	WLoad      *ebpf.Map // worker id -> bound legs (int64)
 	Rematch    *ebpf.Map // client LegKey -> worker id
 	Progs      *ebpf.Map // tail-call slots
@@ -73,7 +75,7 @@ type Objects struct {
 // next-hop cache and its generation (xlb_fib, xlb_fib_gen): a new load
 // looks its next hops up afresh.
 var MapNames = []string{StatsMapName, ConfigMapName, LegsMapName, BindsMapName,
-	HandshakesName, DialsName, PoolMapName, ReadyMapName, SchedMapName, RRMapName, WLoadMapName, RematchMapName,
+	HandshakesName, DialsName, PoolMapName, ReadyMapName, SchedMapName, ReadyMapName6, SchedMapName6, RRMapName, WLoadMapName, RematchMapName,
 	WorkersMapName, WStatsMapName, WCfgMapName, RetiredMapName, EventsMapName, SyncMapName, PortsMapName, CoolingMapName}
 
 // LoadOptions adjust the data plane before it is loaded.
@@ -135,6 +137,8 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		Pool:       coll.Maps[PoolMapName],
 		Ready:      coll.Maps[ReadyMapName],
 		Sched:      coll.Maps[SchedMapName],
+		Ready6:     coll.Maps[ReadyMapName6],
+		Sched6:     coll.Maps[SchedMapName6],
 		WLoad:      coll.Maps[WLoadMapName],
 		Rematch:    coll.Maps[RematchMapName],
 		Progs:      coll.Maps[ProgsMapName],
@@ -179,7 +183,7 @@ func (opts LoadOptions) size(spec *ebpf.CollectionSpec) {
 	if opts.MaxLegs == 0 {
 		return
 	}
-	for _, name := range []string{LegsMapName, BindsMapName, ReadyMapName} {
+	for _, name := range []string{LegsMapName, BindsMapName, ReadyMapName, ReadyMapName6} {
 		if m := spec.Maps[name]; m != nil {
 			m.MaxEntries = opts.MaxLegs
 		}

@@ -7,6 +7,8 @@ package kern_test
 
 import (
 	"encoding/binary"
+	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/xlb-lb/xlb/ebpf"
@@ -22,14 +24,21 @@ func stdWorker3Leg() kern.Leg {
 
 func (d *dataPlane) setSchedule(ids ...uint32) {
 	d.t.Helper()
+	sched := d.objs.Sched
+	if family6 {
+		sched = d.objs.Sched6
+	}
 	for i, id := range ids {
-		if err := d.objs.Sched.Update(ebpf.Uint32Key(uint32(i)), ebpf.Uint32Key(id), ebpf.UpdateAny); err != nil {
+		if err := sched.Update(ebpf.Uint32Key(uint32(i)), ebpf.Uint32Key(id), ebpf.UpdateAny); err != nil {
 			d.t.Fatal(err)
 		}
 	}
 	c := defaultConfig
 	c.Policy = d.policy
 	c.SchedLen = uint32(len(ids))
+	if family6 {
+		c.SchedLen, c.SchedLen6 = 0, uint32(len(ids)) // the IPv6 programs read theirs
+	}
 	d.setConfig(c)
 	if err := d.objs.Map(kern.RRMapName).Update(ebpf.Uint32Key(0), make([]byte, 8), ebpf.UpdateAny); err != nil {
 		d.t.Fatal(err)
@@ -344,7 +353,7 @@ func TestFirstBindFindsAnyIdleLeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 5 { // tokens of worker 1, whose pool is empty
-		if err := d.objs.Ready.Push(ebpf.Uint32Key(1)); err != nil {
+		if err := d.ready().Push(ebpf.Uint32Key(1)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -356,4 +365,112 @@ func TestFirstBindFindsAnyIdleLeg(t *testing.T) {
 	if b, ok := d.bind(clientKey); !ok || b.To != worker2Key {
 		t.Errorf("client bound to %v (%v), want W2, the one idle leg", b.To, ok)
 	}
+}
+
+// TestFamiliesPickTheirOwn: a client takes worker legs of its own family
+// only: the IPv4 programs pick from xlb_ready and xlb_sched, the IPv6 ones
+// from xlb_ready6 and xlb_sched6, and pooling puts a leg's token in its
+// family's queue. With only IPv4 worker legs idle, an IPv6 client's first
+// data finds no leg.
+func TestFamiliesPickTheirOwn(t *testing.T) {
+	if family6 {
+		t.Skip("builds both families itself: run once")
+	}
+	v6 := func(k kern.LegKey) kern.LegKey {
+		return kern.LegKey{Peer: netip.AddrPortFrom(to6(k.Peer.Addr()), k.Peer.Port()), Local: netip.AddrPortFrom(to6(k.Local.Addr()), k.Local.Port())}
+	}
+	client6, worker6 := v6(clientKey), v6(worker2Key)
+	first := func(src, dst netip.AddrPort, c kern.Leg) []byte {
+		return seg{src: src, dst: dst, seq: c.PeerHi, ack: c.SndNxt, flags: tcpACK | tcpPSH, win: 502,
+			opts: nopTS(c.PeerTSval+1, c.OurTSval), payload: request}.build()
+	}
+	for _, policy := range []kern.Policy{kern.PolicyJIQ, kern.PolicyRR} {
+		t.Run(map[kern.Policy]string{kern.PolicyJIQ: "jiq", kern.PolicyRR: "rr"}[policy], func(t *testing.T) {
+			d := loadDataPlane(t)
+			d.policy = policy
+			d.setSchedule(1) // IPv4: worker 1
+			for i, id := range []uint32{2} {
+				if err := d.objs.Sched6.Update(ebpf.Uint32Key(uint32(i)), ebpf.Uint32Key(id), ebpf.UpdateAny); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := defaultConfig
+			c.ListenAddr = netip.Addr{} // both families
+			c.Policy, c.SchedLen, c.SchedLen6 = policy, 1, 1
+			d.setConfig(c)
+			cl := stdClientLeg()
+			d.putLeg(clientKey, cl)
+			d.putLeg(client6, cl)
+			w4, w6 := stdWorkerLeg(), stdWorker2Leg()
+			d.putLeg(workerKey, w4)
+			d.putLeg(worker6, w6)
+			// Pooled by the control program, as user space does: each
+			// token goes to its leg's family.
+			for _, k := range []kern.LegKey{workerKey, worker6} {
+				l := d.mustLeg(k)
+				l.State = kern.LegNew
+				d.putLeg(k, l)
+				if !d.ctl2(kern.CtlMsg{Op: kern.CtlPool, Key: k, Worker: l.Worker}) {
+					t.Fatalf("pooling %s: refused", k)
+				}
+			}
+			if policy == kern.PolicyJIQ {
+				if got := readTokens(t, d.objs.Ready); !slices.Equal(got, []uint32{1}) {
+					t.Errorf("IPv4 tokens %v, want [1]", got)
+				}
+				if got := readTokens(t, d.objs.Ready6); !slices.Equal(got, []uint32{2}) {
+					t.Errorf("IPv6 tokens %v, want [2]", got)
+				}
+				for _, tok := range []struct {
+					m  *ebpf.Map
+					id uint32
+				}{{d.objs.Ready, 1}, {d.objs.Ready6, 2}} {
+					if err := tok.m.Push(ebpf.Uint32Key(tok.id)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			// The IPv6 client first: it must take worker 2's leg, though
+			// worker 1's is idle too.
+			v, _, delta := d.run(first(client6.Peer, client6.Local, cl))
+			checkVerdict(t, v, xdpPass)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)
+			if b, ok := d.bind(client6); !ok || b.To != worker6 {
+				t.Errorf("IPv6 client bound to %v (bound %v), want %s", b.To, ok, worker6)
+			}
+			v, _, delta = d.run(first(clientKey.Peer, clientKey.Local, cl))
+			checkVerdict(t, v, xdpPass)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterBind, kern.CounterFwdToWorker, kern.CounterPass)
+			if b, ok := d.bind(clientKey); !ok || b.To != workerKey {
+				t.Errorf("IPv4 client bound to %v (bound %v), want %s", b.To, ok, workerKey)
+			}
+			// A second IPv6 client: worker 1's IPv4 legs do not serve it.
+			other := v6(client2Key)
+			d.putLeg(other, cl)
+			w1 := stdWorkerLeg()
+			w1.State = kern.LegIdle
+			spare := kern.LegKey{Peer: workerAddr, Local: mustAddrPort("10.0.0.100:50009")}
+			d.putLeg(spare, w1)
+			d.pushIdleTo(spare, 1)
+			v, _, delta = d.run(first(other.Peer, other.Local, cl))
+			checkVerdict(t, v, xdpDrop)
+			if delta[kern.CounterNoIdleLeg] != 1 || delta[kern.CounterBind] != 0 {
+				t.Errorf("an IPv6 client with only IPv4 legs idle: counters %v", delta)
+			}
+			if _, ok := d.bind(other); ok {
+				t.Error("the IPv6 client was bound to an IPv4 worker leg")
+			}
+		})
+	}
+}
+
+// readTokens empties a token queue and returns its worker ids.
+func readTokens(t *testing.T, m *ebpf.Map) []uint32 {
+	t.Helper()
+	var ids []uint32
+	v := make([]byte, 4)
+	for i := uint32(0); i <= m.MaxEntries() && m.Pop(v) == nil; i++ {
+		ids = append(ids, binary.NativeEndian.Uint32(v))
+	}
+	return ids
 }

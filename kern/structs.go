@@ -472,6 +472,8 @@ type Config struct {
 	Policy     Policy
 	Protocol   Protocol
 	SchedLen   uint32 // entries of xlb_sched in use
+	SchedLen6  uint32 // ... of xlb_sched6 (the IPv6 workers')
+	OurMSS6    uint16 // the MSS announced to IPv6 clients (0: OurMSS)
 	// RestWin is the window, in bytes, a worker is left with once a client
 	// acknowledged all it sent (structs.h: rest_win); the data plane lowers
 	// it to the smallest window a client opens with.

@@ -18,7 +18,7 @@ const (
 	WorkerCfgSize    = 24 // sizeof(struct worker_cfg)
 	WorkerLoadSize   = 24 // sizeof(struct worker_load)
 	WorkerStatsSize  = 40 // sizeof(struct worker_stats)
-	ConfigSize       = 36 // sizeof(struct xlb_config)
+	ConfigSize       = 44 // sizeof(struct xlb_config)
 	CtlMsgSize       = 64 // sizeof(struct ctl_msg)
 	CtlItemSize      = 48 // sizeof(struct ctl_item)
 	EventSize        = 80 // sizeof(struct xlb_event)
@@ -563,6 +563,9 @@ func (v *Config) encode(b []byte) {
 	ne.PutUint32(b[24:], v.SchedLen)
 	ne.PutUint32(b[28:], v.RestWin)
 	clear(b[33:36])
+	ne.PutUint32(b[36:], v.SchedLen6)
+	ne.PutUint16(b[40:], v.OurMSS6)
+	clear(b[42:44])
 	b[32] = addrFamily(v.ListenAddr)
 }
 
@@ -578,6 +581,8 @@ func (v *Config) decode(b []byte) {
 	v.Protocol = Protocol(b[23])
 	v.SchedLen = ne.Uint32(b[24:])
 	v.RestWin = ne.Uint32(b[28:])
+	v.SchedLen6 = ne.Uint32(b[36:])
+	v.OurMSS6 = ne.Uint16(b[40:])
 }
 
 // encode writes v as struct ctl_msg into b[:CtlMsgSize].

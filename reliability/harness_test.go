@@ -50,7 +50,8 @@ var requestTimeout = func() time.Duration {
 // (linger 3s, reaper tick, retransmissions under loss).
 const reapTimeout = 30 * time.Second
 
-// The topology: C (client) -- L (xlb) -- W (workers), two TAP links.
+// The topology: C (client) -- L (xlb) -- W (workers), two TAP links, over
+// IPv4 (these addresses) or IPv6 (addrs6).
 const (
 	clientAddr  = "10.1.0.2"
 	frontAddr   = "10.1.0.1" // L's side toward C: the service address
@@ -64,9 +65,25 @@ const (
 	firstWorker = 4171
 )
 
+// topoAddrs are the addresses of a topology, of one family, and the prefix
+// length of its links.
+type topoAddrs struct {
+	client, front, back, worker string
+	bits                        int
+}
+
+var (
+	addrs4 = topoAddrs{clientAddr, frontAddr, backAddr, workerAddr, 24}
+	addrs6 = topoAddrs{"fd00:1::2", "fd00:1::1", "fd00:2::1", "fd00:2::2", 64}
+)
+
+// service is the address clients dial.
+func (a topoAddrs) service() string { return net.JoinHostPort(a.front, fmt.Sprint(servicePort)) }
+
 // topoOpts shapes a topology.
 type topoOpts struct {
 	routed  bool     // xlb --routed: XDP_TX/redirect instead of L's forwarding
+	ipv6    bool     // every address IPv6 (addrs6): the IPv6 programs splice
 	workers int      // demo workers in W (default 3)
 	flags   []string // more xlb flags
 	// servers, when set, starts the workers in W instead of demo workers:
@@ -84,6 +101,7 @@ type topo struct {
 	workers      []*testkit.Proc
 	workerAddrs  []string
 	routed       bool
+	a            topoAddrs // the addresses, of the topology's family
 	startedAt    time.Time
 	baselineLegs map[string]int
 	clients      []net.Conn // every connection dial made
@@ -99,16 +117,24 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 	if o.workers == 0 {
 		o.workers = 3
 	}
-	tp := &topo{t: t, c: testnet.New(t), l: testnet.New(t), w: testnet.New(t), routed: o.routed, startedAt: time.Now()}
+	tp := &topo{t: t, c: testnet.New(t), l: testnet.New(t), w: testnet.New(t), routed: o.routed, a: addrs4, startedAt: time.Now()}
+	if o.ipv6 {
+		tp.a = addrs6
+	}
+	a, prefix := tp.a, fmt.Sprintf("/%d", tp.a.bits)
 	var pf, pb string
 	if dir := os.Getenv("XLB_RELIABILITY_PCAP"); dir != "" {
 		base := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
 		pf, pb = base+"-front.pcap", base+"-back.pcap"
 	}
-	tp.front = testnet.TAP(t, tp.c, clientIface, clientAddr+"/24", tp.l, frontIface, frontAddr+"/24", testnet.TAPConfig{Pcap: pf})
-	tp.back = testnet.TAP(t, tp.l, backIface, backAddr+"/24", tp.w, workerIface, workerAddr+"/24", testnet.TAPConfig{Pcap: pb})
-	tp.c.Run("ip", "route", "add", "default", "via", frontAddr)
-	tp.w.Run("ip", "route", "add", "default", "via", backAddr)
+	tp.front = testnet.TAP(t, tp.c, clientIface, a.client+prefix, tp.l, frontIface, a.front+prefix, testnet.TAPConfig{Pcap: pf})
+	tp.back = testnet.TAP(t, tp.l, backIface, a.back+prefix, tp.w, workerIface, a.worker+prefix, testnet.TAPConfig{Pcap: pb})
+	fam := "-4"
+	if o.ipv6 {
+		fam = "-6"
+	}
+	tp.c.Run("ip", fam, "route", "add", "default", "via", a.front)
+	tp.w.Run("ip", fam, "route", "add", "default", "via", a.back)
 	var kv []string
 	for _, dev := range []string{"all", "default", frontIface, backIface} {
 		kv = append(kv,
@@ -117,10 +143,10 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 			"net.ipv4.conf."+dev+".rp_filter=0",
 			"net.ipv4.conf."+dev+".send_redirects=0")
 	}
-	testkit.Sysctls(t, tp.l, append([]string{"net.ipv4.ip_forward=1"}, kv...)...)
+	testkit.Sysctls(t, tp.l, append([]string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"}, kv...)...)
 
 	for i := 0; i < o.workers; i++ {
-		addr := fmt.Sprintf("%s:%d", workerAddr, firstWorker+i)
+		addr := net.JoinHostPort(a.worker, fmt.Sprint(firstWorker+i))
 		tp.workerAddrs = append(tp.workerAddrs, addr)
 		if o.servers != nil {
 			continue
@@ -134,7 +160,7 @@ func newTopo(t testing.TB, o topoOpts) *topo {
 	}
 
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	args := []string{testkit.XLB, "--listen", frontAddr, "--socket", sock, "--mode", "generic"}
+	args := []string{testkit.XLB, "--listen", a.front, "--socket", sock, "--mode", "generic"}
 	if o.routed {
 		args = append(args, "--routed")
 	}
@@ -294,7 +320,7 @@ func (tp *topo) dial() net.Conn {
 	tp.t.Helper()
 	var c net.Conn
 	err := tp.c.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", frontAddr, servicePort), requestTimeout)
+		c, err = net.DialTimeout("tcp", tp.a.service(), requestTimeout)
 		return err
 	})
 	if err != nil {
@@ -352,7 +378,7 @@ func (tp *topo) runPerConnection(clients, requests int, sizes []int, http10 bool
 func (tp *topo) getOnce(path string, http10 bool) (string, int, error) {
 	var c net.Conn
 	err := tp.c.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", frontAddr, servicePort), requestTimeout)
+		c, err = net.DialTimeout("tcp", tp.a.service(), requestTimeout)
 		return err
 	})
 	if err != nil {

@@ -175,6 +175,27 @@ func TestCombined(t *testing.T) {
 	})
 }
 
+// TestIPv6Combined: TestCombined over IPv6 (every address of the topology,
+// the service's and the workers'): the IPv6 programs translate, remix and
+// route under loss, duplication and reordering.
+func TestIPv6Combined(t *testing.T) {
+	runScenario(t, scenario{
+		imp:         testnet.Impairment{Drop: 0.02, Duplicate: 0.01, Reorder: 0.05, Delay: time.Millisecond, Seed: 410},
+		load:        load{conns: 4, requests: pick(20, 300), sizes: small},
+		opts:        topoOpts{ipv6: true},
+		expectRemix: true,
+	})
+}
+
+// TestIPv6LargeUnderLoss: 16 MB answers over IPv6 under loss.
+func TestIPv6LargeUnderLoss(t *testing.T) {
+	runScenario(t, scenario{
+		imp:  testnet.Impairment{Drop: 0.02, Seed: 510},
+		load: load{conns: 1, requests: pick(2, 8), sizes: []int{16 << 20}},
+		opts: topoOpts{ipv6: true},
+	})
+}
+
 func TestLargeUnderLoss(t *testing.T) {
 	runScenario(t, scenario{
 		imp:  testnet.Impairment{Drop: 0.02, Seed: 500},

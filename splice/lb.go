@@ -350,14 +350,11 @@ func (lb *LB) start() error {
 	if len(cfg.Workers) == 0 {
 		return errors.New("no workers given: name at least one HOST:PORT")
 	}
-	fam, err := workerFamily(cfg.Workers)
-	if err != nil {
-		return err
-	}
-	if fam == unix.AF_INET6 && cfg.Dial == DialXDP {
+	fams := workerFamilies(cfg.Workers)
+	if fams[unix.AF_INET6] && cfg.Dial == DialXDP {
 		return errors.New("--dial xdp: the data plane dials IPv4 workers only; IPv6 workers are dialed with sockets (--dial socket, or auto)")
 	}
-	addrs, err := listenAddrs(cfg.Iface, cfg.Listen, fam)
+	addrs, err := listenAddrs(cfg.Iface, cfg.Listen, fams)
 	if err != nil {
 		return err
 	}
@@ -430,17 +427,39 @@ func (lb *LB) start() error {
 		reserved = append(reserved, fd)
 	}
 	// A listener on another port of the same address announces the same
-	// window scale and MSS.
-	wscale, mss, err := probeAddr(addrs[0])
-	if err != nil {
-		return fmt.Errorf("probing the listener's window scale: %w", err)
-	}
-	kc := kern.Config{ListenPort: cfg.Port, OurWScale: wscale, OurMSS: mss, Flags: cfg.flags(), Policy: cfg.Policy.code(),
+	// window scale and MSS: the first address of each family says what
+	// the data plane announces to that family's clients.
+	kc := kern.Config{ListenPort: cfg.Port, Flags: cfg.flags(), Policy: cfg.Policy.code(),
 		Protocol: cfg.Protocol, RestWin: uint32(2 * lb.workerMSS)}
-	if len(addrs) == 1 {
+	probed := map[int]bool{}
+	for _, a := range addrs {
+		if probed[family(a)] {
+			continue
+		}
+		probed[family(a)] = true
+		wscale, mss, err := probeAddr(a)
+		if err != nil {
+			return fmt.Errorf("probing the listener's window scale on %s: %w", a, err)
+		}
+		if len(probed) == 1 {
+			kc.OurWScale = wscale
+		}
+		if family(a) == unix.AF_INET6 {
+			kc.OurMSS6 = mss
+		} else {
+			kc.OurMSS = mss
+		}
+	}
+	if kc.OurMSS == 0 {
+		kc.OurMSS = kc.OurMSS6 // an IPv6-only service: both say the same
+	}
+	switch {
+	case len(addrs) == 1:
 		kc.ListenAddr = addrs[0]
-	} else {
-		kc.ListenAddr = unspecified(fam) // any address of the workers' family (listenAddrs)
+	case len(fams) == 1:
+		kc.ListenAddr = unspecified(family(addrs[0])) // any address of that family (listenAddrs)
+	default:
+		// The zero Addr: any local address of either family.
 	}
 	if err := lb.dp.SetConfig(kc); err != nil {
 		return err
@@ -475,7 +494,7 @@ func (lb *LB) start() error {
 		lb.listeners = append(lb.listeners, ln)
 	}
 	lb.log.Info("data plane attached", "iface", strings.Join(lb.attached, ","), "mode", mode.String(), "listen", fmt.Sprint(addrs), "port", cfg.Port,
-		"window_scale", wscale, "workers", len(cfg.Workers), "pool", cfg.Pool)
+		"window_scale", kc.OurWScale, "workers", len(cfg.Workers), "pool", cfg.Pool)
 
 	if runstate.PinsTransient() {
 		lb.log.Warn("the data plane's pins will not outlive this process: --reuse cannot take over from it, and should it be killed its program loses its tail calls", "reason", runstate.TransientHint)
@@ -572,18 +591,17 @@ func (lb *LB) goroutine(fn func()) {
 	}()
 }
 
-// workerFamily is the address family of a service's workers: one family,
-// AF_INET or AF_INET6. The data plane splices a client onto a worker
-// connection of its own family only (it rewrites addresses, not IP
-// headers), so the service listens on the workers' family.
-func workerFamily(ws []WorkerSpec) (int, error) {
-	fam := family(ws[0].Addr.Addr())
-	for _, w := range ws[1:] {
-		if family(w.Addr.Addr()) != fam {
-			return 0, fmt.Errorf("workers %s and %s are of two address families: a service's workers must be all IPv4 or all IPv6 (its clients are spliced onto worker connections of their own family)", ws[0].Addr, w.Addr)
-		}
+// workerFamilies are the address families of a service's workers
+// (AF_INET, AF_INET6). The data plane splices a client onto worker
+// connections of its own family only (it rewrites addresses, not IP
+// headers): the service listens on its workers' families, and a client of
+// each goes to that family's workers (their own tokens and schedule).
+func workerFamilies(ws []WorkerSpec) map[int]bool {
+	fams := map[int]bool{}
+	for _, w := range ws {
+		fams[family(w.Addr.Addr())] = true
 	}
-	return fam, nil
+	return fams
 }
 
 // unspecified is 0.0.0.0 or :: for fam.
@@ -602,18 +620,22 @@ func familyName(fam int) string {
 	return "IPv4"
 }
 
-// listenAddrs returns the addresses to listen on: want if given (of family
-// fam), else every address of family fam of the interface (IPv6: not the
-// link-local ones, which need a zone).
-func listenAddrs(iface string, want netip.Addr, fam int) ([]netip.Addr, error) {
+// listenAddrs returns the addresses to listen on: want if given (of one of
+// the families fams), else every address of the interface of those
+// families (IPv6: not the link-local ones, which need a zone). Each
+// family must have one.
+func listenAddrs(iface string, want netip.Addr, fams map[int]bool) ([]netip.Addr, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("interface %q not found (see `ip link`): %w", iface, xdp.ErrNoInterface)
 	}
 	if want.IsValid() {
 		want = want.Unmap()
-		if family(want) != fam || want.Zone() != "" {
-			return nil, fmt.Errorf("--listen %s: the workers are %s: listen on an %s address without a zone", want, familyName(fam), familyName(fam))
+		if !fams[family(want)] || want.Zone() != "" {
+			return nil, fmt.Errorf("--listen %s: no worker is %s (a client is spliced onto worker connections of its own family); listen on an address of the workers' family, without a zone", want, familyName(family(want)))
+		}
+		if len(fams) > 1 {
+			return nil, fmt.Errorf("--listen %s: the workers are of both families, and one address serves one family; leave --listen out to listen on the interface's addresses of both", want)
 		}
 		return []netip.Addr{want}, nil
 	}
@@ -624,13 +646,15 @@ func listenAddrs(iface string, want netip.Addr, fam int) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for _, a := range as {
 		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && family(ip) == fam && !ip.IsLinkLocalUnicast() {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && fams[family(ip)] && !ip.IsLinkLocalUnicast() {
 				out = append(out, ip.Unmap())
 			}
 		}
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("interface %s has no %s address to listen on, and the workers are %s (give one with --listen)", iface, familyName(fam), familyName(fam))
+	for fam := range fams {
+		if !slices.ContainsFunc(out, func(a netip.Addr) bool { return family(a) == fam }) {
+			return nil, fmt.Errorf("interface %s has no %s address to listen on, and workers are %s (give one with --listen, or add one)", iface, familyName(fam), familyName(fam))
+		}
 	}
 	return out, nil
 }

@@ -39,8 +39,8 @@ func (lb *LB) AddWorker(spec WorkerSpec) error {
 		}
 		return fmt.Errorf("worker %s is being removed; add it again once it is gone", spec.Addr)
 	}
-	if fam := family(lb.cfg.Workers[0].Addr.Addr()); family(spec.Addr.Addr()) != fam {
-		return fmt.Errorf("worker %s: the service's workers are %s, and its clients are spliced onto worker connections of their own family", spec.Addr, familyName(fam))
+	if fams := workerFamilies(lb.cfg.Workers); !fams[family(spec.Addr.Addr())] {
+		return fmt.Errorf("worker %s: the service has no %s workers, so it does not listen on %s: its clients are spliced onto worker connections of their own family (restart it with one)", spec.Addr, familyName(family(spec.Addr.Addr())), familyName(family(spec.Addr.Addr())))
 	}
 	// Ids are never reused in a run: the data plane's per-worker counters
 	// of a forgotten worker stay under its id.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
+	"golang.org/x/sys/unix"
 )
 
 // Pools, the schedule of the rr and least policies, and the control program
@@ -121,14 +122,19 @@ func (p Policy) usesTokens() bool {
 	return c == kern.PolicyJIQ || c == kern.PolicySticky
 }
 
-// SetSchedule writes the weighted schedule of the rr and least policies and
-// its length in the config.
-func (d *DataPlane) SetSchedule(slots []uint32) error {
-	if len(slots) > int(d.Objs.Sched.MaxEntries()) {
-		return fmt.Errorf("schedule of %d slots: at most %d", len(slots), d.Objs.Sched.MaxEntries())
+// SetSchedule writes the weighted schedule of the rr and least policies of
+// family fam's workers (xlb_sched or xlb_sched6) and its length in the
+// config.
+func (d *DataPlane) SetSchedule(fam int, slots []uint32) error {
+	m := d.Objs.Sched
+	if fam == unix.AF_INET6 {
+		m = d.Objs.Sched6
+	}
+	if len(slots) > int(m.MaxEntries()) {
+		return fmt.Errorf("schedule of %d slots: at most %d", len(slots), m.MaxEntries())
 	}
 	for i, id := range slots {
-		if err := d.Objs.Sched.Update(ebpf.Uint32Key(uint32(i)), ebpf.Uint32Key(id), ebpf.UpdateAny); err != nil {
+		if err := m.Update(ebpf.Uint32Key(uint32(i)), ebpf.Uint32Key(id), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("schedule: %w", err)
 		}
 	}
@@ -136,7 +142,11 @@ func (d *DataPlane) SetSchedule(slots []uint32) error {
 	if err != nil {
 		return err
 	}
-	c.SchedLen = uint32(len(slots))
+	if fam == unix.AF_INET6 {
+		c.SchedLen6 = uint32(len(slots))
+	} else {
+		c.SchedLen = uint32(len(slots))
+	}
 	return d.SetConfig(c)
 }
 
@@ -177,23 +187,25 @@ func schedule(ids []uint32, weights []int, max int) []uint32 {
 	return out
 }
 
-// updateSchedule writes the schedule of the workers that take requests
-// (not draining, weight above 0).
+// updateSchedule writes the schedules, one a family, of the workers that
+// take requests (not draining, weight above 0).
 func (lb *LB) updateSchedule() {
 	lb.schedMu.Lock() // the slots, then the length in the config: one writer at a time
 	defer lb.schedMu.Unlock()
-	var ids []uint32
-	var weights []int
-	for _, w := range lb.workerList() {
-		w.mu.Lock()
-		if !w.draining && w.spec.Weight > 0 {
-			ids = append(ids, w.id)
-			weights = append(weights, w.spec.Weight)
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		var ids []uint32
+		var weights []int
+		for _, w := range lb.workerList() {
+			w.mu.Lock()
+			if !w.draining && w.spec.Weight > 0 && family(w.spec.Addr.Addr()) == fam {
+				ids = append(ids, w.id)
+				weights = append(weights, w.spec.Weight)
+			}
+			w.mu.Unlock()
 		}
-		w.mu.Unlock()
-	}
-	if err := lb.dp.SetSchedule(schedule(ids, weights, int(lb.dp.Objs.Sched.MaxEntries()))); err != nil {
-		lb.log.Error("writing the schedule of the data plane", "err", err)
+		if err := lb.dp.SetSchedule(fam, schedule(ids, weights, int(lb.dp.Objs.Sched.MaxEntries()))); err != nil {
+			lb.log.Error("writing the schedule of the data plane", "family", familyName(fam), "err", err)
+		}
 	}
 }
 
@@ -458,6 +470,9 @@ func (lb *LB) Rematch(client, worker string) error {
 	})
 	if !found {
 		return fmt.Errorf("no client connection from %s (see xlb ctl clients)", ca)
+	}
+	if family(key.Peer.Addr()) != family(w.spec.Addr.Addr()) {
+		return fmt.Errorf("client %s and worker %s are of two address families: a client is spliced onto worker connections of its own family", ca, w.spec.Addr)
 	}
 	if l, err := lb.dp.Leg(key); err == nil && l.Pin != kern.PinNone {
 		return fmt.Errorf("client %s is pinned to its worker connection for life (%s): it cannot be moved; "+

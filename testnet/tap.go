@@ -84,9 +84,18 @@ func TAP(t testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string, c
 		ns         *NS
 		name, addr string
 	}{{a, aName, aAddr}, {b, bName, bAddr}} {
-		end.ns.Run("sysctl", "-qw", "net.ipv6.conf."+end.name+".disable_ipv6=1")
-		if end.addr != "" {
-			run(t, "ip", "-n", end.ns.Name, "addr", "add", end.addr, "dev", end.name)
+		if strings.Contains(end.addr, ":") {
+			// An IPv6 link: no router advertisements or autoconfigured
+			// addresses, the address usable at once (no duplicate
+			// address detection); neighbour discovery crosses the link
+			// like any frame.
+			end.ns.Run("sysctl", "-qw", "net.ipv6.conf."+end.name+".accept_ra=0", "net.ipv6.conf."+end.name+".autoconf=0")
+			run(t, "ip", "-n", end.ns.Name, "addr", "add", end.addr, "dev", end.name, "nodad")
+		} else {
+			end.ns.Run("sysctl", "-qw", "net.ipv6.conf."+end.name+".disable_ipv6=1")
+			if end.addr != "" {
+				run(t, "ip", "-n", end.ns.Name, "addr", "add", end.addr, "dev", end.name)
+			}
 		}
 		run(t, "ip", "-n", end.ns.Name, "link", "set", end.name, "up")
 		// A TAP without TUNSETOFFLOAD has no checksum offload; say so

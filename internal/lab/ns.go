@@ -249,13 +249,15 @@ func (p *Proc) Kill() {
 }
 
 // WaitListen waits until n sockets of the namespace listen on port, from
-// the namespace's /proc/net/tcp seen through p.
+// the namespace's /proc/net/tcp and tcp6 seen through p.
 func WaitListen(p *Proc, port, n int, timeout time.Duration) error {
 	want := fmt.Sprintf(":%04X 00000000:0000 0A", port)
+	want6 := fmt.Sprintf(":%04X 00000000000000000000000000000000:0000 0A", port)
 	deadline := time.Now().Add(timeout)
 	for {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", p.Pid()))
-		if strings.Count(string(b), want) >= n {
+		b6, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp6", p.Pid()))
+		if strings.Count(string(b), want)+strings.Count(string(b6), want6) >= n {
 			return nil
 		}
 		select {

@@ -360,8 +360,14 @@ static __always_inline int pool_put(const struct leg_key *k, __u32 worker, const
 
 	if (!q || bpf_map_push_elem(q, k, BPF_EXIST))
 		return -1;
-	if (uses_tokens(cfg))
-		bpf_map_push_elem(&xlb_ready, &worker, BPF_EXIST);
+	if (uses_tokens(cfg)) {
+		/* The token of the leg's family (the control program pools
+		 * legs of both). */
+		if (k->family == XLB_AF_INET6)
+			bpf_map_push_elem(&xlb_ready6, &worker, BPF_EXIST);
+		else
+			bpf_map_push_elem(&xlb_ready, &worker, BPF_EXIST);
+	}
 	return 0;
 }
 

@@ -99,6 +99,17 @@ struct xlb_map_def SEC("maps") xlb_ready = {
 	.max_entries = XLB_MAX_LEGS,
 };
 
+/* ... of IPv6 workers: a client takes worker legs of its own family only
+ * (the programs rewrite addresses, not IP headers), so each family has its
+ * tokens and its schedule (xlb_sched6, xlb_config.sched_len6). Both objects
+ * declare both; the IPv6 programs pick from these (PICK_READY, PICK_SCHED). */
+struct xlb_map_def SEC("maps") xlb_ready6 = {
+	.type = BPF_MAP_TYPE_QUEUE,
+	.key_size = 0,
+	.value_size = sizeof(__u32),
+	.max_entries = XLB_MAX_LEGS,
+};
+
 /* Policies rr and least: worker ids, each as many times as its weight, in a
  * smooth weighted round-robin order; xlb_config.sched_len entries are used.
  * Written by user space (draining workers left out). */
@@ -108,6 +119,27 @@ struct xlb_map_def SEC("maps") xlb_sched = {
 	.value_size = sizeof(__u32),
 	.max_entries = XLB_SCHED_LEN,
 };
+
+struct xlb_map_def SEC("maps") xlb_sched6 = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = XLB_SCHED_LEN,
+};
+
+/* What a program picks from: its family's tokens, schedule and length, and
+ * the MSS it announces to its family's clients. */
+#if XLB_FAMILY == 6
+#define PICK_READY xlb_ready6
+#define PICK_SCHED xlb_sched6
+#define SCHED_LEN(cfg) ((cfg)->sched_len6)
+#define OUR_MSS(cfg) ((cfg)->our_mss6 ? (cfg)->our_mss6 : (cfg)->our_mss) /* never 0 */
+#else
+#define PICK_READY xlb_ready
+#define PICK_SCHED xlb_sched
+#define SCHED_LEN(cfg) ((cfg)->sched_len)
+#define OUR_MSS(cfg) ((cfg)->our_mss)
+#endif
 
 /* Element 0: the round-robin position (atomic add). */
 struct xlb_map_def SEC("maps") xlb_rr = {

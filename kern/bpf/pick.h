@@ -18,7 +18,7 @@ static __always_inline struct leg *pick_jiq(struct leg_key *wk)
 		__u32 worker;
 		struct leg *w;
 
-		if (bpf_map_pop_elem(&xlb_ready, &worker))
+		if (bpf_map_pop_elem(&PICK_READY, &worker))
 			return NULL;
 		w = pool_pop(worker, wk);
 		if (w)
@@ -30,7 +30,7 @@ static __always_inline struct leg *pick_jiq(struct leg_key *wk)
 /* pop_slot: an idle leg of the worker in schedule slot `slot`, if it has one. */
 static __always_inline struct leg *pop_slot(__u32 slot, struct leg_key *wk)
 {
-	__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
+	__u32 *worker = bpf_map_lookup_elem(&PICK_SCHED, &slot);
 
 	return worker ? pool_pop(*worker, wk) : NULL;
 }
@@ -39,7 +39,7 @@ static __always_inline struct leg *pop_slot(__u32 slot, struct leg_key *wk)
  * skipped (its turn goes to the next). */
 static __always_inline struct leg *pick_rr(const struct xlb_config *cfg, struct leg_key *wk)
 {
-	__u32 zero = 0, len = cfg->sched_len;
+	__u32 zero = 0, len = SCHED_LEN(cfg);
 	__u64 *pos = bpf_map_lookup_elem(&xlb_rr, &zero);
 
 	if (!pos || !len)
@@ -58,7 +58,7 @@ static __always_inline struct leg *pick_rr(const struct xlb_config *cfg, struct 
  * unit of weight, else the runner-up. The random start breaks ties. */
 static __always_inline struct leg *pick_least(const struct xlb_config *cfg, struct leg_key *wk)
 {
-	__u32 len = cfg->sched_len, start, best = ~0u, second = ~0u;
+	__u32 len = SCHED_LEN(cfg), start, best = ~0u, second = ~0u;
 	__s64 best_load = 0, best_w = 1, second_load = 0, second_w = 1;
 	struct leg *w;
 
@@ -67,7 +67,7 @@ static __always_inline struct leg *pick_least(const struct xlb_config *cfg, stru
 	start = bpf_get_prandom_u32() % len;
 	for (__u32 i = 0; i < XLB_LEAST_SCAN && i < len; i++) {
 		__u32 slot = (start + i) % len, id;
-		__u32 *worker = bpf_map_lookup_elem(&xlb_sched, &slot);
+		__u32 *worker = bpf_map_lookup_elem(&PICK_SCHED, &slot);
 		struct worker_load *l;
 		struct worker_cfg *c;
 		__s64 load, weight;
@@ -128,7 +128,7 @@ static long any_step(__u64 i, void *unused)
  * unrolled walk was a third of xlb_bind's budget). */
 static __always_inline struct leg *pick_any(const struct xlb_config *cfg, struct leg_key *wk)
 {
-	__u32 len = cfg->sched_len, zero = 0;
+	__u32 len = SCHED_LEN(cfg), zero = 0;
 	struct bind_scratch *s;
 
 	if (!len || len > XLB_SCHED_LEN)

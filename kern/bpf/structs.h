@@ -356,6 +356,9 @@ struct xlb_config {
 	__u32 rest_win;
 	__u8 family;           /* listen_addr's: AF_INET or AF_INET6; 0: any address of either family */
 	__u8 pad[3];
+	__u32 sched_len6;      /* sched_len of xlb_sched6: the IPv6 workers' schedule */
+	__u16 our_mss6;        /* our_mss for IPv6 clients (the IPv6 listener's) */
+	__u16 pad6;
 };
 
 /* --protocol: which rules tell a message boundary. */

@@ -520,8 +520,8 @@ static __always_inline int answer_syn(struct pkt *p, const struct xlb_config *cf
 		return verdict(XDP_DROP);
 	o[0] = TCPOPT_MSS;
 	o[1] = 4;
-	o[2] = cfg->our_mss >> 8;
-	o[3] = cfg->our_mss & 0xff;
+	o[2] = OUR_MSS(cfg) >> 8;
+	o[3] = OUR_MSS(cfg) & 0xff;
 	o[4] = sack ? TCPOPT_SACK_PERM : TCPOPT_NOP;
 	o[5] = sack ? 2 : TCPOPT_NOP;
 	if (ts) {
@@ -614,7 +614,7 @@ static __always_inline int client_leg_from_ack(struct pkt *p, struct xlb_config 
 		leg.our_tsval = p->o->tsecr;
 	}
 	leg.peer_mss = hs->peer_mss;
-	leg.our_mss = cfg->our_mss;
+	leg.our_mss = OUR_MSS(cfg);
 	leg.win_bound = win_bound(leg.peer_wscale, leg.our_wscale);
 	leg.peer_hi = p->seq;
 	leg.peer_acked = p->ack;
