@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/xlb-lb/xlb/splice"
@@ -31,7 +33,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			"xlb --reuse lo 8080 127.0.0.1:4171   # restart: take over without dropping connections\n"+
 			"xlb --routed eth0,eth1 80 10.0.1.1:8080   # clients on eth0, workers behind eth1")
 	cfg := splice.Config{}
-	listen := fs.String("listen", "", "address to listen on (default: every address of IFACE of the workers' family, IPv4 or IPv6, link-local ones excepted)")
+	listen := fs.String("listen", "", "addresses to listen on, comma-separated, IPv4 or IPv6 (default: every address of IFACE of the workers' families, link-local ones excepted); clients of a family are served by the workers of that family")
 	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "connections kept per worker and unit of weight, beyond its share of those busy with clients")
 	mode := fs.String("mode", "auto", "XDP mode: generic, native or auto")
 	policy := fs.String("policy", string(splice.PolicyJIQ), "who gets each request: jiq (the worker idle the longest), rr (round robin), least (fewest busy connections per weight), sticky (a client keeps its connection)")
@@ -83,11 +85,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		cfg.Workers = append(cfg.Workers, spec)
 	}
 	if *listen != "" {
-		a, err := netip.ParseAddr(*listen)
-		if err != nil {
-			return usagef("--listen %q: not an IP address", *listen)
+		for _, s := range strings.Split(*listen, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return usagef("--listen %q: %q is not an IP address", *listen, s)
+			}
+			if slices.Contains(cfg.Listen, a.Unmap()) {
+				return usagef("--listen %q: %s given twice", *listen, a)
+			}
+			cfg.Listen = append(cfg.Listen, a.Unmap())
 		}
-		cfg.Listen = a
 	}
 	if cfg.Policy, err = splice.ParsePolicy(*policy); err != nil {
 		return usagef("--policy: %v", err)

@@ -121,8 +121,8 @@ func TestIPv6Uploads(t *testing.T) {
 	lb.Stop()
 }
 
-// TestDualStack: one service with IPv4 and IPv6 workers listens on lo's
-// IPv4 and IPv6 addresses; keep-alive clients of both families, at once,
+// TestDualStack: one service with IPv4 and IPv6 workers listens on
+// 127.0.0.1 and ::1 (--listen, two families); keep-alive clients of both families, at once,
 // are each remixed over the workers of their own family only (a client is
 // spliced onto worker connections of its own family), and every body is
 // intact.
@@ -131,7 +131,7 @@ func TestDualStack(t *testing.T) {
 	ns := testnet.New(t)
 	workers := []string{"127.0.0.1:4171", "127.0.0.1:4172", "[::1]:4173", "[::1]:4174"}
 	startWorkersAt(t, ns, workers...) // w1, w2 IPv4; w3, w4 IPv6
-	lb := startXLB(t, ns, "lo", 8080, workers)
+	lb := startXLB(t, ns, "lo", 8080, workers, "--listen", "127.0.0.1,::1")
 	type seen struct {
 		addr    string
 		workers map[string]int
@@ -180,7 +180,11 @@ func TestIPv6FamilyErrors(t *testing.T) {
 	code, out := runXLB(t, ns, nil, "--listen", "127.0.0.1", "lo", "8080", "[::1]:4172")
 	wantFailure(t, "an IPv4 --listen for IPv6 workers", code, out, "--listen 127.0.0.1: no worker is IPv4")
 	code, out = runXLB(t, ns, nil, "--listen", "127.0.0.1", "lo", "8080", "127.0.0.1:4171", "[::1]:4172")
-	wantFailure(t, "one --listen for workers of both families", code, out, "the workers are of both families")
+	wantFailure(t, "an IPv4 --listen for workers of both families", code, out, "--listen: no IPv6 address, but workers are IPv6", "--listen 127.0.0.1,::1")
+	code, out = runXLB(t, ns, nil, "--listen", "127.0.0.1,nope", "lo", "8080", "127.0.0.1:4171")
+	if code != 2 || !strings.Contains(out, `"nope" is not an IP address`) {
+		t.Errorf("--listen 127.0.0.1,nope: exit %d, want 2 (usage):\n%s", code, out)
+	}
 	code, out = runXLB(t, ns, nil, "--dial", "xdp", "lo", "8080", "[::1]:4172")
 	wantFailure(t, "--dial xdp for IPv6 workers", code, out, "dials IPv4 workers only")
 	assertDetached(t, ns)

@@ -33,7 +33,7 @@ type Config struct {
 	// arrive there.
 	Iface   string
 	Ifaces  []string
-	Listen  netip.Addr // invalid: every address of Iface of the workers' family
+	Listen  []netip.Addr // empty: every address of Iface of the workers' families
 	Port    uint16
 	Workers []WorkerSpec
 	Pool    int // legs per worker and unit of weight beyond its share of the busy ones
@@ -604,6 +604,18 @@ func workerFamilies(ws []WorkerSpec) map[int]bool {
 	return fams
 }
 
+// examplePair is want with an address of fam added, for a message.
+func examplePair(fam int, want []netip.Addr) string {
+	s := make([]string, 0, len(want)+1)
+	for _, a := range want {
+		s = append(s, a.String())
+	}
+	if fam == unix.AF_INET6 {
+		return strings.Join(append(s, "::1"), ",")
+	}
+	return strings.Join(append(s, "127.0.0.1"), ",")
+}
+
 // unspecified is 0.0.0.0 or :: for fam.
 func unspecified(fam int) netip.Addr {
 	if fam == unix.AF_INET6 {
@@ -620,24 +632,27 @@ func familyName(fam int) string {
 	return "IPv4"
 }
 
-// listenAddrs returns the addresses to listen on: want if given (of one of
-// the families fams), else every address of the interface of those
+// listenAddrs returns the addresses to listen on: want if given (each of
+// one of the families fams), else every address of the interface of those
 // families (IPv6: not the link-local ones, which need a zone). Each
-// family must have one.
-func listenAddrs(iface string, want netip.Addr, fams map[int]bool) ([]netip.Addr, error) {
+// family must have one: its workers would serve nobody.
+func listenAddrs(iface string, want []netip.Addr, fams map[int]bool) ([]netip.Addr, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("interface %q not found (see `ip link`): %w", iface, xdp.ErrNoInterface)
 	}
-	if want.IsValid() {
-		want = want.Unmap()
-		if !fams[family(want)] || want.Zone() != "" {
-			return nil, fmt.Errorf("--listen %s: no worker is %s (a client is spliced onto worker connections of its own family); listen on an address of the workers' family, without a zone", want, familyName(family(want)))
+	if len(want) > 0 {
+		for _, a := range want {
+			if !fams[family(a)] || a.Zone() != "" {
+				return nil, fmt.Errorf("--listen %s: no worker is %s (a client is spliced onto worker connections of its own family); listen on addresses of the workers' families, without a zone", a, familyName(family(a)))
+			}
 		}
-		if len(fams) > 1 {
-			return nil, fmt.Errorf("--listen %s: the workers are of both families, and one address serves one family; leave --listen out to listen on the interface's addresses of both", want)
+		for fam := range fams {
+			if !slices.ContainsFunc(want, func(a netip.Addr) bool { return family(a) == fam }) {
+				return nil, fmt.Errorf("--listen: no %s address, but workers are %s: they would serve nobody (add one, e.g. --listen %s)", familyName(fam), familyName(fam), examplePair(fam, want))
+			}
 		}
-		return []netip.Addr{want}, nil
+		return want, nil
 	}
 	as, err := ifi.Addrs()
 	if err != nil {
