@@ -4,7 +4,6 @@ package e2e
 // the splicing and the remixing, checked with real clients and servers.
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -36,31 +35,11 @@ func TestIPv6NginxRemix(t *testing.T) {
 		workers = append(workers, addr)
 	}
 	lb := startXLB(t, ns, "lo", 8080, workers)
-	out, err := ns.Command("wrk", "-t1", "-c2", "-d2s", "http://[::1]:8080/b100").CombinedOutput()
-	if err != nil {
-		t.Fatalf("wrk: %v\n%s", err, out)
+	var paths []string
+	for i := range workers {
+		paths = append(paths, filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
 	}
-	if s := string(out); strings.Contains(s, "Socket errors") || strings.Contains(s, "Non-2xx") {
-		t.Fatalf("wrk reports errors:\n%s", s)
-	}
-	counts := map[string]int{}
-	total := 0
-	for i, w := range workers {
-		b, err := os.ReadFile(filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		counts[w] = bytes.Count(b, []byte("\n"))
-		total += counts[w]
-	}
-	if total < 1000 {
-		t.Fatalf("only %d requests reached the workers: %v\n%s", total, counts, out)
-	}
-	for w, n := range counts {
-		if share := float64(n) / float64(total); share < 0.25 {
-			t.Errorf("worker %s served %.1f%% of %d requests, want at least 25%%", w, 100*share, total)
-		}
-	}
+	counts, total := wrkShares(t, ns, "http://[::1]:8080/b100", workers, paths)
 	r := testkit.Status(t, ns, "lo")
 	if r.Counters["bind"] != 2 || r.Counters["remix"] < uint64(total)/2 {
 		t.Errorf("binds %d, remixes %d for %d requests on 2 connections", r.Counters["bind"], r.Counters["remix"], total)
@@ -131,15 +110,18 @@ func TestDualStack(t *testing.T) {
 	ns := testnet.New(t)
 	workers := []string{"127.0.0.1:4171", "127.0.0.1:4172", "[::1]:4173", "[::1]:4174"}
 	startWorkersAt(t, ns, workers...) // w1, w2 IPv4; w3, w4 IPv6
-	lb := startXLB(t, ns, "lo", 8080, workers, "--listen", "127.0.0.1,::1")
+	sock := testkit.OwnSocket(t)
+	lb := startXLB(t, ns, "lo", 8080, workers, append(sock, "--listen", "127.0.0.1,::1")...)
 	type seen struct {
 		addr    string
 		workers map[string]int
 		err     error
 	}
 	results := make(chan seen, 4)
+	var froms []string // the clients' addresses, as xlb ctl clients must print them
 	for _, addr := range []string{"127.0.0.1:8080", "[::1]:8080", "127.0.0.1:8080", "[::1]:8080"} {
 		c := dial(t, ns, addr)
+		froms = append(froms, c.c.LocalAddr().String())
 		go func() {
 			s := seen{addr: addr, workers: map[string]int{}}
 			for i := 0; i < 200 && s.err == nil; i++ {
@@ -168,6 +150,14 @@ func TestDualStack(t *testing.T) {
 	}
 	if r := testkit.Status(t, ns, "lo"); r.Counters["remix"] == 0 || r.Counters["bind"] != 4 {
 		t.Errorf("remixes %d, binds %d for 4 clients", r.Counters["remix"], r.Counters["bind"])
+	}
+	// The clients are still connected: xlb ctl clients names each, IPv6
+	// ones as [addr]:port.
+	text := string(ctl(t, ns, sock[1], "clients"))
+	for _, from := range froms {
+		if !strings.Contains(text, from) {
+			t.Errorf("xlb ctl clients does not list client %s:\n%s", from, text)
+		}
 	}
 	lb.Stop()
 }

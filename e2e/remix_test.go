@@ -29,7 +29,27 @@ func TestRemixSpreadsTwoConnections(t *testing.T) {
 		workers = append(workers, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	lb := startXLB(t, ns, "lo", 8080, workers)
-	out, err := ns.Command("wrk", "-t1", "-c2", "-d2s", "http://127.0.0.1:8080/b100").CombinedOutput()
+	var paths []string
+	for i := range workers {
+		paths = append(paths, filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
+	}
+	counts, total := wrkShares(t, ns, "http://127.0.0.1:8080/b100", workers, paths)
+	r := testkit.Status(t, ns, "lo")
+	if r.Counters["bind"] != 2 || r.Counters["remix"] < uint64(total)/2 {
+		t.Errorf("binds %d, remixes %d for %d requests on 2 connections", r.Counters["bind"], r.Counters["remix"], total)
+	}
+	t.Logf("requests per worker %v; remixes %d, requests seen %d", counts, r.Counters["remix"], r.Counters["request"])
+	lb.Stop()
+}
+
+// wrkShares runs wrk -t1 -c2 -d2s at url in ns (failing on its errors)
+// and checks, from each worker's access log (logs[i] of workers[i]), that
+// at least 1000 requests reached the workers and each served a quarter or
+// more of them: per request balancing over two client connections. It
+// returns the requests per worker and their total.
+func wrkShares(t *testing.T, ns *testnet.NS, url string, workers, logs []string) (map[string]int, int) {
+	t.Helper()
+	out, err := ns.Command("wrk", "-t1", "-c2", "-d2s", url).CombinedOutput()
 	if err != nil {
 		t.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -38,14 +58,13 @@ func TestRemixSpreadsTwoConnections(t *testing.T) {
 	}
 	counts := map[string]int{}
 	total := 0
-	for i := 0; i < 3; i++ {
-		b, err := os.ReadFile(filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
+	for i, w := range workers {
+		b, err := os.ReadFile(logs[i])
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := bytes.Count(b, []byte("\n"))
-		counts[workers[i]] = n
-		total += n
+		counts[w] = bytes.Count(b, []byte("\n"))
+		total += counts[w]
 	}
 	if total < 1000 {
 		t.Fatalf("only %d requests reached the workers: %v\n%s", total, counts, out)
@@ -55,12 +74,7 @@ func TestRemixSpreadsTwoConnections(t *testing.T) {
 			t.Errorf("worker %s served %.1f%% of %d requests, want at least 25%%", w, 100*share, total)
 		}
 	}
-	r := testkit.Status(t, ns, "lo")
-	if r.Counters["bind"] != 2 || r.Counters["remix"] < uint64(total)/2 {
-		t.Errorf("binds %d, remixes %d for %d requests on 2 connections", r.Counters["bind"], r.Counters["remix"], total)
-	}
-	t.Logf("requests per worker %v; remixes %d, requests seen %d", counts, r.Counters["remix"], r.Counters["request"])
-	lb.Stop()
+	return counts, total
 }
 
 // TestStickyKeepsConnections: with --policy sticky the same two connections

@@ -137,7 +137,14 @@ func (s seg) build() []byte {
 	copy(ip[16:20], dst[:])
 	copy(ip[20:], s.ipOpts)
 
-	tcp := b[14+ipLen : 14+tot]
+	s.putTCP(b[14+ipLen:14+tot], opts)
+	fixChecksums(b)
+	return b
+}
+
+// putTCP writes the TCP header (options opts, padded) and payload into tcp.
+func (s seg) putTCP(tcp, opts []byte) {
+	tcpLen := 20 + len(opts)
 	binary.BigEndian.PutUint16(tcp[0:], s.src.Port())
 	binary.BigEndian.PutUint16(tcp[2:], s.dst.Port())
 	binary.BigEndian.PutUint32(tcp[4:], s.seq)
@@ -147,8 +154,6 @@ func (s seg) build() []byte {
 	binary.BigEndian.PutUint16(tcp[14:], s.win)
 	copy(tcp[20:], opts)
 	copy(tcp[tcpLen:], s.payload)
-	fixChecksums(b)
-	return b
 }
 
 // build6 is build for IPv6 addresses: ipOpts, if any, become a destination
@@ -178,16 +183,7 @@ func (s seg) build6(opts []byte) []byte {
 		ip[40] = 6
 		ip[41] = byte(ext/8 - 1)
 	}
-	tcp := ip[40+ext : tot]
-	binary.BigEndian.PutUint16(tcp[0:], s.src.Port())
-	binary.BigEndian.PutUint16(tcp[2:], s.dst.Port())
-	binary.BigEndian.PutUint32(tcp[4:], s.seq)
-	binary.BigEndian.PutUint32(tcp[8:], s.ack)
-	tcp[12] = byte(tcpLen/4) << 4
-	tcp[13] = s.flags
-	binary.BigEndian.PutUint16(tcp[14:], s.win)
-	copy(tcp[20:], opts)
-	copy(tcp[tcpLen:], s.payload)
+	s.putTCP(ip[40+ext:tot], opts)
 	fixChecksums(b)
 	return b
 }
@@ -395,13 +391,7 @@ func parsePkt(b []byte) (*pkt, error) {
 	}
 	p.ttl = ip[8]
 	p.id = binary.BigEndian.Uint16(ip[4:])
-	tcp := ip[ihl:p.totLen]
-	if c := checksum(pseudoHeader(ip, len(tcp)), tcp); c != 0 {
-		return nil, fmt.Errorf("TCP checksum invalid (residue %#04x)", c)
-	}
-	p.src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), binary.BigEndian.Uint16(tcp[0:]))
-	p.dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(tcp[2:]))
-	return p.parseTCP(tcp)
+	return p.parseTCP(ip, ip[ihl:p.totLen])
 }
 
 // parse6 is parsePkt's IPv6 header.
@@ -419,17 +409,18 @@ func (p *pkt) parse6(ip []byte) (*pkt, error) {
 	}
 	p.ttl = ip[7]
 	p.flowLabel = binary.BigEndian.Uint32(ip[0:]) & 0xfffff
-	tcp := ip[off:p.totLen]
+	return p.parseTCP(ip, ip[off:p.totLen])
+}
+
+// parseTCP is parsePkt's TCP segment (checksum, ports, header, options)
+// after the IP header ip.
+func (p *pkt) parseTCP(ip, tcp []byte) (*pkt, error) {
 	if c := checksum(pseudoHeader(ip, len(tcp)), tcp); c != 0 {
 		return nil, fmt.Errorf("TCP checksum invalid (residue %#04x)", c)
 	}
-	p.src = netip.AddrPortFrom(netip.AddrFrom16([16]byte(ip[8:24])), binary.BigEndian.Uint16(tcp[0:]))
-	p.dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(ip[24:40])), binary.BigEndian.Uint16(tcp[2:]))
-	return p.parseTCP(tcp)
-}
-
-// parseTCP is parsePkt's TCP header and options.
-func (p *pkt) parseTCP(tcp []byte) (*pkt, error) {
+	src, dst := ipAddrs(ip)
+	p.src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:]))
+	p.dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:]))
 	p.seq = binary.BigEndian.Uint32(tcp[4:])
 	p.ack = binary.BigEndian.Uint32(tcp[8:])
 	p.doff = int(tcp[12]>>4) * 4

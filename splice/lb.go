@@ -641,35 +641,33 @@ func listenAddrs(iface string, want []netip.Addr, fams map[int]bool) ([]netip.Ad
 	if err != nil {
 		return nil, fmt.Errorf("interface %q not found (see `ip link`): %w", iface, xdp.ErrNoInterface)
 	}
-	if len(want) > 0 {
-		for _, a := range want {
-			if !fams[family(a)] || a.Zone() != "" {
-				return nil, fmt.Errorf("--listen %s: no worker is %s (a client is spliced onto worker connections of its own family); listen on addresses of the workers' families, without a zone", a, familyName(family(a)))
-			}
+	out := want
+	for _, a := range want {
+		if !fams[family(a)] || a.Zone() != "" {
+			return nil, fmt.Errorf("--listen %s: no worker is %s (a client is spliced onto worker connections of its own family); listen on addresses of the workers' families, without a zone", a, familyName(family(a)))
 		}
-		for fam := range fams {
-			if !slices.ContainsFunc(want, func(a netip.Addr) bool { return family(a) == fam }) {
-				return nil, fmt.Errorf("--listen: no %s address, but workers are %s: they would serve nobody (add one, e.g. --listen %s)", familyName(fam), familyName(fam), examplePair(fam, want))
-			}
+	}
+	if len(want) == 0 {
+		as, err := ifi.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", iface, err)
 		}
-		return want, nil
-	}
-	as, err := ifi.Addrs()
-	if err != nil {
-		return nil, fmt.Errorf("addresses of %s: %w", iface, err)
-	}
-	var out []netip.Addr
-	for _, a := range as {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && fams[family(ip)] && !ip.IsLinkLocalUnicast() {
-				out = append(out, ip.Unmap())
+		for _, a := range as {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && fams[family(ip)] && !ip.IsLinkLocalUnicast() {
+					out = append(out, ip.Unmap())
+				}
 			}
 		}
 	}
 	for fam := range fams {
-		if !slices.ContainsFunc(out, func(a netip.Addr) bool { return family(a) == fam }) {
-			return nil, fmt.Errorf("interface %s has no %s address to listen on, and workers are %s (give one with --listen, or add one)", iface, familyName(fam), familyName(fam))
+		if slices.ContainsFunc(out, func(a netip.Addr) bool { return family(a) == fam }) {
+			continue
 		}
+		if len(want) > 0 {
+			return nil, fmt.Errorf("--listen: no %s address, but workers are %s: they would serve nobody (add one, e.g. --listen %s)", familyName(fam), familyName(fam), examplePair(fam, want))
+		}
+		return nil, fmt.Errorf("interface %s has no %s address to listen on, and workers are %s (give one with --listen, or add one)", iface, familyName(fam), familyName(fam))
 	}
 	return out, nil
 }
