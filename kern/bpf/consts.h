@@ -19,6 +19,7 @@
 #define XLB_IDLE_POP_TRIES  3      /* pool entries examined for a live leg */
 #define XLB_READY_TRIES     3      /* jiq: worker tokens examined for a pool with a live leg */
 #define XLB_PICK_TRIES      3      /* rr: schedule slots tried */
+#define XLB_PICK_ANY        16     /* a first bind the policy found no leg for: schedule slots tried */
 #define XLB_LEAST_SCAN      16     /* least: schedule slots compared */
 #define XLB_IDLE_SWEEP      16     /* dead pool heads dropped per worker-leg event */
 #define XLB_PROG_BIND       0      /* xlb_progs slot of the bind program */

@@ -411,10 +411,6 @@ struct bind_scratch {
 	__u32 reentry; /* 1: xlb_bind bound the leg (or decided its boundary) and calls xlb_xdp again */
 	__u32 low;     /* worker id + 1 whose pool a take just left at its low watermark (0: none) */
 	struct leg_key reply_to; /* xlb_slow: the leg a reply goes to when it is not the sender's (framed_close) */
-	struct leg_key any_key;  /* pick_any: the leg its loop took */
-	__u32 any_start;         /* ... the schedule slot it starts from, */
-	__u32 any_len;           /* the slots in use, */
-	__u32 any_found;         /* 1: any_key is the leg taken */
 };
 
 struct xlb_map_def SEC("maps") xlb_bscratch = {

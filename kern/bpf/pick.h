@@ -102,50 +102,26 @@ static __always_inline struct leg *pick_least(const struct xlb_config *cfg, stru
 	return pool_pop(second, wk);
 }
 
-/* any_step: bpf_loop's step of pick_any: schedule slot any_start + i of
- * this CPU's bind_scratch. Returns 1 to stop: a leg taken, or the slots
- * tried. */
-static long any_step(__u64 i, void *unused)
-{
-	__u32 zero = 0;
-	struct bind_scratch *s = bpf_map_lookup_elem(&xlb_bscratch, &zero);
-
-	if (!s || i >= s->any_len || !s->any_len)
-		return 1;
-	if (!pop_slot((s->any_start + (__u32)i) % s->any_len, &s->any_key))
-		return 0;
-	s->any_found = 1;
-	return 1;
-}
-
 /* pick_any: any worker of the schedule with an idle leg, from a random
- * slot, every slot tried at most once. A client's first data must find a
- * leg if one is idle anywhere: the policy's choice can come back empty
- * though legs are idle (jiq's tokens can outnumber a worker's idle legs:
- * entries of legs that died idle, or retired by a trim, leave their tokens
- * behind), and a drop costs the client a retransmission timeout. The loop
- * is a bpf_loop: the verifier walks a step once, not once per slot (the
- * unrolled walk was a third of xlb_bind's budget). */
+ * slot. A client's first data must find a leg if one is idle anywhere: the
+ * policy's choice can come back empty though legs are idle (jiq's tokens
+ * can outnumber a worker's idle legs: entries of legs that died idle, or
+ * retired by a trim, leave their tokens behind), and a drop costs the client
+ * a retransmission timeout. */
 static __always_inline struct leg *pick_any(const struct xlb_config *cfg, struct leg_key *wk)
 {
-	__u32 len = SCHED_LEN(cfg), zero = 0;
-	struct bind_scratch *s;
+	__u32 len = SCHED_LEN(cfg), start;
 
 	if (!len || len > XLB_SCHED_LEN)
 		return NULL;
-	s = bpf_map_lookup_elem(&xlb_bscratch, &zero);
-	if (!s)
-		return NULL;
-	s->any_start = bpf_get_prandom_u32() % len;
-	s->any_len = len;
-	s->any_found = 0;
-	bpf_loop(len, any_step, NULL, 0);
-	if (!s->any_found)
-		return NULL;
-	*wk = s->any_key;
-	/* The leg pool_pop took (bound by its compare-and-swap): looked up
-	 * again, a pointer cannot come back from the loop. */
-	return bpf_map_lookup_elem(&xlb_legs, wk);
+	start = bpf_get_prandom_u32() % len;
+	for (__u32 i = 0; i < XLB_PICK_ANY && i < len; i++) {
+		struct leg *w = pop_slot((start + i) % len, wk);
+
+		if (w)
+			return w;
+	}
+	return NULL;
 }
 
 /* pick_leg takes an idle worker leg for client leg ck: the worker named by a
