@@ -35,11 +35,7 @@ func TestIPv6NginxRemix(t *testing.T) {
 		workers = append(workers, addr)
 	}
 	lb := startXLB(t, ns, "lo", 8080, workers)
-	var paths []string
-	for i := range workers {
-		paths = append(paths, filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
-	}
-	counts, total := wrkShares(t, ns, "http://[::1]:8080/b100", workers, paths)
+	counts, total := wrkShares(t, ns, "http://[::1]:8080/b100", workers, logs)
 	r := testkit.Status(t, ns, "lo")
 	if r.Counters["bind"] != 2 || r.Counters["remix"] < uint64(total)/2 {
 		t.Errorf("binds %d, remixes %d for %d requests on 2 connections", r.Counters["bind"], r.Counters["remix"], total)

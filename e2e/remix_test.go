@@ -29,11 +29,7 @@ func TestRemixSpreadsTwoConnections(t *testing.T) {
 		workers = append(workers, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	lb := startXLB(t, ns, "lo", 8080, workers)
-	var paths []string
-	for i := range workers {
-		paths = append(paths, filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
-	}
-	counts, total := wrkShares(t, ns, "http://127.0.0.1:8080/b100", workers, paths)
+	counts, total := wrkShares(t, ns, "http://127.0.0.1:8080/b100", workers, logs)
 	r := testkit.Status(t, ns, "lo")
 	if r.Counters["bind"] != 2 || r.Counters["remix"] < uint64(total)/2 {
 		t.Errorf("binds %d, remixes %d for %d requests on 2 connections", r.Counters["bind"], r.Counters["remix"], total)
@@ -43,11 +39,12 @@ func TestRemixSpreadsTwoConnections(t *testing.T) {
 }
 
 // wrkShares runs wrk -t1 -c2 -d2s at url in ns (failing on its errors)
-// and checks, from each worker's access log (logs[i] of workers[i]), that
+// and checks, from each worker's access log (logs/PORT.log, workers[i] on
+// port 4171+i), that
 // at least 1000 requests reached the workers and each served a quarter or
 // more of them: per request balancing over two client connections. It
 // returns the requests per worker and their total.
-func wrkShares(t *testing.T, ns *testnet.NS, url string, workers, logs []string) (map[string]int, int) {
+func wrkShares(t *testing.T, ns *testnet.NS, url string, workers []string, logs string) (map[string]int, int) {
 	t.Helper()
 	out, err := ns.Command("wrk", "-t1", "-c2", "-d2s", url).CombinedOutput()
 	if err != nil {
@@ -59,7 +56,7 @@ func wrkShares(t *testing.T, ns *testnet.NS, url string, workers, logs []string)
 	counts := map[string]int{}
 	total := 0
 	for i, w := range workers {
-		b, err := os.ReadFile(logs[i])
+		b, err := os.ReadFile(filepath.Join(logs, fmt.Sprintf("%d.log", 4171+i)))
 		if err != nil {
 			t.Fatal(err)
 		}
