@@ -387,10 +387,13 @@ static __always_inline int pool_new(const struct leg_key *k, struct leg *w, cons
  * bound: as if it had never left (no release counted). */
 static __always_inline void unpop(const struct leg_key *k, struct leg *w, const struct xlb_config *cfg)
 {
+	__u32 worker = w->worker;
+
 	w->state = LEG_IDLE;
-	idle_add(w->worker, 1);
-	if (pool_put(k, w->worker, cfg))
+	idle_add(worker, 1); /* idle again before no longer taken (see keep_taken) */
+	if (pool_put(k, worker, cfg))
 		retire(k, w, LEG_IDLE);
+	wload_add(worker, -1);
 }
 
 /* give_back ends worker leg w's binding (the caller holds it in state
@@ -439,17 +442,31 @@ static __always_inline void note_take(__u32 worker)
 }
 
 /* keep_taken: worker leg w (key wk), just taken from its pool (LEG_BOUND by
- * pool_pop's compare-and-swap), is counted taken, or retired if its worker
- * drains or is trimmed (may_trim). Returns 1: the taker keeps it. Global:
- * the verifier walks it once, not once for every try of every pop loop of
- * the policies (a third of xlb_xdp6's budget). */
+ * pool_pop's compare-and-swap), is counted taken (bound, and no longer
+ * idle), or retired if its worker drains or is trimmed (may_trim). Returns
+ * 1: the taker keeps it (unpop gives it back). Global: the verifier walks
+ * it once, not once for every try of every pop loop of the policies (a
+ * third of xlb_xdp6's budget).
+ *
+ * A leg moving between counted states (idle, bound, cooling) is counted in
+ * its new state before it leaves the old one, here and everywhere: a read
+ * of xlb_wload between the two may count it twice, never zero times. User
+ * space caps a worker's connections by that sum (--worker-conns), and a
+ * leg missing from it is a connection opened over the cap: counted bound
+ * only once bound (after bind_legs), a take read in between let a worker
+ * reach 33 connections for 32. */
 __attribute__((noinline)) int keep_taken(struct leg *w, const struct leg_key *wk, int may_trim)
 {
+	__u32 worker;
+
 	if (!w || !wk)
 		return 0; /* never: a global function's pointers may be NULL for the verifier */
-	note_take(w->worker);
-	if (should_retire(w->worker, may_trim)) {
-		retire(wk, w, LEG_BOUND);
+	worker = w->worker;
+	wload_add(worker, 1);
+	note_take(worker);
+	if (should_retire(worker, may_trim)) {
+		if (retire(wk, w, LEG_BOUND))
+			wload_add(worker, -1); /* else finish() ended it, and counted it */
 		return 0;
 	}
 	return 1;

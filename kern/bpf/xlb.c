@@ -848,8 +848,8 @@ static __always_inline int warm_up(const struct xlb_config *cfg, const int moves
 		w = bpf_map_lookup_elem(&xlb_legs, &e.key);
 		if (!w || w->kind != LEG_WORKER || !set_state(w, LEG_COOLING, LEG_IDLE))
 			continue; /* it ended while cooling */
+		idle_add(w->worker, 1); /* before it leaves cooling: see keep_taken */
 		cooling_add(w->worker, -1);
-		idle_add(w->worker, 1);
 		if (pool_put(&e.key, w->worker, cfg))
 			retire(&e.key, w, LEG_IDLE);
 	}
@@ -902,7 +902,6 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 	}
 	bpf_map_delete_elem(&xlb_binds, &wk);
 	give_back(&wk, w, cfg);
-	wload_add(n->worker, 1);
 	ws = wstats(n->worker);
 	if (ws)
 		ws->binds++;
@@ -1450,7 +1449,6 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 		return XLB_CNT_NO_IDLE_LEG;
 	}
 	count(XLB_CNT_BIND);
-	wload_add(w->worker, 1);
 	if (!pin)
 		pin = READ_ONCE(leg->pin); /* a pinned client stays pinned on its new leg */
 	if (pin)
