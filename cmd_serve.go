@@ -58,6 +58,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json (one object a line)")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9464 (path /metrics)")
+	check := fs.String("check", "", "active health check of each worker: tcp (a connect) or http:/PATH (a GET that must answer 2xx or 3xx); a worker that fails --fall checks in a row takes no new requests until it passes --rise in a row (default: none; a worker that ends the connections it is given unused is marked down anyway, and checked with tcp until it is back)")
+	checkCfg := splice.CheckSpec{}
+	fs.DurationVar(&checkCfg.Interval, "check-interval", splice.DefaultCheckInterval, "time between two checks of a worker")
+	fs.DurationVar(&checkCfg.Timeout, "check-timeout", splice.DefaultCheckTimeout, "a check not done within this fails")
+	fs.IntVar(&checkCfg.Rise, "rise", splice.DefaultRise, "checks passed in a row that bring a worker that is down back up")
+	fs.IntVar(&checkCfg.Fall, "fall", splice.DefaultFall, "checks failed in a row that mark a worker down")
+	fs.DurationVar(&cfg.SlowStart, "slowstart", 0, "a worker that comes back up has its weight ramp from 1 to its own over this time (0: at once)")
 	reqWorkers := fs.Bool("require-workers", false, "fail at start if a worker cannot be reached (default: keep retrying it)")
 	if err := fs.parse(args, stdout); err != nil {
 		return err
@@ -95,6 +102,26 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			}
 			cfg.Listen = append(cfg.Listen, a.Unmap())
 		}
+	}
+	if *check != "" {
+		c, err := splice.ParseCheck(*check)
+		if err != nil {
+			return usagef("--check %v", err)
+		}
+		c.Interval, c.Timeout, c.Rise, c.Fall = checkCfg.Interval, checkCfg.Timeout, checkCfg.Rise, checkCfg.Fall
+		if err := c.Validate(); err != nil {
+			return usagef("%v", err)
+		}
+		cfg.Check = &c
+	} else {
+		for _, f := range []string{"check-interval", "check-timeout", "rise", "fall"} {
+			if fs.isSet(f) {
+				return usagef("--%s needs --check", f)
+			}
+		}
+	}
+	if cfg.SlowStart < 0 {
+		return usagef("--slowstart %v: must be 0 (none) or more", cfg.SlowStart)
 	}
 	if cfg.Policy, err = splice.ParsePolicy(*policy); err != nil {
 		return usagef("--policy: %v", err)

@@ -521,6 +521,11 @@ func (w *worker) dialLegs(ctx context.Context, n int) (int, error) {
 			switch err := w.dialOutcome(p, res[i]); {
 			case err == nil:
 				pooled++
+				if l, err := dp.Leg(p.key); err == nil {
+					w.mu.Lock()
+					w.born[p.key] = bornLeg{time.Now(), l.PeerHi}
+					w.mu.Unlock()
+				}
 				if p.tries == 1 {
 					fastest = min(fastest, time.Since(p.sent))
 				}

@@ -247,7 +247,7 @@ func (lb *LB) letGo() {
 		for _, wc := range w.legs {
 			wc.close() // our descriptor only: the new process holds its own
 		}
-		w.legs = map[kern.LegKey]sock{}
+		w.legs, w.born = map[kern.LegKey]sock{}, map[kern.LegKey]bornLeg{}
 		w.mu.Unlock()
 	}
 	for _, ln := range lb.listeners {
@@ -487,7 +487,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 	}
 	adopted := map[string]bool{}
 	for _, ws := range cfg.Workers {
-		w := &worker{lb: lb, spec: ws, legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1)}
+		w := &worker{lb: lb, spec: ws, legs: map[kern.LegKey]sock{}, born: map[kern.LegKey]bornLeg{}, kick: make(chan struct{}, 1)}
 		if hw, ok := old[ws.Addr.String()]; ok {
 			w.id = hw.ID
 			adopted[hw.Addr] = true
@@ -508,7 +508,7 @@ func (lb *LB) adoptState(st handoverState, files []*os.File) error {
 				spec.Addr = ap
 			}
 			w = &worker{lb: lb, spec: spec, id: hw.ID,
-				legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1), draining: true, removing: true,
+				legs: map[kern.LegKey]sock{}, born: map[kern.LegKey]bornLeg{}, kick: make(chan struct{}, 1), draining: true, removing: true,
 				drainSince: time.Now()}
 			lb.addWorker(w)
 		}

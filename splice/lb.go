@@ -95,6 +95,12 @@ type Config struct {
 	// pinned to it (a TLS session, an upgraded stream) to leave; then
 	// their connections are closed (0: wait for ever).
 	DrainTimeout time.Duration
+	// Check is the active health check of every worker (--check; nil:
+	// none, the passive check only).
+	Check *CheckSpec
+	// SlowStart: a worker that comes back up (a check, a connection
+	// after failures) has its weight ramped over this (0: at once).
+	SlowStart time.Duration
 
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// when xlb stops.
@@ -465,7 +471,7 @@ func (lb *LB) start() error {
 		return err
 	}
 	for i, ws := range cfg.Workers {
-		w := &worker{lb: lb, spec: ws, id: uint32(i), legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1)}
+		w := &worker{lb: lb, spec: ws, id: uint32(i), legs: map[kern.LegKey]sock{}, born: map[kern.LegKey]bornLeg{}, kick: make(chan struct{}, 1)}
 		if err := lb.dp.SetWorker(ws.Addr, kern.WorkerInfo{ID: w.id}); err != nil {
 			return err
 		}
@@ -552,6 +558,7 @@ func (lb *LB) runLoops() {
 	lb.goroutine(func() { lb.readEvents(events) })
 	for _, w := range lb.workerList() {
 		lb.goroutine(func() { w.run(ctx) })
+		lb.goroutine(func() { w.checkLoop(ctx) })
 	}
 	for _, ln := range lb.listeners {
 		ln.SetDeadline(time.Time{})
@@ -927,6 +934,9 @@ func (lb *LB) handleEvent(ev kern.Event) {
 	case kern.EventLegClosed:
 		if ev.Kind == kern.LegWorker {
 			if w := lb.workerByID(ev.Worker); w != nil {
+				w.mu.Lock()
+				born := w.born[ev.Key]
+				w.mu.Unlock()
 				// Its socket goes now (silently: the connection ended
 				// through the data plane); the entries linger for late
 				// retransmissions. Holding sockets until then would hold
@@ -941,6 +951,7 @@ func (lb *LB) handleEvent(ev kern.Event) {
 				w.deaths.Add(1)
 				if ev.State == kern.LegIdle || ev.State == kern.LegClosing {
 					w.poke() // an idle connection is gone: replace it
+					w.pooledEnded(born, ev.PeerHi)
 				}
 			}
 		}

@@ -51,7 +51,7 @@ func (lb *LB) AddWorker(spec WorkerSpec) error {
 	if id >= lb.dp.Objs.WCfg.MaxEntries() {
 		return fmt.Errorf("too many workers (at most %d ids over a run)", lb.dp.Objs.WCfg.MaxEntries())
 	}
-	w := &worker{lb: lb, spec: spec, id: id, legs: map[kern.LegKey]sock{}, kick: make(chan struct{}, 1)}
+	w := &worker{lb: lb, spec: spec, id: id, legs: map[kern.LegKey]sock{}, born: map[kern.LegKey]bornLeg{}, kick: make(chan struct{}, 1)}
 	if err := lb.dp.SetWorkerCfg(id, kern.WorkerCfg{}); err != nil {
 		return err
 	}
@@ -64,6 +64,7 @@ func (lb *LB) AddWorker(spec WorkerSpec) error {
 	lb.addWorker(w)
 	lb.updateSchedule()
 	lb.goroutine(func() { w.run(lb.loopCtx) })
+	lb.goroutine(func() { w.checkLoop(lb.loopCtx) })
 	lb.log.Info("worker added", "worker", spec.Addr, "weight", spec.Weight, "id", id)
 	return nil
 }

@@ -161,10 +161,12 @@ func WriteMetrics(w io.Writer, s Status) error {
 		}
 		sample("xlb_worker_up", up, "worker", x.Addr)
 	}
-	family("xlb_worker_state", "gauge", "The worker's state: 1 for its current state (starting, up, down, draining, drained, removing).")
+	family("xlb_worker_state", "gauge", "The worker's state: 1 for its current state (starting, up, down: connections fail or a health check marked it down, draining, drained, removing).")
 	for _, x := range s.Workers {
 		sample("xlb_worker_state", 1, "worker", x.Addr, "state", x.State)
 	}
+	perWorker("xlb_worker_checks_total", "counter", "Health checks run on the worker (--check; TCP checks while the passive check holds it down).", func(x WorkerStatus) uint64 { return x.Checks })
+	perWorker("xlb_worker_check_failures_total", "counter", "Health checks of the worker that failed.", func(x WorkerStatus) uint64 { return x.FailedChecks })
 	perWorker("xlb_worker_weight", "gauge", "The worker's weight (its share of the pool).", func(x WorkerStatus) uint64 { return uint64(x.Weight) })
 	family("xlb_worker_legs", "gauge", "The worker's live connections: idle in its pool, bound to a client, or cooling (given back by a leaving client).")
 	for _, x := range s.Workers {

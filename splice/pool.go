@@ -195,11 +195,16 @@ func (lb *LB) updateSchedule() {
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		var ids []uint32
 		var weights []int
+		now := time.Now()
 		for _, w := range lb.workerList() {
 			w.mu.Lock()
-			if !w.draining && w.spec.Weight > 0 && family(w.spec.Addr.Addr()) == fam {
-				ids = append(ids, w.id)
-				weights = append(weights, w.spec.Weight)
+			if family(w.spec.Addr.Addr()) == fam {
+				wt := w.weightNow(now)
+				w.schedWeight = wt
+				if wt > 0 {
+					ids = append(ids, w.id)
+					weights = append(weights, wt)
+				}
 			}
 			w.mu.Unlock()
 		}
@@ -408,11 +413,9 @@ func (lb *LB) releaser(ctx context.Context) {
 func (lb *LB) releaseIdle() (int, error) {
 	draining := map[uint32]bool{}
 	for _, w := range lb.workerList() {
-		w.mu.Lock()
-		if w.draining {
-			draining[w.id] = true
+		if !w.takesRequests() {
+			draining[w.id] = true // drained or down: its silent clients move now
 		}
-		w.mu.Unlock()
 	}
 	idle := lb.cfg.IdleRelease
 	if lb.cfg.Policy == PolicySticky {
@@ -456,8 +459,11 @@ func (lb *LB) Rematch(client, worker string) error {
 	if err != nil {
 		return err
 	}
-	if w.isDraining() {
-		return fmt.Errorf("worker %s is draining: it takes no new requests", w.spec.Addr)
+	if !w.takesRequests() {
+		w.mu.Lock()
+		state := w.stateName()
+		w.mu.Unlock()
+		return fmt.Errorf("worker %s is %s: it takes no new requests", w.spec.Addr, state)
 	}
 	var key kern.LegKey
 	found := false

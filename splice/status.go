@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/xlb-lb/xlb/kern"
 )
@@ -27,6 +28,14 @@ type WorkerStatus struct {
 	BytesIn  uint64 `json:"bytes_in"`  // client -> worker payload
 	BytesOut uint64 `json:"bytes_out"` // worker -> client payload
 	Error    string `json:"error,omitempty"`
+	// Health checks: run and failed (--check, or the passive check's
+	// TCP checks while it holds the worker down), and why the last failed.
+	// WeightNow is the weight its pool and the schedule use now: 0 while
+	// it takes no requests, ramping during --slowstart.
+	WeightNow    int    `json:"weight_now"`
+	Checks       uint64 `json:"checks,omitempty"`
+	FailedChecks uint64 `json:"failed_checks,omitempty"`
+	CheckError   string `json:"check_error,omitempty"`
 }
 
 // Status is the state of a running load balancer.
@@ -81,6 +90,10 @@ func (lb *LB) Status() Status {
 			Binds: ws.Binds, Releases: ws.Releases, Requests: ws.Requests, BytesIn: ws.BytesIn, BytesOut: ws.BytesOut}
 		if w.lastErr != nil {
 			st.Error = w.lastErr.Error()
+		}
+		st.Checks, st.FailedChecks, st.WeightNow = w.checks, w.failedChecks, w.weightNow(time.Now())
+		if w.checkErr != nil {
+			st.CheckError = w.checkErr.Error()
 		}
 		if lerr != nil {
 			st.Error = lerr.Error() // its connections are unknown: say why they read 0

@@ -93,6 +93,8 @@ func (w *worker) stateName() string {
 		return "drained"
 	case w.draining:
 		return "draining"
+	case w.checkDown:
+		return "down"
 	}
 	return w.state.String()
 }
@@ -140,16 +142,27 @@ type worker struct {
 	// 2 sockets.
 	dialAuto atomic.Uint32
 
-	mu           sync.Mutex
-	state        WorkerState
-	legs         map[kern.LegKey]sock // live legs (new, idle or bound)
-	cfg          kern.WorkerCfg       // what the data plane was last told (drain, trim)
-	draining     bool                 // xlb ctl drain/remove: no new requests
-	drainSince   time.Time            // when the drain began
-	removing     bool                 // xlb ctl remove: forget it once drained
-	drained      bool                 // drain completion logged
-	deaths       atomic.Uint64        // legs that ended (reported by the data plane)
-	lastDeaths   uint64               // deaths at the last fill
+	mu         sync.Mutex
+	state      WorkerState
+	legs       map[kern.LegKey]sock // live legs (new, idle or bound)
+	cfg        kern.WorkerCfg       // what the data plane was last told (drain, trim)
+	draining   bool                 // xlb ctl drain/remove: no new requests
+	drainSince time.Time            // when the drain began
+	removing   bool                 // xlb ctl remove: forget it once drained
+	// Health checks (check.go): down by a check takes no new requests.
+	checkDown    bool
+	checkOKs     int                     // checks passed in a row
+	checkFails   int                     // checks failed in a row
+	checkErr     error                   // why the last check failed (nil once up)
+	checks       uint64                  // checks run
+	failedChecks uint64                  // checks failed
+	upSince      time.Time               // when it came back up (--slowstart ramps its weight from then)
+	youngEnds    []time.Time             // pool connections it ended young, within passiveWindow
+	born         map[kern.LegKey]bornLeg // pool connections' births, for the passive check
+	schedWeight  int                     // weightNow when the schedule was last written for it
+	drained      bool                    // drain completion logged
+	deaths       atomic.Uint64           // legs that ended (reported by the data plane)
+	lastDeaths   uint64                  // deaths at the last fill
 	lastFill     time.Time
 	surplusSince time.Time // when the pool's surplus began (zero: none)
 	rttUs        float64   // round trip time of its new connections' handshakes, smoothed
@@ -163,6 +176,13 @@ func (w *worker) isDraining() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.draining
+}
+
+// takesRequests: not draining, not down by a health check.
+func (w *worker) takesRequests() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.takesRequestsLocked()
 }
 
 // run keeps the worker's pool filled until ctx ends, or the worker is
@@ -206,8 +226,14 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	bound, idle, cooling := load.Bound, load.Idle, load.Cooling
 	w.lb.setSynBudget(loads)
 	w.mu.Lock()
-	weight, draining := w.spec.Weight, w.draining
+	// Out of the schedule (a drain, a failed health check): no pool, its
+	// idle connections retired, clients moved at their next request.
+	weight, draining, out := w.weightNow(time.Now()), w.draining, !w.takesRequestsLocked()
+	reschedule := weight != w.schedWeight // --slowstart ramps it
 	w.mu.Unlock()
+	if reschedule {
+		w.lb.updateSchedule()
+	}
 	turnover := w.updateTurnover()
 	// The worker's live connections: idle, or busy with a client. Finished
 	// ones that linger (their entries wait for late retransmissions) are
@@ -231,7 +257,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	// refill starts before the pool runs dry.
 	cfg.Low = uint32(max(1, (target-bound)/2))
 	cfg.CoolUs = w.coolUs()
-	if draining {
+	if out {
 		target = 0
 		cfg.Flags = kern.WorkerDrain
 	}
@@ -256,7 +282,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	// connections again costs the worker a connection a trim.
 	surplus := min(legs-target-max(trimSlack(target), cooling), idle)
 	w.mu.Lock()
-	if surplus <= 0 || draining {
+	if surplus <= 0 || out {
 		w.surplusSince = time.Time{}
 	} else if w.surplusSince.IsZero() {
 		w.surplusSince = time.Now()
@@ -279,7 +305,7 @@ func (w *worker) fill(ctx context.Context) time.Duration {
 	if draining {
 		w.drainTimeout()
 	}
-	if draining && idle > 0 && w.cfg.Flags&kern.WorkerDrain != 0 {
+	if out && idle > 0 && w.cfg.Flags&kern.WorkerDrain != 0 {
 		if err := w.lb.dp.RetireIdle(w.id, idle); err != nil {
 			w.lb.log.Error("retiring a draining worker's idle connections", "worker", w.spec.Addr, "err", err)
 		}
@@ -368,7 +394,7 @@ func (lb *LB) setSynBudget(loads workerLoads) {
 	}
 	idle := -int64(lb.freshClients())
 	for _, w := range lb.workerList() {
-		if !w.isDraining() {
+		if w.takesRequests() {
 			idle += int64(loads.of(w.id).Idle)
 		}
 	}
@@ -385,8 +411,8 @@ func (lb *LB) demand(loads workerLoads) (bound, weights int) {
 	bound = max(int(lb.waiting.Load()), lb.replay.pending(), lb.freshClients())
 	for _, w := range lb.workerList() {
 		w.mu.Lock()
-		if !w.draining && w.spec.Weight > 0 {
-			weights += w.spec.Weight
+		if wt := w.weightNow(time.Now()); wt > 0 {
+			weights += wt
 			bound += loads.of(w.id).Bound
 		}
 		w.mu.Unlock()
@@ -544,6 +570,9 @@ func (w *worker) succeeded() {
 	defer w.mu.Unlock()
 	if w.state != WorkerUp {
 		w.lb.log.Info("worker up", "worker", w.spec.Addr)
+		if w.state == WorkerDown {
+			w.upSince = time.Now() // --slowstart: back from a failure
+		}
 	}
 	w.state, w.backoff, w.lastErr = WorkerUp, 0, nil
 }
@@ -596,6 +625,7 @@ func (w *worker) register(c sock, key kern.LegKey) error {
 	}
 	w.mu.Lock()
 	w.legs[key] = c
+	w.born[key] = bornLeg{time.Now(), leg.PeerHi}
 	w.mu.Unlock()
 	w.noteRTT(float64(st.RTTus))
 	if err := w.lb.dp.RegisterLeg(key, &leg); err != nil {
@@ -625,6 +655,7 @@ func (w *worker) forget(key kern.LegKey) sock {
 		return noSock
 	}
 	delete(w.legs, key)
+	delete(w.born, key)
 	return c
 }
 
