@@ -65,6 +65,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&checkCfg.Rise, "rise", splice.DefaultRise, "checks passed in a row that bring a worker that is down back up")
 	fs.IntVar(&checkCfg.Fall, "fall", splice.DefaultFall, "checks failed in a row that mark a worker down")
 	fs.DurationVar(&cfg.SlowStart, "slowstart", 0, "a worker that comes back up has its weight ramp from 1 to its own over this time (0: at once)")
+	logRequests := fs.String("log-requests", "", "request records from the data plane, for the access log and the latency histograms (metrics, xlb stats): all, N (one request in N, drawn at random) or off (default: all with --access-log, else off)")
+	fs.StringVar(&cfg.AccessLog, "access-log", "", "write a JSON object a line for each request logged (--log-requests) to FILE, appended, or - for standard output: time, client address, worker, worker connection, bytes each way, time to first byte, duration, how it ended")
 	reqWorkers := fs.Bool("require-workers", false, "fail at start if a worker cannot be reached (default: keep retrying it)")
 	if err := fs.parse(args, stdout); err != nil {
 		return err
@@ -119,6 +121,19 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 				return usagef("--%s needs --check", f)
 			}
 		}
+	}
+	switch {
+	case *logRequests != "":
+		n, err := splice.ParseLogRequests(*logRequests)
+		if err != nil {
+			return usagef("--log-requests %v", err)
+		}
+		if n == 0 && cfg.AccessLog != "" {
+			return usagef("--access-log %s with --log-requests off: nothing would be written", cfg.AccessLog)
+		}
+		cfg.LogEvery = n
+	case cfg.AccessLog != "":
+		cfg.LogEvery = 1
 	}
 	if cfg.SlowStart < 0 {
 		return usagef("--slowstart %v: must be 0 (none) or more", cfg.SlowStart)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/xlb-lb/xlb/kern"
@@ -71,6 +72,13 @@ func printStats(w io.Writer, st splice.Status, prev *splice.Status, dt time.Dura
 			fmt.Sprintf("%d/%d", x.Idle, x.Legs), req, bytesIEC(x.BytesIn), bytesIEC(x.BytesOut), count(x.Releases))
 		if x.Error != "" {
 			fmt.Fprintf(w, "  %s\n", clip("last error: "+x.Error, 76))
+		}
+		if x.CheckError != "" {
+			fmt.Fprintf(w, "  %s\n", clip("health check: "+x.CheckError, 76))
+		}
+		if x.Logged > 0 {
+			fmt.Fprintf(w, "  latency p50 %s p99 %s, first byte p50 %s p99 %s (%s logged)\n",
+				ms(x.LatencyP50Ms), ms(x.LatencyP99Ms), ms(x.TTFBP50Ms), ms(x.TTFBP99Ms), count(x.Logged))
 		}
 	}
 	fmt.Fprintf(w, "IN: bytes client->worker; OUT: worker->client; RELEASES: connections given\n")
@@ -155,4 +163,15 @@ func clip(s string, n int) string {
 		return s
 	}
 	return s[:n-1] + "~"
+}
+
+// ms prints a latency in milliseconds the way xlb stats does.
+func ms(v float64) string {
+	switch {
+	case v < 1:
+		return strconv.FormatFloat(v*1000, 'f', 0, 64) + "µs"
+	case v < 1000:
+		return strconv.FormatFloat(v, 'f', 1, 64) + "ms"
+	}
+	return strconv.FormatFloat(v/1000, 'f', 2, 64) + "s"
 }

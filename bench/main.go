@@ -164,6 +164,9 @@ func run(ctx context.Context, o options) error {
 		{addrs(tp.workerHost, redisPort0), redisBalancers, redisWorkloads},
 		// IPv6: the same nginx on [::1], t1 c2 100 B.
 		{addrs("::1", nginxPort0), ipv6Balancers, httpWorkloads[:1]},
+		// Request records (issue 15): on for all, one in 100; off is
+		// xlb's own row.
+		{addrs(tp.workerHost, nginxPort0), logBalancers, httpWorkloads[:1]},
 	}
 	if tp.name == "veth" {
 		groups = []group{{addrs(tp.workerHost, nginxPort0), vethBalancers, httpWorkloads}}

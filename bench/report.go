@@ -277,7 +277,7 @@ func (rep *report) markdown(b *strings.Builder, chart bool) {
 	p("## Configurations")
 	p("")
 	listed := map[string]bool{}
-	for _, bl := range slices.Concat(httpBalancers, ipv6Balancers, cprBalancers) {
+	for _, bl := range slices.Concat(httpBalancers, ipv6Balancers, logBalancers, cprBalancers) {
 		if !listed[bl.name] {
 			listed[bl.name] = true
 			p("- **%s**: %s", bl.name, bl.descr)
@@ -366,7 +366,7 @@ func (rep *report) httpTable(p func(string, ...any)) {
 	p("")
 	p("| workload | configuration | req/s | × direct | × haproxy-http | p50 | p99 | p99.9 | CPU machine | softirq | balancer | client | errors |")
 	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	rep.requestRows(p, names, slices.Concat(httpBalancers, ipv6Balancers))
+	rep.requestRows(p, names, slices.Concat(httpBalancers, ipv6Balancers, logBalancers))
 	p("")
 }
 
@@ -728,6 +728,11 @@ func (rep *report) targets(p func(string, ...any)) {
 	// 127.0.0.1, same run: within 5%.
 	rows = append(rows, row{"(xlb-v6 ÷ direct-v6) ÷ (xlb ÷ direct), t1 c2 100B", "≥ 0.95",
 		show(ratio(xlb6.name, direct6.name, "t1 c2 100B")/ratio(xlbDefault.name, direct.name, "t1 c2 100B"), 0.95, true)})
+	// Request records (issue 15): what logging every request, or one in
+	// 100, costs per request against xlb with none (the default).
+	rows = append(rows,
+		row{"xlb-log-all req/s ÷ xlb, t1 c2 100B (request records, every request)", "report", show(ratio(xlbLogAll.name, xlbDefault.name, "t1 c2 100B"), 0, true)},
+		row{"xlb-log-100 req/s ÷ xlb, t1 c2 100B (one request in 100)", "report", show(ratio(xlbLog100.name, xlbDefault.name, "t1 c2 100B"), 0, true)})
 	// Connection per request (issue 17): against HAProxy and direct with ab,
 	// and worker connections opened per 100 client connections where the
 	// worker keeps its side open (with ab, nginx closes every connection

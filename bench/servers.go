@@ -199,8 +199,16 @@ var (
 	haproxyHTTP = balancer{name: "haproxy-http", kind: "haproxy", mode: "http", descr: "HAProxy mode http, http-reuse always, balance roundrobin, nbthread 1"}
 	haproxyTCP  = balancer{name: "haproxy-tcp", kind: "haproxy", mode: "tcp", descr: "HAProxy mode tcp, balance roundrobin, nbthread 1"}
 	direct6     = balancer{name: "direct-v6", ipv6: true, descr: "direct over IPv6: wrk to [::1], the first worker's IPv6 listener"}
-	xlb6        = balancer{name: "xlb-v6", kind: "xlb", ipv6: true, descr: "xlb over IPv6: listening on [::1], the workers' IPv6 listeners ([::1]:PORT), spliced and remixed by the IPv6 programs"}
+	xlbLogAll   = balancer{name: "xlb-log-all", kind: "xlb", args: []string{"--log-requests", "all", "--access-log", "/dev/null"},
+		descr: "xlb --log-requests all --access-log /dev/null: a request record from the data plane for every request, each written as a JSON line (to /dev/null) and counted in the latency histograms"}
+	xlbLog100 = balancer{name: "xlb-log-100", kind: "xlb", args: []string{"--log-requests", "100"},
+		descr: "xlb --log-requests 100: a request record for one request in 100 (drawn at random), for the latency histograms only"}
+	xlb6 = balancer{name: "xlb-v6", kind: "xlb", ipv6: true, descr: "xlb over IPv6: listening on [::1], the workers' IPv6 listeners ([::1]:PORT), spliced and remixed by the IPv6 programs"}
 )
+
+// logBalancers run the request-record rows (t1 c2 100 B): their cost
+// against xlb's own row.
+var logBalancers = []balancer{xlbLogAll, xlbLog100}
 
 // ipv6Balancers run the IPv6 rows (lo topology): the same workers on [::1].
 var ipv6Balancers = []balancer{direct6, xlb6}

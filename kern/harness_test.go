@@ -49,6 +49,7 @@ type dataPlane struct {
 var shared struct {
 	objs   *kern.Objects
 	events *ebpf.RingBufReader
+	reqlog *ebpf.RingBufReader
 	pools  map[uint32]*ebpf.Map // worker id -> its pool queue (inner map of xlb_pool)
 }
 
@@ -67,7 +68,12 @@ func loadDataPlane(t testing.TB) *dataPlane {
 			objs.Close()
 			t.Fatalf("event ring: %v", err)
 		}
-		shared.objs, shared.events = objs, rb
+		rl, err := ebpf.NewRingBufReader(objs.ReqLog)
+		if err != nil {
+			objs.Close()
+			t.Fatalf("request record ring: %v", err)
+		}
+		shared.objs, shared.events, shared.reqlog = objs, rb, rl
 	}
 	d := &dataPlane{t: t, objs: shared.objs, events: shared.events}
 	for id := uint32(0); id < 8; id++ {
@@ -97,6 +103,7 @@ func (d *dataPlane) reset() {
 	}
 	d.idleQueue()
 	d.drainEvents()
+	d.drainRecords()
 	d.setConfig(defaultConfig)
 	// Worker settings (drain flags, trim credits) and retired legs left by a
 	// fixture would change what the next one sees.
@@ -430,6 +437,23 @@ func (d *dataPlane) drainEvents() []kern.Event {
 			d.t.Fatal(err)
 		}
 		evs = append(evs, e)
+	}
+}
+
+// drainRecords returns the request records written since the last call.
+func (d *dataPlane) drainRecords() []kern.ReqRecord {
+	d.t.Helper()
+	var recs []kern.ReqRecord
+	for {
+		rec, ok := shared.reqlog.TryRead()
+		if !ok {
+			return recs
+		}
+		var r kern.ReqRecord
+		if err := r.UnmarshalBinary(rec); err != nil {
+			d.t.Fatal(err)
+		}
+		recs = append(recs, r)
 	}
 }
 

@@ -51,6 +51,7 @@ const (
 	RetiredMapName = "xlb_retired"
 	CoolingMapName = "xlb_cooling"
 	EventsMapName  = "xlb_events"
+	ReqLogMapName  = "xlb_reqlog"
 	HeldMapName    = "xlb_held"
 	SynBudgetName  = "xlb_syn_budget"
 	FibMapName     = "xlb_fib"     // routed mode: next hops cached per CPU

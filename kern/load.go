@@ -62,6 +62,7 @@ type Objects struct {
 	WCfg       *ebpf.Map // WorkerCfg by worker id
 	Retired    *ebpf.Map // queue of LegKey: worker legs the data plane retired
 	Events     *ebpf.Map // ring buffer of Event
+	ReqLog     *ebpf.Map // ring buffer of ReqRecord (not pinned: a new process reads its own)
 	Held       *ebpf.Map // LegKey -> Held: client frames kept while the pools were empty
 	SynBudget  *ebpf.Map // element 0: int64, idle legs less the SYNs answered since (ConfigSynDemand)
 	FibGen     *ebpf.Map // element 0: uint32, the generation of the next hops cached in xlb_fib (NextHopsChanged)
@@ -149,6 +150,7 @@ func LoadWith(opts LoadOptions) (*Objects, error) {
 		WCfg:       coll.Maps[WCfgMapName],
 		Retired:    coll.Maps[RetiredMapName],
 		Events:     coll.Maps[EventsMapName],
+		ReqLog:     coll.Maps[ReqLogMapName],
 		Held:       coll.Maps[HeldMapName],
 		SynBudget:  coll.Maps[SynBudgetName],
 		FibGen:     coll.Maps[FibGenName],

@@ -182,6 +182,13 @@ type Leg struct {
 	WinEdge    uint32    // worker legs: right edge of the window last sent to the worker
 	CliEdge    uint32    // worker legs: right edge of the window the client was last offered (worker's sequence space)
 	LastNs     uint64
+	// Request records (worker legs): ReqNs is when the logged request
+	// started (0: not logged), FirstUs and LastUs its answer's first and
+	// last bytes (microseconds after, plus 1), ReqTx SentHi then.
+	ReqNs   uint64
+	FirstUs uint32
+	LastUs  uint32
+	ReqTx   uint32
 }
 
 // Proto is enum xlb_proto: the protocol of a client connection.
@@ -478,6 +485,9 @@ type Config struct {
 	// acknowledged all it sent (structs.h: rest_win); the data plane lowers
 	// it to the smallest window a client opens with.
 	RestWin uint32
+	// LogEvery: request records for none (0), every (1) or one in N
+	// requests (xlb_reqlog).
+	LogEvery uint32
 }
 
 // UnmarshalBinary decodes the config.
@@ -605,5 +615,47 @@ func (c *CoolingEntry) UnmarshalBinary(b []byte) error {
 	if !c.Key.decodedOK() {
 		return c.Key.badKey()
 	}
+	return nil
+}
+
+// ReqEnd is enum req_end: how a logged exchange ended.
+type ReqEnd uint32
+
+func (e ReqEnd) String() string {
+	switch e {
+	case ReqEndNext:
+		return "next"
+	case ReqEndRelease:
+		return "release"
+	case ReqEndClose:
+		return "close"
+	case ReqEndReset:
+		return "reset"
+	}
+	return fmt.Sprintf("end%d", uint32(e))
+}
+
+// ReqRecord is struct req_record: a logged request, read from xlb_reqlog.
+type ReqRecord struct {
+	Client    LegKey // the client's connection (Peer: the client)
+	WLeg      LegKey // the worker connection (Peer: the worker)
+	Worker    uint32
+	End       ReqEnd
+	Pin       PinReason
+	Request   uint32 // its number on the client's connection (1: the first)
+	ReqBytes  uint32
+	RespBytes uint32
+	StartNs   uint64 // CLOCK_MONOTONIC
+	EndNs     uint64
+	FirstUs   uint32 // the answer's first byte, microseconds after StartNs, plus 1 (0: no answer)
+	LastUs    uint32 // its last byte, the same way
+}
+
+// UnmarshalBinary decodes a record.
+func (r *ReqRecord) UnmarshalBinary(b []byte) error {
+	if len(b) < ReqRecordSize {
+		return fmt.Errorf("request record: %d bytes, want %d", len(b), ReqRecordSize)
+	}
+	r.decode(b)
 	return nil
 }

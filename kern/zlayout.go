@@ -9,21 +9,22 @@ import (
 
 // Sizes of the structs of structs.h.
 const (
-	LegKeySize       = 40 // sizeof(struct leg_key)
-	LegSize          = 88 // sizeof(struct leg)
-	BindingSize      = 80 // sizeof(struct binding)
-	HandshakeSize    = 40 // sizeof(struct handshake)
-	EndpointSize     = 20 // sizeof(struct endpoint)
-	WorkerInfoSize   = 8  // sizeof(struct worker_info)
-	WorkerCfgSize    = 24 // sizeof(struct worker_cfg)
-	WorkerLoadSize   = 24 // sizeof(struct worker_load)
-	WorkerStatsSize  = 40 // sizeof(struct worker_stats)
-	ConfigSize       = 44 // sizeof(struct xlb_config)
-	CtlMsgSize       = 64 // sizeof(struct ctl_msg)
-	CtlItemSize      = 48 // sizeof(struct ctl_item)
-	EventSize        = 80 // sizeof(struct xlb_event)
-	CoolingEntrySize = 48 // sizeof(struct cooling)
-	HeldHeaderSize   = 16 // sizeof(struct held_hdr)
+	LegKeySize       = 40  // sizeof(struct leg_key)
+	LegSize          = 112 // sizeof(struct leg)
+	BindingSize      = 80  // sizeof(struct binding)
+	HandshakeSize    = 40  // sizeof(struct handshake)
+	EndpointSize     = 20  // sizeof(struct endpoint)
+	WorkerInfoSize   = 8   // sizeof(struct worker_info)
+	WorkerCfgSize    = 24  // sizeof(struct worker_cfg)
+	WorkerLoadSize   = 24  // sizeof(struct worker_load)
+	WorkerStatsSize  = 40  // sizeof(struct worker_stats)
+	ConfigSize       = 52  // sizeof(struct xlb_config)
+	CtlMsgSize       = 64  // sizeof(struct ctl_msg)
+	CtlItemSize      = 48  // sizeof(struct ctl_item)
+	EventSize        = 80  // sizeof(struct xlb_event)
+	CoolingEntrySize = 48  // sizeof(struct cooling)
+	HeldHeaderSize   = 16  // sizeof(struct held_hdr)
+	ReqRecordSize    = 128 // sizeof(struct req_record)
 )
 
 // Values of enum xlb_counter.
@@ -91,7 +92,8 @@ const (
 	CounterFramedClose  Counter = 60 // XLB_CNT_FRAMED_CLOSE
 	CounterUnframed     Counter = 61 // XLB_CNT_UNFRAMED
 	CounterFrameWait    Counter = 62 // XLB_CNT_FRAME_WAIT
-	CounterMax          Counter = 63 // XLB_CNT_MAX
+	CounterReqlogLost   Counter = 63 // XLB_CNT_REQLOG_LOST
+	CounterMax          Counter = 64 // XLB_CNT_MAX
 )
 
 // counterNames are the names of enum xlb_counter's values: lower case, without XLB_CNT_.
@@ -159,6 +161,7 @@ var counterNames = [CounterMax]string{
 	CounterFramedClose:  "framed_close",
 	CounterUnframed:     "unframed",
 	CounterFrameWait:    "frame_wait",
+	CounterReqlogLost:   "reqlog_lost",
 }
 
 // Values of enum leg_kind.
@@ -299,6 +302,14 @@ const (
 	EventDemand    EventType = 6 // EV_DEMAND
 )
 
+// Values of enum req_end.
+const (
+	ReqEndNext    ReqEnd = 1 // REQ_END_NEXT
+	ReqEndRelease ReqEnd = 2 // REQ_END_RELEASE
+	ReqEndClose   ReqEnd = 3 // REQ_END_CLOSE
+	ReqEndReset   ReqEnd = 4 // REQ_END_RESET
+)
+
 // encode writes v as struct leg_key into b[:LegKeySize].
 func (v *LegKey) encode(b []byte) {
 	_ = b[LegKeySize-1]
@@ -347,6 +358,11 @@ func (v *Leg) encode(b []byte) {
 	ne.PutUint32(b[72:], v.WinEdge)
 	ne.PutUint32(b[76:], v.CliEdge)
 	ne.PutUint64(b[80:], v.LastNs)
+	ne.PutUint64(b[88:], v.ReqNs)
+	ne.PutUint32(b[96:], v.FirstUs)
+	ne.PutUint32(b[100:], v.LastUs)
+	ne.PutUint32(b[104:], v.ReqTx)
+	clear(b[108:112])
 }
 
 // decode reads v from struct leg in b[:LegSize].
@@ -378,6 +394,10 @@ func (v *Leg) decode(b []byte) {
 	v.WinEdge = ne.Uint32(b[72:])
 	v.CliEdge = ne.Uint32(b[76:])
 	v.LastNs = ne.Uint64(b[80:])
+	v.ReqNs = ne.Uint64(b[88:])
+	v.FirstUs = ne.Uint32(b[96:])
+	v.LastUs = ne.Uint32(b[100:])
+	v.ReqTx = ne.Uint32(b[104:])
 }
 
 // encode writes v as struct binding into b[:BindingSize].
@@ -566,6 +586,8 @@ func (v *Config) encode(b []byte) {
 	ne.PutUint32(b[36:], v.SchedLen6)
 	ne.PutUint16(b[40:], v.OurMSS6)
 	clear(b[42:44])
+	ne.PutUint32(b[44:], v.LogEvery)
+	clear(b[48:52])
 	b[32] = addrFamily(v.ListenAddr)
 }
 
@@ -583,6 +605,7 @@ func (v *Config) decode(b []byte) {
 	v.RestWin = ne.Uint32(b[28:])
 	v.SchedLen6 = ne.Uint32(b[36:])
 	v.OurMSS6 = ne.Uint16(b[40:])
+	v.LogEvery = ne.Uint32(b[44:])
 }
 
 // encode writes v as struct ctl_msg into b[:CtlMsgSize].
@@ -693,4 +716,38 @@ func (v *HeldHeader) decode(b []byte) {
 	v.AtNs = ne.Uint64(b[0:])
 	v.Len = ne.Uint32(b[8:])
 	v.Seq = ne.Uint32(b[12:])
+}
+
+// encode writes v as struct req_record into b[:ReqRecordSize].
+func (v *ReqRecord) encode(b []byte) {
+	_ = b[ReqRecordSize-1]
+	v.Client.encode(b[0:40])
+	v.WLeg.encode(b[40:80])
+	ne.PutUint32(b[80:], v.Worker)
+	ne.PutUint32(b[84:], uint32(v.End))
+	ne.PutUint32(b[88:], uint32(v.Pin))
+	ne.PutUint32(b[92:], v.Request)
+	ne.PutUint32(b[96:], v.ReqBytes)
+	ne.PutUint32(b[100:], v.RespBytes)
+	ne.PutUint64(b[104:], v.StartNs)
+	ne.PutUint64(b[112:], v.EndNs)
+	ne.PutUint32(b[120:], v.FirstUs)
+	ne.PutUint32(b[124:], v.LastUs)
+}
+
+// decode reads v from struct req_record in b[:ReqRecordSize].
+func (v *ReqRecord) decode(b []byte) {
+	_ = b[ReqRecordSize-1]
+	v.Client.decode(b[0:40])
+	v.WLeg.decode(b[40:80])
+	v.Worker = ne.Uint32(b[80:])
+	v.End = ReqEnd(ne.Uint32(b[84:]))
+	v.Pin = PinReason(ne.Uint32(b[88:]))
+	v.Request = ne.Uint32(b[92:])
+	v.ReqBytes = ne.Uint32(b[96:])
+	v.RespBytes = ne.Uint32(b[100:])
+	v.StartNs = ne.Uint64(b[104:])
+	v.EndNs = ne.Uint64(b[112:])
+	v.FirstUs = ne.Uint32(b[120:])
+	v.LastUs = ne.Uint32(b[124:])
 }

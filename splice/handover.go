@@ -598,6 +598,7 @@ func (lb *LB) writeSettings() error {
 	kc.Flags = kc.Flags&^(kern.ConfigRouted|kern.ConfigAnswerSyn) | lb.cfg.flags()
 	kc.Policy = lb.cfg.Policy.code()
 	kc.Protocol = lb.cfg.Protocol
+	kc.LogEvery = lb.cfg.LogEvery
 	if err := lb.dp.SetConfig(kc); err != nil {
 		return err
 	}

@@ -98,6 +98,13 @@ type Config struct {
 	// Check is the active health check of every worker (--check; nil:
 	// none, the passive check only).
 	Check *CheckSpec
+	// LogEvery: the data plane writes a request record for one request in
+	// LogEvery (1: all, 0: none): the access log and the latency
+	// histograms are made of them.
+	LogEvery uint32
+	// AccessLog is where the records go, one JSON object a line ("-":
+	// standard output, "": nowhere).
+	AccessLog string
 	// SlowStart: a worker that comes back up (a check, a connection
 	// after failures) has its weight ramped over this (0: at once).
 	SlowStart time.Duration
@@ -247,6 +254,7 @@ type LB struct {
 	dp  *DataPlane
 
 	listeners []*net.TCPListener
+	reqlog    *reqLog     // request records: the access log, the latency histograms
 	files     int         // descriptors worker connections may take (fileBudget)
 	filesFull atomic.Bool // the budget capped a pool (logged once)
 	dialer    *dialer     // pool connections without sockets (nil with DialSocket, unless a takeover passed dialed legs)
@@ -310,7 +318,12 @@ func Start(cfg Config) (*LB, error) {
 		cfg.Linger = DefaultLinger
 	}
 	raiseFileLimit(cfg.Log)
+	reqlog, err := openReqLog(cfg.AccessLog)
+	if err != nil {
+		return nil, err
+	}
 	lb := &LB{
+		reqlog:    reqlog,
 		files:     fileBudget(),
 		cfg:       cfg,
 		log:       cfg.Log,
@@ -436,7 +449,7 @@ func (lb *LB) start() error {
 	// window scale and MSS: the first address of each family says what
 	// the data plane announces to that family's clients.
 	kc := kern.Config{ListenPort: cfg.Port, Flags: cfg.flags(), Policy: cfg.Policy.code(),
-		Protocol: cfg.Protocol, RestWin: uint32(2 * lb.workerMSS)}
+		Protocol: cfg.Protocol, RestWin: uint32(2 * lb.workerMSS), LogEvery: cfg.LogEvery}
 	probed := map[int]bool{}
 	for _, a := range addrs {
 		if probed[family(a)] {
@@ -565,6 +578,13 @@ func (lb *LB) runLoops() {
 		lb.goroutine(func() { lb.accept(ln) })
 	}
 	lb.goroutine(func() { lb.reaper(ctx) })
+	if lb.cfg.LogEvery > 0 {
+		if rd, err := ebpf.NewRingBufReader(lb.dp.Objs.ReqLog); err != nil {
+			lb.log.Error("request records: no access log, no latency histograms", "err", err)
+		} else {
+			lb.goroutine(func() { lb.readRequests(ctx, rd) })
+		}
+	}
 	lb.goroutine(func() { lb.releaser(ctx) })
 	if lb.replay != nil {
 		lb.goroutine(func() { lb.replayLoop(ctx) })
@@ -1327,6 +1347,9 @@ func (lb *LB) teardown() error {
 		}
 	}
 	lb.attached = nil
+	if err := lb.reqlog.close(); err != nil {
+		errs = append(errs, fmt.Errorf("access log: %w", err))
+	}
 	lb.replay.close()
 	if lb.dialer != nil {
 		lb.dialer.close()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -97,6 +98,7 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterFramedClose:  "Client connections the data plane closed after the whole framed answer to an HTTP/1.0 request: the worker connection went back to the pool.",
 	kern.CounterUnframed:     "Answers to such a request whose length the data plane could not read (no Content-Length, headers past the first 2048 bytes of the first segment): pinned, the worker closes.",
 	kern.CounterFrameWait:    "Worker segments dropped: past the start of such an answer before its first segment arrived (lost, reordered); the worker sends them again.",
+	kern.CounterReqlogLost:   "Request records not written: their ring was full (the reader behind; see --log-requests).",
 }
 
 // verdictCounters are exported as xlb_verdicts_total{verdict=...}.
@@ -179,6 +181,28 @@ func WriteMetrics(w io.Writer, s Status) error {
 	perWorker("xlb_worker_response_bytes_total", "counter", "Payload bytes from the worker to clients.", func(x WorkerStatus) uint64 { return x.BytesOut })
 	perWorker("xlb_worker_binds_total", "counter", "Times one of the worker's idle connections was bound to a client.", func(x WorkerStatus) uint64 { return x.Binds })
 	perWorker("xlb_worker_releases_total", "counter", "Times a client gave one of the worker's connections back (at a remix, an idle release or a rematch).", func(x WorkerStatus) uint64 { return x.Releases })
+
+	histo := func(name, help string, h func(*workerLatency) *histogram) {
+		family(name, "histogram", help)
+		for _, x := range s.Workers {
+			if x.latency == nil {
+				continue
+			}
+			hh := h(x.latency)
+			var cum uint64
+			for i, bound := range latencyBounds {
+				cum += hh.counts[i]
+				sample(name+"_bucket", cum, "worker", x.Addr, "le", strconv.FormatFloat(bound, 'g', -1, 64))
+			}
+			sample(name+"_bucket", hh.n, "worker", x.Addr, "le", "+Inf")
+			fmt.Fprintf(&b, "%s_sum{worker=\"%s\"} %s\n", name, escapeLabel(x.Addr), strconv.FormatFloat(hh.sum, 'g', -1, 64))
+			sample(name+"_count", hh.n, "worker", x.Addr)
+		}
+	}
+	histo("xlb_request_duration_seconds", "Time from a request's first byte to its answer's last, requests logged (--log-requests).",
+		func(l *workerLatency) *histogram { return &l.duration })
+	histo("xlb_time_to_first_byte_seconds", "Time from a request's first byte to its answer's first, requests logged (--log-requests).",
+		func(l *workerLatency) *histogram { return &l.ttfb })
 
 	if len(s.Counters) > 0 {
 		family("xlb_verdicts_total", "counter", "Packets by XDP verdict.")

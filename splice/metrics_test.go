@@ -2,6 +2,7 @@ package splice
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 
@@ -12,9 +13,15 @@ import (
 // family announced by HELP and TYPE lines, counters end in _total, gauges do
 // not, labels are quoted, and every data-plane counter is exported.
 func TestWriteMetrics(t *testing.T) {
+	lat := &workerLatency{}
+	for _, d := range []float64{0.0002, 0.0002, 0.003, 0.07, 20} {
+		lat.duration.observe(d)
+		lat.ttfb.observe(d / 2)
+	}
 	st := Status{Pid: 1, Iface: "lo", Port: 8080, Clients: 3, Unspliced: 1, Goroutines: 12,
 		Workers: []WorkerStatus{
-			{Addr: "127.0.0.1:4171", State: "up", Weight: 2, Legs: 6, Bound: 2, Idle: 3, Cooling: 1, Binds: 7, Releases: 6, Requests: 42, BytesIn: 1000, BytesOut: 9000},
+			{Addr: "127.0.0.1:4171", State: "up", Weight: 2, Legs: 6, Bound: 2, Idle: 3, Cooling: 1, Binds: 7, Releases: 6, Requests: 42, BytesIn: 1000, BytesOut: 9000,
+				latency: lat},
 			{Addr: `odd"name\`, State: "down", Weight: 1},
 		},
 		Counters: map[string]uint64{},
@@ -39,7 +46,7 @@ func TestWriteMetrics(t *testing.T) {
 			}
 			helped[f[2]] = true
 		case strings.HasPrefix(line, "# TYPE "):
-			if len(f) != 4 || (f[3] != "counter" && f[3] != "gauge") {
+			if len(f) != 4 || (f[3] != "counter" && f[3] != "gauge" && f[3] != "histogram") {
 				t.Errorf("bad TYPE line %q", line)
 				continue
 			}
@@ -63,7 +70,17 @@ func TestWriteMetrics(t *testing.T) {
 			if !strings.HasPrefix(name, "xlb_") {
 				t.Errorf("sample %q lacks the xlb_ prefix", line)
 			}
-			typ, ok := types[name]
+			family := name
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if f, ok := strings.CutSuffix(name, suf); ok && types[f] == "histogram" {
+					family = f
+				}
+			}
+			typ, ok := types[family]
+			if typ == "histogram" && family == name {
+				t.Errorf("histogram sample %q is none of _bucket, _sum, _count", line)
+			}
+			name = family
 			if !ok || !helped[name] {
 				t.Errorf("sample %q before its HELP and TYPE lines", line)
 			}
@@ -74,6 +91,16 @@ func TestWriteMetrics(t *testing.T) {
 		}
 	}
 	want := map[string]string{
+		// 0.2 ms twice, 3 ms, 70 ms, 20 s: cumulative buckets, +Inf all.
+		`xlb_request_duration_seconds_bucket{worker="127.0.0.1:4171",le="0.0001"}`:   "0",
+		`xlb_request_duration_seconds_bucket{worker="127.0.0.1:4171",le="0.00025"}`:  "2",
+		`xlb_request_duration_seconds_bucket{worker="127.0.0.1:4171",le="0.005"}`:    "3",
+		`xlb_request_duration_seconds_bucket{worker="127.0.0.1:4171",le="0.1"}`:      "4",
+		`xlb_request_duration_seconds_bucket{worker="127.0.0.1:4171",le="10"}`:       "4",
+		`xlb_request_duration_seconds_bucket{worker="127.0.0.1:4171",le="+Inf"}`:     "5",
+		`xlb_request_duration_seconds_count{worker="127.0.0.1:4171"}`:                "5",
+		`xlb_request_duration_seconds_sum{worker="127.0.0.1:4171"}`:                  "20.0734",
+		`xlb_time_to_first_byte_seconds_bucket{worker="127.0.0.1:4171",le="0.0001"}`: "2",
 		`xlb_client_legs_open`: "3",
 		`xlb_unspliced_total`:  "1",
 		`xlb_goroutines`:       "12",
@@ -107,6 +134,39 @@ func TestWriteMetrics(t *testing.T) {
 		}
 		if !strings.Contains(text, `"`+i.String()+`"} `) && !strings.Contains(text, "xlb_dataplane_"+i.String()+"_total ") {
 			t.Errorf("counter %s is not exported", i)
+		}
+	}
+}
+
+func TestHistogramQuantile(t *testing.T) {
+	var h histogram
+	if q := h.quantile(0.5); !math.IsNaN(q) {
+		t.Errorf("empty: %v", q)
+	}
+	for range 100 {
+		h.observe(0.003) // in (0.0025, 0.005]
+	}
+	if q := h.quantile(0.5); q <= 0.0025 || q > 0.005 {
+		t.Errorf("p50 of 3 ms: %v", q)
+	}
+	h.observe(30) // above the last bound
+	if q := h.quantile(1); q != 10 {
+		t.Errorf("p100 past the last bound: %v", q)
+	}
+	if q := h.quantile(0.99); q > 0.005 {
+		t.Errorf("p99 of 100 at 3 ms and one at 30 s: %v", q)
+	}
+}
+
+func TestParseLogRequests(t *testing.T) {
+	for in, want := range map[string]uint32{"all": 1, "off": 0, "1": 1, "100": 100} {
+		if got, err := ParseLogRequests(in); err != nil || got != want {
+			t.Errorf("%q: %d, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "0", "-1", "some", "4294967296"} {
+		if _, err := ParseLogRequests(bad); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }

@@ -36,6 +36,14 @@ type WorkerStatus struct {
 	Checks       uint64 `json:"checks,omitempty"`
 	FailedChecks uint64 `json:"failed_checks,omitempty"`
 	CheckError   string `json:"check_error,omitempty"`
+	// Latency of the requests logged (--log-requests), milliseconds:
+	// request start to the answer's last byte, and to its first byte.
+	Logged       uint64  `json:"logged,omitempty"` // requests with an answer logged
+	LatencyP50Ms float64 `json:"latency_p50_ms,omitempty"`
+	LatencyP99Ms float64 `json:"latency_p99_ms,omitempty"`
+	TTFBP50Ms    float64 `json:"ttfb_p50_ms,omitempty"`
+	TTFBP99Ms    float64 `json:"ttfb_p99_ms,omitempty"`
+	latency      *workerLatency
 }
 
 // Status is the state of a running load balancer.
@@ -94,6 +102,12 @@ func (lb *LB) Status() Status {
 		st.Checks, st.FailedChecks, st.WeightNow = w.checks, w.failedChecks, w.weightNow(time.Now())
 		if w.checkErr != nil {
 			st.CheckError = w.checkErr.Error()
+		}
+		if l, ok := lb.reqlog.latency(w.spec.Addr); ok && l.duration.n > 0 {
+			st.latency = &l
+			st.Logged = l.duration.n
+			st.LatencyP50Ms, st.LatencyP99Ms = l.duration.quantile(0.5)*1e3, l.duration.quantile(0.99)*1e3
+			st.TTFBP50Ms, st.TTFBP99Ms = l.ttfb.quantile(0.5)*1e3, l.ttfb.quantile(0.99)*1e3
 		}
 		if lerr != nil {
 			st.Error = lerr.Error() // its connections are unknown: say why they read 0

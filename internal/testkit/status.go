@@ -153,6 +153,12 @@ type StatsWorker struct {
 	Bound    int    `json:"bound"`
 	Idle     int    `json:"idle"`
 	Cooling  int    `json:"cooling"`
+	// Latency of the requests logged (--log-requests), milliseconds.
+	Logged       uint64  `json:"logged"`
+	LatencyP50Ms float64 `json:"latency_p50_ms"`
+	LatencyP99Ms float64 `json:"latency_p99_ms"`
+	TTFBP50Ms    float64 `json:"ttfb_p50_ms"`
+	TTFBP99Ms    float64 `json:"ttfb_p99_ms"`
 }
 
 type StatsReport struct {

@@ -34,6 +34,7 @@ struct xlb_shared {
 	struct xlb_event xlb_event;
 	struct cooling cooling;
 	struct held_hdr held_hdr;
+	struct req_record req_record;
 	/* enums, each with every constant */
 	enum xlb_counter xlb_counter;
 	enum leg_kind leg_kind;
@@ -52,6 +53,7 @@ struct xlb_shared {
 	enum ctl_op ctl_op;
 	enum ctl_done ctl_done;
 	enum event_type event_type;
+	enum req_end req_end;
 };
 
 struct xlb_shared *xlb_shared SEC(".anchors");

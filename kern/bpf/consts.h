@@ -9,6 +9,7 @@
 #define XLB_MAX_HANDSHAKES  16384  /* SYNs / SYN-ACKs remembered (LRU: a SYN flood only churns it) */
 #define XLB_MAX_WORKERS     256
 #define XLB_EVENT_WAKE      (64 * 88) /* bytes of finished legs' events (88 a record) that wake user space (see emit()) */
+#define XLB_REQLOG_RING     (2 * 1024 * 1024) /* bytes of the request record ring: 16k records, read every 50 ms by user space */
 #define XLB_EVENT_RING      (4 * 1024 * 1024) /* bytes of the event ring buffer: 50k events (a burst of 20k connections ending at once sends 40k) */
 
 #define XLB_MAX_OPT_LEN     40     /* TCP options: at most 40 bytes */

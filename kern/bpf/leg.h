@@ -78,6 +78,90 @@ static __always_inline int set_state(struct leg *leg, __u32 from, __u32 to)
 	return __sync_val_compare_and_swap(&leg->state, from, to) == from;
 }
 
+/* Request records (xlb_config.log_every; struct req_record). A logged
+ * request has its worker leg's req_ns set when it starts; the answer's
+ * segments note their first and last bytes' times; its end writes the
+ * record. A request not logged costs a load of req_ns where it would. */
+
+/* log_sample: worker leg w starts a request, its client's bytes from tx
+ * (sent_hi's value then): logged if one in `every` is drawn. Global, as the
+ * two below: verified once, not in every program and path that inlines its
+ * callers (the fast path's budget). */
+__attribute__((noinline)) int log_sample(struct leg *w, __u32 every, __u32 tx)
+{
+	__u64 t = 0;
+
+	if (!w)
+		return 0;
+	if (every == 1 || (every && bpf_get_prandom_u32() % every == 0)) {
+		t = bpf_ktime_get_ns();
+		WRITE_ONCE(w->first_us, 0);
+		WRITE_ONCE(w->last_us, 0);
+		WRITE_ONCE(w->req_tx, tx);
+	}
+	WRITE_ONCE(w->req_ns, t);
+	return 0;
+}
+
+/* log_start: a request starts on w (see log_sample); nothing to do while
+ * request records are off. */
+static __always_inline void log_start(struct leg *w, const struct xlb_config *cfg, __u32 tx)
+{
+	if (cfg->log_every)
+		log_sample(w, cfg->log_every, tx);
+}
+
+/* log_answer notes a segment of a logged request's answer that ends at
+ * end (new data past req_mark). */
+static __always_inline void log_answer(struct leg *w, __u32 end)
+{
+	__u64 start = READ_ONCE(w->req_ns);
+	__u32 us;
+
+	if (!start || !seq_gt(end, READ_ONCE(w->req_mark)))
+		return;
+	us = (__u32)((bpf_ktime_get_ns() - start) / 1000) + 1;
+	if (!READ_ONCE(w->first_us))
+		WRITE_ONCE(w->first_us, us);
+	WRITE_ONCE(w->last_us, us);
+}
+
+/* log_end writes the record of worker leg w's logged request (its client
+ * ck, its own key wk, the request's number on the client's connection),
+ * once: the one that clears req_ns writes it. Global: verified once, not
+ * at each of its callers. */
+__attribute__((noinline)) int log_end(struct leg *w, const struct leg_key *ck, const struct leg_key *wk,
+				      __u32 end, __u32 request)
+{
+	struct req_record *r;
+	__u64 start;
+
+	if (!w || !ck || !wk)
+		return 0; /* never: a global function's pointers may be NULL for the verifier */
+	start = READ_ONCE(w->req_ns);
+	if (!start || __sync_val_compare_and_swap(&w->req_ns, start, 0) != start)
+		return 0;
+	r = bpf_ringbuf_reserve(&xlb_reqlog, sizeof(*r), 0);
+	if (!r) {
+		count(XLB_CNT_REQLOG_LOST);
+		return 0;
+	}
+	r->client = *ck;
+	r->wleg = *wk;
+	r->worker = w->worker;
+	r->end = end;
+	r->pin = READ_ONCE(w->pin);
+	r->request = request;
+	r->req_bytes = READ_ONCE(w->sent_hi) - READ_ONCE(w->req_tx);
+	r->resp_bytes = READ_ONCE(w->peer_hi) - READ_ONCE(w->req_mark);
+	r->start_ns = start;
+	r->end_ns = bpf_ktime_get_ns();
+	r->first_us = READ_ONCE(w->first_us);
+	r->last_us = READ_ONCE(w->last_us);
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	return 1;
+}
+
 /* finish marks a leg dead (from any live state) and reports it once. */
 static __always_inline void finish(const struct leg_key *key, struct leg *leg)
 {

@@ -254,6 +254,15 @@ struct xlb_map_def SEC("maps") xlb_wstats = {
 };
 
 /* Events to user space (struct xlb_event). */
+/* Request records (struct req_record), for the requests config log_every
+ * samples: user space reads them on its own time (no wake-up). */
+struct xlb_map_def SEC("maps") xlb_reqlog = {
+	.type = BPF_MAP_TYPE_RINGBUF,
+	.key_size = 0,
+	.value_size = 0,
+	.max_entries = XLB_REQLOG_RING,
+};
+
 struct xlb_map_def SEC("maps") xlb_events = {
 	.type = BPF_MAP_TYPE_RINGBUF,
 	.key_size = 0,

@@ -87,6 +87,7 @@ enum xlb_counter {
 	XLB_CNT_FRAMED_CLOSE = 60, /* the client of such a request had its connection closed by the program after the whole answer (its length read from it): the worker leg went back to the pool */
 	XLB_CNT_UNFRAMED = 61,     /* the answer to such a request had no length the program could read: pinned, the worker ends it (PIN_CLOSE) */
 	XLB_CNT_FRAME_WAIT = 62,   /* drop: worker data past the start of such an answer before its first segment (lost, reordered): the worker sends it again */
+	XLB_CNT_REQLOG_LOST = 63,  /* a request record found its ring full (user space behind): not written */
 	XLB_CNT_MAX
 };
 
@@ -188,6 +189,37 @@ struct leg {
 	                      * the window the client had): a client whose data reaches it was
 	                      * held by the window, not at the end of a write (track_client) */
 	__u64 last_ns;       /* now_ns() (CLOCK_MONOTONIC_COARSE) of the last packet from the peer */
+	/* request records (worker legs, bound; see struct req_record) */
+	__u64 req_ns;        /* bpf_ktime_get_ns() when the request started, if it is logged (0: not) */
+	__u32 first_us;      /* its answer's first byte, microseconds after req_ns, plus 1 (0: none yet) */
+	__u32 last_us;       /* its answer's last byte so far, the same way */
+	__u32 req_tx;        /* sent_hi when the request started: its bytes are sent_hi - req_tx */
+	__u32 pad3;
+};
+
+/* How a logged exchange ended (struct req_record.end). */
+enum req_end {
+	REQ_END_NEXT = 1,    /* the client's next request came */
+	REQ_END_RELEASE = 2, /* idle release: the client gave its worker connection back */
+	REQ_END_CLOSE = 3,   /* the client closed its connection (a FIN) */
+	REQ_END_RESET = 4,   /* a RST ended the pair */
+};
+
+/* A request record, written to xlb_reqlog when a logged exchange ends (see
+ * xlb_config.log_every). Times are bpf_ktime_get_ns() (CLOCK_MONOTONIC). */
+struct req_record {
+	struct leg_key client; /* the client's connection (peer: the client) */
+	struct leg_key wleg;   /* the worker connection (peer: the worker) */
+	__u32 worker;          /* worker id */
+	__u32 end;             /* enum req_end */
+	__u32 pin;             /* enum pin_reason of the pair when it ended (0: free) */
+	__u32 request;         /* the request's number on the client's connection (1: its first) */
+	__u32 req_bytes;       /* request bytes sent to the worker */
+	__u32 resp_bytes;      /* answer bytes from the worker (interim 1xx answers excepted) */
+	__u64 start_ns;        /* when the request's first segment came */
+	__u64 end_ns;          /* when the exchange ended (end) */
+	__u32 first_us;        /* the answer's first byte, microseconds after start_ns, plus 1 (0: no answer) */
+	__u32 last_us;         /* the answer's last byte, the same way */
 };
 
 /* What the client's protocol is (--protocol, or classified from the first
@@ -359,6 +391,8 @@ struct xlb_config {
 	__u32 sched_len6;      /* sched_len of xlb_sched6: the IPv6 workers' schedule */
 	__u16 our_mss6;        /* our_mss for IPv6 clients (the IPv6 listener's) */
 	__u16 pad6;
+	__u32 log_every;       /* request records: 0 none, 1 every request, N one in N (random) */
+	__u32 pad7;
 };
 
 /* --protocol: which rules tell a message boundary. */

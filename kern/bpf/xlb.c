@@ -859,11 +859,12 @@ static __always_inline int warm_up(const struct xlb_config *cfg, const int moves
 /* start_request marks where worker leg w's answer to a new request will
  * start, and that nothing of the request has reached it yet. Written before
  * w is bound (its worker cannot answer before the request it has not had). */
-static __always_inline void start_request(struct leg *w)
+static __always_inline void start_request(struct leg *w, const struct xlb_config *cfg)
 {
 	WRITE_ONCE(w->req_mark, READ_ONCE(w->peer_hi));
 	WRITE_ONCE(w->sent_hi, READ_ONCE(w->snd_nxt));
 	WRITE_ONCE(w->win_edge, READ_ONCE(w->peer_hi)); /* set by the request */
+	log_start(w, cfg, READ_ONCE(w->snd_nxt));
 }
 
 /* remix moves client leg c (key ck), bound with binding b to worker leg w,
@@ -891,7 +892,7 @@ static __always_inline struct binding *remix(const struct leg_key *ck, struct le
 		count(XLB_CNT_REMIX_NO_IDLE);
 		return NULL;
 	}
-	start_request(n);
+	start_request(n, cfg);
 	materialize(c, b, w, 0);
 	materialize(w, bw, c, rest_win(cfg, w));
 	offer_edge(c, n);
@@ -971,6 +972,8 @@ static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding
 	if (stage == STAGE_MAIN && move)
 		return 1;
 	count(XLB_CNT_REQUEST);
+	if (READ_ONCE(w->req_ns))
+		log_end(w, &p->key, &b->to, REQ_END_NEXT, c->requests);
 	c->requests++;
 	nb = NULL;
 	if ((stage == STAGE_BIND || stage == STAGE_REMIX) && move)
@@ -979,6 +982,7 @@ static __always_inline int boundary(struct pkt *p, struct leg *c, struct binding
 		struct worker_stats *ws = wstats(w->worker);
 
 		WRITE_ONCE(w->req_mark, w_hi);
+		log_start(w, cfg, READ_ONCE(w->sent_hi));
 		if (ws)
 			ws->requests++;
 		return 0;
@@ -1095,6 +1099,8 @@ static __always_inline int worker_data(const struct pkt *p, struct leg *w, struc
 	__u32 reason = 0;
 	int st;
 
+	if (hold)
+		log_answer(w, end); /* the fast path sends a logged request's answer here */
 	if (READ_ONCE(w->pin))
 		return 0;
 	mark = READ_ONCE(w->req_mark);
@@ -1258,6 +1264,8 @@ static __always_inline int client_leaves(struct pkt *p, struct leg *c, const str
 		return 0;
 	if (!set_state(c, LEG_BOUND, LEG_CLOSING))
 		return 0;
+	if (READ_ONCE(w->req_ns))
+		log_end(w, &p->key, &wk, REQ_END_CLOSE, c->requests);
 	materialize(c, b, w, 0);
 	materialize(w, bw, c, rest_win(cfg, w));
 	bpf_map_delete_elem(&xlb_binds, &wk);
@@ -1300,6 +1308,8 @@ static __always_inline int framed_close(struct pkt *p, struct leg *c, struct bin
 		return 0;
 	if (!set_state(c, LEG_BOUND, LEG_CLOSING))
 		return 0;
+	if (READ_ONCE(w->req_ns))
+		log_end(w, &p->key, &wk, REQ_END_CLOSE, c->requests);
 	materialize(c, b, w, 0);
 	materialize(w, bw, c, rest_win(cfg, w));
 	WRITE_ONCE(c->snd_nxt, READ_ONCE(c->snd_nxt) + 1); /* our FIN */
@@ -1345,7 +1355,12 @@ static __always_inline void on_bound(struct pkt *p, struct leg *leg, struct bind
 		 * kill the pair. */
 		if (rst_exact(leg, p)) {
 			struct leg *z = bpf_map_lookup_elem(&xlb_legs, &b->to);
+			int from_worker = leg->kind == LEG_WORKER;
+			struct leg *wl = from_worker ? leg : z, *cl = from_worker ? z : leg;
 
+			if (wl && cl && READ_ONCE(wl->req_ns))
+				log_end(wl, from_worker ? &b->to : &p->key, from_worker ? &p->key : &b->to,
+					REQ_END_RESET, cl->requests);
 			__sync_fetch_and_or(&leg->rx_flags, LEG_RX_RST);
 			finish(&p->key, leg);
 			if (z)
@@ -1441,7 +1456,7 @@ static __always_inline __u32 first_bind(struct pkt *p, struct leg *leg, struct x
 		pin = classify(k, leg, cfg, proto, start); /* before bind_legs: the bindings carry the protocol */
 	else if (!READ_ONCE(leg->pin))
 		pin = start;
-	start_request(w);
+	start_request(w, cfg);
 	offer_edge(leg, w);
 	if (bind_legs(&p->key, leg, &wk, w, 0)) {
 		leg->state = LEG_IDLE;
@@ -1876,6 +1891,8 @@ static __always_inline int fast_path(struct pkt *p, struct leg *leg, struct xlb_
 	b = bpf_map_lookup_elem(&xlb_binds, &p->key);
 	if (!b || READ_ONCE(leg->state) != LEG_BOUND || !plausible(leg, p))
 		goto slow;
+	if (leg->kind == LEG_WORKER && p->payload && READ_ONCE(leg->req_ns))
+		goto slow; /* a logged request's answer: its times are noted there (worker_data) */
 	if (leg->kind == LEG_WORKER && p->payload && (b->flags & BIND_KEEP) &&
 	    (!(b->flags & BIND_FIN_AT) || p->seq == READ_ONCE(leg->req_mark)))
 		goto slow; /* an answer not framed yet, or its first segment again: xlb_slow's (worker_data) */
@@ -2307,6 +2324,8 @@ int xlb_ctl(struct xdp_md *ctx)
 			set_state(c, LEG_PARKED, LEG_BOUND);
 			return XDP_DROP;
 		}
+		if (READ_ONCE(w->req_ns))
+			log_end(w, &k, &wk, REQ_END_RELEASE, c->requests);
 		materialize(c, b, w, 0);
 		materialize(w, bw, c, rest_win(cfg, w));
 		bpf_map_delete_elem(&xlb_binds, &wk);

@@ -75,6 +75,7 @@ var structs = []structSpec{
 	{c: "xlb_event", goName: "Event"},
 	{c: "cooling", goName: "CoolingEntry"},
 	{c: "held_hdr", goName: "HeldHeader"},
+	{c: "req_record", goName: "ReqRecord"},
 }
 
 // enumSpec maps an enum of structs.h to Go constants: cPrefix is cut from
@@ -110,6 +111,7 @@ var enums = []enumSpec{
 	{c: "ctl_op", goType: "CtlOp", cPrefix: "CTL_", goPrefix: "Ctl"},
 	{c: "ctl_done", cPrefix: "CTL_", goPrefix: "Ctl"},
 	{c: "event_type", goType: "EventType", cPrefix: "EV_", goPrefix: "Event"},
+	{c: "req_end", goType: "ReqEnd", cPrefix: "REQ_END_", goPrefix: "ReqEnd"},
 }
 
 // acronyms are the words of C names that Go spells otherwise than

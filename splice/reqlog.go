@@ -1,0 +1,272 @@
+package splice
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/ebpf"
+	"github.com/xlb-lb/xlb/kern"
+)
+
+// Request records: the data plane writes one when a logged exchange ends
+// (kern log_end: the client's next request, an idle release, the client's
+// close, a reset), for one request in Config.LogEvery (--log-requests).
+// They feed the access log (--access-log, one JSON object a line) and each
+// worker's latency histograms (metrics, xlb stats). Records of requests
+// still open when xlb stops, or whose pair user space ends (--client-timeout,
+// --drain-timeout), are not written.
+
+// reqLogPoll is how often the record ring is read: the data plane does not
+// wake the reader (a wake-up a request would cost an interrupt each).
+const reqLogPoll = 50 * time.Millisecond
+
+// ParseLogRequests reads --log-requests: all, off, or N (one request in N).
+func ParseLogRequests(s string) (uint32, error) {
+	switch s {
+	case "all":
+		return 1, nil
+	case "off":
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("%q: must be all, off, or N (one request in N, N from 1)", s)
+	}
+	return uint32(n), nil
+}
+
+// latencyBounds are the histograms' bucket bounds, seconds.
+var latencyBounds = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// histogram counts observations by latencyBounds (the last bucket: above).
+type histogram struct {
+	counts [17]uint64 // len(latencyBounds)+1
+	sum    float64
+	n      uint64
+}
+
+func (h *histogram) observe(s float64) {
+	i := sort.SearchFloat64s(latencyBounds, s) // the first bound >= s
+	h.counts[i]++
+	h.sum += s
+	h.n++
+}
+
+// quantile estimates the q quantile (0..1), interpolating within a bucket
+// (NaN when empty; the last bound when it falls above).
+func (h *histogram) quantile(q float64) float64 {
+	if h.n == 0 {
+		return math.NaN()
+	}
+	rank := q * float64(h.n)
+	var cum float64
+	for i, c := range h.counts {
+		if c == 0 {
+			continue
+		}
+		if cum+float64(c) >= rank {
+			if i == len(latencyBounds) {
+				return latencyBounds[i-1]
+			}
+			lo := 0.0
+			if i > 0 {
+				lo = latencyBounds[i-1]
+			}
+			return lo + (latencyBounds[i]-lo)*(rank-cum)/float64(c)
+		}
+		cum += float64(c)
+	}
+	return latencyBounds[len(latencyBounds)-1]
+}
+
+// workerLatency is one worker's histograms.
+type workerLatency struct {
+	duration histogram // request start to the answer's last byte
+	ttfb     histogram // request start to the answer's first byte
+}
+
+// reqLog consumes the records.
+type reqLog struct {
+	mu      sync.Mutex
+	out     *bufio.Writer // the access log (nil: none)
+	file    io.WriteCloser
+	byAddr  map[netip.AddrPort]*workerLatency
+	records uint64
+	// monoOff turns CLOCK_MONOTONIC nanoseconds into Unix ones: read at
+	// each batch.
+	monoOff int64
+	buf     []byte
+}
+
+// openReqLog makes the consumer; path "" has no access log, "-" is
+// standard output.
+func openReqLog(path string) (*reqLog, error) {
+	r := &reqLog{byAddr: map[netip.AddrPort]*workerLatency{}}
+	switch path {
+	case "":
+	case "-":
+		r.file = nopCloser{os.Stdout}
+	default:
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("--access-log: %w", err)
+		}
+		r.file = f
+	}
+	if r.file != nil {
+		r.out = bufio.NewWriterSize(r.file, 64<<10)
+	}
+	return r, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+// accessLine is one line of the access log.
+type accessLine struct {
+	Time          string   `json:"time"` // when the request's first segment came (RFC 3339, UTC)
+	Client        string   `json:"client"`
+	Worker        string   `json:"worker"`
+	WorkerConn    uint16   `json:"worker_conn"` // xlb's port of the worker connection
+	Request       uint32   `json:"request"`     // its number on the client's connection
+	RequestBytes  uint32   `json:"request_bytes"`
+	ResponseBytes uint32   `json:"response_bytes"`
+	TTFBMs        *float64 `json:"ttfb_ms"`     // null: no answer
+	DurationMs    *float64 `json:"duration_ms"` // to the answer's last byte; null: no answer
+	End           string   `json:"end"`         // next, release, close, reset
+	Pinned        string   `json:"pinned,omitempty"`
+}
+
+// batchStart is called before a batch of records.
+func (r *reqLog) batchStart() {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) == nil {
+		r.monoOff = time.Now().UnixNano() - ts.Nano()
+	}
+}
+
+// add takes one record.
+func (r *reqLog) add(rec *kern.ReqRecord) {
+	worker := rec.WLeg.Peer
+	r.mu.Lock()
+	r.records++
+	l := r.byAddr[worker]
+	if l == nil {
+		l = &workerLatency{}
+		r.byAddr[worker] = l
+	}
+	var ttfb, dur *float64
+	if rec.FirstUs > 0 {
+		f, d := float64(rec.FirstUs-1)/1e6, float64(rec.LastUs-1)/1e6
+		l.ttfb.observe(f)
+		l.duration.observe(d)
+		fm, dm := float64(rec.FirstUs-1)/1e3, float64(rec.LastUs-1)/1e3 // whole microseconds
+		ttfb, dur = &fm, &dm
+	}
+	r.mu.Unlock()
+	if r.out == nil {
+		return
+	}
+	line := accessLine{
+		Time:          time.Unix(0, int64(rec.StartNs)+r.monoOff).UTC().Format(time.RFC3339Nano),
+		Client:        rec.Client.Peer.String(),
+		Worker:        worker.String(),
+		WorkerConn:    rec.WLeg.Local.Port(),
+		Request:       rec.Request,
+		RequestBytes:  rec.ReqBytes,
+		ResponseBytes: rec.RespBytes,
+		TTFBMs:        ttfb,
+		DurationMs:    dur,
+		End:           rec.End.String(),
+	}
+	if rec.Pin != kern.PinNone {
+		line.Pinned = rec.Pin.String()
+	}
+	b, err := json.Marshal(line)
+	if err != nil {
+		return
+	}
+	r.out.Write(append(b, '\n'))
+}
+
+// flush writes what the access log buffered.
+func (r *reqLog) flush() error {
+	if r.out == nil {
+		return nil
+	}
+	return r.out.Flush()
+}
+
+func (r *reqLog) close() error {
+	if r.file == nil {
+		return nil
+	}
+	err := r.flush()
+	if cerr := r.file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// latency returns a copy of worker's histograms (ok false: no record yet).
+func (r *reqLog) latency(worker netip.AddrPort) (workerLatency, bool) {
+	if r == nil {
+		return workerLatency{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.byAddr[worker]
+	if !ok {
+		return workerLatency{}, false
+	}
+	return *l, true
+}
+
+// readRequests reads the record ring until ctx ends (a last read then).
+func (lb *LB) readRequests(ctx context.Context, rd *ebpf.RingBufReader) {
+	defer rd.Close()
+	t := time.NewTicker(reqLogPoll)
+	defer t.Stop()
+	for {
+		lb.drainRequests(rd)
+		select {
+		case <-ctx.Done():
+			lb.drainRequests(rd)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// drainRequests takes every record the ring holds.
+func (lb *LB) drainRequests(rd *ebpf.RingBufReader) {
+	lb.reqlog.batchStart()
+	for range 1 << 20 { // bounded: the ring holds far fewer
+		rec, ok := rd.TryReadAppend(lb.reqlog.buf[:0])
+		if !ok {
+			break
+		}
+		var rr kern.ReqRecord
+		if err := rr.UnmarshalBinary(rec); err != nil {
+			lb.log.Warn("bad request record from the data plane", "err", err)
+			continue
+		}
+		lb.reqlog.add(&rr)
+	}
+	if err := lb.reqlog.flush(); err != nil {
+		lb.log.Error("writing the access log", "err", err)
+	}
+}
