@@ -73,9 +73,12 @@ func TestHealthCheckHTTP(t *testing.T) {
 	sick := addrs[1]
 	sickFlag := filepath.Join(flags, "4172")
 	sock := testkit.OwnSocket(t)
-	lb := startXLB(t, ns, "lo", 8080, addrs, append(sock, "--check", "http:/health",
+	// The sick worker weighs 4: once back, --slowstart ramps it from 1.
+	xlbWorkers := append([]string{}, addrs...)
+	xlbWorkers[1] += "@4"
+	lb := startXLB(t, ns, "lo", 8080, xlbWorkers, append(sock, "--check", "http:/health",
 		"--check-interval", interval.String(), "--check-timeout", timeout.String(),
-		"--fall", fmt.Sprint(fall), "--rise", fmt.Sprint(rise))...)
+		"--fall", fmt.Sprint(fall), "--rise", fmt.Sprint(rise), "--slowstart", "1s")...)
 	defer lb.Stop()
 
 	var cs []*client
@@ -159,6 +162,27 @@ func TestHealthCheckHTTP(t *testing.T) {
 	t.Logf("%s back up %v after its check passed again (rise x interval = %v)", sick, took.Round(time.Millisecond), rise*interval)
 	if limit := rise*interval + timeout; took > limit {
 		t.Errorf("back up after %v, want within %v", took, limit)
+	}
+	// Slow start: its weight ramps from 1 to 4 over a second.
+	ws, err = listWorkers(ns, sock[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := ws[sick]; w.WeightNow < 1 || w.WeightNow >= 4 || w.Weight != 4 {
+		t.Errorf("right after it came back: weight %d, weight now %d; want 4 and 1 to 3 (--slowstart 1s)", w.Weight, w.WeightNow)
+	}
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ws, err := listWorkers(ns, sock[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws[sick].WeightNow == 4 {
+			t.Logf("full weight %v after it came back", time.Since(healed).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("weight now %d 3 s after it came back, want 4", ws[sick].WeightNow)
+		}
 	}
 	// Its pool refills within a tick or two: wait for its idle
 	// connections (an event of the pool, read from xlb's status).

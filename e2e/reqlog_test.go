@@ -187,13 +187,35 @@ func TestAccessLog(t *testing.T) {
 	for _, s := range sents {
 		all = append(all, s...)
 	}
+	// One more client asks the worker to close after its answer
+	// (Connection: close): the pair is pinned, and both closing ends its
+	// record.
+	closer := dial(t, ns, "127.0.0.1:8080")
+	closeReq := "GET /?closer HTTP/1.1\r\nHost: xlb\r\nConnection: close\r\n\r\n"
+	closer.c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(closer.c, closeReq); err != nil {
+		t.Fatal(err)
+	}
+	closeAnswer, err := io.ReadAll(closer.c) // to the worker's FIN
+	if err != nil || !strings.HasPrefix(string(closeAnswer), "HTTP/1.1 200") {
+		t.Fatalf("Connection: close request: %v %q", err, closeAnswer)
+	}
+	closerAddr := closer.c.LocalAddr().String()
+	closer.c.Close()
 
-	recs := readAccessLog(t, accessLog, len(all))
-	if len(recs) != len(all) {
-		t.Fatalf("%d access log lines for %d requests", len(recs), len(all))
+	recs := readAccessLog(t, accessLog, len(all)+1)
+	if len(recs) != len(all)+1 {
+		t.Fatalf("%d access log lines for %d requests", len(recs), len(all)+1)
 	}
 	byKey := map[string]accessRecord{}
 	for _, r := range recs {
+		if r.Client == closerAddr {
+			if r.End != "close" || r.Pinned != "close" || r.Request != 1 || int(r.RequestBytes) != len(closeReq) ||
+				int(r.ResponseBytes) != len(closeAnswer) {
+				t.Errorf("the Connection: close request's line: %+v; it sent %d bytes, got %d", r, len(closeReq), len(closeAnswer))
+			}
+			continue
+		}
 		k := fmt.Sprintf("%s #%d", r.Client, r.Request)
 		if _, dup := byKey[k]; dup {
 			t.Errorf("two lines for %s", k)

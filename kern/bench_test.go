@@ -138,6 +138,36 @@ func BenchmarkXDPBoundary(b *testing.B) {
 	}
 }
 
+// BenchmarkXDPBoundaryLogged is BenchmarkXDPBoundary with request records
+// on (log_every 1): W1's request is logged, its record written at the
+// boundary, W2's started.
+func BenchmarkXDPBoundaryLogged(b *testing.B) {
+	d := loadDataPlane(b)
+	c := defaultConfig
+	c.LogEvery = 1
+	d.setConfig(c)
+	a := answeredPair()
+	a.w1.ReqNs, a.w1.FirstUs, a.w1.LastUs = 1000, 5, 9
+	frame := a.next().build()
+	w2 := keyBytes(b, worker2Key)
+	setup := func() {
+		d.idleQueue()
+		d.objs.Binds.Delete(w2)
+		d.drainEvents()
+		d.drainRecords()
+		a.store(d, true)
+	}
+	before := d.counters()
+	measure(b, d, frame, setup)
+	after := d.counters()
+	if n := after[kern.CounterRemix] - before[kern.CounterRemix]; n != uint64(b.N) {
+		b.Fatalf("%d remixes in %d runs", n, b.N)
+	}
+	if n := after[kern.CounterReqlogLost] - before[kern.CounterReqlogLost]; n != 0 {
+		b.Fatalf("%d records lost", n)
+	}
+}
+
 // BenchmarkXDPSplicedRepeat: a spliced segment in steady state, repeated in
 // the kernel (no timer to subtract). Leg A (a worker leg, peer P, local L)
 // is bound to the partner key (peer L, local P) with zero offsets: its

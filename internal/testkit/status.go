@@ -143,16 +143,18 @@ func SameLegs(a, b map[string]int) bool {
 // StatsWorker and StatsReport are the parts of `xlb stats --json` the
 // tests read.
 type StatsWorker struct {
-	Addr     string `json:"addr"`
-	State    string `json:"state"`
-	Requests uint64 `json:"requests"`
-	BytesIn  uint64 `json:"bytes_in"`
-	BytesOut uint64 `json:"bytes_out"`
-	Releases uint64 `json:"releases"`
-	Legs     int    `json:"legs"`
-	Bound    int    `json:"bound"`
-	Idle     int    `json:"idle"`
-	Cooling  int    `json:"cooling"`
+	Addr      string `json:"addr"`
+	State     string `json:"state"`
+	Requests  uint64 `json:"requests"`
+	BytesIn   uint64 `json:"bytes_in"`
+	BytesOut  uint64 `json:"bytes_out"`
+	Releases  uint64 `json:"releases"`
+	Legs      int    `json:"legs"`
+	Bound     int    `json:"bound"`
+	Idle      int    `json:"idle"`
+	Cooling   int    `json:"cooling"`
+	Weight    int    `json:"weight"`
+	WeightNow int    `json:"weight_now"` // ramping during --slowstart; 0 while down
 	// Latency of the requests logged (--log-requests), milliseconds.
 	Logged       uint64  `json:"logged"`
 	LatencyP50Ms float64 `json:"latency_p50_ms"`

@@ -154,6 +154,8 @@ __attribute__((noinline)) int log_end(struct leg *w, const struct leg_key *ck, c
 	r->request = request;
 	r->req_bytes = READ_ONCE(w->sent_hi) - READ_ONCE(w->req_tx);
 	r->resp_bytes = READ_ONCE(w->peer_hi) - READ_ONCE(w->req_mark);
+	if (READ_ONCE(w->rx_flags) & LEG_RX_FIN)
+		r->resp_bytes--; /* peer_hi counts the worker's FIN */
 	r->start_ns = start;
 	r->end_ns = bpf_ktime_get_ns();
 	r->first_us = READ_ONCE(w->first_us);

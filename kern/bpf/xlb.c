@@ -1154,6 +1154,16 @@ static __always_inline void check_closed(const struct pkt *p, struct leg *a, con
 	/* z's snd_nxt in its own space: a's peer_hi through the forward offset. */
 	if (READ_ONCE(z->peer_acked) != READ_ONCE(a->peer_hi) + b->seq_off)
 		return;
+	{
+		/* A pinned pair closed both ways (a worker that closes after
+		 * its answer): the request's end. */
+		int from_worker = a->kind == LEG_WORKER;
+		struct leg *wl = from_worker ? a : z, *cl = from_worker ? z : a;
+
+		if (READ_ONCE(wl->req_ns))
+			log_end(wl, from_worker ? &b->to : &p->key, from_worker ? &p->key : &b->to, REQ_END_CLOSE,
+				cl->requests);
+	}
 	finish(&p->key, a);
 	finish(&b->to, z);
 }
