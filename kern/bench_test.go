@@ -118,40 +118,26 @@ func BenchmarkXDPContinuation(b *testing.B) {
 // BenchmarkXDPBoundary: the client's next request after a whole answer, a
 // request boundary: the program remixes the client onto the idle worker
 // leg W2 and releases W1.
-func BenchmarkXDPBoundary(b *testing.B) {
-	d := loadDataPlane(b)
-	a := answeredPair()
-	frame := a.next().build()
-	w2 := keyBytes(b, worker2Key)
-	setup := func() {
-		d.idleQueue() // W1, released by the previous run
-		d.objs.Binds.Delete(w2)
-		d.drainEvents()
-		a.store(d, true)
-	}
-	before := d.counters()
-	measure(b, d, frame, setup)
-	after := d.counters()
-	// Every run must have been a remix, or the figure is of something else.
-	if n := after[kern.CounterRemix] - before[kern.CounterRemix]; n != uint64(b.N) {
-		b.Fatalf("%d remixes in %d runs", n, b.N)
-	}
-}
+func BenchmarkXDPBoundary(b *testing.B) { benchBoundary(b, false) }
 
 // BenchmarkXDPBoundaryLogged is BenchmarkXDPBoundary with request records
 // on (log_every 1): W1's request is logged, its record written at the
 // boundary, W2's started.
-func BenchmarkXDPBoundaryLogged(b *testing.B) {
+func BenchmarkXDPBoundaryLogged(b *testing.B) { benchBoundary(b, true) }
+
+func benchBoundary(b *testing.B, logged bool) {
 	d := loadDataPlane(b)
-	c := defaultConfig
-	c.LogEvery = 1
-	d.setConfig(c)
 	a := answeredPair()
-	a.w1.ReqNs, a.w1.FirstUs, a.w1.LastUs = 1000, 5, 9
+	if logged {
+		c := defaultConfig
+		c.LogEvery = 1
+		d.setConfig(c)
+		a.w1.ReqNs, a.w1.FirstUs, a.w1.LastUs = 1000, 5, 9
+	}
 	frame := a.next().build()
 	w2 := keyBytes(b, worker2Key)
 	setup := func() {
-		d.idleQueue()
+		d.idleQueue() // W1, released by the previous run
 		d.objs.Binds.Delete(w2)
 		d.drainEvents()
 		d.drainRecords()
@@ -160,6 +146,7 @@ func BenchmarkXDPBoundaryLogged(b *testing.B) {
 	before := d.counters()
 	measure(b, d, frame, setup)
 	after := d.counters()
+	// Every run must have been a remix, or the figure is of something else.
 	if n := after[kern.CounterRemix] - before[kern.CounterRemix]; n != uint64(b.N) {
 		b.Fatalf("%d remixes in %d runs", n, b.N)
 	}
