@@ -23,7 +23,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			"(HOST:PORT[@WEIGHT]). Client connections are spliced onto pooled worker\n"+
 			"connections by the XDP program: no payload reaches user space. 'serve' may\n"+
 			"be left out: 'xlb lo 8080 ...' is the same. Ctrl-C or SIGTERM stop it\n"+
-			"cleanly: in-flight requests finish, connections are closed properly.\n"+
+			"cleanly: in-flight requests finish, connections are closed properly\n"+
+			"(SIGHUP too, but with --access-log FILE, which it opens again: logrotate).\n"+
 			"IFACE may be a comma-separated list (routed mode: the clients' side, then\n"+
 			"the workers' side): the program goes on each, in the same mode; the first\n"+
 			"one's addresses are listened on and it names the pins and control socket.",
@@ -236,14 +237,22 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		cfg.Log.Info("serving metrics", "addr", metricsLn.Addr().String(), "path", splice.MetricsPath)
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	select {
-	case s := <-sig:
-		cfg.Log.Info("stopping", "signal", s.String())
-		return lb.Shutdown()
-	case <-lb.Done():
-		return nil // another xlb took over (--reuse)
+	for {
+		select {
+		case s := <-sig:
+			// SIGHUP with an access log file is logrotate's
+			// postrotate: the file is opened again under its name.
+			// Without one it stops xlb, as it did (a closed terminal).
+			if s == syscall.SIGHUP && lb.ReopenAccessLog() {
+				continue
+			}
+			cfg.Log.Info("stopping", "signal", s.String())
+			return lb.Shutdown()
+		case <-lb.Done():
+			return nil // another xlb took over (--reuse)
+		}
 	}
 }
 

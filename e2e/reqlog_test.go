@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -360,5 +361,64 @@ func TestLatencyHistograms(t *testing.T) {
 	out, err := ns.Command(testkit.XLB, "stats", "--socket", sock[1]).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "latency p50") {
 		t.Errorf("xlb stats does not show the latencies (%v):\n%s", err, out)
+	}
+}
+
+// TestAccessLogReopen: logrotate moves the access log away and sends
+// SIGHUP; xlb writes on to a new file under the name, the old one keeps
+// what came before, and xlb keeps running.
+func TestAccessLogReopen(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 2)
+	path := filepath.Join(t.TempDir(), "access.log")
+	lb := startXLB(t, ns, "lo", 8080, workers, append(testkit.OwnSocket(t), "--access-log", path)...)
+	defer lb.Stop()
+	request := func() string {
+		c := dial(t, ns, "127.0.0.1:8080")
+		defer c.c.Close()
+		if _, _, err := c.get("/bytes/100"); err != nil {
+			t.Fatal(err)
+		}
+		return c.c.LocalAddr().String()
+	}
+	first := request()
+	if recs := readAccessLog(t, path, 1); len(recs) != 1 || recs[0].Client != first {
+		t.Fatalf("before the rotation: %+v, want one line of %s", recs, first)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lb.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	lb.WaitLines("reopening the access log", 1, 5*time.Second)
+	second := request()
+	if recs := readAccessLog(t, path, 1); len(recs) != 1 || recs[0].Client != second {
+		t.Errorf("after the rotation: %+v, want one line of %s", recs, second)
+	}
+	if recs := readAccessLog(t, path+".1", 1); len(recs) != 1 || recs[0].Client != first {
+		t.Errorf("the rotated file: %+v, want the one line of %s", recs, first)
+	}
+	if strings.Contains(lb.Output(), "stopping") {
+		t.Error("SIGHUP stopped xlb")
+	}
+}
+
+// TestSIGHUPStopsWithoutAccessLog: with no access log file to reopen,
+// SIGHUP (a closed terminal) stops xlb as SIGTERM does: cleanly, exit 0.
+func TestSIGHUPStopsWithoutAccessLog(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	workers := startWorkers(t, ns, 1)
+	lb := startXLB(t, ns, "lo", 8080, workers, testkit.OwnSocket(t)...)
+	if err := lb.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !lb.Exited(testkit.StopTimeout) {
+		t.Fatal("xlb still runs after SIGHUP")
+	}
+	if err := lb.Err(); err != nil || !strings.Contains(lb.Output(), "signal=hangup") {
+		t.Errorf("exit %v; output:\n%s", err, lb.Output())
 	}
 }

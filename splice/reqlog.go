@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -98,6 +99,8 @@ type workerLatency struct {
 
 // reqLog consumes the records.
 type reqLog struct {
+	path    string      // the access log's ("": none, "-": standard output)
+	reopen  atomic.Bool // SIGHUP: open path again (the reader does it)
 	mu      sync.Mutex
 	out     *bufio.Writer // the access log (nil: none)
 	file    io.WriteCloser
@@ -113,7 +116,7 @@ type reqLog struct {
 // openReqLog makes the consumer; path "" has no access log, "-" is
 // standard output.
 func openReqLog(path string) (*reqLog, error) {
-	r := &reqLog{byAddr: map[netip.AddrPort]*workerLatency{}}
+	r := &reqLog{path: path, byAddr: map[netip.AddrPort]*workerLatency{}}
 	switch path {
 	case "":
 	case "-":
@@ -129,6 +132,24 @@ func openReqLog(path string) (*reqLog, error) {
 		r.out = bufio.NewWriterSize(r.file, 64<<10)
 	}
 	return r, nil
+}
+
+// reopenFile opens the access log's path again (after a rotation moved the
+// file away), once what was buffered went to the old one. On failure the
+// old file is kept.
+func (r *reqLog) reopenFile() error {
+	if r.out == nil || r.path == "-" {
+		return nil
+	}
+	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	r.out.Flush()
+	old := r.file
+	r.file = f
+	r.out.Reset(f)
+	return old.Close()
 }
 
 type nopCloser struct{ io.Writer }
@@ -268,8 +289,25 @@ func (lb *LB) readRequests(ctx context.Context, rd *ebpf.RingBufReader) {
 	}
 }
 
+// ReopenAccessLog has the access log opened again under its name, at the
+// reader's next turn (SIGHUP, after a rotation). It returns false when
+// there is no access log file to reopen.
+func (lb *LB) ReopenAccessLog() bool {
+	if p := lb.reqlog.path; p == "" || p == "-" || lb.cfg.LogEvery == 0 {
+		return false
+	}
+	lb.reqlog.reopen.Store(true)
+	lb.log.Info("reopening the access log", "path", lb.reqlog.path)
+	return true
+}
+
 // drainRequests takes every record the ring holds.
 func (lb *LB) drainRequests(rd *ebpf.RingBufReader) {
+	if lb.reqlog.reopen.Swap(false) {
+		if err := lb.reqlog.reopenFile(); err != nil {
+			lb.log.Error("reopening the access log: writing on to the old file", "path", lb.reqlog.path, "err", err)
+		}
+	}
 	lb.reqlog.batchStart()
 	for range 1 << 20 { // bounded: the ring holds far fewer
 		rec, ok := rd.TryReadAppend(lb.reqlog.buf[:0])
