@@ -228,6 +228,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		defer metricsLn.Close()
 	}
 
+	// Signals are ours before the start: one that comes during it (the
+	// workers may be up, the program attached) is taken once it is done,
+	// and stops xlb cleanly rather than kill it half started.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	lb, err := splice.Start(cfg)
 	if err != nil {
 		return explainStartError(err, cfg.Iface)
@@ -236,9 +242,6 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		go lb.ServeMetrics(metricsLn)
 		cfg.Log.Info("serving metrics", "addr", metricsLn.Addr().String(), "path", splice.MetricsPath)
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	for {
 		select {
 		case s := <-sig:
