@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xlb-lb/xlb/ebpf"
 	"github.com/xlb-lb/xlb/kern"
 )
@@ -212,10 +210,7 @@ func appendLine(b []byte, rec *kern.ReqRecord, start int64) []byte {
 
 // batchStart is called before a batch of records.
 func (r *reqLog) batchStart() {
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) == nil {
-		r.monoOff = time.Now().UnixNano() - ts.Nano()
-	}
+	r.monoOff = time.Now().UnixNano() - int64(fineNs())
 }
 
 // add takes one record.

@@ -117,23 +117,14 @@ static __always_inline void ip_fresh(ip_t *ip)
 }
 
 /* ip_set_addrs sets the source and destination (ADDR_WORDS words each,
- * network order), adding the changes to the TCP checksum's accumulator (the
- * pseudo header) and, for IPv4, to the header checksum's. */
-static __always_inline void ip_set_addrs(ip_t *ip, const __be32 *saddr, const __be32 *daddr,
-					 struct csum_acc *ipc, struct csum_acc *tc)
+ * network order). Checksums are the caller's: translate() folds the change
+ * into them, answers are summed whole. */
+static __always_inline void ip_set_addrs(ip_t *ip, const __be32 *saddr, const __be32 *daddr)
 {
 	__be32 *s = ip_src(ip), *d = ip_dst(ip);
 
 #pragma unroll
 	for (int i = 0; i < ADDR_WORDS; i++) {
-		if (ipc) {
-			csum_acc32(ipc, s[i], saddr[i]);
-			csum_acc32(ipc, d[i], daddr[i]);
-		}
-		if (tc) {
-			csum_acc32(tc, s[i], saddr[i]);
-			csum_acc32(tc, d[i], daddr[i]);
-		}
 		s[i] = saddr[i];
 		d[i] = daddr[i];
 	}

@@ -113,7 +113,7 @@ static __always_inline void address(struct pkt *p, const struct leg_key *to, __u
 	__be16 sport = p->tcp->dest, dport = p->tcp->source;
 
 	if (to) {
-		ip_set_addrs(p->ip, to->local_addr, to->peer_addr, NULL, NULL);
+		ip_set_addrs(p->ip, to->local_addr, to->peer_addr);
 		sport = to->local_port;
 		dport = to->peer_port;
 	} else {
@@ -341,12 +341,15 @@ static __always_inline int translate(struct pkt *p, const struct binding *b)
 		if (d < 0)
 			return -1;
 		tc.even += csum_fold((__u32)d);
-		__builtin_memcpy(ip_src(p->ip), b->to.local_addr, 16);
-		__builtin_memcpy(ip_dst(p->ip), b->to.peer_addr, 16);
 	}
 #else
-	ip_set_addrs(p->ip, b->to.local_addr, b->to.peer_addr, &ipc, &tc);
+	/* One word each: in the header's checksum and the TCP one. */
+	csum_acc32(&ipc, p->ip->saddr, b->to.local_addr[0]);
+	csum_acc32(&ipc, p->ip->daddr, b->to.peer_addr[0]);
+	csum_acc32(&tc, p->ip->saddr, b->to.local_addr[0]);
+	csum_acc32(&tc, p->ip->daddr, b->to.peer_addr[0]);
 #endif
+	ip_set_addrs(p->ip, b->to.local_addr, b->to.peer_addr);
 	ip_unlabel(p->ip);
 
 	csum_acc16(&tc, p->tcp->source, b->to.local_port);
