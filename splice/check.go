@@ -222,9 +222,8 @@ func (w *worker) checkedNoSchedule(c CheckSpec, err error) (change string, fails
 // its pool follow.
 func (w *worker) healthChanged() {
 	w.lb.updateSchedule()
-	w.poke()
 	for _, o := range w.lb.workerList() {
-		o.poke() // the others' shares of the demand change
+		o.poke() // its pool, and the others' shares of the demand
 	}
 }
 
