@@ -262,8 +262,8 @@ func (w *worker) pooledEnded(born bornLeg, peerHi uint32) {
 
 var errPassive = errors.New("passive check: it ended its new pool connections unused")
 
-// takesRequests: the worker may be given new requests (not draining, not
-// down by a check). Caller holds w.mu.
+// takesRequestsLocked: the worker may be given new requests (not
+// draining, not down by a check). Caller holds w.mu.
 func (w *worker) takesRequestsLocked() bool { return !w.draining && !w.checkDown }
 
 // weightNow is the worker's weight as its pool and the schedule use it: 0

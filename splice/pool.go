@@ -459,10 +459,10 @@ func (lb *LB) Rematch(client, worker string) error {
 	if err != nil {
 		return err
 	}
-	if !w.takesRequests() {
-		w.mu.Lock()
-		state := w.stateName()
-		w.mu.Unlock()
+	w.mu.Lock()
+	takes, state := w.takesRequestsLocked(), w.stateName()
+	w.mu.Unlock()
+	if !takes {
 		return fmt.Errorf("worker %s is %s: it takes no new requests", w.spec.Addr, state)
 	}
 	var key kern.LegKey

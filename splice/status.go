@@ -92,6 +92,7 @@ func (lb *LB) Status() Status {
 	for _, w := range lb.workerList() {
 		l := loads.of(w.id)
 		ws, _ := lb.dp.WorkerStats(w.id)
+		lat, logged := lb.reqlog.latency(w.spec.Addr) // its own lock: not under w.mu
 		w.mu.Lock()
 		st := WorkerStatus{Addr: w.spec.Addr.String(), ID: w.id, Weight: w.spec.Weight, State: w.stateName(),
 			Legs: l.Legs(), Bound: l.Bound, Idle: l.Idle, Cooling: l.Cooling,
@@ -103,11 +104,11 @@ func (lb *LB) Status() Status {
 		if w.checkErr != nil {
 			st.CheckError = w.checkErr.Error()
 		}
-		if l, ok := lb.reqlog.latency(w.spec.Addr); ok && l.duration.n > 0 {
-			st.latency = &l
-			st.Logged = l.duration.n
-			st.LatencyP50Ms, st.LatencyP99Ms = l.duration.quantile(0.5)*1e3, l.duration.quantile(0.99)*1e3
-			st.TTFBP50Ms, st.TTFBP99Ms = l.ttfb.quantile(0.5)*1e3, l.ttfb.quantile(0.99)*1e3
+		if logged && lat.duration.n > 0 {
+			st.latency = &lat
+			st.Logged = lat.duration.n
+			st.LatencyP50Ms, st.LatencyP99Ms = lat.duration.quantile(0.5)*1e3, lat.duration.quantile(0.99)*1e3
+			st.TTFBP50Ms, st.TTFBP99Ms = lat.ttfb.quantile(0.5)*1e3, lat.ttfb.quantile(0.99)*1e3
 		}
 		if lerr != nil {
 			st.Error = lerr.Error() // its connections are unknown: say why they read 0

@@ -172,12 +172,6 @@ type worker struct {
 	kick         chan struct{}
 }
 
-func (w *worker) isDraining() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.draining
-}
-
 // takesRequests: not draining, not down by a health check.
 func (w *worker) takesRequests() bool {
 	w.mu.Lock()
