@@ -413,11 +413,53 @@ func TestPortReuseAfterDeadLeg(t *testing.T) {
 		t.Errorf("new handshake %+v (present %v), want ISN 42", hs, ok)
 	}
 
-	// On a live leg a SYN is dropped and changes nothing.
-	c.State = kern.LegIdle
-	d.putLeg(clientKey, c)
-	v, _, delta = d.run(fromClient(seg{seq: 42, flags: tcpSYN, win: 1, opts: linuxSYN(1460, 1, 7)}).build())
-	checkVerdict(t, v, xdpDrop)
-	checkCounters(t, delta, kern.CounterTCP, kern.CounterDeadLeg, kern.CounterDrop)
-	checkLeg(t, "live client leg", d.mustLeg(clientKey), c)
+}
+
+// A client reusing the port of a leg that is still live (its RST was lost,
+// or its flow went to another balancer host and came back: ECMP) is
+// answered as a stack answers a SYN on an established connection (RFC 5961
+// 4.2): an ACK with the leg's numbers, to which the client's stack in
+// SYN-SENT answers with a RST at exactly the seq the leg expects. That RST
+// ends the leg; the client's next SYN starts over. Idle and bound legs
+// alike; a SYN-ACK (a worker's) is not a client's new connection.
+func TestPortReuseOnLiveLeg(t *testing.T) {
+	syn := fromClient(seg{seq: 42, flags: tcpSYN, win: 1, opts: linuxSYN(1460, 1, 7)})
+	for _, bound := range []bool{false, true} {
+		t.Run(map[bool]string{false: "idle", true: "bound"}[bound], func(t *testing.T) {
+			d := loadDataPlane(t)
+			c := stdClientLeg()
+			if bound {
+				d.bindPair(clientKey, c, workerKey, stdWorkerLeg())
+			} else {
+				c.State = kern.LegIdle
+				d.putLeg(clientKey, c)
+			}
+			c = d.mustLeg(clientKey)
+			in := syn.build()
+			v, out, delta := d.run(in)
+			checkVerdict(t, v, xdpTX)
+			checkCounters(t, delta, kern.CounterTCP, kern.CounterStaleAcked, kern.CounterTX)
+			checkReply(t, in, out, c, c.SndNxt, tcpACK)
+			checkLeg(t, "live client leg", d.mustLeg(clientKey), c)
+
+			// The client's stack answers the ACK with a RST at its
+			// ack number: exact, it ends the leg.
+			d.run(fromClient(seg{seq: c.PeerHi, flags: tcpRST, win: 0}).build())
+			if got := d.mustLeg(clientKey); got.State != kern.LegDead {
+				t.Fatalf("after the client's RST the leg is %s, want dead", got.State)
+			}
+			d.drainEvents()
+			// Its SYN again: learned as a new handshake.
+			v, _, _ = d.run(syn.build())
+			if v != xdpTX && v != xdpPass {
+				t.Fatalf("the SYN after the RST: verdict %d, want it answered or passed to the listener", v)
+			}
+			if _, ok := d.leg(clientKey); ok {
+				t.Error("the dead leg is kept after the client's new SYN")
+			}
+			if hs, ok := d.handshake(clientKey); !ok || hs.PeerISN != 42 {
+				t.Errorf("new handshake %+v (present %v), want ISN 42", hs, ok)
+			}
+		})
+	}
 }

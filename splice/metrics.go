@@ -52,7 +52,7 @@ var CounterHelp = [kern.CounterMax]string{
 	kern.CounterFwdToWorker:  "Client segments translated to their worker.",
 	kern.CounterFwdToClient:  "Worker segments translated to their client.",
 	kern.CounterNoIdleLeg:    "Drops: client data but no idle worker leg (the client retransmits).",
-	kern.CounterStaleAcked:   "Stale segments on an unbound leg answered with an ACK.",
+	kern.CounterStaleAcked:   "Stale segments on an unbound leg, and clients' SYNs on a live one (a new connection from a port whose end never reached xlb), answered with an ACK.",
 	kern.CounterImplausible:  "Segments with seq/ack out of window: forwarded, positions kept.",
 	kern.CounterRSTIgnored:   "RSTs with an unexpected seq: no state change.",
 	kern.CounterUnboundACK:   "Drops: pure ACK or window update on an unbound leg.",

@@ -40,7 +40,7 @@ enum xlb_counter {
 	XLB_CNT_FWD_TO_WORKER = 14,/* client segment translated to its worker */
 	XLB_CNT_FWD_TO_CLIENT = 15,/* worker segment translated to its client */
 	XLB_CNT_NO_IDLE_LEG = 16,  /* drop: data but no idle worker leg */
-	XLB_CNT_STALE_ACKED = 17,  /* stale segment on an unbound leg answered with an ACK */
+	XLB_CNT_STALE_ACKED = 17,  /* stale segment on an unbound leg, or a client's SYN on a live one, answered with an ACK */
 	XLB_CNT_IMPLAUSIBLE = 18,  /* seq/ack out of window: forwarded, positions kept */
 	XLB_CNT_RST_IGNORED = 19,  /* RST with an unexpected seq: no state change */
 	XLB_CNT_UNBOUND_ACK = 20,  /* drop: pure ACK or window update on an unbound leg */

@@ -1828,6 +1828,20 @@ static __always_inline void on_leg(struct pkt *p, struct leg *leg, struct decisi
 				d->act = ACT_PASS;
 			return;
 		}
+		/* A SYN on a live client leg: the client opened a connection
+		 * from the port of one we still hold, whose end never reached
+		 * us (its RST was lost, or its flow went to another balancer
+		 * host meanwhile: ECMP). Answered as a stack answers it (RFC
+		 * 5961 4.2): an ACK with the leg's numbers. The client, in
+		 * SYN-SENT, answers that with a RST at exactly the seq the leg
+		 * expects, which ends the leg; its next SYN finds it dead and
+		 * is learned anew (slow_path). Dropped, it was retransmitted
+		 * into the same leg until the client gave up. */
+		if (leg->kind == LEG_CLIENT && !p->has_ack) {
+			count(XLB_CNT_STALE_ACKED);
+			act_reply(d, leg, READ_ONCE(leg->snd_nxt), REPLY_ACK);
+			return;
+		}
 		act_drop(d, XLB_CNT_DEAD_LEG);
 		return;
 	}
