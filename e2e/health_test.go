@@ -229,11 +229,27 @@ func TestPassiveCheck(t *testing.T) {
 			c.Close()
 		}
 	}()
-	lb := startXLB(t, ns, "lo", 8080, append(workers, "127.0.0.1:4172"), testkit.OwnSocket(t)...)
+	sock := testkit.OwnSocket(t)
+	lb := startXLB(t, ns, "lo", 8080, append(workers, "127.0.0.1:4172"), sock...)
 	defer lb.Stop()
 	lb.WaitLines("worker down: it ends the connections it is given", 1, 10*time.Second)
 	if !strings.Contains(lb.Output(), "worker=127.0.0.1:4172") {
 		t.Errorf("the log does not name the worker:\n%s", lb.Output())
+	}
+	// The log says it is down; its pool empties at the pool's next round
+	// (its idle connections retired): requests after that go to w1 only.
+	// Before it, one may still take a connection the worker already
+	// ended, and be reset, as any request to it was before.
+	end := time.Now().Add(10 * time.Second)
+	for {
+		w := ctlWorkers(t, ns, sock[1])["127.0.0.1:4172"]
+		if w.State == "down" && w.Idle == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the worker that ends its connections: %+v, want down with no idle connection", w)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	c := dial(t, ns, "127.0.0.1:8080")
 	defer c.c.Close()
