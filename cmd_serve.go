@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xlb-lb/xlb/splice"
 	"github.com/xlb-lb/xlb/xdp"
 )
@@ -32,7 +34,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			"xlb --listen 10.0.0.1 --pool 32 eth0 80 10.0.1.1:8080@2 10.0.1.2:8080\n"+
 			"xlb --metrics 127.0.0.1:9464 --log-format json --require-workers lo 8080 127.0.0.1:4171\n"+
 			"xlb --reuse lo 8080 127.0.0.1:4171   # restart: take over without dropping connections\n"+
-			"xlb --routed eth0,eth1 80 10.0.1.1:8080   # clients on eth0, workers behind eth1")
+			"xlb --routed eth0,eth1 80 10.0.1.1:8080   # clients on eth0, workers behind eth1\n"+
+			"xlb --routed --listen 192.0.2.10 --announce xlb-vip eth0,eth1 80 10.0.1.1:8080   # a VIP on lo, announced by BGP (docs/SCALE-OUT.md)")
 	cfg := splice.Config{}
 	listen := fs.String("listen", "", "addresses to listen on, comma-separated, IPv4 or IPv6 (default: every address of IFACE of the workers' families, link-local ones excepted); clients of a family are served by the workers of that family")
 	fs.IntVar(&cfg.Pool, "pool", splice.DefaultPool, "connections kept per worker and unit of weight, beyond its share of those busy with clients")
@@ -65,6 +68,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&checkCfg.Timeout, "check-timeout", splice.DefaultCheckTimeout, "a check not done within this fails")
 	fs.IntVar(&checkCfg.Rise, "rise", splice.DefaultRise, "checks passed in a row that bring a worker that is down back up")
 	fs.IntVar(&checkCfg.Fall, "fall", splice.DefaultFall, "checks failed in a row that mark a worker down")
+	fs.StringVar(&cfg.Announce, "announce", "", "a TUN device (made if it does not exist) that is up while this xlb serves, for a routing daemon to announce the service address by: up once a worker takes requests; down when none does, and first thing on stop; its carrier goes off when xlb exits, also killed (docs/SCALE-OUT.md)")
 	fs.DurationVar(&cfg.SlowStart, "slowstart", 0, "a worker that comes back up has its weight ramp from 1 to its own over this time (0: at once)")
 	logRequests := fs.String("log-requests", "", "request records from the data plane, for the access log and the latency histograms (metrics, xlb stats): all, N (one request in N, drawn at random) or off (default: all with --access-log, else off)")
 	fs.StringVar(&cfg.AccessLog, "access-log", "", "write a JSON object a line for each request logged (--log-requests) to FILE, appended, or - for standard output: time, client address, worker, worker connection, bytes each way, time to first byte, duration, how it ended")
@@ -138,6 +142,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.SlowStart < 0 {
 		return usagef("--slowstart %v: must be 0 (none) or more", cfg.SlowStart)
+	}
+	if a := cfg.Announce; a != "" && (len(a) >= unix.IFNAMSIZ || a == "." || a == ".." || strings.ContainsAny(a, "/: \t\n")) {
+		return usagef("--announce %q: not an interface name (1 to %d characters, no '/', ':' or spaces)", a, unix.IFNAMSIZ-1)
 	}
 	if cfg.Policy, err = splice.ParsePolicy(*policy); err != nil {
 		return usagef("--policy: %v", err)

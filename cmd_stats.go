@@ -83,6 +83,9 @@ func printStats(w io.Writer, st splice.Status, prev *splice.Status, dt time.Dura
 	}
 	fmt.Fprintf(w, "IN: bytes client->worker; OUT: worker->client; RELEASES: connections given\n")
 	fmt.Fprintf(w, "back by clients (remix, idle release, rematch)\n")
+	if st.Announce != "" {
+		fmt.Fprintf(w, "announcement %s\n", st.Announce)
+	}
 	if st.Unspliced > 0 || st.Mismatches > 0 {
 		fmt.Fprintf(w, "unspliced connections %d, handshake mismatches %d\n", st.Unspliced, st.Mismatches)
 	}

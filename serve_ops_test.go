@@ -31,6 +31,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{[]string{"--log-level", "loud", "lo", "8080", "127.0.0.1:4171"}, `--log-level "loud": want debug, info, warn or error`},
 		{[]string{"--metrics", "9464", "lo", "8080", "127.0.0.1:4171"}, `--metrics "9464": want HOST:PORT`},
 		{[]string{"--metrics", "127.0.0.1:0", "lo", "8080", "127.0.0.1:4171"}, "port must be a number from 1 to 65535"},
+		{[]string{"--announce", "a-name-far-too-long", "lo", "8080", "127.0.0.1:4171"}, `--announce "a-name-far-too-long": not an interface name`},
+		{[]string{"--announce", "xlb/vip", "lo", "8080", "127.0.0.1:4171"}, `--announce "xlb/vip": not an interface name`},
 		{[]string{"stats", "extra"}, "stats takes no arguments"},
 		{[]string{"top", "--interval", "1ms"}, "--interval 1ms: must be at least 100ms"},
 	} {

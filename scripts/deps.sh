@@ -3,7 +3,8 @@
 #   deps.sh build   what `make` needs: clang, llvm, kernel UAPI headers
 #   deps.sh test    what the tests need on top: iproute2, ethtool, curl, nginx,
 #                   wrk, tmux, redis, memcached, ab, python3 (the protocol
-#                   tests' servers and clients)
+#                   tests' servers and clients), bird2 (the scale-out tests'
+#                   BGP daemon)
 #   deps.sh bench   what the benchmarks need on top: haproxy, gnuplot
 set -euo pipefail
 
@@ -30,6 +31,8 @@ test=(
 	"memcached:memcached"
 	"ab:apache2-utils"
 	"python3:python3-minimal"
+	"bird:bird2"
+	"birdc:bird2"
 )
 bench=(
 	"haproxy:haproxy"
@@ -70,7 +73,7 @@ fi
 echo "xlb: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# nginx and redis must not start as system services: the tests run their own.
+# nginx, redis and bird must not start as system services: the tests run their own.
 printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d.xlb
 chmod +x /usr/sbin/policy-rc.d.xlb
 had_policy=0

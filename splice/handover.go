@@ -258,6 +258,7 @@ func (lb *LB) letGo() {
 	}
 	lb.control.SetUnlinkOnClose(false)
 	lb.control.Close()
+	lb.closeAnnounce() // the new process holds a queue of its own
 	lb.attached, lb.pinned = nil, false
 	lb.closeObjects()
 }

@@ -108,6 +108,10 @@ type Config struct {
 	// SlowStart: a worker that comes back up (a check, a connection
 	// after failures) has its weight ramped over this (0: at once).
 	SlowStart time.Duration
+	// Announce names the TUN device that is up while this xlb serves (a
+	// worker takes requests), for a routing daemon to announce the
+	// service address by (announce.go; "": none).
+	Announce string
 
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// when xlb stops.
@@ -288,6 +292,7 @@ type LB struct {
 	progID      uint32   // our program's id: what we detach, and what a takeover must leave attached for us to resume
 	pinned      bool
 	reused      map[string]*ebpf.Map // pinned maps taken over (--reuse); we close them
+	announcer   *announcer           // --announce: nil without
 	cancel      context.CancelFunc
 	loopCtx     context.Context // of the running loops (workers added later run in it)
 	pausing     atomic.Bool
@@ -356,6 +361,19 @@ func Start(cfg Config) (*LB, error) {
 			lb.cfg.DropOnEmptyPool = true
 		}
 		lb.replay = r
+	}
+	if cfg.Announce != "" {
+		// Before the takeover (--reuse): the old process's queue and
+		// ours overlap, the device stays up.
+		a, err := openAnnounce(cfg.Announce)
+		if err != nil {
+			lb.teardown()
+			return nil, err
+		}
+		lb.announcer = a
+		if a.up {
+			cfg.Log.Info("announcing: the device is up, held by another xlb (a takeover keeps it up)", "device", a.name)
+		}
 	}
 	if err := lb.start(); err != nil {
 		lb.teardown()
@@ -591,6 +609,9 @@ func (lb *LB) runLoops() {
 	}
 	if lb.cfg.Routed {
 		lb.goroutine(func() { lb.watchNextHops(ctx) })
+	}
+	if lb.announcer != nil {
+		lb.goroutine(func() { lb.announceLoop(ctx.Done()) })
 	}
 }
 
@@ -1318,6 +1339,7 @@ func (lb *LB) Shutdown() error {
 		return nil // handed over: nothing is ours any more
 	default:
 	}
+	lb.withdraw()
 	for _, ln := range lb.listeners {
 		ln.Close()
 	}
@@ -1347,6 +1369,7 @@ func (lb *LB) teardown() error {
 		}
 	}
 	lb.attached = nil
+	lb.closeAnnounce()
 	if err := lb.reqlog.close(); err != nil {
 		errs = append(errs, fmt.Errorf("access log: %w", err))
 	}

@@ -48,10 +48,13 @@ type WorkerStatus struct {
 
 // Status is the state of a running load balancer.
 type Status struct {
-	Pid        int    `json:"pid"`
-	Iface      string `json:"iface"`
-	Port       uint16 `json:"port"`
-	Clients    int    `json:"clients"` // client connections held
+	Pid     int    `json:"pid"`
+	Iface   string `json:"iface"`
+	Port    uint16 `json:"port"`
+	Clients int    `json:"clients"` // client connections held
+	// Announce is the --announce device's state: "up", or "down: WHY"
+	// (empty without --announce).
+	Announce   string `json:"announce,omitempty"`
 	Unspliced  uint64 `json:"unspliced"`
 	Mismatches uint64 `json:"mismatches"`
 	// EarlyReaps counts finished legs forgotten before their linger was
@@ -84,7 +87,7 @@ type Status struct {
 func (lb *LB) Status() Status {
 	s := Status{Pid: os.Getpid(), Iface: lb.cfg.Iface, Port: lb.cfg.Port,
 		Unspliced: lb.unspliced.Load(), Mismatches: lb.mismatches.Load(), EarlyReaps: lb.earlyReaps.Load(),
-		Goroutines: runtime.NumGoroutine()}
+		Goroutines: runtime.NumGoroutine(), Announce: lb.announced()}
 	if r := lb.replay; r != nil {
 		s.Held, s.Replayed, s.HeldDropped = r.holds.Load(), r.replayed.Load(), r.expired.Load()
 	}
