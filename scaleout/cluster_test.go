@@ -356,7 +356,7 @@ func (cl *cluster) bucketShares() [hosts]int {
 // hash), as the 0-based host.
 func (cl *cluster) routedTo(clientHost int, from endpoint) (int, error) {
 	out, err := cl.r.Command("ip", "-o", "route", "get", vip, "from", from.addr, "iif", fmt.Sprintf("rc%d", clientHost+1),
-		"ipproto", "tcp", "sport", fmt.Sprint(from.port), "dport", fmt.Sprint(vipPort)).CombinedOutput()
+		"ipproto", "6", "sport", fmt.Sprint(from.port), "dport", fmt.Sprint(vipPort)).CombinedOutput()
 	if err != nil {
 		return -1, fmt.Errorf("ip route get: %v: %s", err, out)
 	}
