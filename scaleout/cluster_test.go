@@ -218,11 +218,9 @@ func (cl *cluster) ipJSON(v any, args ...string) error {
 }
 
 type route struct {
-	Gateway  string `json:"gateway"`
 	Dev      string `json:"dev"`
 	Nexthops []struct {
-		Gateway string `json:"gateway"`
-		Dev     string `json:"dev"`
+		Dev string `json:"dev"`
 	} `json:"nexthops"`
 }
 
@@ -385,10 +383,16 @@ func hostOf(worker string) int {
 }
 
 // dial opens a connection to the VIP from client host i.
-func (cl *cluster) dial(i int) (net.Conn, error) {
+func (cl *cluster) dial(i int) (net.Conn, error) { return cl.dialFrom(i, nil) }
+
+// dialFrom is dial from the local address and port local (nil: any).
+func (cl *cluster) dialFrom(i int, local *net.TCPAddr) (net.Conn, error) {
 	var c net.Conn
 	err := cl.c[i].Do(func() error {
 		d := net.Dialer{Timeout: ioTimeout}
+		if local != nil {
+			d.LocalAddr = local
+		}
 		var err error
 		c, err = d.Dial("tcp", net.JoinHostPort(vip, fmt.Sprint(vipPort)))
 		return err
@@ -511,14 +515,13 @@ type longClient struct {
 	requests int
 	others   int   // answers carried by another host than the first
 	err      error // what ended it
-	ended    time.Time
 	done     chan struct{}
 }
 
-func (lc *longClient) state() (requests, others int, err error, ended time.Time) {
+func (lc *longClient) state() (requests, others int, err error) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	return lc.requests, lc.others, lc.err, lc.ended
+	return lc.requests, lc.others, lc.err
 }
 
 // startLong opens n long-lived clients and returns them once each has its
@@ -559,7 +562,7 @@ func (lc *longClient) run(c net.Conn, r *bufio.Reader, stop <-chan struct{}) {
 		h, err := get(c, r)
 		lc.mu.Lock()
 		if err != nil {
-			lc.err, lc.ended = err, time.Now()
+			lc.err = err
 			lc.mu.Unlock()
 			return
 		}

@@ -98,11 +98,12 @@ func (a *announcer) flags(set func(uint16) uint16) (uint16, error) {
 	if set == nil || set(fl) == fl {
 		return fl, nil
 	}
-	ifr.SetUint16(set(fl))
+	fl = set(fl)
+	ifr.SetUint16(fl)
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return 0, fmt.Errorf("--announce %s: setting its flags: %w", a.name, err)
 	}
-	return set(fl), nil
+	return fl, nil
 }
 
 func (a *announcer) isUp() (bool, error) {
